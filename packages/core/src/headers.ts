@@ -1,0 +1,22 @@
+/** Header names on Plinth's wire. Standards first (W3C, IETF); Plinth's own are few. */
+export const Headers = {
+  traceparent: 'traceparent',
+  tracestate: 'tracestate',
+  baggage: 'baggage',
+  /** Remaining time budget in milliseconds, shrunk at each hop. */
+  timeout: 'plinth-timeout-ms',
+  idempotencyKey: 'idempotency-key',
+  ifMatch: 'if-match',
+  /** Outcome of a PUT: created, updated or unchanged. */
+  result: 'plinth-result',
+  revision: 'plinth-revision',
+} as const;
+
+export const BaggageKeys = {
+  lane: 'plinth.lane',
+  stress: 'plinth.stress',
+  userId: 'user.id',
+  region: 'region',
+} as const;
+
+export const PROBLEM_CONTENT_TYPE = 'application/problem+json';
