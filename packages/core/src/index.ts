@@ -1,6 +1,7 @@
 export * from './audit-chain.js';
 export * from './canonical.js';
 export * from './config-format.js';
+export * from './diff.js';
 export * from './errors.js';
 export * from './headers.js';
 export * from './kinds/index.js';

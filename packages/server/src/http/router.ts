@@ -22,6 +22,7 @@ export interface RouteOptions {
 }
 
 interface Route {
+  pattern: string;
   method: string;
   segments: string[];
   handler: Handler;
@@ -29,6 +30,8 @@ interface Route {
 }
 
 export interface Match {
+  /** The pattern, for metrics labels. */
+  route: string;
   handler: Handler;
   params: Record<string, string>;
   options: RouteOptions;
@@ -42,7 +45,7 @@ export class Router {
   private routes: Route[] = [];
 
   add(method: string, pattern: string, handler: Handler, options: RouteOptions = {}): void {
-    this.routes.push({ method, segments: pattern.split('/').filter(Boolean), handler, options });
+    this.routes.push({ pattern, method, segments: pattern.split('/').filter(Boolean), handler, options });
     // Literal-first ordering, so /v1/resources/:kind/:ns/:name/history beats nothing and /v1/x/literal beats /v1/x/:p.
     this.routes.sort((a, b) => score(b) - score(a));
   }
@@ -71,7 +74,7 @@ export class Router {
       }
       if (!ok) continue;
       pathMatched = true;
-      if (r.method === method || (method === 'HEAD' && r.method === 'GET')) return { handler: r.handler, params, options: r.options };
+      if (r.method === method || (method === 'HEAD' && r.method === 'GET')) return { route: r.pattern, handler: r.handler, params, options: r.options };
     }
     if (pathMatched) throw new PlinthError('METHOD_NOT_ALLOWED', `${method} is not allowed on ${path.slice(0, 200)}`);
     throw new PlinthError('ROUTE_NOT_FOUND', `no endpoint ${path.slice(0, 200)}`);

@@ -1,0 +1,27 @@
+// Runs one plinth server (SQLite in a fresh temp dir) in its own process, so its CPU and memory can be
+// read from /proc apart from the load generator. Prints one JSON line {url, token, pid}, then serves
+// until SIGTERM/SIGINT or until the parent closes our stdin (so a killed benchmark leaves no server).
+// To profile, run.mjs starts this file with `node --cpu-prof` (BENCH_CPU_PROF=1); the profile is
+// written on the orderly exit below.
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { startServer } from '../../packages/server/dist/index.js';
+
+const dataDir = mkdtempSync(join(tmpdir(), 'plinth-bench-'));
+const server = await startServer({ dataDir, listen: '127.0.0.1:0', logLevel: 'silent' });
+const token = readFileSync(server.adminTokenFile, 'utf8').trim();
+process.stdout.write(`${JSON.stringify({ url: server.url, token, pid: process.pid })}\n`);
+
+let stopping = false;
+async function stop() {
+  if (stopping) return;
+  stopping = true;
+  setTimeout(() => process.exit(0), 5000).unref(); // a close that hangs must not keep the run waiting
+  await server.close().catch(() => {});
+  rmSync(dataDir, { recursive: true, force: true });
+  process.exit(0);
+}
+process.on('SIGTERM', stop);
+process.on('SIGINT', stop);
+process.stdin.on('end', stop).resume();

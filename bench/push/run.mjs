@@ -1,0 +1,219 @@
+// `npm run bench:push`: plinth watch push latency vs etcd's native watch, and registry lease renewal
+// cost, in one run on this machine. Writes bench/results/push.json and the figures in docs/benchmarks.md.
+//
+// Smaller runs for development: BENCH_SUBSCRIBERS, BENCH_CHANGES, BENCH_INSTANCES, BENCH_MEASURE_S,
+// BENCH_ONLY=plinth,etcd,leases (partial runs write bench/results/push.partial.json and leave the doc).
+// BENCH_CPU_PROF=1 starts each plinth child under `node --cpu-prof` (profiles in bench/results/profiles/).
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { cpus, release } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { startEtcd } from './etcd.mjs';
+import { leaseLoad } from './leases.mjs';
+import { killAllChildren, memoryMiB, round, spawnReady, stopChild } from './lib.mjs';
+import { etcdPush, plinthPush } from './push.mjs';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const root = join(here, '..', '..');
+const env = process.env;
+const PUSH = {
+  subscribers: Number(env.BENCH_SUBSCRIBERS ?? 1000),
+  changes: Number(env.BENCH_CHANGES ?? 200),
+  spacingMs: 25,
+  warmup: 20,
+};
+const ETCD_CONNECTIONS = 10;
+const LEASES = {
+  instances: Number(env.BENCH_INSTANCES ?? 10_000),
+  ttlSeconds: 15,
+  periodS: 5,
+  warmupS: 5,
+  measureS: Number(env.BENCH_MEASURE_S ?? 30),
+  connections: 32,
+};
+const only = env.BENCH_ONLY ? new Set(env.BENCH_ONLY.split(',')) : undefined;
+const runs = (part) => !only || only.has(part);
+const TARGET = { pushP99Ms: 50, leaseCpuPct: 25 };
+const TIME_LIMIT_MS = 230_000;
+
+// Every way out kills the children: normal exit, error, SIGINT/SIGTERM, and the time limit.
+process.on('exit', killAllChildren);
+for (const [sig, code] of [['SIGINT', 130], ['SIGTERM', 143]]) {
+  process.on(sig, () => {
+    console.error(`\n${sig}: stopping children`);
+    killAllChildren();
+    process.exit(code);
+  });
+}
+setTimeout(() => {
+  console.error(`time limit (${TIME_LIMIT_MS / 1000} s) reached: stopping`);
+  killAllChildren();
+  process.exit(2);
+}, TIME_LIMIT_MS).unref();
+
+async function withPlinth(label, fn) {
+  const profDir = join(root, 'bench', 'results', 'profiles');
+  const nodeArgs = env.BENCH_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${profDir}`, `--cpu-prof-name=plinth-${label}-${Date.now()}.cpuprofile`] : [];
+  const { child, info } = await spawnReady(process.execPath, [...nodeArgs, join(here, 'plinth-child.mjs')], { name: 'plinth server' });
+  try {
+    return await fn(info);
+  } finally {
+    await stopChild(child);
+  }
+}
+
+const ms = (x) => round(x, 2);
+const log = (...a) => console.log(...a);
+
+async function main() {
+  const results = {};
+  const notes = [];
+
+  if (runs('plinth')) {
+    log(`plinth push: ${PUSH.subscribers} SSE watchers, ${PUSH.changes} changes every ${PUSH.spacingMs} ms…`);
+    const r = await withPlinth('push', (s) => plinthPush(s, { ...PUSH, sample: () => memoryMiB(s.pid) }));
+    log(`  p50 ${ms(r.p50)} ms  p99 ${ms(r.p99)} ms  max ${ms(r.max)} ms  missed ${r.missed}  rss ${round(r.memory.rss, 1)} MiB (peak ${round(r.memory.hwm, 1)})`);
+    Object.assign(results, {
+      push_p50_ms: ms(r.p50), push_p99_ms: ms(r.p99), push_max_ms: ms(r.max),
+      missed: r.missed, duplicates: r.duplicates, push_write_errors: r.writeErrors,
+      server_rss_mb: round(r.memory.rss, 1), server_hwm_mb: round(r.memory.hwm, 1),
+      plinth_subscribe_all_ms: round(r.subscribeMs, 0),
+    });
+  }
+
+  if (runs('etcd')) {
+    const etcd = await startEtcd();
+    if (etcd.skipped) {
+      notes.push(`etcd skipped: ${etcd.skipped}`);
+      log(`etcd skipped: ${etcd.skipped}`);
+    } else {
+      try {
+        log(`etcd ${etcd.version} push: ${PUSH.subscribers} watchers over ${ETCD_CONNECTIONS} gRPC connections…`);
+        const r = await etcdPush({ endpoint: etcd.endpoint, connections: ETCD_CONNECTIONS }, { ...PUSH, sample: () => memoryMiB(etcd.pid) });
+        log(`  p50 ${ms(r.p50)} ms  p99 ${ms(r.p99)} ms  max ${ms(r.max)} ms  missed ${r.missed}  rss ${round(r.memory.rss, 1)} MiB (peak ${round(r.memory.hwm, 1)})`);
+        Object.assign(results, {
+          etcd_version: etcd.version,
+          etcd_push_p50_ms: ms(r.p50), etcd_push_p99_ms: ms(r.p99), etcd_push_max_ms: ms(r.max),
+          etcd_missed: r.missed, etcd_write_errors: r.writeErrors,
+          etcd_rss_mb: round(r.memory.rss, 1), etcd_hwm_mb: round(r.memory.hwm, 1),
+          etcd_connections: ETCD_CONNECTIONS,
+        });
+      } finally {
+        await etcd.stop();
+      }
+    }
+  }
+  if (results.push_p99_ms != null && results.etcd_push_p99_ms != null) {
+    results.push_p99_ratio_vs_etcd = round(results.push_p99_ms / results.etcd_push_p99_ms, 2);
+  }
+
+  if (runs('leases')) {
+    const rate = LEASES.instances / LEASES.periodS;
+    log(`plinth leases: ${LEASES.instances} instances, one renewal each per ${LEASES.periodS} s (${rate}/s), ${LEASES.warmupS} s warm-up + ${LEASES.measureS} s…`);
+    const r = await withPlinth('leases', async (s) => ({ ...(await leaseLoad(s, LEASES)), memory: memoryMiB(s.pid) }));
+    log(`  registered in ${round(r.registerS, 1)} s (${r.registerErrors} errors); server CPU ${round(r.serverCpuPct, 1)} % of one core; ` +
+      `renew p50 ${ms(r.renew.p50)} ms p99 ${ms(r.renew.p99)} ms; ${round(r.achievedRate, 0)}/s achieved; ${r.failed} failed; load generator CPU ${round(r.loadgenCpuPct, 0)} %`);
+    if (r.achievedRate < 0.98 * rate || r.maxLagMs > 250) {
+      const why = `the load generator did not sustain ${rate} renewals/s: ${round(r.achievedRate, 0)}/s completed, up to ${round(r.maxLagMs, 0)} ms behind schedule, generator at ${round(r.loadgenCpuPct, 0)} % of a core`;
+      notes.push(why);
+      log(`  NOTE: ${why}`);
+    }
+    Object.assign(results, {
+      instances: LEASES.instances,
+      lease_cpu_pct: round(r.serverCpuPct, 1),
+      renew_p50_ms: ms(r.renew.p50), renew_p99_ms: ms(r.renew.p99), renew_max_ms: ms(r.renew.max),
+      renew_rate_per_s: round(r.achievedRate, 0), renew_target_per_s: rate,
+      renew_failed: r.failed, register_errors: r.registerErrors, register_s: round(r.registerS, 1),
+      loadgen_cpu_pct: round(r.loadgenCpuPct, 0), lease_server_rss_mb: round(r.memory.rss, 1),
+    });
+  }
+
+  Object.assign(results, {
+    subscribers: PUSH.subscribers,
+    changes: PUSH.changes,
+    change_spacing_ms: PUSH.spacingMs,
+    machine: {
+      nproc: Number(execFileSync('nproc', { encoding: 'utf8' }).trim()),
+      cpu: cpus()[0]?.model,
+      node: process.version,
+      kernel: release(),
+      date: new Date().toISOString(),
+    },
+    notes,
+  });
+  const met = verdicts(results);
+  results.targets = met;
+
+  const out = join(root, 'bench', 'results', only ? 'push.partial.json' : 'push.json');
+  mkdirSync(dirname(out), { recursive: true });
+  writeFileSync(out, `${JSON.stringify(results, null, 2)}\n`);
+  log(`\nwrote ${out}`);
+  if (!only) writeDoc(results);
+  for (const [k, v] of Object.entries(met)) log(`  target ${k}: ${v.met === null ? 'not measured' : v.met ? 'met' : 'MISSED'} (${v.detail})`);
+}
+
+function verdicts(r) {
+  const v = {};
+  if (r.push_p99_ms != null) {
+    v.push_p99 = { met: r.push_p99_ms <= TARGET.pushP99Ms && r.missed === 0, detail: `p99 ${r.push_p99_ms} ms ≤ ${TARGET.pushP99Ms} ms, ${r.missed} missed` };
+  }
+  v.push_vs_etcd = r.push_p99_ratio_vs_etcd == null
+    ? { met: null, detail: 'etcd not measured' }
+    : { met: r.push_p99_ratio_vs_etcd <= 1, detail: `plinth p99 / etcd p99 = ${r.push_p99_ratio_vs_etcd} ≤ 1` };
+  if (r.lease_cpu_pct != null) {
+    v.lease_cpu = {
+      met: r.lease_cpu_pct <= TARGET.leaseCpuPct && r.renew_failed === 0 && r.renew_rate_per_s >= 0.98 * r.renew_target_per_s,
+      detail: `${r.lease_cpu_pct} % ≤ ${TARGET.leaseCpuPct} % of one core at ${r.renew_rate_per_s}/${r.renew_target_per_s} renewals/s, ${r.renew_failed} failed`,
+    };
+  }
+  return v;
+}
+
+/** Rewrites the generated block of docs/benchmarks.md; the prose around it is kept as written. */
+function writeDoc(r) {
+  const file = join(root, 'docs', 'benchmarks.md');
+  const begin = '<!-- bench:push:begin (generated by npm run bench:push) -->';
+  const end = '<!-- bench:push:end -->';
+  const doc = readFileSync(file, 'utf8');
+  const a = doc.indexOf(begin);
+  const b = doc.indexOf(end);
+  if (a < 0 || b < a) return log(`docs/benchmarks.md has no ${begin} … ${end} block: not updated`);
+  const yes = (t) => (t?.met == null ? 'not measured' : t.met ? '**met**' : '**missed**');
+  const m = r.machine;
+  const rows = [
+    '| figure | plinth | etcd | target | |',
+    '|---|---|---|---|---|',
+    `| push p50 (ms) | ${r.push_p50_ms} | ${r.etcd_push_p50_ms ?? '–'} | | |`,
+    `| push p99 (ms) | ${r.push_p99_ms} | ${r.etcd_push_p99_ms ?? '–'} | ≤ ${TARGET.pushP99Ms} | ${yes(r.targets.push_p99)} |`,
+    `| push max (ms) | ${r.push_max_ms} | ${r.etcd_push_max_ms ?? '–'} | | |`,
+    `| p99 ratio plinth / etcd | ${r.push_p99_ratio_vs_etcd ?? '–'} | 1 | ≤ 1 | ${yes(r.targets.push_vs_etcd)} |`,
+    `| deliveries missed (of ${r.subscribers * r.changes}) | ${r.missed} | ${r.etcd_missed ?? '–'} | 0 | |`,
+    `| server RSS with ${r.subscribers} watchers (MiB; peak) | ${r.server_rss_mb} (${r.server_hwm_mb}) | ${r.etcd_rss_mb ?? '–'} (${r.etcd_hwm_mb ?? '–'}) | | |`,
+    `| lease renewals: server CPU (% of one core) | ${r.lease_cpu_pct} | | ≤ ${TARGET.leaseCpuPct} | ${yes(r.targets.lease_cpu)} |`,
+    `| renewals/s achieved (target ${r.renew_target_per_s}) | ${r.renew_rate_per_s} | | | |`,
+    `| renew latency p50 / p99 (ms) | ${r.renew_p50_ms} / ${r.renew_p99_ms} | | | |`,
+    `| failed renewals | ${r.renew_failed} | | 0 | |`,
+  ];
+  const block = [
+    begin,
+    `Last run: ${m.date.slice(0, 10)}, ${m.nproc} cores (${m.cpu}), Node ${m.node}, etcd ${r.etcd_version ?? 'not run'}; ` +
+      `${r.subscribers} watchers × ${r.changes} changes every ${r.change_spacing_ms} ms; ${r.instances} instances.`,
+    '',
+    ...rows,
+    ...(r.notes.length ? ['', ...r.notes.map((n) => `Note: ${n}.`)] : []),
+    end,
+  ].join('\n');
+  writeFileSync(file, doc.slice(0, a) + block + doc.slice(b + end.length));
+  log(`updated ${file}`);
+}
+
+main()
+  .catch((e) => {
+    console.error(e);
+    process.exitCode = 1;
+  })
+  .finally(() => {
+    killAllChildren();
+    process.exit();
+  });

@@ -1,0 +1,86 @@
+import { resolve } from 'node:path';
+import type { Command } from 'commander';
+import { CliError, ExitCode, UsageError } from '../errors.js';
+import { note, out } from './common.js';
+
+interface ServerFlags {
+  data: string;
+  listen: string;
+  store?: string;
+  secretKeyFile?: string;
+  logLevel?: string;
+}
+
+/** Shell-quotes a path for the copy-paste hints, so a data dir with spaces still works. */
+function sh(s: string): string {
+  return /^[\w@%+=:,./-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`;
+}
+
+export function registerServer(program: Command): void {
+  program
+    .command('server')
+    .description('run the plinth control plane until SIGINT/SIGTERM')
+    .option('--data <dir>', 'data directory: SQLite file, secret keys, admin token', './.plinth')
+    .option('--listen <host:port>', 'address to listen on (port 0 picks a free one)', '127.0.0.1:7070')
+    .option('--store <store>', 'sqlite, or a postgres:// URL (default: $PLINTH_STORE or sqlite)')
+    .option('--secret-key-file <file>', 'secret sealing key file (default: DATA/secret.keys; or set $PLINTH_SECRET_KEYS)')
+    .option('--log-level <level>', 'trace, debug, info, warn, error, fatal or silent', 'info')
+    .action(async (opts: ServerFlags) => {
+      const dataDir = resolve(opts.data);
+      const store = opts.store ?? (process.env['PLINTH_STORE'] || undefined);
+      const secretKeys = process.env['PLINTH_SECRET_KEYS'] || undefined;
+      if (secretKeys !== undefined && opts.secretKeyFile !== undefined) {
+        throw new UsageError('give the secret keys either in $PLINTH_SECRET_KEYS or with --secret-key-file, not both');
+      }
+      // Loaded only here: the server pulls in SQLite and the rest of the control plane, which no other
+      // command needs, and every other command should start fast.
+      const { startServer } = await import('@plinth/server');
+      let running;
+      try {
+        running = await startServer({
+          dataDir,
+          listen: opts.listen,
+          ...(store !== undefined ? { store } : {}),
+          ...(secretKeys !== undefined ? { secretKeys } : {}),
+          ...(opts.secretKeyFile !== undefined ? { secretKeyFile: resolve(opts.secretKeyFile) } : {}),
+          ...(opts.logLevel !== undefined ? { logLevel: opts.logLevel } : {}),
+        });
+      } catch (e) {
+        const code = (e as NodeJS.ErrnoException).code;
+        const why = code === 'EADDRINUSE' ? `${opts.listen} is already in use` : (e as Error).message;
+        throw new CliError(`cannot start the server: ${why}`, ExitCode.REFUSED);
+      }
+      out(`plinth server listening on ${running.url} (data: ${dataDir})`);
+      if (running.adminTokenFile) {
+        out(`created the admin credential: ${running.adminTokenFile} (keep it secret)`);
+        out('use it with:');
+        out(`  export PLINTH_URL=${running.url}`);
+        out(`  export PLINTH_TOKEN=$(cat ${sh(running.adminTokenFile)})`);
+        out(`or save it once with: plinth login --url ${running.url} --token @${sh(running.adminTokenFile)}`);
+      }
+      const server = running;
+      await new Promise<void>((done) => {
+        let closing = false;
+        const stop = (sig: NodeJS.Signals): void => {
+          if (closing) {
+            // A second Ctrl-C means "now": do not wait for watchers to drain.
+            note(`${sig} again: exiting without a clean shutdown`);
+            process.exit(130);
+          }
+          closing = true;
+          note(`${sig}: shutting down`);
+          server.close().then(
+            () => done(),
+            (e: unknown) => {
+              note(`error while shutting down: ${(e as Error).message}`);
+              process.exitCode = ExitCode.REFUSED;
+              done();
+            },
+          );
+        };
+        process.on('SIGINT', stop);
+        process.on('SIGTERM', stop);
+      });
+      note('stopped');
+    });
+}
