@@ -75,7 +75,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   const secretKeys = options.secretKeys ?? process.env.PLINTH_SECRET_KEYS;
   const keyring = secretKeys ? Keyring.fromEnv(secretKeys) : Keyring.fromFile(options.secretKeyFile ?? join(dataDir, 'secret.keys'), true);
 
-  const store = openStore(options.store ?? 'sqlite', dataDir);
+  const store = openStore(options.store ?? 'sqlite', dataDir, { onError: (msg, err) => log.warn({ err }, msg) });
   await store.init();
   const cleanups: (() => Promise<void> | void)[] = [() => store.close()];
   try {

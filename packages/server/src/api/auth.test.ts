@@ -109,6 +109,23 @@ for (const { backend, skip } of backends()) {
       assert.equal(forbidden.status, 403);
     });
 
+    it('shows secret values only to identities granted reveal', async () => {
+      await s.api('PUT', '/v1/resources/Secret/team-a/db', resource('Secret', 'team-a', 'db', { data: { password: 'p4ss' } }));
+      await s.api('PUT', '/v1/resources/Role/team-a/secret-reader', resource('Role', 'team-a', 'secret-reader', {
+        rules: [{ verbs: ['get', 'list'], kinds: ['Secret'], namespaces: ['team-a'] }],
+      }));
+      await s.api('PUT', '/v1/resources/RoleBinding/team-a/dev-secrets', resource('RoleBinding', 'team-a', 'dev-secrets', {
+        role: 'secret-reader', subjects: [{ kind: 'ServiceAccount', namespace: 'team-a', name: 'dev' }],
+      }));
+      const meta = await as(devToken, 'GET', '/v1/resources/Secret/team-a/db');
+      assert.equal(meta.status, 200);
+      assert.deepEqual(meta.body.spec, { keys: ['password'] });
+      const denied = await as(devToken, 'GET', '/v1/resources/Secret/team-a/db?reveal=true');
+      assert.equal(denied.status, 403);
+      const admin = await s.api('GET', '/v1/resources/Secret/team-a/db?reveal=true');
+      assert.equal(admin.body.spec.data.password, 'p4ss');
+    });
+
     it('stops accepting a credential once revoked', async () => {
       const c = await s.api('POST', '/v1/serviceaccounts/team-a/dev/credentials');
       assert.equal((await as(c.body.token, 'GET', '/v1/whoami')).status, 200);

@@ -9,6 +9,7 @@ import {
   isPlinthError,
   matchesSelector,
   parseSelector,
+  type AuditEntry,
   type AuditEntryBody,
   type AuditVerifyResult,
   type Resource,
@@ -90,9 +91,8 @@ function auditBody(i: number, extra: Partial<AuditEntryBody> = {}): AuditEntryBo
 }
 
 function keyOrder(a: Resource, b: Resource): number {
-  const x = [a.metadata.namespace, a.metadata.name];
-  const y = [b.metadata.namespace, b.metadata.name];
-  return x < y ? -1 : x > y ? 1 : 0;
+  const cmp = (x: string, y: string): number => (x < y ? -1 : x > y ? 1 : 0);
+  return cmp(a.metadata.namespace, b.metadata.namespace) || cmp(a.metadata.name, b.metadata.name);
 }
 
 export function storeContract(name: string, open: () => Promise<StoreFixture>): void {
@@ -197,10 +197,11 @@ export function storeContract(name: string, open: () => Promise<StoreFixture>): 
         assert.equal(byAnnotation.resource.metadata.revision, 2);
         const byLabel = await store.put({ ...base, annotations: { n: 'x', m: 'z' }, labels: { a: '1' } });
         assert.equal(byLabel.type, 'MODIFIED');
+        const fourth = notified(store, 4);
         const bySpec = await store.put({ ...base, annotations: { n: 'x', m: 'z' }, labels: { a: '1' }, spec: { x: 1 } });
         assert.equal(bySpec.type, 'MODIFIED');
         assert.equal(bySpec.resource.metadata.revision, 4);
-        await notified(store, 4);
+        await fourth;
         // The UNCHANGED put notified nothing; the three writes did (possibly coalesced).
         assert.ok(seen.length >= 1 && seen.every((r) => r >= 2 && r <= 4), `notified ${seen.join(',')}`);
       } finally {
@@ -575,7 +576,6 @@ export function storeContract(name: string, open: () => Promise<StoreFixture>): 
       const other = f.peer ? await f.peer() : store;
       const N = 200;
       const seen: number[] = [];
-      let done = false;
       const reader = (async () => {
         let last = 0;
         const deadline = Date.now() + 60_000;
@@ -597,10 +597,8 @@ export function storeContract(name: string, open: () => Promise<StoreFixture>): 
         const s = i % 2 === 0 ? store : other;
         return s.put(put('Config', 'load', `k${i % 50}`, { i }, { labels: { writer: String(i % 2) } }));
       });
-      const results = await Promise.all(writers);
-      done = true;
-      await reader;
-      assert.ok(done);
+      // Awaited together, so a failing reader is reported at once rather than as an unhandled rejection.
+      const [, results] = await Promise.all([reader, Promise.all(writers)]);
       assert.deepEqual(seen, Array.from({ length: N }, (_, i) => i + 1));
       assert.deepEqual(
         results.map((r) => r.resource.metadata.revision).sort((x, y) => x - y),
@@ -644,7 +642,7 @@ export function storeContract(name: string, open: () => Promise<StoreFixture>): 
       assert.deepEqual(await store.auditHead(), { seq: 0, hash: AUDIT_GENESIS_HASH });
       assert.deepEqual(await store.readAudit(0, 10), []);
       assert.deepEqual(await verifyAudit(store), { ok: true, checked: 0 });
-      const written = [];
+      const written: AuditEntry[] = [];
       for (let i = 1; i <= 7; i++) {
         const body = auditBody(i, i === 3 ? { outcome: 'denied', revisionBefore: null, revisionAfter: null, detail: 'no "update" on Config' } : {});
         const e = await store.appendAudit(body);

@@ -82,7 +82,7 @@ function ddl(schema: string): string[] {
        PRIMARY KEY (kind, namespace, name)
      )`,
     `CREATE INDEX IF NOT EXISTS resources_by_labels ON resources USING gin (labels jsonb_path_ops)`,
-    // doc is text, not jsonb: jsonb rejects \\u0000 in strings and renormalizes numbers, text round-trips.
+    // doc is text, not jsonb: jsonb rejects NUL characters in strings and renormalizes numbers; text round-trips.
     `CREATE TABLE IF NOT EXISTS changes (
        revision bigint PRIMARY KEY,
        type text NOT NULL,
@@ -192,7 +192,11 @@ export class PostgresStore implements Store {
   }
 
   init(): Promise<void> {
-    this.initialized ??= this.doInit();
+    // A failed init may be retried (the database may come up later); a successful one is done once.
+    this.initialized ??= this.doInit().catch((err: unknown) => {
+      this.initialized = undefined;
+      throw err;
+    });
     return this.initialized;
   }
 

@@ -13,7 +13,10 @@ export interface PutRequest {
    * 0 means "must not exist yet" (create only). Otherwise REVISION_CONFLICT (or ALREADY_EXISTS for 0).
    */
   expectRevision?: number;
-  /** For Instances: create or extend the lease in the same transaction. Epoch milliseconds. */
+  /**
+   * For Instances: create or extend the lease in the same transaction. Epoch milliseconds.
+   * Applied even when the put is UNCHANGED, so re-registering an unchanged Instance revives its lease.
+   */
   leaseExpiresAt?: number;
 }
 

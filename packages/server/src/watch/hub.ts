@@ -169,6 +169,14 @@ export class WatchHub {
           return unsubscribe;
         }
         const page = await this.store.changesSince(cursor, PAGE);
+        // Revisions are contiguous in the log; a gap means compaction ran between the two reads above.
+        if (page.length > 0 && page[0]!.revision !== cursor + 1) {
+          const nowCompacted = await this.store.compactedRevision();
+          if (cursor < nowCompacted) {
+            this.drop(sub, 'resync', { revision: this.lastRevision, compactedRevision: nowCompacted });
+            return unsubscribe;
+          }
+        }
         if (page.length === 0) break;
         for (const ch of page) {
           if (ch.revision > joinRevision) break;
