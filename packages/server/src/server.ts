@@ -1,4 +1,4 @@
-import { mkdirSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import { join, resolve } from 'node:path';
@@ -77,6 +77,13 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
 
   const store = openStore(options.store ?? 'sqlite', dataDir, { onError: (msg, err) => log.warn({ err }, msg) });
   await store.init();
+  if (store.backend === 'sqlite') {
+    // The data dir may pre-exist with looser modes; the database (audit log, sealed secrets) stays owner-only.
+    for (const f of ['plinth.db', 'plinth.db-wal', 'plinth.db-shm']) {
+      const p = join(dataDir, f);
+      if (existsSync(p)) chmodSync(p, 0o600);
+    }
+  }
   const cleanups: (() => Promise<void> | void)[] = [() => store.close()];
   try {
     const metrics = createMetrics();

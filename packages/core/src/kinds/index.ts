@@ -1,5 +1,6 @@
 import type { z } from 'zod';
 import { ConfigSpec } from './config.js';
+import { FaultInjectionSpec, FaultToleranceSpec, TrafficPolicySpec } from './governance.js';
 import { RoleBindingSpec, RoleSpec, ServiceAccountSpec } from './identity.js';
 import { InstanceSpec, ServiceSpec } from './registry.js';
 import { SecretSpec } from './secret.js';
@@ -39,9 +40,13 @@ defineKind({ kind: 'Secret', description: 'Values encrypted at rest, shown only 
 defineKind({ kind: 'ServiceAccount', description: 'An identity that exchanges credentials for short-lived tokens', schema: ServiceAccountSpec });
 defineKind({ kind: 'Role', description: 'Verbs on kinds in namespaces', schema: RoleSpec });
 defineKind({ kind: 'RoleBinding', description: 'Grants a role to subjects', schema: RoleBindingSpec });
+defineKind({ kind: 'FaultTolerance', description: 'Rate limits, concurrency limits, breakers, retries and timeouts bound to targets (OpenSergo FaultToleranceRule)', schema: FaultToleranceSpec });
+defineKind({ kind: 'TrafficPolicy', description: 'Traffic lanes, version routing, load balancing and trusted baggage (OpenSergo TrafficLane, RouterRule)', schema: TrafficPolicySpec });
+defineKind({ kind: 'FaultInjection', description: 'Delay and abort faults for chaos experiments, with an expiry', schema: FaultInjectionSpec });
 
 export * from './common.js';
 export * from './config.js';
+export * from './governance.js';
 export * from './identity.js';
 export * from './registry.js';
 export * from './secret.js';

@@ -35,6 +35,7 @@ for (const { backend, skip } of backends()) {
 
     it('writes the admin token owner-only and requires auth from the first start', async () => {
       assert.equal(statSync(s.adminTokenFile!).mode & 0o077, 0);
+      if (backend === 'sqlite') assert.equal(statSync(`${s.dataDir}/plinth.db`).mode & 0o077, 0);
       const none = await fetch(`${s.url}/v1/resources/Config?namespace=x`);
       assert.equal(none.status, 401);
       assert.equal(((await none.json()) as any).code, 'unauthenticated');
