@@ -1,10 +1,8 @@
 // Starts a single-member etcd on loopback for the comparison, or says why it can't.
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import net from 'node:net';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { killPidOnExit, sleep, spawnReady, stopChild } from './lib.mjs';
+import { killPidOnExit, removeTempDir, sleep, spawnReady, stopChild, tempDir } from './lib.mjs';
 
 const ETCD = '/usr/bin/etcd';
 const CLIENT = 'http://127.0.0.1:23790';
@@ -23,6 +21,7 @@ export async function startEtcd() {
     if (process.getuid?.() !== 0) return { skipped: `${ETCD} is missing and this is not root (apt-get install etcd-server)` };
     console.log('installing etcd-server (apt-get)…');
     try {
+      execFileSync('apt-get', ['update', '-qq'], { stdio: 'ignore', timeout: 120_000 });
       execFileSync('apt-get', ['install', '-y', '--no-install-recommends', 'etcd-server'], { stdio: 'ignore', timeout: 120_000 });
     } catch (e) {
       return { skipped: `apt-get install etcd-server failed: ${e.message}` };
@@ -32,7 +31,7 @@ export async function startEtcd() {
     if (await portInUse(port)) return { skipped: `127.0.0.1:${port} is already in use (a leftover etcd?)` };
   }
   const version = /etcd Version: (\S+)/.exec(execFileSync(ETCD, ['--version'], { encoding: 'utf8' }))?.[1] ?? '?';
-  const dataDir = mkdtempSync(join(tmpdir(), 'etcd-bench-'));
+  const dataDir = tempDir('etcd-bench-');
   const args = [
     '--name', 'bench', '--data-dir', dataDir,
     '--listen-client-urls', CLIENT, '--advertise-client-urls', CLIENT,
@@ -53,7 +52,7 @@ export async function startEtcd() {
       /* already gone, as expected */
     }
     untrack();
-    rmSync(dataDir, { recursive: true, force: true });
+    removeTempDir(dataDir);
   };
   for (const deadline = Date.now() + 20_000; ; await sleep(100)) {
     try {

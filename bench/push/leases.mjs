@@ -1,7 +1,7 @@
 // Registry leases: register N Instances, then renew each every `periodS` seconds, spread evenly
 // (N / periodS renewals per second), open-loop; measure server CPU over a window after a warm-up.
 import { Pool } from 'undici';
-import { cpuSeconds, sleep, summarize } from './lib.mjs';
+import { cpuTimes, machineBusySeconds, sleep, summarize } from './lib.mjs';
 
 export async function leaseLoad({ url, token, pid }, { instances, ttlSeconds, periodS, warmupS, measureS, connections }) {
   const pool = new Pool(url, { connections });
@@ -30,8 +30,9 @@ export async function leaseLoad({ url, token, pid }, { instances, ttlSeconds, pe
     // Renewal k goes to instance k % N at start + k / rate: every instance once per period, evenly spread.
     const rate = instances / periodS;
     const renew = { issued: 0, failed: 0, inWindow: [], completedInWindow: 0, maxLagMs: 0 };
-    let windowStart = Infinity;
-    let windowEnd = Infinity;
+    const start = performance.now();
+    const windowStart = start + warmupS * 1000;
+    const windowEnd = windowStart + measureS * 1000;
     const inflight = new Set();
     const one = async (n) => {
       const t = performance.now();
@@ -47,16 +48,12 @@ export async function leaseLoad({ url, token, pid }, { instances, ttlSeconds, pe
       if (done >= windowStart && done < windowEnd) renew.completedInWindow++;
     };
 
-    const start = performance.now();
-    const end = start + (warmupS + measureS) * 1000;
-    windowStart = start + warmupS * 1000;
-    windowEnd = end;
     let cpuAtStart;
     let loadgenCpuAtStart;
-    while (performance.now() < end) {
+    while (performance.now() < windowEnd) {
       const now = performance.now();
       if (cpuAtStart === undefined && now >= windowStart) {
-        cpuAtStart = { server: cpuSeconds(pid), at: now };
+        cpuAtStart = { server: cpuTimes(pid), machine: machineBusySeconds(), at: now };
         loadgenCpuAtStart = process.cpuUsage();
       }
       const due = Math.floor(((now - start) / 1000) * rate);
@@ -69,9 +66,12 @@ export async function leaseLoad({ url, token, pid }, { instances, ttlSeconds, pe
       }
       await sleep(1);
     }
-    const cpuEnd = cpuSeconds(pid);
+    const cpuEnd = cpuTimes(pid);
+    const machineEnd = machineBusySeconds();
     const wallS = (performance.now() - cpuAtStart.at) / 1000;
     const loadgen = process.cpuUsage(loadgenCpuAtStart);
+    const serverS = cpuEnd.user + cpuEnd.system - cpuAtStart.server.user - cpuAtStart.server.system;
+    const loadgenS = (loadgen.user + loadgen.system) / 1e6;
     await Promise.all(inflight);
 
     return {
@@ -79,8 +79,11 @@ export async function leaseLoad({ url, token, pid }, { instances, ttlSeconds, pe
       registerErrors,
       targetRate: rate,
       achievedRate: renew.completedInWindow / measureS,
-      serverCpuPct: ((cpuEnd - cpuAtStart.server) / wallS) * 100,
-      loadgenCpuPct: ((loadgen.user + loadgen.system) / 1e6 / wallS) * 100,
+      serverCpuPct: (serverS / wallS) * 100,
+      // Kernel time is shown apart: on loopback, the TCP work of both ends is largely charged to the sender.
+      serverSysPct: ((cpuEnd.system - cpuAtStart.server.system) / wallS) * 100,
+      loadgenCpuPct: (loadgenS / wallS) * 100,
+      otherCpuPct: Math.max(0, ((machineEnd - cpuAtStart.machine - serverS - loadgenS) / wallS) * 100), // ±tick jitter
       renew: summarize(renew.inWindow),
       failed: renew.failed,
       issued: renew.issued,

@@ -1,6 +1,8 @@
 // Shared helpers for the push/lease benchmark: child-process lifetime, /proc readings, statistics.
 import { spawn, execFileSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 
 export const sleep = (ms) => new Promise((ok) => setTimeout(ok, ms));
@@ -9,10 +11,10 @@ export const sleep = (ms) => new Promise((ok) => setTimeout(ok, ms));
 const children = new Set();
 
 /** Spawns a tracked child; resolves with the first stdout line parsed as JSON (its "ready" report). */
-export function spawnReady(cmd, args, { name, env, timeoutMs = 30_000 } = {}) {
+export function spawnReady(cmd, args, { name, timeoutMs = 30_000 }) {
   // stdin stays a pipe: the plinth launcher and the etcd wrapper exit when it closes, so even a
-  // SIGKILLed run leaves nothing behind.
-  const child = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, ...env } });
+  // SIGKILLed run leaves no server running (only its temp dir).
+  const child = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'] });
   children.add(child);
   child.on('exit', () => children.delete(child));
   let stderr = '';
@@ -55,8 +57,20 @@ export function killPidOnExit(pid) {
   return () => grandchildren.delete(pid);
 }
 
+/** Temp data dirs (plinth, etcd) made here, so that they go even when their process was killed. */
+const tempDirs = new Set();
+export function tempDir(prefix) {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  tempDirs.add(dir);
+  return dir;
+}
+export function removeTempDir(dir) {
+  rmSync(dir, { recursive: true, force: true });
+  tempDirs.delete(dir);
+}
+
 /** Last resort on any exit path: synchronous, so it also runs from process.on('exit'). */
-export function killAllChildren() {
+export function cleanUp() {
   for (const c of children) {
     try {
       c.kill('SIGKILL');
@@ -73,6 +87,7 @@ export function killAllChildren() {
     }
   }
   grandchildren.clear();
+  for (const dir of tempDirs) removeTempDir(dir);
 }
 
 // ---- /proc readings of a child ----
@@ -85,11 +100,25 @@ export function memoryMiB(pid) {
 
 const CLK_TCK = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
 
-/** utime + stime of a process, in seconds (fields 14 and 15 of /proc/PID/stat; the name may hold spaces). */
-export function cpuSeconds(pid) {
+/** utime and stime of a process, in seconds (fields 14 and 15 of /proc/PID/stat; the name may hold spaces). */
+export function cpuTimes(pid) {
   const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return (Number(fields[11]) + Number(fields[12])) / CLK_TCK;
+  return { user: Number(fields[11]) / CLK_TCK, system: Number(fields[12]) / CLK_TCK };
+}
+
+/**
+ * CPU seconds the whole machine spent busy (first line of /proc/stat). Minus the processes we measure,
+ * it shows how much else ran meanwhile: other work on a 2-core machine inflates every latency here.
+ */
+export function machineBusySeconds() {
+  const [user, nice, system, , , irq, softirq, steal] = readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
+  return (user + nice + system + irq + softirq + steal) / CLK_TCK;
+}
+
+export function cpuSeconds(pid) {
+  const t = cpuTimes(pid);
+  return t.user + t.system;
 }
 
 // ---- statistics ----

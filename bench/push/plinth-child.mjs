@@ -1,14 +1,13 @@
-// Runs one plinth server (SQLite in a fresh temp dir) in its own process, so its CPU and memory can be
-// read from /proc apart from the load generator. Prints one JSON line {url, token, pid}, then serves
-// until SIGTERM/SIGINT or until the parent closes our stdin (so a killed benchmark leaves no server).
-// To profile, run.mjs starts this file with `node --cpu-prof` (BENCH_CPU_PROF=1); the profile is
-// written on the orderly exit below.
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+// Runs one plinth server (SQLite in the data dir given as argv[2], which the parent makes and removes)
+// in its own process, so its CPU and memory can be read from /proc apart from the load generator.
+// Prints one JSON line {url, token, pid}, then serves until SIGTERM/SIGINT or until the parent closes
+// our stdin (so a killed benchmark leaves no server). To profile, run.mjs starts this file under
+// `node --cpu-prof` (BENCH_CPU_PROF=1); the profile is written on the orderly exit below.
+import { readFileSync } from 'node:fs';
 import { startServer } from '../../packages/server/dist/index.js';
 
-const dataDir = mkdtempSync(join(tmpdir(), 'plinth-bench-'));
+const dataDir = process.argv[2];
+if (!dataDir) throw new Error('usage: node plinth-child.mjs DATA_DIR');
 const server = await startServer({ dataDir, listen: '127.0.0.1:0', logLevel: 'silent' });
 const token = readFileSync(server.adminTokenFile, 'utf8').trim();
 process.stdout.write(`${JSON.stringify({ url: server.url, token, pid: process.pid })}\n`);
@@ -19,7 +18,6 @@ async function stop() {
   stopping = true;
   setTimeout(() => process.exit(0), 5000).unref(); // a close that hangs must not keep the run waiting
   await server.close().catch(() => {});
-  rmSync(dataDir, { recursive: true, force: true });
   process.exit(0);
 }
 process.on('SIGTERM', stop);

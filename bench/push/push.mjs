@@ -2,7 +2,7 @@
 // was issued, for every (watcher, change). The same driver runs against plinth (SSE) and etcd (gRPC Watch).
 import http from 'node:http';
 import { Pool } from 'undici';
-import { sleep, summarize } from './lib.mjs';
+import { cpuTimes, machineBusySeconds, memoryMiB, sleep, summarize } from './lib.mjs';
 
 /** Every change's value carries `change-<i>`; warm-up writes carry `warmup-<k>` and are not measured. */
 const CHANGE = /change-(\d+)/;
@@ -42,11 +42,12 @@ class Recorder {
 
 /**
  * Drives one system: `subscribe(rec)` opens every watcher and resolves once all are caught up;
- * `write(value, i)` applies one change; `sample()` reads the server's memory at the end.
+ * `write(value, i)` applies one change; `pid` is the server process, for its CPU and memory.
  * Writes run open-loop on a fixed schedule, so a slow answer never stretches the spacing.
  */
-async function drive({ subscribers, changes, spacingMs, warmup, subscribe, write, sample }) {
+async function drive({ subscribers, changes, spacingMs, warmup, subscribe, write, pid }) {
   const rec = new Recorder(subscribers, changes);
+  const idleMemory = memoryMiB(pid); // before any watcher: what the watchers themselves cost shows apart
   const t = performance.now();
   await subscribe(rec);
   const subscribeMs = performance.now() - t;
@@ -59,19 +60,33 @@ async function drive({ subscribers, changes, spacingMs, warmup, subscribe, write
   await sleep(500);
 
   const writes = [];
+  const ackMs = [];
   let writeErrors = 0;
+  const cpu0 = { server: cpuTimes(pid), self: process.cpuUsage(), machine: machineBusySeconds() };
   const t0 = performance.now();
   for (let i = 0; i < changes; i++) {
     const wait = t0 + i * spacingMs - performance.now();
     if (wait > 0) await sleep(wait);
-    rec.sentAt[i] = performance.now();
-    writes.push(write(`change-${i}`, i).catch(() => writeErrors++));
+    const sent = (rec.sentAt[i] = performance.now());
+    writes.push(write(`change-${i}`, i).then(() => ackMs.push(performance.now() - sent), () => writeErrors++));
   }
   await Promise.all(writes);
   const total = subscribers * changes;
   for (const deadline = performance.now() + 5000; rec.delivered < total && performance.now() < deadline; ) await sleep(20);
+  // CPU of both sides over the measured phase: a saturated receiver would inflate the latencies.
+  const wallS = (performance.now() - t0) / 1000;
+  const self = process.cpuUsage(cpu0.self);
+  const server = cpuTimes(pid);
+  const serverS = server.user + server.system - cpu0.server.user - cpu0.server.system;
+  const selfS = (self.user + self.system) / 1e6;
+  const cpu = {
+    serverPct: (serverS / wallS) * 100,
+    serverSysPct: ((server.system - cpu0.server.system) / wallS) * 100,
+    receiverPct: (selfS / wallS) * 100,
+    otherPct: Math.max(0, ((machineBusySeconds() - cpu0.machine - serverS - selfS) / wallS) * 100), // ±tick jitter
+  };
   // Memory is read while every watcher is still connected.
-  return { ...rec.result(), writeErrors, subscribeMs, memory: sample?.() };
+  return { ...rec.result(), writeErrors, subscribeMs, write: summarize(ackMs), cpu, idleMemory, memory: memoryMiB(pid) };
 }
 
 // ---- plinth: SSE over one HTTP/1.1 connection per watcher ----
@@ -142,10 +157,11 @@ export async function plinthPush({ url, token }, opts) {
 // ---- etcd: native gRPC Watch, watchers multiplexed over a few client connections ----
 export async function etcdPush({ endpoint, connections }, opts) {
   const { Etcd3 } = await import('etcd3');
-  // One Etcd3 client = one HTTP/2 connection carrying one Watch stream for all its watchers.
-  const clients = Array.from({ length: connections }, () => new Etcd3({ hosts: endpoint }));
-  const writer = new Etcd3({ hosts: endpoint });
-  const watchers = [];
+  // One Etcd3 client = one HTTP/2 connection carrying one Watch stream for all its watchers. grpc-js
+  // shares one connection among all channels to the same address unless each keeps a local pool.
+  const own = { hosts: endpoint, grpcOptions: { 'grpc.use_local_subchannel_pool': 1 } };
+  const clients = Array.from({ length: connections }, () => new Etcd3(own));
+  const writer = new Etcd3(own);
   try {
     for (let n = 0; n < 10; n++) await writer.put(`bench/c${n}`).value('initial');
     return await drive({
@@ -159,10 +175,7 @@ export async function etcdPush({ endpoint, connections }, opts) {
               .watch()
               .prefix('bench/')
               .create()
-              .then((w) => {
-                watchers.push(w);
-                w.on('put', (kv) => rec.got(idx, kv.value.toString(), performance.now()));
-              }),
+              .then((w) => w.on('put', (kv) => rec.got(idx, kv.value.toString(), performance.now()))),
           );
         }
         // create() resolves once etcd confirmed the watch: from then on it sees every later revision.
@@ -172,5 +185,61 @@ export async function etcdPush({ endpoint, connections }, opts) {
     });
   } finally {
     for (const c of [...clients, writer]) c.close();
+  }
+}
+
+// ---- etcd: the same watch through etcd's own HTTP/JSON gateway, one HTTP/1.1 connection per watcher ----
+// Like for like with plinth's SSE: every subscriber is its own connection (as a fleet of service instances
+// would be), and the receiver parses a text stream in both cases.
+export async function etcdHttpPush({ endpoint }, opts) {
+  const b64 = (s) => Buffer.from(s).toString('base64');
+  const writer = new Pool(endpoint, { connections: 4 });
+  const streams = [];
+  const put = async (key, value) => {
+    const res = await writer.request({ method: 'POST', path: '/v3/kv/put', body: JSON.stringify({ key: b64(key), value: b64(value) }) });
+    const body = await res.body.text();
+    if (res.statusCode !== 200) throw new Error(`etcd put: ${res.statusCode} ${body}`);
+  };
+  const openOne = (idx, rec) =>
+    new Promise((ok, fail) => {
+      const req = http.request(`${endpoint}/v3/watch`, { method: 'POST', agent: false }, (res) => {
+        if (res.statusCode !== 200) return fail(new Error(`etcd watch: ${res.statusCode}`));
+        res.setEncoding('utf8');
+        let buf = '';
+        res.on('data', (chunk) => {
+          const now = performance.now();
+          buf += chunk;
+          for (let end = buf.indexOf('\n'); end >= 0; end = buf.indexOf('\n')) {
+            const line = buf.slice(0, end);
+            buf = buf.slice(end + 1);
+            if (!line.trim()) continue;
+            const result = JSON.parse(line).result ?? {};
+            if (result.created) ok();
+            for (const ev of result.events ?? []) rec.got(idx, Buffer.from(ev.kv?.value ?? '', 'base64').toString(), now);
+          }
+        });
+        res.on('error', () => {});
+      });
+      req.on('error', fail);
+      // The watch stays open: the request body is left unfinished on purpose, as etcd's gateway expects.
+      req.write(JSON.stringify({ create_request: { key: b64('bench/'), range_end: b64('bench0') } }));
+      streams.push(req);
+    });
+  try {
+    for (let n = 0; n < 10; n++) await put(`bench/c${n}`, 'initial');
+    return await drive({
+      ...opts,
+      subscribe: async (rec) => {
+        for (let i = 0; i < opts.subscribers; i += 100) {
+          const batch = [];
+          for (let j = i; j < Math.min(opts.subscribers, i + 100); j++) batch.push(openOne(j, rec));
+          await Promise.all(batch);
+        }
+      },
+      write: (value, i) => put(`bench/c${i % 10}`, value),
+    });
+  } finally {
+    for (const s of streams) s.destroy();
+    await writer.destroy();
   }
 }

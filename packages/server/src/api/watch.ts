@@ -37,13 +37,6 @@ export function registerWatchRoutes(router: Router, deps: WatchApiDeps): void {
     const { req, res } = ctx;
     req.socket.setTimeout(0);
     req.socket.setNoDelay(true);
-    res.writeHead(200, {
-      'content-type': 'text/event-stream; charset=utf-8',
-      'cache-control': 'no-store',
-      connection: 'keep-alive',
-      'x-accel-buffering': 'no',
-    });
-    res.write('retry: 1000\n\n');
     let closed = false;
     const sink = new SseSink(
       res,
