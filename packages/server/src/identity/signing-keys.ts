@@ -165,23 +165,9 @@ export class SigningKeys {
     for (const e of [...this.keys.values()]) {
       if (e.kid === fresh.kid || (e.retireAt !== undefined && e.retireAt <= retireAt)) continue;
       const spec: SigningKeySpec = { ...e.spec, retireAfter: new Date(retireAt).toISOString() };
-      try {
-        const res = await this.o.store.put({
-          kind: SIGNING_KEY_KIND,
-          namespace: IDENTITY_NAMESPACE,
-          name: e.kid,
-          labels: {},
-          annotations: {},
-          spec,
-          expectRevision: e.revision,
-        });
-        this.upsert(res.resource);
-        retired.push(e.kid);
-      } catch (err) {
-        // Another server changed or removed it meanwhile (a concurrent rotation): its view wins.
-        if (!isConflict(err)) throw err;
-        this.o.log.warn({ kid: e.kid }, 'signing key changed during rotation; left as it is');
-      }
+      // Another server may have changed or removed it meanwhile (a concurrent rotation): its view wins.
+      if (await this.replaceSpec(e, spec)) retired.push(e.kid);
+      else this.o.log.warn({ kid: e.kid }, 'signing key changed during rotation; left as it is');
     }
     this.o.log.info({ kid: fresh.kid, retired }, 'token-signing key rotated');
     this.sweepSoon();
@@ -200,23 +186,9 @@ export class SigningKeys {
       const aad = signingKeyAad(e.kid);
       const plain = this.o.keyring.unseal(e.spec.privateKey, aad);
       const spec: SigningKeySpec = { ...e.spec, privateKey: this.o.keyring.seal(plain, aad) };
-      try {
-        const res = await this.o.store.put({
-          kind: SIGNING_KEY_KIND,
-          namespace: IDENTITY_NAMESPACE,
-          name: e.kid,
-          labels: {},
-          annotations: {},
-          spec,
-          expectRevision: e.revision,
-        });
-        this.upsert(res.resource);
-        n++;
-      } catch (err) {
-        if (!isConflict(err)) throw err;
-        // Changed meanwhile; the caller runs reseal again until it returns 0.
-        this.o.log.warn({ kid: e.kid }, 'signing key changed while re-sealing; run the re-seal again');
-      }
+      // Changed meanwhile: the caller runs reseal again until it returns 0.
+      if (await this.replaceSpec(e, spec)) n++;
+      else this.o.log.warn({ kid: e.kid }, 'signing key changed while re-sealing; run the re-seal again');
     }
     return n;
   }
@@ -265,6 +237,26 @@ export class SigningKeys {
     if (!e) throw new PlinthError('INTERNAL', `signing key ${kid} was stored but cannot be read back`);
     this.o.log.info({ kid }, 'created a token-signing key');
     return e;
+  }
+
+  /** Writes a new spec for a held key if nobody changed it since we read it; false on a lost race. */
+  private async replaceSpec(e: KeyEntry, spec: SigningKeySpec): Promise<boolean> {
+    try {
+      const res = await this.o.store.put({
+        kind: SIGNING_KEY_KIND,
+        namespace: IDENTITY_NAMESPACE,
+        name: e.kid,
+        labels: {},
+        annotations: {},
+        spec,
+        expectRevision: e.revision,
+      });
+      this.upsert(res.resource);
+      return true;
+    } catch (err) {
+      if (!isConflict(err)) throw err;
+      return false;
+    }
   }
 
   private upsert(r: Resource): KeyEntry | undefined {
