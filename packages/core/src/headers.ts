@@ -5,6 +5,8 @@ export const Headers = {
   baggage: 'baggage',
   /** Remaining time budget in milliseconds, shrunk at each hop. */
   timeout: 'plinth-timeout-ms',
+  /** The calling service's registered name, set by the SDK client on every outbound call. */
+  caller: 'plinth-caller',
   idempotencyKey: 'idempotency-key',
   ifMatch: 'if-match',
   /** Outcome of a PUT: created, updated or unchanged. */

@@ -1,0 +1,10 @@
+export { createClient, ServiceClient } from './client.js';
+export type { CallOptions, CallResponse, ClientOptions } from './client.js';
+export { CallError, isCallError, type CallErrorCode } from './errors.js';
+export { OutboundEngine } from './engine.js';
+export type { BreakerInfo, CalleeInfo, EngineOptions, EngineResult, OutboundCall, OutboundMetrics, Send, TryContext, TryOutcome, Wheel } from './engine.js';
+export { HttpTransport, type HttpResult, type HttpTransportOptions, type HttpTryRequest } from './http-transport.js';
+export { outboundMetrics } from './metrics.js';
+export { drawSplit, hashKeyOf, restrictToSplit, routeCandidates, type HashKeyOf } from './routing.js';
+export { outboundRules, ruleMatches, type OutboundRule } from './rules.js';
+export { BreakerGroup, SERVICE_UPSTREAM, type BreakerHooks } from './breakers.js';

@@ -1,0 +1,75 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { deadlineAt, formatTimeout, MAX_TIMEOUT_MS, parseTimeoutHeader, remainingMs } from './deadline.js';
+
+describe('parseTimeoutHeader', () => {
+  it('reads a non-negative integer of ms', () => {
+    assert.equal(parseTimeoutHeader('250'), 250);
+    assert.equal(parseTimeoutHeader(' 250 '), 250);
+    assert.equal(parseTimeoutHeader('0'), 0);
+    assert.equal(parseTimeoutHeader('007'), 7);
+    assert.equal(parseTimeoutHeader(undefined), undefined);
+  });
+
+  it('rejects hostile and malformed values', () => {
+    for (const v of ['', ' ', '-1', '+5', '1.5', '1e3', '0x10', 'NaN', 'Infinity', '12ms', '١٢', '5 5', ',', '1,', '1,abc']) {
+      assert.equal(parseTimeoutHeader(v), undefined, JSON.stringify(v));
+    }
+    assert.equal(parseTimeoutHeader([]), undefined);
+    assert.equal(parseTimeoutHeader(['100', '-1']), undefined);
+  });
+
+  it('caps huge values instead of trusting them', () => {
+    assert.equal(parseTimeoutHeader(String(MAX_TIMEOUT_MS + 1)), MAX_TIMEOUT_MS);
+    assert.equal(parseTimeoutHeader('9'.repeat(400)), MAX_TIMEOUT_MS, 'would be Infinity as a Number');
+    assert.equal(parseTimeoutHeader('1'.repeat(100_000)), MAX_TIMEOUT_MS);
+    assert.equal(MAX_TIMEOUT_MS, 86_400_000);
+  });
+
+  it('takes the tightest of repeated fields', () => {
+    assert.equal(parseTimeoutHeader(['300', '100']), 100);
+    assert.equal(parseTimeoutHeader('300, 100'), 100);
+    assert.equal(parseTimeoutHeader(['300, 50', '100']), 50);
+  });
+});
+
+describe('deadlineAt and remainingMs', () => {
+  it('takes the smallest defined budget', () => {
+    assert.equal(deadlineAt(1000, 500, undefined, 200), 1200);
+    assert.equal(deadlineAt(1000, undefined, 800), 1800);
+    assert.equal(deadlineAt(1000), undefined);
+    assert.equal(deadlineAt(1000, undefined, undefined), undefined);
+  });
+
+  it('reads NaN and Infinity as no budget and a negative one as none left', () => {
+    assert.equal(deadlineAt(1000, NaN, Infinity), undefined);
+    assert.equal(deadlineAt(1000, NaN, 300), 1300);
+    assert.equal(deadlineAt(1000, -50, 300), 1000);
+  });
+
+  it('counts down to 0, never below, and is Infinity without a deadline', () => {
+    assert.equal(remainingMs(1500, 1000), 500);
+    assert.equal(remainingMs(1500, 1500), 0);
+    assert.equal(remainingMs(1500, 9000), 0);
+    assert.equal(remainingMs(undefined, 1000), Infinity);
+  });
+});
+
+describe('formatTimeout', () => {
+  it('sends whole ms, rounded down', () => {
+    assert.equal(formatTimeout(250), '250');
+    assert.equal(formatTimeout(249.9), '249');
+    assert.equal(formatTimeout(0.4), '0');
+  });
+
+  it('never sends a negative, fractional, exponent or unbounded value', () => {
+    assert.equal(formatTimeout(-5), '0');
+    assert.equal(formatTimeout(NaN), '0');
+    assert.equal(formatTimeout(Infinity), String(MAX_TIMEOUT_MS));
+    assert.equal(formatTimeout(1e25), String(MAX_TIMEOUT_MS));
+  });
+
+  it('round-trips through parseTimeoutHeader', () => {
+    for (const v of [0, 1, 999.99, 30_000, MAX_TIMEOUT_MS]) assert.equal(parseTimeoutHeader(formatTimeout(v)), Math.floor(v));
+  });
+});

@@ -1,0 +1,72 @@
+/**
+ * Relative deadlines on the wire (`plinth-timeout-ms`, `Headers.timeout` in @plinth/core): each hop sends
+ * the time its callee has left, as whole milliseconds, and turns the one it received into an absolute
+ * deadline on its own monotonic clock. Relative rather than absolute, so hops need no synchronized clocks.
+ */
+
+/** Ceiling for a received budget: 24 h. A hostile or buggy `plinth-timeout-ms: 99999999999999999999` must not pin a call forever. */
+export const MAX_TIMEOUT_MS = 86_400_000;
+
+/** More digits than this is far above MAX_TIMEOUT_MS whatever they say; skips converting megabyte strings. */
+const MAX_DIGITS = 15;
+
+/**
+ * The remaining budget a caller sent, in ms, or undefined when absent or malformed (anything but digits:
+ * signs, decimals, exponents, hex, empty). Huge values are capped at MAX_TIMEOUT_MS. Repeated fields
+ * (an array, or one comma-joined string) must all be well-formed; the smallest wins, since the tighter
+ * deadline is the one some caller is really waiting on.
+ */
+export function parseTimeoutHeader(value: string | string[] | undefined): number | undefined {
+  if (value === undefined) return undefined;
+  if (typeof value === 'string') return value.includes(',') ? parseList(value.split(',')) : parseOne(value);
+  const parts: string[] = [];
+  for (const v of value) parts.push(...v.split(','));
+  return parseList(parts);
+}
+
+function parseList(parts: readonly string[]): number | undefined {
+  let min = Infinity;
+  for (const p of parts) {
+    const n = parseOne(p);
+    if (n === undefined) return undefined;
+    if (n < min) min = n;
+  }
+  return min === Infinity ? undefined : min;
+}
+
+function parseOne(raw: string): number | undefined {
+  const v = raw.trim();
+  if (v.length === 0 || !/^\d+$/.test(v)) return undefined;
+  if (v.length > MAX_DIGITS) return MAX_TIMEOUT_MS;
+  return Math.min(Number(v), MAX_TIMEOUT_MS);
+}
+
+/**
+ * The absolute deadline `now + min(budgets)`, ignoring undefined (and NaN or Infinity: no budget); a
+ * negative budget counts as 0. Undefined when no budget applies.
+ */
+export function deadlineAt(now: number, ...budgetsMs: (number | undefined)[]): number | undefined {
+  let min = Infinity;
+  for (let i = 0; i < budgetsMs.length; i++) {
+    const b = budgetsMs[i];
+    if (b !== undefined && b < min) min = b;
+  }
+  return min === Infinity ? undefined : now + Math.max(0, min);
+}
+
+/** Ms left until `deadline`: Infinity without one, never below 0. */
+export function remainingMs(deadline: number | undefined, now: number): number {
+  if (deadline === undefined) return Infinity;
+  const r = deadline - now;
+  return r > 0 ? r : 0;
+}
+
+/**
+ * The header value for the next hop: whole ms, floored (rounding up would grant the callee time the caller
+ * does not have), within [0, MAX_TIMEOUT_MS]. Callers without a deadline send no header; Infinity formats
+ * as the cap for those that send one anyway.
+ */
+export function formatTimeout(remaining: number): string {
+  if (!(remaining > 0)) return '0';
+  return String(Math.floor(Math.min(remaining, MAX_TIMEOUT_MS)));
+}

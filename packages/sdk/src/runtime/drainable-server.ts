@@ -1,0 +1,145 @@
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+
+export type NotReadyReason = 'registering' | 'no_snapshot' | 'draining';
+
+export type RequestListener = (req: IncomingMessage, res: ServerResponse) => void;
+
+export const HEALTH_PATH = '/healthz';
+export const READY_PATH = '/readyz';
+
+// Answers built once: probes arrive every few seconds from every kubelet and load balancer.
+const JSON_TYPE = 'application/json';
+const HEALTHY = Buffer.from('{"ok":true}');
+const READY = Buffer.from('{"ready":true}');
+const NOT_READY: Record<NotReadyReason, Buffer> = {
+  registering: Buffer.from('{"ready":false,"reason":"registering"}'),
+  no_snapshot: Buffer.from('{"ready":false,"reason":"no_snapshot"}'),
+  draining: Buffer.from('{"ready":false,"reason":"draining"}'),
+};
+const SHUTTING_DOWN = Buffer.from(
+  JSON.stringify({
+    type: 'https://plinth.dev/problems/unavailable',
+    title: 'The instance is shutting down',
+    status: 503,
+    code: 'unavailable',
+    detail: 'this instance no longer accepts requests; retry on another instance',
+  }),
+);
+
+function isPath(url: string | undefined, path: string): boolean {
+  return url !== undefined && url.startsWith(path) && (url.length === path.length || url.charCodeAt(path.length) === 63 /* ? */);
+}
+
+/**
+ * A node:http server around the application's listener that answers the probes itself, counts requests in
+ * flight and can stop accepting and drain. Per request it costs one Set insert and one 'close' listener,
+ * a function shared by every request; no timer.
+ */
+export class DrainableServer {
+  readonly server: Server;
+  private readonly inFlight = new Set<ServerResponse>();
+  private accepting = true;
+  private onIdle: (() => void) | undefined;
+  private readonly closed: Promise<void>;
+  private markClosed!: () => void;
+
+  constructor(
+    handler: RequestListener,
+    private readonly notReady: () => NotReadyReason | undefined,
+  ) {
+    const inFlight = this.inFlight;
+    const released = (res: ServerResponse) => {
+      inFlight.delete(res);
+      if (!this.accepting) this.afterDrainingRequest();
+    };
+    const onClose = function (this: ServerResponse) {
+      released(this);
+    };
+    this.server = createServer((req, res) => {
+      const url = req.url;
+      if (isPath(url, HEALTH_PATH)) return this.probe(res, 200, HEALTHY);
+      if (isPath(url, READY_PATH)) {
+        const reason = this.notReady();
+        return reason === undefined ? this.probe(res, 200, READY) : this.probe(res, 503, NOT_READY[reason]);
+      }
+      if (!this.accepting) {
+        // Arrived on a kept-alive connection after we stopped accepting: refuse it in a way a client retries
+        // elsewhere, and close the connection so it goes elsewhere.
+        res.writeHead(503, { 'content-type': 'application/problem+json', 'content-length': SHUTTING_DOWN.length, connection: 'close', 'retry-after': '0' });
+        res.end(SHUTTING_DOWN);
+        return;
+      }
+      inFlight.add(res);
+      // 'close' fires once per response; `on` spares the wrapper `once` would allocate.
+      res.on('close', onClose);
+      handler(req, res);
+    });
+    this.closed = new Promise((resolve) => (this.markClosed = resolve));
+  }
+
+  get inFlightCount(): number {
+    return this.inFlight.size;
+  }
+
+  listen(port: number, host: string): Promise<number> {
+    return new Promise((resolve, reject) => {
+      const onError = (e: Error) => reject(e);
+      this.server.once('error', onError);
+      this.server.listen({ port, host }, () => {
+        this.server.off('error', onError);
+        const a = this.server.address();
+        resolve(typeof a === 'object' && a !== null ? a.port : port);
+      });
+    });
+  }
+
+  /**
+   * Closes the listening socket (new connections are refused) and the idle kept-alive ones; requests in
+   * flight go on, and their connections close once they answer.
+   */
+  stopAccepting(): void {
+    if (!this.accepting) return;
+    this.accepting = false;
+    if (this.server.listening) this.server.close(() => this.markClosed());
+    else this.markClosed();
+    for (const res of this.inFlight) if (!res.headersSent) res.setHeader('connection', 'close');
+    this.server.closeIdleConnections();
+  }
+
+  /** Resolves true once no request is in flight, or false after `timeoutMs` with some still running. */
+  drained(timeoutMs: number): Promise<boolean> {
+    if (this.inFlight.size === 0) return Promise.resolve(true);
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        this.onIdle = undefined;
+        resolve(false);
+      }, timeoutMs);
+      this.onIdle = () => {
+        clearTimeout(timer);
+        this.onIdle = undefined;
+        resolve(true);
+      };
+    });
+  }
+
+  /** Destroys whatever connection is left (requests past the drain timeout) and waits for the server to close. */
+  async close(): Promise<void> {
+    this.stopAccepting();
+    this.server.closeAllConnections();
+    await this.closed;
+  }
+
+  private afterDrainingRequest(): void {
+    // A response whose headers went out before stopAccepting leaves its connection kept-alive; it is idle
+    // only once node has finished with it, hence the next turn.
+    setImmediate(() => this.server.closeIdleConnections());
+    if (this.inFlight.size === 0) this.onIdle?.();
+  }
+
+  private probe(res: ServerResponse, status: number, body: Buffer): void {
+    const headers: Record<string, string | number> = { 'content-type': JSON_TYPE, 'content-length': body.length, 'cache-control': 'no-store' };
+    if (!this.accepting) headers.connection = 'close';
+    res.writeHead(status, headers);
+    res.end(body);
+  }
+}
