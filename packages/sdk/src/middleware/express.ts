@@ -1,0 +1,68 @@
+import type { NextFunction, Request, RequestHandler, Response } from 'express';
+import { runWithContext } from '../context.js';
+import type { Admission } from '../inbound/pipeline.js';
+import { onResponseEnd, sendRejection } from './node.js';
+import { InboundRuntime, isPending, type PlinthOptions, type Started } from './runtime.js';
+
+export interface PlinthExpressOptions extends PlinthOptions {
+  /** The authenticated subject of a request (`ServiceAccount:<ns>/<name>`), e.g. set by an auth middleware before this one. */
+  identify?: (req: Request) => string | undefined;
+}
+
+/**
+ * The route template express matched (`/orders/:id`, mounted routers included), read when the response
+ * ends: express sets `req.route` only once routing reached a route. Unrouted requests (404s) are `other`.
+ */
+function routeOf(req: Request): string | undefined {
+  const path = (req.route as { path?: unknown } | undefined)?.path;
+  if (typeof path !== 'string') return undefined;
+  return req.baseUrl ? req.baseUrl + path : path;
+}
+
+/**
+ * Express middleware running the rest of the chain under Plinth's inbound governance (see `plinth` for
+ * node:http). Mount it first: `app.use(plinthExpress({ service, governance }))`. `next()` runs inside the
+ * request context, so every later middleware and the route handler see `currentContext()`.
+ */
+export function plinthExpress(opts: PlinthExpressOptions): RequestHandler & { close(): void; runtime: InboundRuntime } {
+  const rt = new InboundRuntime(opts);
+  const identify = opts.identify;
+
+  const middleware = (req: Request, res: Response, next: NextFunction): void => {
+    let s: Started;
+    try {
+      s = rt.start(req.method, req.originalUrl || req.url, req.headers, req.ip ?? req.socket.remoteAddress, identify?.(req));
+    } catch (err) {
+      next(err);
+      return;
+    }
+    let release: (() => void) | undefined;
+    let ended = false;
+    onResponseEnd(res, (status) => {
+      ended = true;
+      release?.();
+      rt.finish(s, routeOf(req), status);
+    });
+    const go = (): void => {
+      if (!res.destroyed) runWithContext(s.ctx, () => next());
+    };
+    const serve = (a: Admission): void => {
+      if (!a.ok) {
+        sendRejection(res, a);
+        return;
+      }
+      if (ended) {
+        a.release();
+        return;
+      }
+      release = a.release;
+      if (a.delayMs > 0) rt.wheel.delay(a.delayMs).then(go, next);
+      else go();
+    };
+    const a = s.admission;
+    if (isPending(a)) a.then(serve, next);
+    else serve(a);
+  };
+
+  return Object.assign(middleware, { close: () => rt.close(), runtime: rt });
+}

@@ -1,0 +1,75 @@
+import type { FastifyInstance, FastifyReply, FastifyRequest, HookHandlerDoneFunction } from 'fastify';
+import { runWithContext } from '../context.js';
+import type { Admission } from '../inbound/pipeline.js';
+import { onResponseEnd } from './node.js';
+import { InboundRuntime, isPending, type PlinthOptions, type Started } from './runtime.js';
+
+export interface PlinthFastifyOptions extends PlinthOptions {
+  /** The authenticated subject of a request (`ServiceAccount:<ns>/<name>`). */
+  identify?: (req: FastifyRequest) => string | undefined;
+}
+
+/**
+ * Fastify plugin: `app.register(plinthFastify, { service, governance })`. Hooks apply to the whole app
+ * (the plugin opts out of encapsulation with `Symbol.for('skip-override')`, as fastify-plugin does).
+ *
+ * AsyncLocalStorage and fastify hooks: a context entered inside an async hook ends with that hook, and
+ * `enterWith` would leak into whatever the socket runs next (keep-alive requests, other hooks). So the
+ * onRequest hook is callback-style and calls `done` inside `runWithContext`: fastify runs the rest of the
+ * lifecycle (later hooks, body parsing, the handler) from that call, and everything it awaits inherits the
+ * context. Body parsing resumes on the socket's events, but fastify 5's content-type parser binds its
+ * continuation to the request's async context (an AsyncResource, the job @fastify/request-context's
+ * preValidation re-entry did for older fastify), so the handler still sees `currentContext()`; the adapter
+ * tests send a body split across packets to hold fastify to that.
+ */
+export function plinthFastify(fastify: FastifyInstance, opts: PlinthFastifyOptions, done: (err?: Error) => void): void {
+  const rt = new InboundRuntime(opts);
+  const identify = opts.identify;
+  fastify.addHook('onRequest', (request: FastifyRequest, reply: FastifyReply, next: HookHandlerDoneFunction) => {
+    let s: Started;
+    try {
+      s = rt.start(request.method, request.url, request.headers, request.ip, identify?.(request));
+    } catch (err) {
+      next(err as Error);
+      return;
+    }
+    const route = request.routeOptions.url;
+    let release: (() => void) | undefined;
+    let ended = false;
+    onResponseEnd(reply.raw, (status) => {
+      ended = true;
+      release?.();
+      rt.finish(s, route, status);
+    });
+    const serve = (a: Admission): void => {
+      if (!a.ok) {
+        // A Buffer: for a string with a JSON-like type fastify appends `; charset=utf-8` to the content type
+        // the rule (or RFC 9457) asked for.
+        void reply.code(a.status).headers(a.headers).header('content-type', a.contentType).send(Buffer.from(a.body));
+        return;
+      }
+      if (ended) {
+        a.release();
+        return;
+      }
+      release = a.release;
+      // The promise reaction inherits the context of the `then` call, so the delayed `next` runs inside it too.
+      runWithContext(s.ctx, () => {
+        if (a.delayMs > 0) rt.wheel.delay(a.delayMs).then(() => next(), next);
+        else next();
+      });
+    };
+    const a = s.admission;
+    if (isPending(a)) a.then(serve, next);
+    else serve(a);
+  });
+
+  fastify.addHook('onClose', (_instance, next) => {
+    rt.close();
+    next();
+  });
+  done();
+}
+
+// Hooks registered by this plugin apply to the app that registers it, not to a child context.
+(plinthFastify as unknown as Record<symbol, unknown>)[Symbol.for('skip-override')] = true;
