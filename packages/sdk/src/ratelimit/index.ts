@@ -1,0 +1,14 @@
+export { ManualClock, monotonicClock } from './clock.js';
+export type { Clock } from './clock.js';
+export { CONCURRENCY_LIMITED, OVERLOADED, RATE_LIMITED, RateLimitError, isRateLimitError } from './errors.js';
+export type { RateLimitCode } from './errors.js';
+export { PacingLimiter, REJECTED, TokenBucket, WarmUpLimiter, createRateLimiter } from './token-bucket.js';
+export type { ControlBehavior, RateLimitRule, RateLimiter } from './token-bucket.js';
+export { ConcurrencyLimiter } from './concurrency.js';
+export { AdaptiveConcurrencyLimiter } from './adaptive.js';
+export type { AdaptiveOptions } from './adaptive.js';
+export { KeyedLimiter } from './keyed.js';
+export type { KeyedOptions } from './keyed.js';
+export { ClusterQuota, PROBE_INTERVAL_MS } from './cluster.js';
+export type { ClusterFallback, ClusterQuotaOptions, QuotaDecision } from './cluster.js';
+export { quotaHeaders, rateLimitHeaders, retryAfterSeconds } from './headers.js';
