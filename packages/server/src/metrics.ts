@@ -4,6 +4,7 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom
 export function createMetrics() {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: 'plinth_server_' });
+  dropMisnamedGauges(registry, 'plinth_server_');
   return {
     registry,
     requests: new Counter({
@@ -32,3 +33,11 @@ export function createMetrics() {
 }
 
 export type Metrics = ReturnType<typeof createMetrics>;
+
+/**
+ * prom-client serves three of its default gauges twice, once under a `…_total` name that Prometheus reserves
+ * for counters (promtool rejects it, and rate() over it would be nonsense). The gauge-named twins stay.
+ */
+function dropMisnamedGauges(registry: Registry, prefix: string): void {
+  for (const name of ['nodejs_active_handles', 'nodejs_active_requests', 'nodejs_active_resources']) registry.removeSingleMetric(`${prefix}${name}_total`);
+}

@@ -20,6 +20,7 @@ import { Keyring } from './secrets/keyring.js';
 import { openStore } from './store/index.js';
 import type { Store } from './store/types.js';
 import { WatchHub } from './watch/hub.js';
+import { startApm, type ApmOptions } from './apm/server.js';
 
 export interface ServerOptions {
   /** Data directory (created when missing): SQLite file, secret keys, admin token. */
@@ -46,6 +47,8 @@ export interface ServerOptions {
   logLevel?: string;
   /** A logger to use instead of a new one. */
   logger?: Logger;
+  /** Traces, RED figures, SLO and alert evaluation (span store beside the resource store). */
+  apm?: ApmOptions;
 }
 
 export interface RunningServer {
@@ -154,6 +157,8 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     registerRegistryRoutes(router, { ...guard, store, leases });
     registerSecretKeyRoutes(router, { ...guard, store, keyring, log });
     registerIdentityRoutes(router, { identity, audit, store });
+    const apm = await startApm({ router, guard, store, hub, keyring, log, metrics, dataDir, storeSpec: options.store, options: options.apm ?? {} });
+    cleanups.unshift(() => apm.close());
     router.add('GET', '/healthz', (ctx) => sendJson(ctx.res, 200, { status: 'ok' }), { public: true });
     router.add(
       'GET',

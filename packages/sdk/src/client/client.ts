@@ -12,6 +12,7 @@ import { formatTimeout } from '../resilience/deadline.js';
 import { OutboundEngine, type CalleeInfo, type OutboundCall, type TryContext, type Wheel } from './engine.js';
 import { HttpTransport, type HttpResult, type HttpTryRequest } from './http-transport.js';
 import { outboundMetrics } from './metrics.js';
+import { startClientSpan, type ClientSpanHandle, type Tracing } from '../tracing/hooks.js';
 
 export interface ClientOptions {
   /** This service's name: sent as plinth-caller, matched against targets' `callers`. */
@@ -31,6 +32,8 @@ export interface ClientOptions {
   dispatcherFactory?: (origin: string) => Dispatcher;
   /** Outbound RED metrics, breaker states, retries and ejections are registered here. */
   metrics?: Registry;
+  /** A client span per try (`createTracing` from `@plinth/sdk/tracing`); without it, context is only propagated. */
+  tracing?: Tracing;
 }
 
 export interface CallOptions {
@@ -87,6 +90,9 @@ const OWNED = new Set<string>([Headers.traceparent, Headers.tracestate, Headers.
 const NO_HEADERS: Readonly<Record<string, string>> = Object.freeze({});
 
 class Outgoing implements HttpTryRequest {
+  /** The current try's client span (tries are sequential, so one slot is enough). */
+  span: ClientSpanHandle | undefined;
+
   constructor(
     readonly method: string,
     readonly path: string,
@@ -98,7 +104,7 @@ class Outgoing implements HttpTryRequest {
 
   tryHeaders(t: TryContext): readonly string[] {
     // A span per try: each try is its own client call to a (possibly different) instance.
-    const tp = formatTraceparent(childContext(this.trace));
+    const tp = this.span?.traceparent ?? formatTraceparent(childContext(this.trace));
     if (t.deadlineAt === undefined) return [Headers.traceparent, tp];
     return [Headers.traceparent, tp, Headers.timeout, formatTimeout(Math.max(0, t.deadlineAt - this.clock.now()))];
   }
@@ -114,9 +120,11 @@ export class ServiceClient {
   readonly engine: OutboundEngine;
   private readonly transport: HttpTransport;
   private readonly self: string;
+  private readonly tracing: Tracing | undefined;
 
   constructor(o: ClientOptions) {
     this.self = o.self;
+    this.tracing = o.tracing;
     let transport: HttpTransport | undefined;
     this.engine = new OutboundEngine({
       self: o.self,
@@ -187,9 +195,25 @@ export class ServiceClient {
       deadlineAt: ctx?.deadlineAt,
       stress: baggage !== undefined && isStress(baggage),
     };
-    const out = new Outgoing(method, opts.path, wire, opts.body, ctx?.trace ?? newTraceContext(), this.engine.clock);
+    const trace = ctx?.trace ?? newTraceContext();
+    const out = new Outgoing(method, opts.path, wire, opts.body, trace, this.engine.clock);
     const transport = this.transport;
-    const r = await this.engine.call<HttpResult>(service, call, (t) => transport.send(t, out));
+    const tracing = this.tracing;
+    const send =
+      tracing === undefined
+        ? (t: TryContext) => transport.send(t, out)
+        : async (t: TryContext) => {
+            const span = (out.span = startClientSpan(tracing, { callee: service, address: t.endpoint.address, method, lane, stress: call.stress, parent: trace }));
+            try {
+              const o = await transport.send(t, out);
+              span.end(o.status === 0 ? undefined : o.status, o.error);
+              return o;
+            } catch (e) {
+              span.end(undefined, e);
+              throw e;
+            }
+          };
+    const r = await this.engine.call<HttpResult>(service, call, send);
     if (r.kind === 'response') return new Response(r.status, r.response.headers, r.response.body, r.endpoint.id, r.attempts, false);
     const a = r.action;
     return new Response(a.statusCode, { ...a.headers, 'content-type': a.contentType }, Buffer.from(a.body ?? ''), undefined, r.attempts, true);

@@ -1,5 +1,4 @@
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
-import { runWithContext } from '../context.js';
 import type { Admission } from '../inbound/pipeline.js';
 import { onResponseEnd, sendRejection } from './node.js';
 import { InboundRuntime, isPending, type PlinthOptions, type Started } from './runtime.js';
@@ -44,7 +43,7 @@ export function plinthExpress(opts: PlinthExpressOptions): RequestHandler & { cl
       rt.finish(s, routeOf(req), status);
     });
     const go = (): void => {
-      if (!res.destroyed) runWithContext(s.ctx, () => next());
+      if (!res.destroyed) rt.run(s, () => next());
     };
     const serve = (a: Admission): void => {
       if (!a.ok) {

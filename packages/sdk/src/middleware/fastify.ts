@@ -1,5 +1,4 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest, HookHandlerDoneFunction } from 'fastify';
-import { runWithContext } from '../context.js';
 import type { Admission } from '../inbound/pipeline.js';
 import { onResponseEnd } from './node.js';
 import { InboundRuntime, isPending, type PlinthOptions, type Started } from './runtime.js';
@@ -54,7 +53,7 @@ export function plinthFastify(fastify: FastifyInstance, opts: PlinthFastifyOptio
       }
       release = a.release;
       // The promise reaction inherits the context of the `then` call, so the delayed `next` runs inside it too.
-      runWithContext(s.ctx, () => {
+      rt.run(s, () => {
         if (a.delayMs > 0) rt.wheel.delay(a.delayMs).then(() => next(), next);
         else next();
       });

@@ -1,6 +1,5 @@
 import type { IncomingHttpHeaders, IncomingMessage } from 'node:http';
 import type { Context, MiddlewareHandler } from 'hono';
-import { runWithContext } from '../context.js';
 import { InboundRuntime, isPending, rejectionHeaders, type PlinthOptions } from './runtime.js';
 
 export interface PlinthHonoOptions extends PlinthOptions {
@@ -69,7 +68,7 @@ export function plinthHono(opts: PlinthHonoOptions): MiddlewareHandler & { close
       }
       release = a.release;
       if (a.delayMs > 0) await rt.wheel.delay(a.delayMs);
-      await runWithContext(s.ctx, next);
+      await rt.run(s, next);
       status = c.res.status;
     } finally {
       release?.();

@@ -1,5 +1,4 @@
 import type { IncomingMessage, RequestListener, ServerResponse } from 'node:http';
-import { runWithContext } from '../context.js';
 import type { Admission } from '../inbound/pipeline.js';
 import type { Rejection } from '../inbound/rejection.js';
 import { InboundRuntime, isPending, type PlinthOptions, type Started } from './runtime.js';
@@ -67,7 +66,7 @@ export function plinth(handler: PlinthHandler, opts: PlinthNodeOptions): Request
   const call = (req: IncomingMessage, res: ServerResponse, s: Started): void => {
     if (res.destroyed) return; // the client left during the wait
     try {
-      const out = runWithContext(s.ctx, () => handler(req, res));
+      const out = rt.run(s, () => handler(req, res));
       if (out !== null && typeof out === 'object' && typeof (out as Promise<unknown>).then === 'function') {
         (out as Promise<unknown>).then(undefined, () => internalError(res));
       }

@@ -1,12 +1,15 @@
 import type { IncomingHttpHeaders } from 'node:http';
 import { getLane, isStress } from '../balancing/baggage.js';
-import type { RequestContext } from '../context.js';
+import { parseTraceparent } from '../balancing/traceparent.js';
+import { runWithContext, type RequestContext } from '../context.js';
+import { startServerSpan, type ServerSpanHandle, type Tracing } from '../tracing/hooks.js';
+import { Headers } from '@plinth/core';
 import { pathOf } from '../governance/match.js';
 import type { CompiledTraffic } from '../governance/traffic.js';
 import { monotonicClock, type Clock } from '../ratelimit/clock.js';
 import { sharedWheel, type TimerWheel } from '../resilience/timer-wheel.js';
 import { buildContext, compiledTrafficOf, type ContextOptions, type TrustMode } from '../inbound/context.js';
-import type { InboundMetrics } from '../inbound/metrics.js';
+import { OTHER_ROUTE, type InboundMetrics } from '../inbound/metrics.js';
 import { InboundPipeline, type Admission, type InboundOptions } from '../inbound/pipeline.js';
 import type { Rejection } from '../inbound/rejection.js';
 
@@ -18,6 +21,8 @@ export interface PlinthOptions extends InboundOptions {
   metrics?: InboundMetrics;
   /** Where admitted requests wait out throttles and injected delays (and queue timeouts run); default `sharedWheel`. */
   wheel?: TimerWheel;
+  /** A server span per request (`createTracing` from `@plinth/sdk/tracing`); none when absent. */
+  tracing?: Tracing;
 }
 
 /** One request on its way through an adapter. */
@@ -28,6 +33,8 @@ export interface Started {
   readonly method: string;
   readonly startedAt: number;
   readonly admission: Admission | Promise<Admission>;
+  /** The request's server span, when tracing is on. */
+  readonly span: ServerSpanHandle | undefined;
 }
 
 /**
@@ -57,17 +64,40 @@ export class InboundRuntime {
   start(method: string, url: string, headers: IncomingHttpHeaders, ip: string | undefined, identity: string | undefined): Started {
     const startedAt = this.clock.now();
     const path = pathOf(url);
-    const ctx = buildContext({ method, path, headers, identity }, this.ctxOptions());
+    let ctx = buildContext({ method, path, headers, identity }, this.ctxOptions());
     const lane = getLane(ctx.baggage);
     const stress = isStress(ctx.baggage);
+    let span: ServerSpanHandle | undefined;
+    const tracing = this.options.tracing;
+    if (tracing !== undefined) {
+      // The route template is known only once the framework routed; the span is renamed when it ends.
+      const tp = headers[Headers.traceparent];
+      const parent = parseTraceparent(typeof tp === 'string' ? tp : undefined);
+      span = startServerSpan(tracing, { method, route: OTHER_ROUTE, traceparent: parent, lane, stress, caller: ctx.caller });
+      if (span.traceContext !== undefined) ctx = { trace: span.traceContext, baggage: ctx.baggage, deadlineAt: ctx.deadlineAt, caller: ctx.caller };
+    }
     this.metrics?.begin(this.service);
     const admission = this.pipeline.admit({ method, path, headers, ip, identity, caller: ctx.caller, lane, stress });
-    return { ctx, lane, stress, method, startedAt, admission };
+    return { ctx, lane, stress, method, startedAt, admission, span };
+  }
+
+  /** Runs the handler (or the rest of a framework's chain) in the request's context and span. */
+  run<T>(s: Started, fn: () => T): T {
+    const span = s.span;
+    return span === undefined ? runWithContext(s.ctx, fn) : runWithContext(s.ctx, () => span.run(fn));
   }
 
   /** Records the end of a request; `status` 0 = the client left before a response was sent. */
-  finish(s: Started, route: string | undefined, status: number): void {
+  finish(s: Started, route: string | undefined, status: number, error?: unknown): void {
     this.metrics?.end(this.service, s.method, route, status, s.lane, s.stress, (this.clock.now() - s.startedAt) / 1000);
+    const span = s.span;
+    if (span !== undefined) {
+      if (route !== undefined && route !== OTHER_ROUTE && span.span?.isRecording() === true) {
+        span.span.updateName(`${s.method} ${route}`);
+        span.span.setAttribute('http.route', route);
+      }
+      span.end(status === 0 ? 499 : status, error);
+    }
   }
 
   close(): void {

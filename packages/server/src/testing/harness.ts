@@ -41,7 +41,9 @@ export async function dropSchema(schema: string): Promise<void> {
   const c = new pg.Client({ connectionString: url });
   await c.connect();
   try {
+    // The span store lives beside the resource store, in `<schema>_apm`.
     await c.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
+    await c.query(`DROP SCHEMA IF EXISTS "${schema}_apm" CASCADE`);
   } finally {
     await c.end();
   }
