@@ -12,3 +12,4 @@ export { CompiledTraffic } from './governance/traffic.js';
 export { compileTarget, endpointMatcher, requestMatches } from './governance/match.js';
 export { CallError, createClient, isCallError, ServiceClient } from './client/index.js';
 export type { CallErrorCode, CallOptions, CallResponse, ClientOptions } from './client/index.js';
+export { createTracing, startClientSpan, startServerSpan, Tracing, type TracingOptions } from './tracing/index.js';

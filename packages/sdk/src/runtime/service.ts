@@ -25,6 +25,8 @@ import { createControlPlaneClient, type ControlPlaneClient } from '../control-pl
 import { TypedEmitter } from '../emitter.js';
 import { controlPlaneGovernance, GOVERNANCE_KINDS, StaticGovernance, type GovernanceSource } from '../governance/source.js';
 import { defaultLogger, errorMessage, type Logger } from '../logger.js';
+import { createTracing, Tracing, type TracingOptions } from '../tracing/hooks.js';
+import { CREDENTIAL_PREFIX, TokenSource } from '../token-source.js';
 import { DrainableServer, type NotReadyReason } from './drainable-server.js';
 import { ALREADY_LISTENING, SERVICE_STOPPED, ServiceError } from './errors.js';
 import { defaultInstanceId, derivedAddress } from './instance.js';
@@ -79,6 +81,12 @@ export interface ServiceOptions {
   /** Delays between failed registrations, and the owned client's reconnects. Default 250 ms .. 15 s. */
   backoff?: BackoffOptions;
   logger?: Logger;
+  /**
+   * Tracing for this service: spans are exported to the control plane's OTLP endpoint with the same URL and
+   * token (or to `exporter` when given). `service.tracing` then goes to the middleware and the client. A
+   * `Tracing` built elsewhere is used as it is. Absent: no spans (context is still propagated).
+   */
+  tracing?: Omit<TracingOptions, 'service' | 'namespace' | 'version' | 'region' | 'instanceId'> | Tracing;
 }
 
 export interface ListenOptions {
@@ -96,6 +104,8 @@ export interface Service {
   /** From the control-plane client (GOVERNANCE_KINDS), scoped to the service's namespace. */
   readonly governance: GovernanceSource;
   readonly controlPlane: ControlPlaneClient | undefined;
+  /** For `plinth(handler, { tracing })` and `createClient({ tracing })`; flushed on shutdown. */
+  readonly tracing: Tracing | undefined;
   /** Creates the HTTP server around `handler`; the runtime answers /healthz and /readyz and counts requests for draining. */
   listen(handler: (req: IncomingMessage, res: ServerResponse) => void, opts?: ListenOptions): Promise<{ port: number; address: string }>;
   /** Registered AND the control-plane snapshot current AND not draining. */
@@ -136,6 +146,7 @@ class ServiceRuntime implements Service {
   readonly governance: GovernanceSource;
   readonly controlPlane: ControlPlaneClient | undefined;
   readonly started: Promise<void>;
+  readonly tracing: Tracing | undefined;
 
   private readonly log: Logger;
   private readonly ownsClient: boolean;
@@ -231,6 +242,8 @@ class ServiceRuntime implements Service {
       });
     }
 
+    this.tracing = tracingFor(o, cp !== undefined && !isClient(cp) ? cp : o.registry, this.instanceId);
+
     if (o.handleSignals ?? true) this.installSignalHandlers();
   }
 
@@ -319,6 +332,8 @@ class ServiceRuntime implements Service {
       await this.registration?.stop();
     } finally {
       this.api?.close();
+      // Spans of the last requests are flushed before the process goes.
+      if (this.tracing !== undefined) await this.tracing.shutdown().catch((e: unknown) => this.log.warn('span export on shutdown failed', { error: errorMessage(e) }));
       this.closeGovernance();
       if (this.ownsClient) await this.controlPlane?.close();
       this.removeSignalHandlers?.();
@@ -351,4 +366,22 @@ class ServiceRuntime implements Service {
       process.off('SIGINT', onSignal);
     };
   }
+}
+
+function tracingFor(o: ServiceOptions, cp: { url: string; token: string } | undefined, instanceId: string): Tracing | undefined {
+  const t = o.tracing;
+  if (t === undefined || t instanceof Tracing) return t;
+  // A `plinth_…` credential is exchanged for short-lived JWTs, as every other call of the SDK does.
+  const token = (c: { url: string; token: string }) =>
+    c.token.startsWith(CREDENTIAL_PREFIX) ? new TokenSource({ transport: { baseUrl: c.url.replace(/\/+$/, ''), dispatcher: undefined, requestTimeoutMs: 10_000 }, token: c.token, logger: o.logger ?? defaultLogger }) : c.token;
+  const exporter = t.exporter ?? (cp !== undefined ? { url: cp.url, token: token(cp) } : undefined);
+  return createTracing({
+    ...t,
+    ...(exporter !== undefined ? { exporter } : {}),
+    service: o.name,
+    namespace: o.namespace,
+    version: o.version,
+    instanceId,
+    ...(o.region !== undefined ? { region: o.region } : {}),
+  });
 }
