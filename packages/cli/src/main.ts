@@ -6,12 +6,14 @@ import { registerApply } from './commands/apply.js';
 import { registerAudit } from './commands/audit.js';
 import { registerDelete } from './commands/delete.js';
 import { registerDiff } from './commands/diff.js';
+import { registerGateway } from './commands/gateway.js';
 import { registerGet } from './commands/get.js';
 import { registerHistory } from './commands/history.js';
 import { registerIdentity } from './commands/identity.js';
 import { registerLogin } from './commands/login.js';
 import { registerRollback } from './commands/rollback.js';
 import { registerServer } from './commands/server.js';
+import { registerTrace } from './commands/trace.js';
 import { registerWatch } from './commands/watch.js';
 import { CliError, EXIT_CODES_HELP, ExitCode, formatCliError } from './errors.js';
 import { OUTPUT_FORMATS } from './output.js';
@@ -35,6 +37,7 @@ export function buildProgram(): Command {
     .addOption(new Option('-o, --output <format>', 'output format').choices(OUTPUT_FORMATS).default('table'))
     .addHelpText('after', `\n${ENV_HELP}\n\n${EXIT_CODES_HELP}`);
   registerServer(program);
+  registerGateway(program);
   registerApply(program);
   registerGet(program);
   registerDelete(program);
@@ -45,6 +48,7 @@ export function buildProgram(): Command {
   registerLogin(program);
   registerAudit(program);
   registerIdentity(program);
+  registerTrace(program);
   return program;
 }
 

@@ -2,7 +2,9 @@ import type { z } from 'zod';
 import { ConfigSpec } from './config.js';
 import { FaultInjectionSpec, FaultToleranceSpec, TrafficPolicySpec } from './governance.js';
 import { RoleBindingSpec, RoleSpec, ServiceAccountSpec } from './identity.js';
+import { AlertRuleSpec, SloSpec } from './observability.js';
 import { InstanceSpec, ServiceSpec } from './registry.js';
+import { RouteSpec } from './route.js';
 import { SecretSpec } from './secret.js';
 
 export interface KindDef {
@@ -43,10 +45,15 @@ defineKind({ kind: 'RoleBinding', description: 'Grants a role to subjects', sche
 defineKind({ kind: 'FaultTolerance', description: 'Rate limits, concurrency limits, breakers, retries and timeouts bound to targets (OpenSergo FaultToleranceRule)', schema: FaultToleranceSpec });
 defineKind({ kind: 'TrafficPolicy', description: 'Traffic lanes, version routing, load balancing and trusted baggage (OpenSergo TrafficLane, RouterRule)', schema: TrafficPolicySpec });
 defineKind({ kind: 'FaultInjection', description: 'Delay and abort faults for chaos experiments, with an expiry', schema: FaultInjectionSpec });
+defineKind({ kind: 'Route', description: 'Gateway route: host/path/method/header match to a service, rewrite, timeouts, CORS, auth', schema: RouteSpec });
+defineKind({ kind: 'Slo', description: 'A service level objective (availability or latency) with multi-window burn-rate alerts', schema: SloSpec });
+defineKind({ kind: 'AlertRule', description: 'A threshold over RED figures of a service, endpoint or edge, held for some periods', schema: AlertRuleSpec });
 
 export * from './common.js';
 export * from './config.js';
 export * from './governance.js';
 export * from './identity.js';
+export * from './observability.js';
 export * from './registry.js';
+export * from './route.js';
 export * from './secret.js';

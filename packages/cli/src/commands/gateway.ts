@@ -1,0 +1,115 @@
+import { resolve } from 'node:path';
+import type { Command } from 'commander';
+import { resolveConnection, defaultNamespace } from '../config.js';
+import { CliError, ExitCode, UsageError } from '../errors.js';
+import { note, out } from './common.js';
+
+interface GatewayFlags {
+  listen: string;
+  admin?: string;
+  namespace?: string;
+  cacheFile?: string;
+  trustProxy?: string;
+  accessLog: boolean;
+  sidecar?: boolean;
+  app?: string;
+  service?: string;
+  appVersion?: string;
+  lane?: string;
+  egress?: string;
+}
+
+const HOST_PORT = /^(\[[^\]]+\]|[^:]*):\d+$/;
+
+export function registerGateway(program: Command): void {
+  program
+    .command('gateway')
+    .description('run the edge gateway (or, with --sidecar, a sidecar in front of one app) until SIGINT/SIGTERM')
+    .option('--listen <host:port>', 'proxy address (the ingress in sidecar mode)', '127.0.0.1:8080')
+    .option('--admin <host:port>', 'admin address: /metrics, /healthz, /readyz')
+    .option('-n, --namespace <ns>', 'namespace whose Routes and rules are served (default: $PLINTH_NAMESPACE or "default")')
+    .option('--cache-file <file>', 'snapshot cache: start and route from it while the control plane is down')
+    .option('--trust-proxy <hops>', 'proxies in front whose X-Forwarded-For is believed', undefined)
+    .option('--no-access-log', 'do not write JSON access-log lines to stdout')
+    .option('--sidecar', 'sidecar mode: register --app as an instance of --service and front it')
+    .option('--app <url>', 'sidecar: the app, e.g. http://127.0.0.1:5000')
+    .option('--service <name>', 'sidecar: the app\'s service name')
+    .option('--app-version <version>', 'sidecar: the app\'s version (--version is the CLI\'s own)')
+    .option('--lane <lane>', 'sidecar: the lane the app runs in')
+    .option('--egress <host:port>', 'sidecar: where the app sends outbound calls, e.g. 127.0.0.1:15001')
+    .action(async (flags: GatewayFlags, cmd: Command) => {
+      const globals = cmd.optsWithGlobals<{ url?: string; token?: string }>();
+      const conn = await resolveConnection({ url: globals.url, token: globals.token });
+      if (conn.token === undefined) throw new UsageError('no token: set $PLINTH_TOKEN (a plinth_… credential of the gateway\'s ServiceAccount) or run plinth login');
+      for (const [name, v] of [['--listen', flags.listen], ['--admin', flags.admin], ['--egress', flags.egress]] as const) {
+        if (v !== undefined && !HOST_PORT.test(v)) throw new UsageError(`${name} expects host:port, not ${JSON.stringify(v)}`);
+      }
+      const trustProxy = flags.trustProxy === undefined ? undefined : Number(flags.trustProxy);
+      if (trustProxy !== undefined && !(Number.isInteger(trustProxy) && trustProxy >= 0)) throw new UsageError('--trust-proxy expects a number of hops (0, 1, 2, …)');
+      const sidecarOnly = { '--app': flags.app, '--service': flags.service, '--app-version': flags.appVersion, '--lane': flags.lane, '--egress': flags.egress };
+      if (flags.sidecar) {
+        for (const k of ['--app', '--service', '--app-version'] as const) if (sidecarOnly[k] === undefined) throw new UsageError(`--sidecar needs ${k}`);
+      } else {
+        const given = Object.entries(sidecarOnly).filter(([, v]) => v !== undefined).map(([k]) => k);
+        if (given.length > 0) throw new UsageError(`${given.join(', ')} only apply with --sidecar`);
+      }
+      const namespace = flags.namespace ?? defaultNamespace();
+      // Loaded here so that other commands do not pay for the gateway's modules.
+      const { startGateway } = await import('@plinth/gateway');
+      let gw;
+      try {
+        gw = await startGateway({
+          namespace,
+          controlPlane: { url: conn.url, token: conn.token, ...(flags.cacheFile !== undefined ? { cacheFile: resolve(flags.cacheFile) } : {}) },
+          listen: flags.listen,
+          ...(flags.admin !== undefined ? { adminListen: flags.admin } : {}),
+          ...(trustProxy !== undefined ? { trustProxy } : {}),
+          ...(flags.accessLog ? {} : { accessLog: false as const }),
+          logger: { warn: (m, f) => note(`warning: ${m}${f ? ` ${JSON.stringify(f)}` : ''}`), debug: () => {} },
+          ...(flags.sidecar
+            ? {
+                sidecar: {
+                  app: flags.app!,
+                  service: flags.service!,
+                  version: flags.appVersion!,
+                  ...(flags.lane !== undefined ? { lane: flags.lane } : {}),
+                  ...(flags.egress !== undefined ? { egress: flags.egress } : {}),
+                },
+              }
+            : {}),
+        });
+      } catch (e) {
+        const err = e as NodeJS.ErrnoException;
+        if (err.code === 'EADDRINUSE') throw new CliError(`cannot start the gateway: an address is already in use (${err.message})`, ExitCode.REFUSED);
+        if (err instanceof TypeError) throw new UsageError(err.message);
+        if (/no snapshot/.test(err.message)) throw new CliError(`cannot start the gateway: ${err.message}`, ExitCode.UNREACHABLE);
+        throw new CliError(`cannot start the gateway: ${err.message}`, ExitCode.REFUSED);
+      }
+      out(`plinth gateway ${flags.sidecar ? `(sidecar for ${flags.service}) ` : ''}listening on ${gw.url} (namespace ${namespace})`);
+      if (gw.egressUrl) out(`egress on ${gw.egressUrl}: http://${new URL(gw.egressUrl).host}/<service>/<path>`);
+      if (gw.adminUrl) out(`admin on ${gw.adminUrl} (/metrics, /healthz, /readyz)`);
+      const running = gw;
+      await new Promise<void>((done) => {
+        let closing = false;
+        const stop = (sig: NodeJS.Signals): void => {
+          if (closing) {
+            note(`${sig} again: exiting without draining`);
+            process.exit(130);
+          }
+          closing = true;
+          note(`${sig}: draining`);
+          running.close().then(
+            () => done(),
+            (e: unknown) => {
+              note(`error while shutting down: ${(e as Error).message}`);
+              process.exitCode = ExitCode.REFUSED;
+              done();
+            },
+          );
+        };
+        process.on('SIGINT', stop);
+        process.on('SIGTERM', stop);
+      });
+      note('stopped');
+    });
+}

@@ -1,0 +1,100 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { PlinthError } from '../errors.js';
+import { validateResource } from '../validate.js';
+import { templateParams, type RouteSpec } from './route.js';
+
+// Through validateResource, as the server's PUT does, so the paths asserted are the ones users see.
+function validate(spec: unknown): RouteSpec {
+  return validateResource({ apiVersion: 'plinth.dev/v1', kind: 'Route', metadata: { namespace: 'edge', name: 'r' }, spec }, { kind: 'Route', namespace: 'edge', name: 'r' }).spec as RouteSpec;
+}
+
+function errorsOf(spec: unknown): { field: string; message: string }[] {
+  try {
+    validate(spec);
+  } catch (e) {
+    assert.ok(e instanceof PlinthError, String(e));
+    assert.equal(e.code, 'validation_failed');
+    return e.errors ?? [];
+  }
+  assert.fail('expected a validation error');
+}
+
+const fieldsOf = (spec: unknown): string[] => errorsOf(spec).map((e) => e.field);
+
+function edit<T>(base: T, change: (d: any) => void): T {
+  const d = structuredClone(base);
+  change(d);
+  return d;
+}
+
+const full = {
+  hosts: ['shop.example.com', '*.example.com'],
+  match: { path: { template: '/orders/:id' }, methods: ['GET', 'PUT'], headers: { 'x-tenant': { prefix: 'acme' } } },
+  service: 'orders',
+  rewrite: { path: '/v2/orders/:id' },
+  timeoutMs: 2000,
+  retries: { attempts: 3, on: [503, '5xx'] },
+  maxBodyBytes: 65536,
+  cors: { allowOrigins: ['https://shop.example.com'], allowMethods: ['GET', 'PUT'], allowHeaders: ['content-type'], exposeHeaders: ['x-request-id'], allowCredentials: true, maxAgeSec: 300 },
+  auth: { mode: 'any', audiences: ['plinth'], requiredRoles: ['shopper'] },
+  priority: 10,
+};
+
+describe('Route', () => {
+  it('accepts a full route and keeps every field', () => {
+    assert.deepEqual(validate(full), full);
+  });
+
+  it('fills the defaults: jwt auth, 1 MiB body limit, priority 0, retry statuses, CORS defaults', () => {
+    const r = validate({ match: { path: { prefix: '/api' } }, service: 'api', retries: { attempts: 2 }, cors: { allowOrigins: ['*'] } });
+    assert.deepEqual(r.auth, { mode: 'jwt' });
+    assert.equal(r.maxBodyBytes, 1024 * 1024);
+    assert.equal(r.priority, 0);
+    assert.deepEqual(r.retries?.on, [502, 503, 504]);
+    assert.deepEqual(r.cors, { allowOrigins: ['*'], allowMethods: ['GET', 'HEAD', 'POST'], allowHeaders: [], exposeHeaders: [], allowCredentials: false, maxAgeSec: 600 });
+  });
+
+  it('accepts a static answer', () => {
+    const r = validate({ match: { path: { exact: '/robots.txt' } }, static: { status: 200, body: 'User-agent: *' }, auth: { mode: 'anonymous' } });
+    assert.deepEqual(r.static, { status: 200, body: 'User-agent: *', headers: {} });
+  });
+
+  it('names the field of each mistake as a user reads it', () => {
+    const cases: [unknown, string[]][] = [
+      [edit(full, (d) => (d.match.path = {}, delete d.rewrite, delete d.retries)), ['spec.match.path']],
+      [edit(full, (d) => (d.match.path = { exact: '/a', prefix: '/a' }, delete d.rewrite, delete d.retries)), ['spec.match.path']],
+      [edit(full, (d) => (d.match.path = { regex: '([' }, delete d.rewrite, delete d.retries)), ['spec.match.path.regex']],
+      [edit(full, (d) => (d.match.path = { template: '/orders/x:id' }, delete d.rewrite, delete d.retries)), ['spec.match.path.template']],
+      [edit(full, (d) => (d.match.path = { template: '/a/:id/:id' }, delete d.rewrite, delete d.retries)), ['spec.match.path.template']],
+      [edit(full, (d) => (d.match.path.tempalte = '/x')), ['spec.match.path']],
+      [edit(full, (d) => (d.hosts = ['Shop.Example.com'])), ['spec.hosts[0]']],
+      [edit(full, (d) => (d.hosts = ['a.*.com'])), ['spec.hosts[0]']],
+      [edit(full, (d) => (d.static = { status: 200 })), ['spec.service', 'spec.rewrite', 'spec.timeoutMs', 'spec.retries']],
+      [edit(full, (d) => delete d.service), ['spec.service']],
+      [edit(full, (d) => (d.rewrite = { path: '/v2/:order' })), ['spec.rewrite.path']],
+      [edit(full, (d) => (d.rewrite = { prefix: '/v2' })), ['spec.rewrite.prefix']],
+      [edit(full, (d) => (d.rewrite = { prefix: '/v2', path: '/x' })), ['spec.rewrite', 'spec.rewrite.prefix']],
+      [edit(full, (d) => ((d.match.path = { regex: '^/o/[0-9]+$' }), delete d.rewrite)), ['spec.retries']],
+      [edit(full, (d) => (d.retries = { attempts: 11 })), ['spec.retries.attempts']],
+      [edit(full, (d) => (d.maxBodyBytes = -1)), ['spec.maxBodyBytes']],
+      [edit(full, (d) => (d.cors.allowOrigins = ['*'])), ['spec.cors.allowCredentials']],
+      [edit(full, (d) => (d.cors.allowOrigins = ['shop.example.com'])), ['spec.cors.allowOrigins[0]']],
+      [edit(full, (d) => (d.auth = { mode: 'anonymous', requiredRoles: ['x'] })), ['spec.auth.requiredRoles']],
+      [edit(full, (d) => (d.auth.mode = 'basic')), ['spec.auth.mode']],
+      [edit(full, (d) => (d.match.methods = ['FETCH'])), ['spec.match.methods[0]']],
+      [edit(full, (d) => (d.timeotuMs = 5)), ['spec']],
+    ];
+    for (const [spec, fields] of cases) assert.deepEqual(fieldsOf(spec), fields, JSON.stringify(spec));
+  });
+
+  it('reports an unknown field at the object that holds it', () => {
+    const errs = errorsOf(edit(full, (d) => (d.cors.allowOrigin = ['*'])));
+    assert.deepEqual(errs, [{ field: 'spec.cors', message: 'unknown field(s): allowOrigin' }]);
+  });
+
+  it('lists template parameters in order', () => {
+    assert.deepEqual(templateParams('/shops/:shop/orders/:id'), ['shop', 'id']);
+    assert.deepEqual(templateParams('/health'), []);
+  });
+});

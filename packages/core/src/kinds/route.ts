@@ -1,0 +1,194 @@
+/**
+ * Kind Route: how the gateway maps an incoming request (host, path, method, headers) to an upstream service
+ * or to a fixed answer, and what it does on the way: rewrite, timeout, retries, body limit, CORS, auth.
+ *
+ * Precedence between routes that all match a request, so that adding a route never silently shadows a more
+ * specific one: exact host before `*.` wildcard before no `hosts`; then exact paths, then templates and
+ * prefixes by the number of literal characters (longest first; a template before a prefix of the same
+ * length), then regexes; then routes with more conditions (methods, headers); then higher `priority`; then
+ * the name. Paths are matched as received (percent-encoded), after dot segments are resolved.
+ */
+import { z } from 'zod';
+import { dnsName } from './common.js';
+import { headerName, HTTP_METHODS, StringMatch, statusMatcher } from './governance.js';
+
+type Ctx = z.core.$RefinementCtx;
+
+function issue(ctx: Ctx, path: PropertyKey[], message: string): void {
+  ctx.addIssue({ code: 'custom', path, message });
+}
+
+/** `api.example.com`, or `*.example.com` (one or more labels in front of example.com). Lower case. */
+export const hostPattern = z
+  .string()
+  .min(1)
+  .max(253)
+  .regex(/^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/, 'expected a lower-case host name such as api.example.com or *.example.com (no port)');
+
+const pathText = z
+  .string()
+  .min(1)
+  .max(1024)
+  .regex(/^\/[^\s?#]*$/, "expected a path starting with '/' (no query or fragment)");
+
+const TEMPLATE_SEGMENT = /^(:[A-Za-z_][A-Za-z0-9_]*|[^/:]*)$/;
+
+/** The `:name` parameters of a path template, in order. */
+export function templateParams(template: string): string[] {
+  const out: string[] = [];
+  for (const seg of template.split('/')) if (seg.startsWith(':')) out.push(seg.slice(1));
+  return out;
+}
+
+function checkTemplate(t: string, ctx: Ctx, path: PropertyKey[]): void {
+  const segs = t.split('/').slice(1);
+  const seen = new Set<string>();
+  for (const seg of segs) {
+    if (!TEMPLATE_SEGMENT.test(seg)) {
+      issue(ctx, path, `segment ${JSON.stringify(seg)}: a parameter is a whole segment such as :id`);
+      return;
+    }
+    if (seg.startsWith(':')) {
+      if (seen.has(seg)) issue(ctx, path, `parameter ${seg} appears twice`);
+      seen.add(seg);
+    }
+  }
+}
+
+/** Exactly one of exact, prefix (at a segment boundary: `/api` matches `/api` and `/api/x`, not `/apix`), regex or template. */
+export const PathMatch = z
+  .strictObject({
+    exact: pathText.optional(),
+    prefix: pathText.optional(),
+    /** A JavaScript regular expression tested against the whole path (anchor it yourself). */
+    regex: z.string().min(1).max(512).optional(),
+    /** `/orders/:id`: literal segments and `:name` parameters, one segment each. */
+    template: pathText.optional(),
+  })
+  .superRefine((m, ctx) => {
+    const set = [m.exact, m.prefix, m.regex, m.template].filter((v) => v !== undefined).length;
+    if (set !== 1) issue(ctx, [], 'expected exactly one of exact, prefix, regex or template');
+    if (m.regex !== undefined) {
+      try {
+        new RegExp(m.regex);
+      } catch {
+        issue(ctx, ['regex'], 'not a valid regular expression');
+      }
+    }
+    if (m.template !== undefined) checkTemplate(m.template, ctx, ['template']);
+  });
+export type PathMatch = z.infer<typeof PathMatch>;
+
+export const RouteMatch = z.strictObject({
+  path: PathMatch,
+  /** Absent: every method. */
+  methods: z.array(z.enum(HTTP_METHODS)).min(1).max(HTTP_METHODS.length).optional(),
+  /** All must hold; names match case-insensitively. */
+  headers: z.record(headerName, StringMatch).optional(),
+});
+export type RouteMatch = z.infer<typeof RouteMatch>;
+
+/** A fixed answer given by the gateway itself (a redirect, a maintenance page, a robots.txt). */
+export const StaticAnswer = z.strictObject({
+  status: z.int().min(200).max(599),
+  body: z.string().max(64 * 1024).default(''),
+  headers: z.record(headerName, z.string().max(4096)).default({}),
+});
+export type StaticAnswer = z.infer<typeof StaticAnswer>;
+
+export const RouteRewrite = z
+  .strictObject({
+    /** Replaces the matched prefix (match.path.prefix only): prefix /api + rewrite / sends /api/orders as /orders. */
+    prefix: pathText.optional(),
+    /** The whole path, from a template using the parameters of match.path.template: `/v2/orders/:id`. */
+    path: pathText.optional(),
+  })
+  .superRefine((r, ctx) => {
+    if ((r.prefix === undefined) === (r.path === undefined)) issue(ctx, [], 'expected exactly one of prefix or path');
+    if (r.path !== undefined) checkTemplate(r.path, ctx, ['path']);
+  });
+export type RouteRewrite = z.infer<typeof RouteRewrite>;
+
+/** Mapped onto the engine's retry (full jitter, retry budget, idempotent methods or Idempotency-Key only). */
+export const RouteRetries = z.strictObject({
+  /** Total tries, the first included. */
+  attempts: z.int().min(1).max(10),
+  on: z.array(statusMatcher).min(1).max(64).default([502, 503, 504]),
+});
+export type RouteRetries = z.infer<typeof RouteRetries>;
+
+const origin = z
+  .string()
+  .max(2048)
+  .refine((o) => o === '*' || /^https?:\/\/[^/\s]+$/.test(o), { message: 'expected "*" or an origin such as https://shop.example.com' });
+
+export const RouteCors = z.strictObject({
+  allowOrigins: z.array(origin).min(1).max(256),
+  allowMethods: z.array(z.enum(HTTP_METHODS)).min(1).max(HTTP_METHODS.length).default(['GET', 'HEAD', 'POST']),
+  allowHeaders: z.array(headerName).max(64).default([]),
+  exposeHeaders: z.array(headerName).max(64).default([]),
+  allowCredentials: z.boolean().default(false),
+  maxAgeSec: z.int().min(0).max(86_400).default(600),
+});
+export type RouteCors = z.infer<typeof RouteCors>;
+
+export const AUTH_MODES = ['jwt', 'apiKey', 'anonymous', 'any'] as const;
+export type AuthMode = (typeof AUTH_MODES)[number];
+
+export const RouteAuth = z.strictObject({
+  /** jwt: a bearer JWT signed by the server. apiKey: a plinth_… credential. any: either. anonymous: no check. */
+  mode: z.enum(AUTH_MODES).default('jwt'),
+  /** The token's `aud` must be one of these; default the server's own audience, "plinth". */
+  audiences: z.array(z.string().min(1).max(256)).min(1).max(32).optional(),
+  /** Roles (RoleBindings in the gateway's namespace) the identity must hold, all of them. */
+  requiredRoles: z.array(dnsName).min(1).max(32).optional(),
+});
+export type RouteAuth = z.infer<typeof RouteAuth>;
+
+export const DEFAULT_MAX_BODY_BYTES = 1024 * 1024;
+
+export const RouteSpec = z
+  .strictObject({
+    /** Absent: every host. */
+    hosts: z.array(hostPattern).min(1).max(64).optional(),
+    match: RouteMatch,
+    /** The upstream service (its registered name). */
+    service: dnsName.optional(),
+    /** A fixed answer instead of an upstream. */
+    static: StaticAnswer.optional(),
+    rewrite: RouteRewrite.optional(),
+    /** Budget of the whole exchange, retries included; an incoming plinth-timeout-ms can only shorten it. */
+    timeoutMs: z.int().min(1).max(600_000).optional(),
+    retries: RouteRetries.optional(),
+    /** Larger request bodies are refused with 413. */
+    maxBodyBytes: z.int().min(0).max(1024 * 1024 * 1024).default(DEFAULT_MAX_BODY_BYTES),
+    cors: RouteCors.optional(),
+    auth: RouteAuth.default({ mode: 'jwt' }),
+    /** Breaks ties between equally specific routes; higher first. */
+    priority: z.int().min(-1000).max(1000).default(0),
+  })
+  .superRefine((r, ctx) => {
+    if ((r.service === undefined) === (r.static === undefined)) issue(ctx, ['service'], 'expected exactly one of service or static');
+    if (r.static !== undefined) {
+      for (const k of ['rewrite', 'timeoutMs', 'retries'] as const) if (r[k] !== undefined) issue(ctx, [k], 'not allowed with static');
+    }
+    const p = r.match.path;
+    if (r.rewrite?.prefix !== undefined && p.prefix === undefined) issue(ctx, ['rewrite', 'prefix'], 'only allowed when match.path is a prefix');
+    if (r.rewrite?.path !== undefined) {
+      const have = new Set(p.template !== undefined ? templateParams(p.template) : []);
+      for (const name of templateParams(r.rewrite.path)) {
+        if (!have.has(name)) issue(ctx, ['rewrite', 'path'], `parameter :${name} is not a parameter of match.path.template`);
+      }
+      if (p.regex !== undefined || p.prefix !== undefined) issue(ctx, ['rewrite', 'path'], 'only allowed when match.path is exact or a template (use rewrite.prefix for a prefix)');
+    }
+    // The engine's retry rules target endpoint patterns; a regex path has none to give them.
+    if (r.retries !== undefined && p.regex !== undefined) issue(ctx, ['retries'], 'not available on a regex path; use exact, prefix or template');
+    if (r.auth.mode === 'anonymous') {
+      if (r.auth.audiences !== undefined) issue(ctx, ['auth', 'audiences'], 'not allowed when mode is anonymous');
+      if (r.auth.requiredRoles !== undefined) issue(ctx, ['auth', 'requiredRoles'], 'not allowed when mode is anonymous');
+    }
+    if (r.cors?.allowCredentials === true && r.cors.allowOrigins.includes('*')) {
+      issue(ctx, ['cors', 'allowCredentials'], 'browsers refuse credentials with allowOrigins "*"; list the origins');
+    }
+  });
+export type RouteSpec = z.infer<typeof RouteSpec>;

@@ -1,0 +1,334 @@
+/**
+ * The gateway end to end on loopback with static governance sources: real node:http upstreams, real
+ * sockets for the malformed and slow cases. Identity (JWKS, API keys) and discovery through a real control
+ * plane are in auth.test.ts and sidecar.test.ts.
+ */
+import assert from 'node:assert/strict';
+import { createServer } from 'node:http';
+import { after, before, describe, it } from 'node:test';
+import { Headers } from '@plinth/core';
+import type { StaticGovernance } from '@plinth/sdk';
+import type { Gateway } from './gateway.js';
+import type { StaticFeed } from './feed.js';
+import { call, instance, raw, resource, route, sleep, staticGateway, upstream, type Upstream } from './testkit.test.helpers.js';
+
+const anon = { auth: { mode: 'anonymous' } };
+
+describe('gateway (static sources)', () => {
+  let gw: Gateway;
+  let governance: StaticGovernance;
+  let routes: StaticFeed;
+  let log: Record<string, unknown>[];
+  let echo: Upstream;
+  let gray: Upstream;
+  let flaky: Upstream;
+  let slow: Upstream;
+  let reset: Upstream;
+  let hop: Upstream;
+  let flakyCalls = 0;
+
+  before(async () => {
+    echo = await upstream('echo');
+    gray = await upstream('gray');
+    flaky = await upstream('flaky', (_req, res) => {
+      flakyCalls++;
+      res.writeHead(flakyCalls % 2 === 1 ? 503 : 200, { 'content-type': 'text/plain' });
+      res.end(flakyCalls % 2 === 1 ? 'busy' : 'ok');
+    });
+    slow = await upstream('slow', (_req, res) => {
+      setTimeout(() => {
+        if (!res.destroyed) res.end('late');
+      }, 400);
+    });
+    reset = await upstream('reset', (req) => req.socket.destroy());
+    hop = await upstream('hop', (_req, res) => {
+      res.writeHead(200, [ 'connection', 'x-hop-resp', 'x-hop-resp', '1', 'keep-alive', 'timeout=1', 'x-fine', '1' ]);
+      res.end('hop');
+    });
+    ({ gw, governance, routes, log } = await staticGateway({ server: { headersTimeoutMs: 300, requestTimeoutMs: 5000, connectionsCheckingIntervalMs: 50 } }));
+    governance.set({
+      instances: [
+        instance('echo-1', 'echo', echo.address),
+        instance('echo-gray', 'echo', gray.address, { lane: 'gray' }),
+        instance('flaky-1', 'flaky', flaky.address),
+        instance('slow-1', 'slow', slow.address),
+        instance('reset-1', 'reset', reset.address),
+        instance('hop-1', 'hop', hop.address),
+      ],
+      trafficPolicies: [resource<any>('TrafficPolicy', 'lanes', { lanes: [{ name: 'gray', services: ['echo'], mode: 'fallbackToBase', entry: [{ match: { headers: { 'x-lane': { exact: 'gray' } } } }] }], routing: [], loadBalancing: [], trustedIdentities: [] })],
+      faultTolerance: [
+        resource<any>('FaultTolerance', 'limits', {
+          rules: [
+            { name: 'per-route', targets: [{ service: 'echo', endpoints: ['/limited'] }], strategies: [{ type: 'rateLimit', threshold: 2, statDurationSec: 60 }] },
+            { name: 'per-ip', targets: [{ service: 'echo', endpoints: ['/per-ip'] }], strategies: [{ type: 'rateLimit', threshold: 1, statDurationSec: 60, key: { source: 'ip' } }] },
+          ],
+        }),
+      ],
+    });
+    routes.set([
+      route('api', { ...anon, match: { path: { prefix: '/api' } }, service: 'echo', rewrite: { prefix: '/' } }),
+      route('limited', { ...anon, match: { path: { exact: '/limited' } }, service: 'echo' }),
+      route('per-ip', { ...anon, match: { path: { exact: '/per-ip' } }, service: 'echo' }),
+      route('robots', { ...anon, match: { path: { exact: '/robots.txt' } }, static: { status: 200, body: 'User-agent: *', headers: { 'content-type': 'text/plain', 'cache-control': 'max-age=60' } } }),
+      route('flaky', { ...anon, match: { path: { prefix: '/flaky' } }, service: 'flaky', retries: { attempts: 3 } }),
+      route('slow', { ...anon, match: { path: { prefix: '/slow' } }, service: 'slow', timeoutMs: 100 }),
+      route('reset', { ...anon, match: { path: { prefix: '/reset' } }, service: 'reset' }),
+      route('hop', { ...anon, match: { path: { exact: '/hop' } }, service: 'hop' }),
+      route('small', { ...anon, match: { path: { prefix: '/small' } }, service: 'echo', maxBodyBytes: 1000 }),
+      route('cors', { ...anon, match: { path: { prefix: '/cors' } }, service: 'echo', cors: { allowOrigins: ['https://shop.example.com'], allowMethods: ['GET', 'PUT'], allowHeaders: ['content-type'], exposeHeaders: ['x-upstream'], allowCredentials: true } }),
+    ]);
+  });
+
+  after(async () => {
+    await gw.close();
+    for (const u of [echo, gray, flaky, slow, reset, hop]) await u.close();
+  });
+
+  it('forwards with X-Forwarded-* and Forwarded, drops hop-by-hop headers both ways, rewrites the prefix, keeps the query', async () => {
+    const before = echo.seen.length;
+    const answer = await raw(gw.url, 'GET /api/orders?x=1 HTTP/1.1\r\nhost: shop.test\r\nconnection: close, x-hop\r\nx-hop: secret\r\nkeep-alive: timeout=5\r\nte: trailers\r\nx-keep: yes\r\n\r\n');
+    assert.match(answer, /^HTTP\/1\.1 200/);
+    assert.match(answer, /x-upstream: echo/);
+    const s = echo.seen[before]!;
+    assert.equal(s.url, '/orders?x=1');
+    assert.equal(s.headers['x-keep'], 'yes');
+    assert.equal(s.headers['x-hop'], undefined, 'a header named in Connection is hop-by-hop');
+    assert.equal(s.headers['keep-alive'], undefined);
+    assert.equal(s.headers.te, undefined);
+    assert.equal(s.headers['x-forwarded-for'], '127.0.0.1');
+    assert.equal(s.headers['x-forwarded-proto'], 'http');
+    assert.equal(s.headers['x-forwarded-host'], 'shop.test');
+    assert.equal(s.headers.forwarded, 'for=127.0.0.1;host=shop.test;proto=http');
+    assert.equal(s.headers[Headers.caller], 'gateway');
+    assert.match(String(s.headers.traceparent), /^00-[0-9a-f]{32}-[0-9a-f]{16}-0[01]$/);
+    assert.ok(Number(s.headers[Headers.timeout]) > 0, 'the remaining budget travels with the request');
+    const hop = await raw(gw.url, 'GET /hop HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n');
+    assert.match(hop, /x-fine: 1/);
+    assert.doesNotMatch(hop, /x-hop-resp/i, 'a response header named in Connection is dropped');
+    assert.doesNotMatch(hop, /keep-alive: timeout=1/i);
+  });
+
+  it('answers a static route itself and 404 problem+json when no route matches', async () => {
+    const r = await call(`${gw.url}/robots.txt`);
+    assert.equal(r.status, 200);
+    assert.equal(r.text, 'User-agent: *');
+    assert.equal(r.headers['content-type'], 'text/plain');
+    assert.equal(r.headers['cache-control'], 'max-age=60');
+    const n = await call(`${gw.url}/nowhere`);
+    assert.equal(n.status, 404);
+    assert.equal(n.headers['content-type'], 'application/problem+json');
+    assert.equal(n.json().code, 'route_not_found');
+  });
+
+  it('retries an idempotent call on the route statuses, never a POST', async () => {
+    flakyCalls = 0;
+    const r = await call(`${gw.url}/flaky/a`);
+    assert.equal(r.status, 200);
+    assert.equal(r.text, 'ok');
+    assert.equal(flakyCalls, 2, 'the 503 was retried once');
+    flakyCalls = 0;
+    const p = await call(`${gw.url}/flaky/a`, { method: 'POST', body: 'x' });
+    assert.equal(p.status, 503);
+    assert.equal(p.text, 'busy');
+    assert.equal(flakyCalls, 1);
+  });
+
+  it('answers 504 when the route timeout passes, 502 problem when the upstream resets, and keeps serving', async () => {
+    const t = await call(`${gw.url}/slow`);
+    assert.equal(t.status, 504);
+    assert.equal(t.json().code, 'deadline_exceeded');
+    const r = await call(`${gw.url}/reset`);
+    assert.equal(r.status, 502);
+    assert.equal(r.json().code, 'upstream_error');
+    assert.equal((await call(`${gw.url}/api/ok`)).status, 200);
+  });
+
+  it('refuses bodies over maxBodyBytes with 413, by length or while streaming, and forwards others intact', async () => {
+    const big = await call(`${gw.url}/small`, { method: 'POST', body: 'x'.repeat(2000) });
+    assert.equal(big.status, 413);
+    assert.equal(big.json().code, 'body_too_large');
+    const chunked = await raw(gw.url, `POST /small HTTP/1.1\r\nhost: a\r\ntransfer-encoding: chunked\r\n\r\n7d0\r\n${'y'.repeat(2000)}\r\n0\r\n\r\n`);
+    assert.match(chunked, /^HTTP\/1\.1 413/);
+    const before = echo.seen.length;
+    const ok = await call(`${gw.url}/small`, { method: 'POST', body: 'hello' });
+    assert.equal(ok.status, 200);
+    assert.equal(echo.seen[before]!.body, 'hello');
+    // Larger than the replay buffer: streamed through.
+    const body = Buffer.alloc(200 * 1024, 'z');
+    const s = await call(`${gw.url}/api/upload`, { method: 'PUT', body });
+    assert.equal(s.status, 200);
+    assert.equal(echo.seen.at(-1)!.body.length, body.length);
+  });
+
+  it('answers CORS preflights at the edge and adds CORS headers to allowed origins', async () => {
+    const before = echo.seen.length;
+    const pre = await call(`${gw.url}/cors/x`, { method: 'OPTIONS', headers: { origin: 'https://shop.example.com', 'access-control-request-method': 'PUT' } });
+    assert.equal(pre.status, 204);
+    assert.equal(pre.headers['access-control-allow-origin'], 'https://shop.example.com');
+    assert.equal(pre.headers['access-control-allow-methods'], 'GET, PUT');
+    assert.equal(pre.headers['access-control-allow-headers'], 'content-type');
+    assert.equal(pre.headers['access-control-allow-credentials'], 'true');
+    assert.equal(pre.headers['access-control-max-age'], '600');
+    assert.equal(echo.seen.length, before, 'the preflight never reached the upstream');
+    const denied = await call(`${gw.url}/cors/x`, { method: 'OPTIONS', headers: { origin: 'https://evil.example', 'access-control-request-method': 'PUT' } });
+    assert.equal(denied.status, 403);
+    assert.equal(denied.json().code, 'cors_rejected');
+    const real = await call(`${gw.url}/cors/x`, { headers: { origin: 'https://shop.example.com' } });
+    assert.equal(real.status, 200);
+    assert.equal(real.headers['access-control-allow-origin'], 'https://shop.example.com');
+    assert.equal(real.headers['access-control-expose-headers'], 'x-upstream');
+    const other = await call(`${gw.url}/cors/x`, { headers: { origin: 'https://evil.example' } });
+    assert.equal(other.headers['access-control-allow-origin'], undefined);
+  });
+
+  it('strips spoofed identity headers, the caller name and internal baggage from untrusted clients', async () => {
+    const before = echo.seen.length;
+    await call(`${gw.url}/api/me`, {
+      headers: { 'plinth-identity': 'ServiceAccount:edge/admin', 'plinth-identity-roles': 'admin', 'plinth-identity-x': '1', [Headers.caller]: 'billing', baggage: 'plinth.stress=1,plinth.lane=gray,user.id=42,region=eu' },
+    });
+    const s = echo.seen[before]!;
+    assert.equal(s.headers['plinth-identity'], undefined);
+    assert.equal(s.headers['plinth-identity-roles'], undefined);
+    assert.equal(s.headers['plinth-identity-x'], undefined);
+    assert.equal(s.headers[Headers.caller], 'gateway');
+    assert.equal(s.headers.baggage, 'region=eu');
+    assert.equal(s.headers['x-upstream'], undefined);
+    assert.equal(echo.seen.length, before + 1, 'the spoofed lane did not route to the gray instance');
+  });
+
+  it('enters lanes by the TrafficPolicy entry rules and routes to the lane instances', async () => {
+    const g0 = gray.seen.length;
+    const r = await call(`${gw.url}/api/lane`, { headers: { 'x-lane': 'gray' } });
+    assert.equal(r.headers['x-upstream'], 'gray');
+    assert.match(String(gray.seen[g0]!.headers.baggage), /plinth\.lane=gray/);
+    const b = await call(`${gw.url}/api/lane`);
+    assert.equal(b.headers['x-upstream'], 'echo');
+  });
+
+  it('applies FaultTolerance rate limits of the route service: per endpoint, and per client IP (X-Forwarded-For is not believed without trustProxy)', async () => {
+    assert.equal((await call(`${gw.url}/limited`)).status, 200);
+    assert.equal((await call(`${gw.url}/limited`)).status, 200);
+    const r = await call(`${gw.url}/limited`);
+    assert.equal(r.status, 429);
+    assert.equal(r.json().code, 'rate_limited');
+    assert.ok(r.headers['retry-after'] !== undefined);
+    assert.match(String(r.headers['ratelimit-policy']), /q=2;w=60/);
+    assert.match(String(r.headers.ratelimit), /r=0/);
+    assert.equal((await call(`${gw.url}/api/free`)).status, 200, 'other endpoints are not limited');
+    // Without a trusted proxy every request comes from 127.0.0.1: the second is refused.
+    assert.equal((await call(`${gw.url}/per-ip`, { headers: { 'x-forwarded-for': '10.0.0.1' } })).status, 200);
+    assert.equal((await call(`${gw.url}/per-ip`, { headers: { 'x-forwarded-for': '10.0.0.2' } })).status, 429);
+  });
+
+  it('writes one JSON access-log line per request with the trace id the upstream saw', async () => {
+    const before = echo.seen.length;
+    await call(`${gw.url}/api/logged`, { headers: { traceparent: '00-0123456789abcdef0123456789abcdef-0123456789abcdef-01' } });
+    await sleep(50);
+    const line = log.findLast((l) => l.path === '/api/logged');
+    assert.ok(line, 'logged');
+    assert.equal(line.traceId, '0123456789abcdef0123456789abcdef');
+    assert.match(String(echo.seen[before]!.headers.traceparent), /^00-0123456789abcdef0123456789abcdef-/);
+    assert.equal(line.route, 'edge/api');
+    assert.equal(line.status, 200);
+    assert.equal(line.method, 'GET');
+    assert.equal(line.upstream, echo.address);
+    assert.equal(typeof line.durationMs, 'number');
+    const limited = log.findLast((l) => l.path === '/limited' && l.status === 429);
+    assert.equal(limited?.reason, 'rate_limited');
+  });
+
+  it('exposes Prometheus metrics on the admin listener', async () => {
+    const m = await call(`${gw.adminUrl}/metrics`);
+    assert.equal(m.status, 200);
+    assert.match(m.text, /plinth_gateway_requests_total\{route="edge\/api",status_class="2xx"\} \d+/);
+    assert.match(m.text, /plinth_gateway_rejections_total\{route="edge\/limited",reason="rate_limited"\} 1/);
+    assert.match(m.text, /plinth_gateway_upstream_endpoints\{service="echo"\} 2/);
+    assert.match(m.text, /plinth_gateway_request_duration_seconds_bucket/);
+    assert.equal((await call(`${gw.adminUrl}/readyz`)).status, 200);
+  });
+
+  it('answers malformed requests, oversized headers and stalled clients cleanly and keeps serving', async () => {
+    assert.match(await raw(gw.url, 'GARBAGE\r\n\r\n'), /^HTTP\/1\.1 400/);
+    assert.match(await raw(gw.url, `GET /api HTTP/1.1\r\nhost: a\r\nx-big: ${'a'.repeat(20_000)}\r\n\r\n`), /^HTTP\/1\.1 431/);
+    assert.match(await raw(gw.url, 'GET /api HTTP/1.1\r\nhost: a\r\nx-slow: ', 3000), /^HTTP\/1\.1 408/);
+    assert.match(await raw(gw.url, 'GET http://other/x HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n'), /^HTTP\/1\.1 400/);
+    assert.equal((await call(`${gw.url}/api/still`)).status, 200);
+  });
+
+  it('applies a changed Route to the next request while a request in flight finishes on its old route', async () => {
+    let release!: () => void;
+    const held = new Promise<void>((r) => (release = r));
+    const a = await upstream('a', (_req, res) => void held.then(() => res.end('from-a')));
+    const b = await upstream('b', (_req, res) => res.end('from-b'));
+    governance.set({ instances: [...liveInstances(), instance('a-1', 'svc-a', a.address), instance('b-1', 'svc-b', b.address)] });
+    const base = [...routes.list()];
+    routes.set([...base, route('live', { ...anon, match: { path: { prefix: '/live' } }, service: 'svc-a' })]);
+    const inFlight = call(`${gw.url}/live`);
+    while (a.seen.length === 0) await sleep(5);
+    routes.set([...base, route('live', { ...anon, match: { path: { prefix: '/live' } }, service: 'svc-b' })]);
+    assert.equal((await call(`${gw.url}/live`)).text, 'from-b');
+    release();
+    const first = await inFlight;
+    assert.equal(first.status, 200);
+    assert.equal(first.text, 'from-a');
+    await a.close();
+    await b.close();
+  });
+
+  function liveInstances() {
+    return [
+      instance('echo-1', 'echo', echo.address),
+      instance('echo-gray', 'echo', gray.address, { lane: 'gray' }),
+      instance('flaky-1', 'flaky', flaky.address),
+      instance('slow-1', 'slow', slow.address),
+      instance('reset-1', 'reset', reset.address),
+      instance('hop-1', 'hop', hop.address),
+    ];
+  }
+});
+
+describe('gateway shutdown', () => {
+  it('finishes requests in flight, refuses new connections, and closes idle kept-alive ones', async () => {
+    let release!: () => void;
+    const held = new Promise<void>((r) => (release = r));
+    const up = await upstream('held', (_req, res) => void held.then(() => res.end('done')));
+    const { gw, governance, routes } = await staticGateway({ accessLog: false });
+    governance.set({ instances: [instance('h-1', 'held', up.address)] });
+    routes.set([route('all', { ...anon, match: { path: { prefix: '/' } }, service: 'held' })]);
+    const inFlight = [call(`${gw.url}/1`), call(`${gw.url}/2`)];
+    while (up.seen.length < 2) await sleep(5);
+    const closed = gw.close();
+    await sleep(50);
+    await assert.rejects(call(`${gw.url}/late`), 'no new connection is accepted');
+    release();
+    const answers = await Promise.all(inFlight);
+    assert.deepEqual(
+      answers.map((a) => [a.status, a.text]),
+      [
+        [200, 'done'],
+        [200, 'done'],
+      ],
+    );
+    await closed;
+    assert.equal(gw.inFlight(), 0);
+    await up.close();
+  });
+
+  it('is not ready while draining', async () => {
+    const hang = createServer(() => {});
+    await new Promise<void>((r) => hang.listen(0, '127.0.0.1', () => r()));
+    const { gw, governance, routes } = await staticGateway({ accessLog: false, drainTimeoutMs: 300 });
+    governance.set({ instances: [instance('x-1', 'x', `127.0.0.1:${(hang.address() as { port: number }).port}`)] });
+    routes.set([route('all', { ...anon, match: { path: { prefix: '/' } }, service: 'x' })]);
+    const stuck = call(`${gw.url}/`).catch((e: Error) => e);
+    await sleep(50);
+    const closed = gw.close();
+    const ready = await call(`${gw.adminUrl}/readyz`);
+    assert.equal(ready.status, 503);
+    assert.equal(ready.json().reason, 'draining');
+    await closed;
+    assert.ok((await stuck) instanceof Error, 'a request past the drain timeout has its connection closed');
+    hang.closeAllConnections();
+    hang.close();
+  });
+});

@@ -1,0 +1,289 @@
+/**
+ * `startGateway`: the edge (or sidecar) HTTP proxy on the SDK's governance engine.
+ *
+ * Deploying without failed requests. Node 20's http has no SO_REUSEPORT, so two processes cannot share one
+ * port on their own. The pattern is "start new, drain old": run two gateways behind whatever spreads
+ * connections over them (a load balancer or a Kubernetes Service, with readiness on the admin `/readyz`), start
+ * the new one, wait until it is ready, then `close()` (SIGTERM in the CLI) the old one: it reports not ready,
+ * stops accepting, closes idle kept-alive connections, lets requests in flight finish and answers late ones
+ * on kept-alive sockets with `connection: close`, so clients reconnect to the new one. On one host, node's
+ * cluster module shares a listening socket between workers (`server.listen({ port, exclusive: false })`
+ * in workers, the default there): fork a new worker, then close the old one the same way.
+ */
+import type { IncomingMessage, ServerResponse, Server } from 'node:http';
+import type { RoleBindingSpec } from '@plinth/core';
+import { controlPlaneGovernance, createControlPlaneClient, GOVERNANCE_KINDS, type ControlPlaneClient, type GovernanceSource, type Logger } from '@plinth/sdk';
+import { sharedWheel, type TimerWheel } from '@plinth/sdk/resilience';
+import type { Tracing } from '@plinth/sdk/tracing';
+import type { Redis } from 'ioredis';
+import type { Registry } from 'prom-client';
+import { createAccessLog, NO_ACCESS_LOG, type AccessLog, type AccessLogOptions } from './access-log.js';
+import { Authenticator, RoleIndex, type AuthOptions } from './auth.js';
+import { RouteRetryGovernance } from './engine-governance.js';
+import { GatewayCodes, problemBody } from './errors.js';
+import { clientFeed, type ResourceFeed } from './feed.js';
+import { hardenedServer, listenOn, parseHostPort, urlOf, type ServerLimits } from './listen.js';
+import { GatewayMetrics, writeMetrics } from './metrics.js';
+import { EdgeProxy, Forwarder } from './proxy.js';
+import { LiveRoutes } from './routes.js';
+import { startSidecar, type RunningSidecar, type SidecarOptions } from './sidecar.js';
+
+/** The kinds the gateway's control-plane client holds. */
+export const GATEWAY_KINDS = [...GOVERNANCE_KINDS, 'Route', 'RoleBinding'] as const;
+
+export interface GatewayControlPlane {
+  url: string;
+  /** A JWT or a `plinth_…` credential; the identity needs list/watch on GATEWAY_KINDS in the namespace. */
+  token: string;
+  /** Where the snapshot is persisted: the gateway starts and routes from it while the control plane is down. */
+  cacheFile?: string;
+}
+
+export interface GatewayOptions {
+  /** The namespace whose Routes, rules and instances the gateway serves. */
+  namespace: string;
+  /** Either a control plane (the normal case) … */
+  controlPlane?: GatewayControlPlane;
+  /** … or sources set by hand (tests, static setups): governance, Routes and RoleBindings. */
+  governance?: GovernanceSource;
+  routes?: ResourceFeed;
+  roleBindings?: ResourceFeed<RoleBindingSpec>;
+  /** JWT and API-key verification; `serverUrl` defaults to the control plane's URL. */
+  identity?: Partial<AuthOptions>;
+  /** `host:port` of the proxy (edge) or of the sidecar ingress. Default 127.0.0.1:8080. */
+  listen?: string;
+  /** `host:port` of `/metrics`, `/healthz`, `/readyz`. None when absent. */
+  adminListen?: string;
+  /** The gateway's name: `plinth-caller` upstream, matched by rules' `callers`. Default `gateway` (sidecar: its service). */
+  name?: string;
+  /** Proxies in front whose X-Forwarded-For / Forwarded are believed: true = 1 hop. Default none. */
+  trustProxy?: boolean | number;
+  /** pino JSON lines; default to stdout. false: none. */
+  accessLog?: false | AccessLogOptions;
+  /** Registry for the gateway's metrics; default a new one, served on the admin listener. */
+  metrics?: Registry;
+  /** Hop spans: the gateway's SERVER span per request, the upstream's parent. */
+  tracing?: Tracing;
+  /** For FaultTolerance rate limits with limitMode global. */
+  redis?: Redis;
+  zone?: string;
+  /** Budget of a call with no route timeout, timeout rule or incoming deadline. Default 30 s. */
+  defaultTimeoutMs?: number;
+  /** undici connections per upstream instance. Default 64. */
+  connectionsPerEndpoint?: number;
+  /** How long close() waits for requests in flight. Default 10 s. */
+  drainTimeoutMs?: number;
+  /** How long startup waits for a first snapshot (server or cache file). Default 30 s. */
+  startTimeoutMs?: number;
+  server?: ServerLimits;
+  /** Sidecar mode: in front of one app instead of routing by Route. */
+  sidecar?: SidecarOptions;
+  wheel?: TimerWheel;
+  logger?: Logger;
+}
+
+export interface Gateway {
+  /** The proxy (edge) or the sidecar ingress. */
+  readonly url: string;
+  readonly adminUrl: string | undefined;
+  /** Sidecar mode with an egress port. */
+  readonly egressUrl: string | undefined;
+  readonly governance: GovernanceSource;
+  readonly controlPlane: ControlPlaneClient | undefined;
+  /** Requests being served. */
+  inFlight(): number;
+  /** Graceful: not ready, stop accepting, finish requests in flight (up to drainTimeoutMs), then close everything. Idempotent. */
+  close(): Promise<void>;
+}
+
+const noopLogger: Logger = { warn: () => {}, debug: () => {} };
+
+function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  return Promise.race([
+    p,
+    new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(what)), ms);
+    }),
+  ]).finally(() => clearTimeout(timer));
+}
+
+export async function startGateway(o: GatewayOptions): Promise<Gateway> {
+  if ((o.controlPlane === undefined) === (o.governance === undefined)) throw new TypeError('startGateway: give either controlPlane or governance');
+  const log = o.logger ?? noopLogger;
+  const closers: (() => Promise<void> | void)[] = [];
+
+  let client: ControlPlaneClient | undefined;
+  let governance: GovernanceSource;
+  let routesFeed: ResourceFeed;
+  let bindings: ResourceFeed<RoleBindingSpec> | undefined;
+  if (o.controlPlane !== undefined) {
+    const cp = o.controlPlane;
+    client = createControlPlaneClient({
+      url: cp.url,
+      token: cp.token,
+      kinds: GATEWAY_KINDS,
+      namespace: o.namespace,
+      ...(cp.cacheFile !== undefined ? { cacheFile: cp.cacheFile } : {}),
+      logger: log,
+    });
+    const c = client;
+    closers.push(() => c.close());
+    try {
+      await withTimeout(c.started, o.startTimeoutMs ?? 30_000, `no snapshot from ${cp.url} within ${o.startTimeoutMs ?? 30_000} ms (and no cache file to start from)`);
+    } catch (e) {
+      await c.close();
+      throw e;
+    }
+    const g = controlPlaneGovernance(c, o.namespace);
+    const rf = clientFeed(c, 'Route', o.namespace);
+    const bf = clientFeed<RoleBindingSpec>(c, 'RoleBinding', o.namespace);
+    closers.push(() => g.close(), () => rf.close(), () => bf.close());
+    governance = g;
+    routesFeed = rf;
+    bindings = bf;
+  } else {
+    governance = o.governance!;
+    routesFeed = o.routes ?? { version: 0, list: () => [], onChange: () => () => {} };
+    bindings = o.roleBindings;
+  }
+
+  const sidecar = o.sidecar;
+  const self = o.name ?? sidecar?.service ?? 'gateway';
+  const routes = new LiveRoutes(routesFeed, (errors) => log.warn('some Routes cannot be compiled and are ignored', { errors: errors.join('; ') }));
+  const metrics = new GatewayMetrics({ ...(o.metrics ? { registry: o.metrics } : {}), governance, services: () => routes.table.services() });
+  const accessLog: AccessLog = o.accessLog === false ? NO_ACCESS_LOG : createAccessLog(o.accessLog ?? {});
+  const wheel = o.wheel ?? sharedWheel;
+  const trustProxy = o.trustProxy === true ? 1 : o.trustProxy === false || o.trustProxy === undefined ? 0 : o.trustProxy;
+  const forwarder = new Forwarder({
+    self,
+    governance,
+    engineGovernance: sidecar ? governance : new RouteRetryGovernance(governance, routes, self),
+    wheel,
+    metrics,
+    accessLog,
+    trust: sidecar ? 'mesh' : 'edge',
+    trustIdentityHeaders: sidecar !== undefined,
+    injectFaults: sidecar !== undefined,
+    trustProxy,
+    connectionsPerEndpoint: o.connectionsPerEndpoint ?? 64,
+    defaultTimeoutMs: o.defaultTimeoutMs ?? 30_000,
+    tracing: o.tracing,
+    redis: o.redis,
+    zone: o.zone,
+  });
+
+  const listen = o.listen ?? '127.0.0.1:8080';
+  let edgeServer: Server | undefined;
+  let running: RunningSidecar | undefined;
+  let url: string;
+  let stopping = false;
+  try {
+    if (sidecar !== undefined) {
+      if (client === undefined || o.controlPlane === undefined) throw new TypeError('startGateway: sidecar mode needs a controlPlane (it registers the app)');
+      running = await startSidecar(forwarder, sidecar, client, { url: o.controlPlane.url, token: o.controlPlane.token }, o.namespace, listen, o.server ?? {});
+      url = running.ingressUrl;
+    } else {
+      const serverUrl = o.identity?.serverUrl ?? o.controlPlane?.url;
+      const roles = bindings ? new RoleIndex(bindings) : undefined;
+      const auth = serverUrl !== undefined ? new Authenticator({ ...o.identity, serverUrl }, roles) : undefined;
+      const edge = new EdgeProxy(forwarder, { routes, auth, roles });
+      const listener = edge.listener;
+      edgeServer = hardenedServer((req: IncomingMessage, res: ServerResponse) => {
+        if (stopping) return shuttingDown(res);
+        listener(req, res);
+      }, o.server);
+      const { host, port } = parseHostPort(listen);
+      url = urlOf(host, await listenOn(edgeServer, host, port));
+    }
+  } catch (e) {
+    await forwarder.close();
+    for (const c of closers.reverse()) await c();
+    throw e;
+  }
+
+  let adminServer: Server | undefined;
+  let adminUrl: string | undefined;
+  let snapshotCurrent = client === undefined;
+  client?.ready.then(
+    () => (snapshotCurrent = true),
+    () => {},
+  );
+  if (o.adminListen !== undefined) {
+    adminServer = hardenedServer((req, res) => {
+      const path = (req.url ?? '/').split('?')[0];
+      if (path === '/metrics') {
+        writeMetrics(metrics.registry, res).catch(() => res.destroy());
+        return;
+      }
+      if (path === '/healthz') return json(res, 200, '{"ok":true}');
+      if (path === '/readyz') {
+        const reason = stopping ? 'draining' : !snapshotCurrent ? 'no_snapshot' : running !== undefined && !running.service.ready ? 'registering' : undefined;
+        return reason === undefined ? json(res, 200, '{"ready":true}') : json(res, 503, `{"ready":false,"reason":"${reason}"}`);
+      }
+      json(res, 404, problemBody(GatewayCodes.routeNotFound, 404, 'admin paths: /metrics, /healthz, /readyz'));
+    });
+    const { host, port } = parseHostPort(o.adminListen);
+    try {
+      adminUrl = urlOf(host, await listenOn(adminServer, host, port));
+    } catch (e) {
+      await forwarder.close();
+      edgeServer?.close();
+      for (const c of closers.reverse()) await c();
+      throw e;
+    }
+  }
+
+  const drainMs = o.drainTimeoutMs ?? 10_000;
+  let closing: Promise<void> | undefined;
+  const doClose = async (): Promise<void> => {
+    stopping = true;
+    forwarder.draining = true;
+    if (running !== undefined) await running.close(drainMs);
+    if (edgeServer !== undefined) {
+      const s = edgeServer;
+      const closed = new Promise<void>((r) => s.close(() => r()));
+      s.closeIdleConnections();
+      // Connections whose request is answering close once it is done; idle ones now and after each answer.
+      const sweep = setInterval(() => s.closeIdleConnections(), 50);
+      const done = await forwarder.drained(drainMs);
+      clearInterval(sweep);
+      if (!done) log.warn('requests still in flight after the drain timeout; closing their connections', { inFlight: forwarder.inFlight, drainTimeoutMs: drainMs });
+      s.closeAllConnections();
+      await closed;
+    }
+    await forwarder.close();
+    if (adminServer !== undefined) {
+      const a = adminServer;
+      await new Promise<void>((r) => {
+        a.close(() => r());
+        a.closeAllConnections();
+      });
+    }
+    for (const c of closers.reverse()) await c();
+    await accessLog.flush();
+  };
+
+  return {
+    url,
+    adminUrl,
+    egressUrl: running?.egressUrl,
+    governance,
+    controlPlane: client,
+    inFlight: () => forwarder.inFlight,
+    close: () => (closing ??= doClose()),
+  };
+}
+
+const SHUTTING_DOWN = problemBody(GatewayCodes.unavailable, 503, 'this gateway is shutting down; retry');
+
+/** A request on a kept-alive connection after close() began: refused so the client retries elsewhere. */
+function shuttingDown(res: ServerResponse): void {
+  res.writeHead(503, { 'content-type': 'application/problem+json', 'content-length': Buffer.byteLength(SHUTTING_DOWN), connection: 'close', 'retry-after': '0' });
+  res.end(SHUTTING_DOWN);
+}
+
+function json(res: ServerResponse, status: number, body: string): void {
+  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), 'cache-control': 'no-store' });
+  res.end(body);
+}

@@ -1,0 +1,11 @@
+export { startGateway, GATEWAY_KINDS, type Gateway, type GatewayControlPlane, type GatewayOptions } from './gateway.js';
+export type { SidecarOptions } from './sidecar.js';
+export { Authenticator, RoleIndex, type AuthOptions, type AuthOutcome, type Identity } from './auth.js';
+export { RouteTable, LiveRoutes, compileRoute, normalizePath, NO_PARAMS, type CompiledRoute, type CompiledCors, type CompiledAuth, type RouteMatch } from './routes.js';
+export { StaticFeed, clientFeed, type ResourceFeed } from './feed.js';
+export { IDENTITY_HEADER, IDENTITY_ROLES_HEADER, IDENTITY_VIA_HEADER, stripIncoming, type StripOptions } from './identity-headers.js';
+export { GatewayCodes, problemBody, type GatewayCode } from './errors.js';
+export { createAccessLog, type AccessEntry, type AccessLog, type AccessLogOptions } from './access-log.js';
+export { GatewayMetrics } from './metrics.js';
+export { parseHostPort, type ServerLimits } from './listen.js';
+export { REPLAYABLE_BYTES } from './body.js';

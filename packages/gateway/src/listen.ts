@@ -1,0 +1,73 @@
+import { createServer, type RequestListener, type Server } from 'node:http';
+import type { Socket } from 'node:net';
+import { GatewayCodes, rawProblem } from './errors.js';
+
+export interface ServerLimits {
+  /** Time to receive the request headers; slower clients get 408. Default 20 s. */
+  headersTimeoutMs?: number;
+  /** Time to receive a whole request (headers and body). Default 300 s: uploads stream through. */
+  requestTimeoutMs?: number;
+  /** Idle kept-alive connections are closed after this. Default 65 s (longer than common LB idle timeouts). */
+  keepAliveTimeoutMs?: number;
+  /** How often node checks the two timeouts above. Default 1 s. */
+  connectionsCheckingIntervalMs?: number;
+  /** Larger request headers get 431. Default 16 KiB. */
+  maxHeaderSize?: number;
+}
+
+/** `host:port`, `:port` or `port`; port 0 picks a free one. */
+export function parseHostPort(s: string, defaultHost = '127.0.0.1'): { host: string; port: number } {
+  const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d+)$/.exec(s) ?? (/^\d+$/.test(s) ? [s, undefined, '', s] : null);
+  if (m === null) throw new TypeError(`expected host:port, not ${JSON.stringify(s)}`);
+  const port = Number(m[3]);
+  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new TypeError(`port out of range in ${JSON.stringify(s)}`);
+  return { host: m[1] ?? (m[2] || defaultHost), port };
+}
+
+/**
+ * A node:http server that never crashes on what clients send: headers over the limit get 431, a stalled
+ * client 408, garbage 400, each as problem+json on a closing connection; a reset socket is just dropped.
+ */
+export function hardenedServer(listener: RequestListener, limits: ServerLimits = {}): Server {
+  const server = createServer(
+    {
+      maxHeaderSize: limits.maxHeaderSize ?? 16 * 1024,
+      headersTimeout: limits.headersTimeoutMs ?? 20_000,
+      requestTimeout: limits.requestTimeoutMs ?? 300_000,
+      keepAliveTimeout: limits.keepAliveTimeoutMs ?? 65_000,
+      connectionsCheckingInterval: limits.connectionsCheckingIntervalMs ?? 1000,
+    },
+    listener,
+  );
+  server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
+    if (err.code === 'ECONNRESET' || !socket.writable) {
+      socket.destroy();
+      return;
+    }
+    const answer =
+      err.code === 'HPE_HEADER_OVERFLOW'
+        ? rawProblem(431, GatewayCodes.headersTooLarge)
+        : err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+          ? rawProblem(408, 'request_timeout')
+          : rawProblem(400, GatewayCodes.badRequest);
+    socket.end(answer);
+  });
+  return server;
+}
+
+export function listenOn(server: Server, host: string, port: number): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const onError = (e: Error): void => reject(e);
+    server.once('error', onError);
+    server.listen({ port, host }, () => {
+      server.off('error', onError);
+      const a = server.address();
+      resolve(typeof a === 'object' && a !== null ? a.port : port);
+    });
+  });
+}
+
+export function urlOf(host: string, port: number): string {
+  const h = host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host.includes(':') ? `[${host}]` : host;
+  return `http://${h}:${port}`;
+}

@@ -1,0 +1,93 @@
+import type { ServerResponse } from 'node:http';
+import type { GovernanceSource } from '@plinth/sdk';
+import { outboundMetrics, type OutboundMetrics } from '@plinth/sdk/client';
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+
+const BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+/** Route ids come from resources, but keep a bound on label values anyway. */
+const MAX_ROUTES = 2048;
+const OTHER = 'other';
+const CLASSES = ['1xx', '2xx', '3xx', '4xx', '5xx'];
+
+function statusClass(status: number): string {
+  return status >= 100 && status < 600 ? CLASSES[Math.floor(status / 100) - 1]! : 'aborted';
+}
+
+type Inc = { inc(v?: number): void };
+type Obs = { observe(v: number): void };
+
+/**
+ * The gateway's Prometheus figures: requests and latency per route and status class, refusals per route and
+ * reason, upstream endpoint counts per service, and (through the SDK's outbound metrics) breaker states,
+ * retries and ejections. Label children are cached in nested maps: `.labels()` hashes on every call.
+ */
+export class GatewayMetrics {
+  readonly registry: Registry;
+  readonly outbound: OutboundMetrics;
+  private readonly requests: Counter<string>;
+  private readonly duration: Histogram<string>;
+  private readonly rejections: Counter<string>;
+  private readonly children = new Map<string, Map<string, { count: Inc; seconds: Obs }>>();
+  private readonly rejectionChildren = new Map<string, Map<string, Inc>>();
+  private readonly inFlight: Gauge<string>;
+
+  constructor(opts: { registry?: Registry; governance: GovernanceSource; services: () => readonly string[] }) {
+    this.registry = opts.registry ?? new Registry();
+    const registers = [this.registry];
+    this.requests = new Counter({ name: 'plinth_gateway_requests_total', help: 'Requests answered by the gateway, per route and status class.', labelNames: ['route', 'status_class'], registers });
+    this.duration = new Histogram({ name: 'plinth_gateway_request_duration_seconds', help: 'From arrival to the end of the answer.', labelNames: ['route', 'status_class'], buckets: BUCKETS, registers });
+    this.rejections = new Counter({ name: 'plinth_gateway_rejections_total', help: 'Requests refused by the gateway before any upstream (rate limits, auth, body size), per route and reason.', labelNames: ['route', 'reason'], registers });
+    this.inFlight = new Gauge({ name: 'plinth_gateway_in_flight', help: 'Requests being served.', registers });
+    const governance = opts.governance;
+    const services = opts.services;
+    new Gauge({
+      name: 'plinth_gateway_upstream_endpoints',
+      help: 'Routable instances per upstream service, as the gateway sees them (base lane and lanes).',
+      labelNames: ['service'],
+      registers,
+      collect() {
+        this.reset();
+        for (const s of services()) this.set({ service: s }, governance.endpoints(s).size);
+      },
+    });
+    this.outbound = outboundMetrics(this.registry);
+  }
+
+  begin(): void {
+    this.inFlight.inc();
+  }
+
+  end(route: string | undefined, status: number, seconds: number): void {
+    this.inFlight.dec();
+    const r = this.routeLabel(route);
+    const cls = statusClass(status);
+    let byClass = this.children.get(r);
+    if (byClass === undefined) this.children.set(r, (byClass = new Map()));
+    let c = byClass.get(cls);
+    if (c === undefined) byClass.set(cls, (c = { count: this.requests.labels(r, cls), seconds: this.duration.labels(r, cls) }));
+    c.count.inc();
+    c.seconds.observe(seconds);
+  }
+
+  rejected(route: string | undefined, reason: string): void {
+    const r = this.routeLabel(route);
+    let byReason = this.rejectionChildren.get(r);
+    if (byReason === undefined) this.rejectionChildren.set(r, (byReason = new Map()));
+    let c = byReason.get(reason);
+    if (c === undefined) byReason.set(reason, (c = this.rejections.labels(r, reason)));
+    c.inc();
+  }
+
+  private routeLabel(route: string | undefined): string {
+    if (route === undefined) return OTHER;
+    if (this.children.has(route) || this.children.size < MAX_ROUTES) return route;
+    return OTHER;
+  }
+}
+
+/** Answers a scrape. */
+export async function writeMetrics(registry: Registry, res: ServerResponse): Promise<void> {
+  const text = await registry.metrics();
+  res.writeHead(200, { 'content-type': registry.contentType, 'content-length': Buffer.byteLength(text) });
+  res.end(text);
+}

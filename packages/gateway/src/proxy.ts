@@ -1,0 +1,633 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { Headers, PROBLEM_CONTENT_TYPE, type FallbackAction } from '@plinth/core';
+import { type GovernanceSource, type RequestContext } from '@plinth/sdk';
+import { formatTraceparent, getLane, isStress, newTraceContext, parseTraceparent, serializeBaggage } from '@plinth/sdk/balancing';
+import { isCallError, OutboundEngine, type EngineResult, type OutboundCall, type TryContext, type TryOutcome } from '@plinth/sdk/client';
+import { InboundRuntime, type Admission, type Rejection, type TrustMode } from '@plinth/sdk/middleware';
+import { formatTimeout, type TimerWheel } from '@plinth/sdk/resilience';
+import { startServerSpan, type ServerSpanHandle, type Tracing } from '@plinth/sdk/tracing';
+import type { Redis } from 'ioredis';
+import type { Dispatcher } from 'undici';
+import type { AccessLog } from './access-log.js';
+import type { Authenticator, Identity, RoleIndex } from './auth.js';
+import { BodyTooLargeError, planBody, readBody, type BodyPlan, type UpstreamBody } from './body.js';
+import { EdgeInboundGovernance, NoRetryGovernance } from './engine-governance.js';
+import { GatewayCodes, problemBody } from './errors.js';
+import { pushIdentity, pushIncomingIdentity, stripIncoming } from './identity-headers.js';
+import type { GatewayMetrics } from './metrics.js';
+import { normalizePath, type CompiledCors, type CompiledRoute, type LiveRoutes } from './routes.js';
+import { connectionTokens, Pools, UpstreamTry, type Sink } from './upstream.js';
+
+/** Request headers never forwarded: hop-by-hop (RFC 9110 §7.6.1), the host, and the ones the gateway sets itself. */
+const REQUEST_SKIP = new Set([
+  'connection',
+  'keep-alive',
+  'proxy-connection',
+  'proxy-authorization',
+  'te',
+  'trailer',
+  'transfer-encoding',
+  'upgrade',
+  'host',
+  'expect',
+  Headers.traceparent,
+  Headers.baggage,
+  Headers.timeout,
+  Headers.caller,
+  'x-forwarded-for',
+  'x-forwarded-proto',
+  'x-forwarded-host',
+  'forwarded',
+  'plinth-identity',
+  'plinth-identity-roles',
+  'plinth-identity-via',
+]);
+
+const NO_HEADERS: readonly string[] = Object.freeze([]);
+const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE', 'TRACE']);
+const EXCHANGE = Symbol('plinth.gateway.exchange');
+
+/** The state of one request through the gateway; also the sink its answer streams into. */
+export class Exchange implements Sink {
+  readonly res: ServerResponse;
+  readonly startedAt: number;
+  method: string;
+  host = '';
+  path = '';
+  ip: string | undefined;
+  route: CompiledRoute | undefined;
+  service: string | undefined;
+  upstream: string | undefined;
+  identity: Identity | undefined;
+  lane: string | undefined;
+  stress = false;
+  traceId: string | undefined;
+  reason: string | undefined;
+  bytesIn = 0;
+  bytesOut = 0;
+  extraHeaders: readonly string[] = NO_HEADERS;
+  current: UpstreamTry | undefined;
+  release: (() => void) | undefined;
+  span: ServerSpanHandle | undefined;
+  // The upstream request, shared by every try.
+  upPath = '';
+  wire: string[] = [];
+  body: UpstreamBody | undefined;
+  traceparent = '';
+  send: ((t: TryContext) => Promise<TryOutcome<UpstreamTry>>) | undefined;
+
+  constructor(
+    readonly forwarder: Forwarder,
+    readonly req: IncomingMessage,
+    res: ServerResponse,
+    startedAt: number,
+  ) {
+    this.res = res;
+    this.startedAt = startedAt;
+    this.method = req.method ?? 'GET';
+  }
+}
+
+export interface ForwarderOptions {
+  /** The gateway's name: `plinth-caller` upstream, and the caller targets' `callers` match. */
+  self: string;
+  governance: GovernanceSource;
+  /** What the outbound engine reads (the governance plus route retries). */
+  engineGovernance: GovernanceSource;
+  wheel: TimerWheel;
+  metrics: GatewayMetrics;
+  accessLog: AccessLog;
+  trust: TrustMode;
+  /** Keep identity headers a previous hop set (sidecar ingress behind an edge gateway). */
+  trustIdentityHeaders: boolean;
+  /** Inject FaultInjection faults here (the sidecar, which is the callee's inbound); the edge leaves them to the callee. */
+  injectFaults: boolean;
+  /** Proxy hops in front of the gateway whose X-Forwarded-For / Forwarded entries are believed. */
+  trustProxy: number;
+  connectionsPerEndpoint: number;
+  defaultTimeoutMs: number;
+  tracing: Tracing | undefined;
+  redis: Redis | undefined;
+  zone: string | undefined;
+}
+
+/**
+ * What the edge, the sidecar ingress and the sidecar egress share: admission through the SDK's inbound
+ * pipeline (one runtime per upstream service, built on first use), the outbound engine with a streaming
+ * `send` on undici, answers, and the end-of-request accounting (metrics, access log, span).
+ */
+export class Forwarder {
+  readonly engine: OutboundEngine;
+  readonly pools: Pools;
+  private noRetry: OutboundEngine | undefined;
+  private readonly runtimes = new Map<string, InboundRuntime>();
+  private readonly inboundGovernance: GovernanceSource;
+  inFlight = 0;
+  draining = false;
+  private onIdle: (() => void) | undefined;
+
+  constructor(readonly o: ForwarderOptions) {
+    this.pools = new Pools(o.connectionsPerEndpoint);
+    this.engine = this.makeEngine(o.engineGovernance);
+    this.inboundGovernance = o.injectFaults ? o.governance : new EdgeInboundGovernance(o.governance);
+  }
+
+  private makeEngine(governance: GovernanceSource): OutboundEngine {
+    const pools = this.pools;
+    return new OutboundEngine({
+      self: this.o.self,
+      governance,
+      zone: this.o.zone,
+      defaultTimeoutMs: this.o.defaultTimeoutMs,
+      wheel: this.o.wheel,
+      metrics: this.o.metrics.outbound,
+      onEndpointsChange: (service, prev, next) => pools.endpointsChanged(service, prev, next),
+    });
+  }
+
+  /** Starts the bookkeeping of a request; its end (finish or client gone) is accounted once, in `ended`. */
+  begin(req: IncomingMessage, res: ServerResponse): Exchange {
+    const ex = new Exchange(this, req, res, this.o.wheel.clock.now());
+    (res as unknown as Record<symbol, Exchange>)[EXCHANGE] = ex;
+    res.on('close', onResponseClose);
+    this.inFlight++;
+    this.o.metrics.begin();
+    if (this.draining && !res.headersSent) res.setHeader('connection', 'close');
+    return ex;
+  }
+
+  ended(ex: Exchange): void {
+    const res = ex.res;
+    const finished = res.writableFinished;
+    // A try that is not the answer (the gateway answered itself) must not hold its pooled connection.
+    ex.current?.abort();
+    ex.release?.();
+    ex.release = undefined;
+    const status = finished ? res.statusCode : 0;
+    const seconds = (this.o.wheel.clock.now() - ex.startedAt) / 1000;
+    this.o.metrics.end(ex.route?.id, status, seconds);
+    ex.span?.end(status === 0 ? 499 : status);
+    this.o.accessLog.write({
+      method: ex.method,
+      host: ex.host,
+      path: ex.path,
+      route: ex.route?.id,
+      status: finished ? res.statusCode : 499,
+      durationMs: Math.round(seconds * 1e6) / 1000,
+      upstream: ex.upstream,
+      bytesIn: ex.bytesIn,
+      bytesOut: ex.bytesOut,
+      traceId: ex.traceId,
+      identity: ex.identity?.subject,
+      lane: ex.lane,
+      stress: ex.stress,
+      reason: finished ? ex.reason : (ex.reason ?? 'client_closed'),
+    });
+    this.inFlight--;
+    if (this.draining) this.onIdle?.();
+  }
+
+  /** Resolves once no request is in flight, or after `timeoutMs` (false). */
+  drained(timeoutMs: number): Promise<boolean> {
+    if (this.inFlight === 0) return Promise.resolve(true);
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        this.onIdle = undefined;
+        resolve(false);
+      }, timeoutMs);
+      this.onIdle = () => {
+        if (this.inFlight > 0) return;
+        clearTimeout(timer);
+        this.onIdle = undefined;
+        resolve(true);
+      };
+    });
+  }
+
+  runtimeFor(service: string): InboundRuntime {
+    let rt = this.runtimes.get(service);
+    if (rt === undefined) {
+      rt = new InboundRuntime({
+        service,
+        governance: this.inboundGovernance,
+        trust: this.o.trust,
+        wheel: this.o.wheel,
+        ...(this.o.redis !== undefined ? { redis: this.o.redis } : {}),
+      });
+      this.runtimes.set(service, rt);
+    }
+    return rt;
+  }
+
+  /** The client's address; behind `trustProxy` hops, what the nearest trusted hop saw. */
+  clientIp(req: IncomingMessage): string | undefined {
+    const direct = req.socket.remoteAddress;
+    if (this.o.trustProxy <= 0) return direct;
+    const xff = req.headers['x-forwarded-for'];
+    if (typeof xff !== 'string' || xff === '') return direct;
+    const parts = xff.split(',');
+    const i = parts.length - this.o.trustProxy;
+    return (parts[Math.max(0, i)] ?? '').trim() || direct;
+  }
+
+  /**
+   * Runs the inbound policies of `service` for the request. Undefined: refused (and answered). Else the
+   * request context (trace, baggage with internal keys only for trusted senders, lane entered, deadline).
+   */
+  async admit(ex: Exchange, service: string, path: string): Promise<RequestContext | undefined> {
+    const rt = this.runtimeFor(service);
+    const s = rt.start(ex.method, path, ex.req.headers, ex.ip, ex.identity?.subject);
+    ex.lane = s.lane;
+    ex.stress = s.stress;
+    ex.traceId = s.ctx.trace?.traceId;
+    const pending = s.admission;
+    const a: Admission = pending instanceof Promise ? await pending : pending;
+    if (!a.ok) {
+      this.reject(ex, a);
+      return undefined;
+    }
+    ex.release = a.release;
+    if (ex.res.destroyed) return undefined;
+    if (a.delayMs > 0) await rt.wheel.delay(a.delayMs);
+    return s.ctx;
+  }
+
+  reject(ex: Exchange, r: Rejection): void {
+    ex.reason = r.code;
+    this.o.metrics.rejected(ex.route?.id, r.code);
+    const head: string[] = [];
+    for (const k in r.headers) head.push(k, r.headers[k]!);
+    this.answer(ex, r.status, r.contentType, r.body, head);
+  }
+
+  /**
+   * Sends the request to `service` through the engine (or, with `direct`, to one fixed upstream, for the
+   * sidecar's app) and streams the answer back.
+   */
+  async forward(ex: Exchange, service: string, upPath: string, ctx: RequestContext, plan: BodyPlan, maxBody: number, timeoutMs: number | undefined, direct?: Dispatcher): Promise<void> {
+    const req = ex.req;
+    ex.service = service;
+    const cl = req.headers['content-length'];
+    if (cl !== undefined) ex.bytesIn = Number(cl) || 0;
+    let body: UpstreamBody;
+    try {
+      const b = readBody(req, plan, maxBody);
+      body = b instanceof Promise ? await b : b;
+    } catch (e) {
+      if (e instanceof BodyTooLargeError) return this.tooLarge(ex, maxBody);
+      ex.reason = 'client_closed';
+      return;
+    }
+    if (body.replayable && body.data !== null) ex.bytesIn = body.data.length;
+    ex.body = body;
+    ex.upPath = upPath;
+    ex.lane = getLane(ctx.baggage);
+    ex.stress = isStress(ctx.baggage);
+    const tracing = this.o.tracing;
+    let trace = ctx.trace ?? newTraceContext();
+    if (tracing !== undefined) {
+      ex.span = startServerSpan(tracing, { method: ex.method, route: ex.route?.id ?? service, traceparent: parseTraceparent(headerOf(req, Headers.traceparent)), lane: ex.lane, stress: ex.stress, caller: ctx.caller });
+      trace = ex.span.traceContext ?? trace;
+    }
+    ex.traceparent = formatTraceparent(trace);
+    ex.traceId = trace.traceId;
+    ex.wire = this.wireHeaders(ex, ctx, direct !== undefined);
+    ex.send = (t) => this.sendTry(ex, t, direct);
+
+    if (direct !== undefined) return this.forwardDirect(ex, service, ctx, timeoutMs);
+
+    const hasKey = req.headers[Headers.idempotencyKey] !== undefined;
+    const call: OutboundCall = {
+      method: ex.method,
+      path: pathOnly(upPath),
+      headers: req.headers as Readonly<Record<string, string>>,
+      hasIdempotencyKey: hasKey,
+      hashKey: undefined,
+      timeoutMs,
+      lane: ex.lane,
+      baggage: ctx.baggage,
+      deadlineAt: ctx.deadlineAt,
+      stress: ex.stress,
+    };
+    const engine = body.replayable || !(hasKey || IDEMPOTENT.has(ex.method)) ? this.engine : (this.noRetry ??= this.makeEngine(new NoRetryGovernance(this.o.governance)));
+    let r: EngineResult<UpstreamTry>;
+    try {
+      r = await engine.call(service, call, ex.send);
+    } catch (e) {
+      return this.callFailed(ex, e, maxBody);
+    }
+    if (r.kind === 'fallback') return this.fallback(ex, r.action);
+    ex.upstream = r.endpoint.address;
+    if (ex.res.destroyed) return;
+    r.response.attach(ex, this.head(r.response, ex));
+  }
+
+  /** One try straight to a fixed upstream (no discovery), under the request's deadline. */
+  private async forwardDirect(ex: Exchange, service: string, ctx: RequestContext, timeoutMs: number | undefined): Promise<void> {
+    const now = this.o.wheel.clock.now();
+    let deadline = ctx.deadlineAt;
+    const budget = timeoutMs ?? this.o.defaultTimeoutMs;
+    deadline = deadline === undefined ? now + budget : Math.min(deadline, now + budget);
+    if (deadline <= now) return this.problem(ex, 504, 'deadline_exceeded', `the deadline passed before the request reached ${service}`);
+    const out = await ex.send!({ service, endpoint: undefined as never, attempt: 1, deadlineAt: deadline, remainingMs: deadline - now });
+    if (out.status === 0 || out.response === undefined) {
+      if (out.error instanceof BodyTooLargeError) return this.tooLarge(ex, out.error.limit);
+      if (out.timedOut) return this.problem(ex, 504, 'deadline_exceeded', `${service} did not answer in time`);
+      return this.problem(ex, 502, 'upstream_error', `${service} failed: ${errorText(out.error)}`);
+    }
+    if (ex.res.destroyed) return;
+    out.response.attach(ex, this.head(out.response, ex));
+  }
+
+  private head(t: UpstreamTry, ex: Exchange): string[] {
+    const head = t.responseHead(ex.extraHeaders);
+    // Draining: the client's next request must go to another gateway, not to this closing one.
+    if (this.draining) head.push('connection', 'close');
+    return head;
+  }
+
+  private sendTry(ex: Exchange, t: TryContext, direct: Dispatcher | undefined): Promise<TryOutcome<UpstreamTry>> {
+    const prev = ex.current;
+    if (prev !== undefined) {
+      ex.current = undefined;
+      prev.discard();
+    }
+    const wheel = this.o.wheel;
+    return new Promise<TryOutcome<UpstreamTry>>((resolve) => {
+      const h = new UpstreamTry(resolve, wheel);
+      ex.current = h;
+      let dispatcher: Dispatcher;
+      try {
+        dispatcher = direct ?? this.pools.get(t.service, t.endpoint.address);
+      } catch (e) {
+        h.fail(e instanceof Error ? e : new Error(String(e)));
+        return;
+      }
+      let headers = ex.wire;
+      if (t.deadlineAt !== undefined) {
+        h.token = wheel.add(t.deadlineAt, h);
+        headers = headers.concat(Headers.timeout, formatTimeout(Math.max(0, t.deadlineAt - wheel.clock.now())));
+      }
+      try {
+        dispatcher.dispatch(
+          {
+            path: ex.upPath,
+            method: ex.method as Dispatcher.HttpMethod,
+            headers,
+            body: ex.body?.data ?? null,
+            // The engine decides about retries; undici must not replay on its own.
+            idempotent: false,
+          },
+          h,
+        );
+      } catch (e) {
+        h.fail(e instanceof Error ? e : new Error(String(e)));
+      }
+    });
+  }
+
+  /** The upstream request's headers, flat: the client's minus hop-by-hop and owned ones, plus forwarding, identity and context. */
+  private wireHeaders(ex: Exchange, ctx: RequestContext, direct: boolean): string[] {
+    const h = ex.req.headers;
+    const drop = connectionTokens(h.connection);
+    const out: string[] = [];
+    // An API key is a long-lived credential: verified here, it goes no further (the identity headers say who it was).
+    const viaKey = ex.identity?.via === 'apiKey';
+    for (const name in h) {
+      if (REQUEST_SKIP.has(name) || (drop !== undefined && drop.includes(name))) continue;
+      if (viaKey && (name === 'x-api-key' || name === 'authorization')) continue;
+      const v = h[name];
+      if (v === undefined) continue;
+      if (typeof v === 'string') out.push(name, v);
+      else for (const x of v) out.push(name, x);
+    }
+    const trusted = this.o.trustProxy > 0;
+    const proto = (ex.req.socket as { encrypted?: boolean }).encrypted === true ? 'https' : 'http';
+    const ip = ex.req.socket.remoteAddress ?? '';
+    const xff = trusted ? headerOf(ex.req, 'x-forwarded-for') : undefined;
+    out.push('x-forwarded-for', xff ? `${xff}, ${ip}` : ip);
+    out.push('x-forwarded-proto', (trusted ? headerOf(ex.req, 'x-forwarded-proto') : undefined) ?? proto);
+    out.push('x-forwarded-host', (trusted ? headerOf(ex.req, 'x-forwarded-host') : undefined) ?? (headerOf(ex.req, 'host') ?? ''));
+    const fwd = `for=${forwardedNode(ip)};host=${quoteIfNeeded(headerOf(ex.req, 'host') ?? '')};proto=${proto}`;
+    const prevFwd = trusted ? headerOf(ex.req, 'forwarded') : undefined;
+    out.push('forwarded', prevFwd ? `${prevFwd}, ${fwd}` : fwd);
+    // Straight to the app (sidecar ingress), the caller is whoever called; through the engine, it is us.
+    const caller = direct ? ctx.caller : this.o.self;
+    if (caller !== undefined) out.push(Headers.caller, caller);
+    if (ex.identity !== undefined) pushIdentity(out, ex.identity, this.rolesOf?.(ex.identity.subject) ?? []);
+    else if (this.o.trustIdentityHeaders) pushIncomingIdentity(out, h);
+    if (ctx.baggage.size > 0) {
+      const b = serializeBaggage(ctx.baggage);
+      if (b.length > 0) out.push(Headers.baggage, b);
+    }
+    out.push(Headers.traceparent, ex.traceparent);
+    return out;
+  }
+
+  /** Set by the edge (roles of verified identities). */
+  rolesOf: ((subject: string) => readonly string[]) | undefined;
+
+  private callFailed(ex: Exchange, e: unknown, maxBody: number): void {
+    if (isCallError(e)) {
+      if (e.cause instanceof BodyTooLargeError) return this.tooLarge(ex, maxBody);
+      const headers: string[] = [];
+      if (e.retryAfterMs !== undefined && e.retryAfterMs > 0) headers.push('retry-after', String(Math.ceil(e.retryAfterMs / 1000)));
+      return this.problem(ex, e.status, e.code, e.message, headers);
+    }
+    this.problem(ex, 500, GatewayCodes.internal, 'the gateway failed to forward the request');
+  }
+
+  private fallback(ex: Exchange, a: FallbackAction): void {
+    ex.reason = 'fallback';
+    const head: string[] = [];
+    for (const k in a.headers) head.push(k, a.headers[k]!);
+    this.answer(ex, a.statusCode, a.contentType, a.body, head);
+  }
+
+  tooLarge(ex: Exchange, limit: number): void {
+    this.o.metrics.rejected(ex.route?.id, GatewayCodes.bodyTooLarge);
+    // The rest of the body is not read: the connection cannot be reused.
+    this.problem(ex, 413, GatewayCodes.bodyTooLarge, `the request body is larger than ${limit} bytes`, ['connection', 'close']);
+  }
+
+  problem(ex: Exchange, status: number, code: string, detail: string, headers: readonly string[] = NO_HEADERS): void {
+    ex.reason = code;
+    this.answer(ex, status, PROBLEM_CONTENT_TYPE, problemBody(code, status, detail), headers);
+  }
+
+  /** A complete answer from the gateway itself; CORS headers of the exchange included. */
+  answer(ex: Exchange, status: number, contentType: string, body: string | Buffer, headers: readonly string[]): void {
+    const res = ex.res;
+    if (res.headersSent) {
+      res.destroy();
+      return;
+    }
+    if (res.destroyed) return;
+    const len = typeof body === 'string' ? Buffer.byteLength(body) : body.length;
+    const head: string[] = ['content-type', contentType, 'content-length', String(len)];
+    for (let i = 0; i < headers.length; i++) head.push(headers[i]!);
+    for (let i = 0; i < ex.extraHeaders.length; i++) head.push(ex.extraHeaders[i]!);
+    if (this.draining) head.push('connection', 'close');
+    ex.bytesOut += len;
+    res.writeHead(status, head);
+    res.end(body);
+  }
+
+  async close(): Promise<void> {
+    for (const rt of this.runtimes.values()) rt.close();
+    this.runtimes.clear();
+    await this.pools.close();
+  }
+}
+
+function onResponseClose(this: ServerResponse): void {
+  const ex = (this as unknown as Record<symbol, Exchange | undefined>)[EXCHANGE];
+  if (ex === undefined) return;
+  (this as unknown as Record<symbol, Exchange | undefined>)[EXCHANGE] = undefined;
+  ex.forwarder.ended(ex);
+}
+
+function headerOf(req: IncomingMessage, name: string): string | undefined {
+  const v = req.headers[name];
+  return typeof v === 'string' ? v : Array.isArray(v) ? v.join(', ') : undefined;
+}
+
+function pathOnly(pathAndQuery: string): string {
+  const q = pathAndQuery.indexOf('?');
+  return q < 0 ? pathAndQuery : pathAndQuery.slice(0, q);
+}
+
+/** RFC 7239: IPv6 nodes are quoted and bracketed. */
+function forwardedNode(ip: string): string {
+  if (ip.startsWith('::ffff:') && ip.includes('.')) return ip.slice(7);
+  return ip.includes(':') ? `"[${ip}]"` : ip || 'unknown';
+}
+
+function quoteIfNeeded(v: string): string {
+  return /^[A-Za-z0-9!#$%&'*+.^_`|~-]+$/.test(v) ? v : `"${v.replace(/["\\]/g, '\\$&')}"`;
+}
+
+function errorText(e: unknown): string {
+  return e instanceof Error ? e.message : String(e);
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// The edge: routes, CORS, auth, then the forwarder
+// ---------------------------------------------------------------------------------------------------------
+
+export interface EdgeOptions {
+  routes: LiveRoutes;
+  auth: Authenticator | undefined;
+  roles: RoleIndex | undefined;
+}
+
+/** The edge gateway's request listener. */
+export class EdgeProxy {
+  constructor(
+    private readonly f: Forwarder,
+    private readonly o: EdgeOptions,
+  ) {
+    f.rolesOf = o.roles ? (s) => o.roles!.rolesOf(s) : undefined;
+  }
+
+  readonly listener = (req: IncomingMessage, res: ServerResponse): void => {
+    const ex = this.f.begin(req, res);
+    this.serve(ex).catch(() => this.f.problem(ex, 500, GatewayCodes.internal, 'the gateway failed to handle the request'));
+  };
+
+  private async serve(ex: Exchange): Promise<void> {
+    const f = this.f;
+    const req = ex.req;
+    const url = req.url ?? '/';
+    if (url.charCodeAt(0) !== 47 /* / */) return f.problem(ex, 400, GatewayCodes.badRequest, 'expected a request target starting with /');
+    const q = url.indexOf('?');
+    const rawPath = q < 0 ? url : url.slice(0, q);
+    const path = normalizePath(rawPath);
+    const query = q < 0 ? '' : url.slice(q);
+    ex.path = path;
+    ex.host = hostOf(req);
+    ex.ip = f.clientIp(req);
+    stripIncoming(req.headers, { keepIdentity: false, keepCaller: false });
+
+    const table = this.o.routes.table;
+    const origin = req.headers.origin;
+    const acrm = req.headers['access-control-request-method'];
+    const preflight = ex.method === 'OPTIONS' && origin !== undefined && typeof acrm === 'string';
+    let m = preflight ? table.match(ex.host, acrm.toUpperCase(), path, req.headers) : undefined;
+    if (m === undefined || (preflight && m.route.cors === undefined)) m = table.match(ex.host, ex.method, path, req.headers) ?? m;
+    if (m === undefined) return f.problem(ex, 404, GatewayCodes.routeNotFound, `no route for ${ex.method} ${ex.host}${path}`);
+    const route = m.route;
+    ex.route = route;
+
+    const cors = route.cors;
+    if (cors !== undefined && origin !== undefined) {
+      if (preflight) return this.preflight(ex, cors, origin, (acrm as string).toUpperCase());
+      if (originAllowed(cors, origin)) ex.extraHeaders = corsHeaders(cors, origin);
+    }
+
+    if (route.auth.mode !== 'anonymous') {
+      if (this.o.auth === undefined) return f.problem(ex, 503, GatewayCodes.authUnavailable, 'this gateway has no identity provider configured');
+      let a = this.o.auth.authenticate(req.headers, route.auth);
+      if (a instanceof Promise) a = await a;
+      if (!a.ok) {
+        f.o.metrics.rejected(route.id, a.code);
+        return f.problem(ex, a.status, a.code, a.detail, a.status === 401 ? ['www-authenticate', 'Bearer realm="plinth"'] : NO_HEADERS);
+      }
+      ex.identity = a.identity;
+    }
+
+    const st = route.staticAnswer;
+    if (st !== undefined) {
+      const head: string[] = [];
+      let type = 'text/plain; charset=utf-8';
+      for (const k in st.headers) {
+        if (k.toLowerCase() === 'content-type') type = st.headers[k]!;
+        else head.push(k, st.headers[k]!);
+      }
+      return f.answer(ex, st.status, type, st.body, head);
+    }
+
+    const plan = planBody(req, route.maxBodyBytes);
+    if (plan.kind === 'tooLarge') return f.tooLarge(ex, route.maxBodyBytes);
+    const service = route.service!;
+    const upPath = route.rewrite(path, m.params);
+    const ctx = await f.admit(ex, service, upPath);
+    if (ctx === undefined) return;
+    await f.forward(ex, service, upPath + query, ctx, plan, route.maxBodyBytes, route.timeoutMs);
+  }
+
+  private preflight(ex: Exchange, cors: CompiledCors, origin: string, method: string): void {
+    if (!originAllowed(cors, origin) || !cors.methods.has(method)) {
+      return this.f.problem(ex, 403, GatewayCodes.corsRejected, `CORS: ${origin} may not send ${method} here`, ['vary', 'origin']);
+    }
+    const head = corsHeaders(cors, origin).concat('access-control-allow-methods', cors.allowMethods, 'access-control-max-age', cors.maxAge);
+    if (cors.allowHeaders !== '') head.push('access-control-allow-headers', cors.allowHeaders);
+    const res = ex.res;
+    ex.reason = 'preflight';
+    res.writeHead(204, head);
+    res.end();
+  }
+}
+
+function originAllowed(c: CompiledCors, origin: string | undefined): boolean {
+  return origin !== undefined && (c.anyOrigin || c.origins.has(origin));
+}
+
+function corsHeaders(c: CompiledCors, origin: string): string[] {
+  const out = ['access-control-allow-origin', c.anyOrigin && !c.credentials ? '*' : origin, 'vary', 'origin'];
+  if (c.credentials) out.push('access-control-allow-credentials', 'true');
+  if (c.exposeHeaders !== '') out.push('access-control-expose-headers', c.exposeHeaders);
+  return out;
+}
+
+/** The Host header, lower case, without the port. */
+export function hostOf(req: IncomingMessage): string {
+  const h = req.headers.host;
+  if (h === undefined || h === '') return '';
+  if (h.charCodeAt(0) === 91 /* [ */) {
+    const end = h.indexOf(']');
+    return (end < 0 ? h : h.slice(0, end + 1)).toLowerCase();
+  }
+  const colon = h.indexOf(':');
+  return (colon < 0 ? h : h.slice(0, colon)).toLowerCase();
+}

@@ -1,0 +1,95 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { normalizePath, RouteTable } from './routes.js';
+import { route } from './testkit.test.helpers.js';
+
+function table(...routes: [string, Record<string, unknown>][]): RouteTable {
+  return new RouteTable(routes.map(([n, s]) => route(n, { service: 'svc', ...s })));
+}
+
+function hit(t: RouteTable, path: string, o: { host?: string; method?: string; headers?: Record<string, string> } = {}): string | undefined {
+  return t.match(o.host ?? 'example.com', o.method ?? 'GET', path, o.headers ?? {})?.route.name;
+}
+
+describe('route matching', () => {
+  it('matches exact, prefix at segment boundaries, regex and templates', () => {
+    const t = table(['exact', { match: { path: { exact: '/health' } } }], ['prefix', { match: { path: { prefix: '/api' } } }], ['regex', { match: { path: { regex: '^/v[0-9]+/x$' } } }], ['tpl', { match: { path: { template: '/orders/:id/items/:item' } } }]);
+    assert.equal(hit(t, '/health'), 'exact');
+    assert.equal(hit(t, '/health/x'), undefined);
+    assert.equal(hit(t, '/api'), 'prefix');
+    assert.equal(hit(t, '/api/orders'), 'prefix');
+    assert.equal(hit(t, '/apix'), undefined);
+    assert.equal(hit(t, '/v2/x'), 'regex');
+    assert.equal(hit(t, '/orders/7/items/9'), 'tpl');
+    assert.equal(hit(t, '/orders//items/9'), undefined, 'a parameter is never empty');
+    assert.equal(hit(t, '/orders/7/items/9/more'), undefined);
+    assert.deepEqual(t.match('example.com', 'GET', '/orders/7/items/9', {})?.params, ['7', '9']);
+  });
+
+  it('chooses the most specific route: exact, then longest literal, template before prefix, regex last, then conditions, then priority', () => {
+    const t = table(
+      ['short-prefix', { match: { path: { prefix: '/api' } }, priority: 100 }],
+      ['long-prefix', { match: { path: { prefix: '/api/orders' } } }],
+      ['tpl', { match: { path: { template: '/api/orders/:id' } } }],
+      ['exact', { match: { path: { exact: '/api/orders/special' } } }],
+      ['regex', { match: { path: { regex: '^/api/.*$' } }, priority: 1000 }],
+      ['with-method', { match: { path: { prefix: '/api/orders' }, methods: ['POST'] } }],
+      ['low', { match: { path: { prefix: '/shop' } }, priority: -1 }],
+      ['high', { match: { path: { prefix: '/shop' } }, priority: 5 }],
+    );
+    assert.equal(hit(t, '/api/orders/special'), 'exact');
+    assert.equal(hit(t, '/api/orders/7'), 'tpl');
+    assert.equal(hit(t, '/api/orders/7/x'), 'long-prefix');
+    assert.equal(hit(t, '/api/orders/7/x', { method: 'POST' }), 'with-method');
+    assert.equal(hit(t, '/api/other'), 'short-prefix', 'a longer literal beats priority; regex comes after prefixes');
+    assert.equal(hit(t, '/shop/a'), 'high', 'equally specific: priority decides');
+  });
+
+  it('matches hosts exactly, by wildcard, or any; exact host first', () => {
+    const t = table(['exact', { hosts: ['api.example.com'], match: { path: { prefix: '/' } } }], ['wild', { hosts: ['*.example.com'], match: { path: { prefix: '/' } } }], ['any', { match: { path: { prefix: '/' } } }]);
+    assert.equal(hit(t, '/x', { host: 'api.example.com' }), 'exact');
+    assert.equal(hit(t, '/x', { host: 'shop.example.com' }), 'wild');
+    assert.equal(hit(t, '/x', { host: 'a.b.example.com' }), 'wild');
+    assert.equal(hit(t, '/x', { host: 'example.com' }), 'any', 'the wildcard needs a label in front');
+    assert.equal(hit(t, '/x', { host: 'other.org' }), 'any');
+  });
+
+  it('checks methods and headers (case-insensitive names)', () => {
+    const t = table(['tenant', { match: { path: { prefix: '/' }, methods: ['GET'], headers: { 'X-Tenant': { exact: 'acme' } } } }]);
+    assert.equal(hit(t, '/a', { headers: { 'x-tenant': 'acme' } }), 'tenant');
+    assert.equal(hit(t, '/a', { headers: { 'x-tenant': 'other' } }), undefined);
+    assert.equal(hit(t, '/a', { method: 'POST', headers: { 'x-tenant': 'acme' } }), undefined);
+  });
+
+  it('rewrites a prefix and a template path', () => {
+    const t = new RouteTable([
+      route('p', { service: 's', match: { path: { prefix: '/api' } }, rewrite: { prefix: '/' } }),
+      route('q', { service: 's', match: { path: { prefix: '/v1/' } }, rewrite: { prefix: '/internal/v1' } }),
+      route('t', { service: 's', match: { path: { template: '/o/:id' } }, rewrite: { path: '/orders/:id/detail' } }),
+    ]);
+    const rw = (path: string) => {
+      const m = t.match('h', 'GET', path, {})!;
+      return m.route.rewrite(path, m.params);
+    };
+    assert.equal(rw('/api/orders'), '/orders');
+    assert.equal(rw('/api'), '/');
+    assert.equal(rw('/v1/x'), '/internal/v1/x');
+    assert.equal(rw('/o/42'), '/orders/42/detail');
+    assert.deepEqual(t.routes.find((r) => r.name === 't')?.upstreamEndpoints, ['/orders/**']);
+    assert.deepEqual(t.routes.find((r) => r.name === 'p')?.upstreamEndpoints, ['/**']);
+  });
+
+  it('skips a route it cannot read and says why, keeping the others', () => {
+    const t = new RouteTable([route('bad', { match: { path: {} } }), route('good', { service: 's', match: { path: { exact: '/' } } })]);
+    assert.equal(t.routes.length, 1);
+    assert.match(t.errors[0] ?? '', /edge\/bad/);
+  });
+
+  it('resolves dot segments, encoded ones too, so they cannot dodge a route', () => {
+    assert.equal(normalizePath('/a/../admin'), '/admin');
+    assert.equal(normalizePath('/a/%2e%2E/admin'), '/admin');
+    assert.equal(normalizePath('/a/./b/'), '/a/b/');
+    assert.equal(normalizePath('/../../x'), '/x');
+    assert.equal(normalizePath('/plain/path'), '/plain/path');
+  });
+});

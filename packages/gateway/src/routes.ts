@@ -1,0 +1,414 @@
+import type { IncomingHttpHeaders } from 'node:http';
+import { RouteSpec, templateParams, type AuthMode, type Resource, type StringMatch } from '@plinth/core';
+import type { ResourceFeed } from './feed.js';
+
+/** A route's CORS policy with its answer headers prepared once. */
+export interface CompiledCors {
+  readonly anyOrigin: boolean;
+  readonly origins: ReadonlySet<string>;
+  readonly methods: ReadonlySet<string>;
+  readonly allowMethods: string;
+  /** Empty: reflect what the preflight asks for. */
+  readonly allowHeaders: string;
+  readonly exposeHeaders: string;
+  readonly credentials: boolean;
+  readonly maxAge: string;
+}
+
+export interface CompiledAuth {
+  readonly mode: AuthMode;
+  readonly audiences: readonly string[] | undefined;
+  readonly requiredRoles: readonly string[] | undefined;
+}
+
+/**
+ * One Route, compiled. Immutable: a request keeps the object it matched for its whole life, so a route
+ * changed mid-request does not change that request.
+ */
+export interface CompiledRoute {
+  /** `namespace/name`: the metrics label and the log field. */
+  readonly id: string;
+  readonly name: string;
+  readonly spec: RouteSpec;
+  readonly service: string | undefined;
+  readonly staticAnswer: { readonly status: number; readonly body: Buffer; readonly headers: Readonly<Record<string, string>> } | undefined;
+  readonly timeoutMs: number | undefined;
+  readonly maxBodyBytes: number;
+  readonly cors: CompiledCors | undefined;
+  readonly auth: CompiledAuth;
+  /** Parameter values in template order, or NO_PARAMS; undefined when the path does not match. */
+  matchPath(path: string): readonly string[] | undefined;
+  /** Methods and headers (the path matched already). */
+  matchRest(method: string, headers: IncomingHttpHeaders): boolean;
+  /** The path sent upstream (without the query). */
+  rewrite(path: string, params: readonly string[]): string;
+  /** Endpoint patterns (`/a`, `/a/*`, `/a/**`) of the upstream paths this route sends, for engine retry rules. */
+  readonly upstreamEndpoints: readonly string[] | undefined;
+}
+
+export interface RouteMatch {
+  readonly route: CompiledRoute;
+  readonly params: readonly string[];
+}
+
+export const NO_PARAMS: readonly string[] = Object.freeze([]);
+
+function stringMatcher(m: StringMatch): (v: string | undefined) => boolean {
+  if (m.exact !== undefined) {
+    const e = m.exact;
+    return (v) => v === e;
+  }
+  if (m.prefix !== undefined) {
+    const p = m.prefix;
+    return (v) => v !== undefined && v.startsWith(p);
+  }
+  const re = new RegExp(m.regex ?? '');
+  return (v) => v !== undefined && re.test(v);
+}
+
+function headerText(h: IncomingHttpHeaders, name: string): string | undefined {
+  const v = h[name];
+  return Array.isArray(v) ? v.join(', ') : v;
+}
+
+/** `/api` matches `/api` and `/api/…`; `/api/` matches what starts with it. */
+function prefixMatches(prefix: string, path: string): boolean {
+  if (!path.startsWith(prefix)) return false;
+  return path.length === prefix.length || prefix.endsWith('/') || path.charCodeAt(prefix.length) === 47;
+}
+
+interface Segment {
+  /** Undefined for a parameter. */
+  readonly literal: string | undefined;
+}
+
+function segmentsOf(template: string): Segment[] {
+  return template
+    .split('/')
+    .slice(1)
+    .map((s) => ({ literal: s.startsWith(':') ? undefined : s }));
+}
+
+function templateMatcher(template: string): (path: string) => readonly string[] | undefined {
+  const segs = segmentsOf(template);
+  const nParams = segs.filter((s) => s.literal === undefined).length;
+  return (path) => {
+    // Walk the path once, comparing segment by segment; allocate only the parameter values.
+    let params: string[] | undefined;
+    let pos = 1;
+    for (let i = 0; i < segs.length; i++) {
+      if (pos > path.length) return undefined;
+      let end = path.indexOf('/', pos);
+      if (end < 0) end = path.length;
+      const lit = segs[i]!.literal;
+      if (lit === undefined) {
+        if (end === pos) return undefined; // a parameter is never empty
+        (params ??= []).push(path.slice(pos, end));
+      } else if (end - pos !== lit.length || !path.startsWith(lit, pos)) return undefined;
+      pos = end + 1;
+    }
+    if (pos <= path.length) return undefined; // more segments than the template
+    return nParams === 0 ? NO_PARAMS : params;
+  };
+}
+
+function joinPrefix(replacement: string, rest: string): string {
+  if (rest === '') return replacement;
+  if (replacement.endsWith('/')) return rest.startsWith('/') ? replacement + rest.slice(1) : replacement + rest;
+  return rest.startsWith('/') ? replacement + rest : `${replacement}/${rest}`;
+}
+
+function literalLength(template: string): number {
+  let n = 0;
+  for (const s of template.split('/').slice(1)) n += 1 + (s.startsWith(':') ? 0 : s.length);
+  return n;
+}
+
+/** The endpoint pattern of an upstream path template: parameters become one-segment wildcards. */
+function endpointOfTemplate(t: string): string {
+  return t
+    .split('/')
+    .map((s) => (s.startsWith(':') ? '*' : s))
+    .join('/');
+}
+
+/** `*` one segment: a template `/a/:x/b` cannot be said as an endpoint pattern, only `/a/**`. */
+function templateEndpoints(t: string): string[] {
+  const ep = endpointOfTemplate(t);
+  const star = ep.indexOf('*');
+  if (star < 0 || star === ep.length - 1) return [ep];
+  return [`${ep.slice(0, star - 1)}/**`];
+}
+
+interface Ranked {
+  readonly route: CompiledRoute;
+  /** 0 exact, 1 template or prefix, 2 regex. */
+  readonly kind: number;
+  readonly literal: number;
+  readonly template: boolean;
+  readonly conditions: number;
+  readonly priority: number;
+}
+
+function compare(a: Ranked, b: Ranked): number {
+  return (
+    a.kind - b.kind ||
+    b.literal - a.literal ||
+    (a.template === b.template ? 0 : a.template ? -1 : 1) ||
+    b.conditions - a.conditions ||
+    b.priority - a.priority ||
+    (a.route.id < b.route.id ? -1 : a.route.id > b.route.id ? 1 : 0)
+  );
+}
+
+/** Compiles one Route resource, or throws (a spec this gateway cannot read). */
+export function compileRoute(res: Resource<unknown>): { route: CompiledRoute; rank: Omit<Ranked, 'route'> } {
+  const parsed = RouteSpec.safeParse(res.spec);
+  if (!parsed.success) throw new Error(`Route ${res.metadata.namespace}/${res.metadata.name}: ${parsed.error.issues[0]?.message ?? 'invalid'}`);
+  const spec = parsed.data;
+  const p = spec.match.path;
+  let matchPath: (path: string) => readonly string[] | undefined;
+  let kind = 1;
+  let literal = 0;
+  let template = false;
+  if (p.exact !== undefined) {
+    const e = p.exact;
+    matchPath = (path) => (path === e ? NO_PARAMS : undefined);
+    kind = 0;
+    literal = e.length;
+  } else if (p.prefix !== undefined) {
+    const pre = p.prefix;
+    matchPath = (path) => (prefixMatches(pre, path) ? NO_PARAMS : undefined);
+    literal = pre.length;
+  } else if (p.template !== undefined) {
+    matchPath = templateMatcher(p.template);
+    literal = literalLength(p.template);
+    template = true;
+  } else {
+    const re = new RegExp(p.regex ?? '');
+    matchPath = (path) => (re.test(path) ? NO_PARAMS : undefined);
+    kind = 2;
+  }
+
+  const methods = spec.match.methods ? new Set<string>(spec.match.methods) : undefined;
+  const headerConds = spec.match.headers ? Object.entries(spec.match.headers).map(([n, m]) => [n.toLowerCase(), stringMatcher(m)] as const) : [];
+  const matchRest = (method: string, headers: IncomingHttpHeaders): boolean => {
+    if (methods !== undefined && !methods.has(method)) return false;
+    for (const [n, m] of headerConds) if (!m(headerText(headers, n))) return false;
+    return true;
+  };
+
+  let rewrite: CompiledRoute['rewrite'] = (path) => path;
+  let upstreamEndpoints: string[] | undefined;
+  const rw = spec.rewrite;
+  if (rw?.prefix !== undefined && p.prefix !== undefined) {
+    const from = p.prefix;
+    const to = rw.prefix;
+    rewrite = (path) => joinPrefix(to, path.slice(from.length));
+    upstreamEndpoints = to === '/' ? ['/**'] : [to.replace(/\/$/, ''), `${to.replace(/\/$/, '')}/**`];
+  } else if (rw?.path !== undefined) {
+    const names = p.template !== undefined ? templateParams(p.template) : [];
+    const parts = rw.path.split('/').map((s) => (s.startsWith(':') ? names.indexOf(s.slice(1)) : s));
+    rewrite = (_path, params) => {
+      let out = '';
+      for (let i = 1; i < parts.length; i++) {
+        const part = parts[i]!;
+        out += '/' + (typeof part === 'number' ? (params[part] ?? '') : part);
+      }
+      return out === '' ? '/' : out;
+    };
+    upstreamEndpoints = templateEndpoints(rw.path);
+  } else if (p.exact !== undefined) upstreamEndpoints = [p.exact];
+  else if (p.prefix !== undefined) {
+    const base = p.prefix.replace(/\/$/, '');
+    upstreamEndpoints = base === '' ? ['/**'] : [base, `${base}/**`];
+  } else if (p.template !== undefined) upstreamEndpoints = templateEndpoints(p.template);
+
+  const c = spec.cors;
+  const cors: CompiledCors | undefined = c && {
+    anyOrigin: c.allowOrigins.includes('*'),
+    origins: new Set(c.allowOrigins),
+    methods: new Set(c.allowMethods),
+    allowMethods: c.allowMethods.join(', '),
+    allowHeaders: c.allowHeaders.join(', '),
+    exposeHeaders: c.exposeHeaders.join(', '),
+    credentials: c.allowCredentials,
+    maxAge: String(c.maxAgeSec),
+  };
+
+  const id = `${res.metadata.namespace}/${res.metadata.name}`;
+  const st = spec.static;
+  const route: CompiledRoute = {
+    id,
+    name: res.metadata.name,
+    spec,
+    service: spec.service,
+    staticAnswer: st && { status: st.status, body: Buffer.from(st.body), headers: st.headers },
+    timeoutMs: spec.timeoutMs,
+    maxBodyBytes: spec.maxBodyBytes,
+    cors,
+    auth: { mode: spec.auth.mode, audiences: spec.auth.audiences, requiredRoles: spec.auth.requiredRoles },
+    matchPath,
+    matchRest,
+    rewrite,
+    upstreamEndpoints,
+  };
+  return { route, rank: { kind, literal, template, conditions: (methods ? 1 : 0) + headerConds.length, priority: spec.priority } };
+}
+
+class Bucket {
+  readonly exact = new Map<string, CompiledRoute[]>();
+  readonly ordered: CompiledRoute[] = [];
+  private rankedExact = new Map<string, Ranked[]>();
+  private rankedOrdered: Ranked[] = [];
+
+  add(r: Ranked): void {
+    const e = r.route.spec.match.path.exact;
+    if (e !== undefined) {
+      let arr = this.rankedExact.get(e);
+      if (!arr) this.rankedExact.set(e, (arr = []));
+      arr.push(r);
+    } else this.rankedOrdered.push(r);
+  }
+
+  seal(): void {
+    for (const [path, arr] of this.rankedExact) this.exact.set(path, arr.sort(compare).map((r) => r.route));
+    this.ordered.push(...this.rankedOrdered.sort(compare).map((r) => r.route));
+    this.rankedExact = new Map();
+    this.rankedOrdered = [];
+  }
+
+  match(method: string, path: string, headers: IncomingHttpHeaders): RouteMatch | undefined {
+    const ex = this.exact.get(path);
+    if (ex !== undefined) for (const route of ex) if (route.matchRest(method, headers)) return { route, params: NO_PARAMS };
+    for (const route of this.ordered) {
+      const params = route.matchPath(path);
+      if (params !== undefined && route.matchRest(method, headers)) return { route, params };
+    }
+    return undefined;
+  }
+}
+
+/**
+ * Every Route of the namespace compiled into a matcher: host (exact, then `*.` wildcards longest first, then
+ * routes without hosts) → exact path map → the other paths in precedence order. Built once per feed version.
+ */
+export class RouteTable {
+  static readonly empty = new RouteTable([]);
+
+  readonly routes: readonly CompiledRoute[];
+  /** Routes that could not be compiled, with why (logged by the gateway). */
+  readonly errors: readonly string[];
+  private readonly hosts = new Map<string, Bucket>();
+  private readonly wildcards: { suffix: string; bucket: Bucket }[] = [];
+  private readonly any = new Bucket();
+
+  constructor(resources: readonly Resource<unknown>[]) {
+    const routes: CompiledRoute[] = [];
+    const errors: string[] = [];
+    const wild = new Map<string, Bucket>();
+    for (const res of resources) {
+      let compiled;
+      try {
+        compiled = compileRoute(res);
+      } catch (e) {
+        errors.push((e as Error).message);
+        continue;
+      }
+      const ranked: Ranked = { route: compiled.route, ...compiled.rank };
+      routes.push(compiled.route);
+      const hosts = compiled.route.spec.hosts;
+      if (hosts === undefined) {
+        this.any.add(ranked);
+        continue;
+      }
+      for (const h of hosts) {
+        if (h.startsWith('*.')) {
+          const suffix = h.slice(1);
+          let b = wild.get(suffix);
+          if (!b) wild.set(suffix, (b = new Bucket()));
+          b.add(ranked);
+        } else {
+          let b = this.hosts.get(h);
+          if (!b) this.hosts.set(h, (b = new Bucket()));
+          b.add(ranked);
+        }
+      }
+    }
+    for (const b of this.hosts.values()) b.seal();
+    for (const [suffix, bucket] of wild) {
+      bucket.seal();
+      this.wildcards.push({ suffix, bucket });
+    }
+    this.wildcards.sort((a, b) => b.suffix.length - a.suffix.length);
+    this.any.seal();
+    this.routes = routes;
+    this.errors = errors;
+  }
+
+  /** `host` lower case without the port; `method` upper case; `path` without the query. */
+  match(host: string, method: string, path: string, headers: IncomingHttpHeaders): RouteMatch | undefined {
+    if (this.hosts.size > 0) {
+      const b = this.hosts.get(host);
+      if (b !== undefined) {
+        const m = b.match(method, path, headers);
+        if (m !== undefined) return m;
+      }
+    }
+    for (const w of this.wildcards) {
+      if (host.length > w.suffix.length && host.endsWith(w.suffix)) {
+        const m = w.bucket.match(method, path, headers);
+        if (m !== undefined) return m;
+      }
+    }
+    return this.any.match(method, path, headers);
+  }
+
+  /** The upstream services the routes name. */
+  services(): string[] {
+    return [...new Set(this.routes.map((r) => r.service).filter((s): s is string => s !== undefined))];
+  }
+}
+
+/** A feed of Routes as a RouteTable, recompiled on the first lookup after the feed moved. */
+export class LiveRoutes {
+  private version = -1;
+  private current = RouteTable.empty;
+
+  constructor(
+    readonly feed: ResourceFeed,
+    private readonly onErrors?: (errors: readonly string[]) => void,
+  ) {}
+
+  get table(): RouteTable {
+    const v = this.feed.version;
+    if (v !== this.version) {
+      this.version = v;
+      this.current = new RouteTable(this.feed.list());
+      if (this.current.errors.length > 0) this.onErrors?.(this.current.errors);
+    }
+    return this.current;
+  }
+}
+
+/** `.` and `..` segments resolved (RFC 3986 §5.2.4), `%2e` counted as a dot, so `/a/../admin` cannot dodge `/admin`'s route. */
+export function normalizePath(path: string): string {
+  if (path.indexOf('/.') < 0 && (path.indexOf('%') < 0 || !/%2e/i.test(path))) return path;
+  const segs = path.split('/');
+  const out: string[] = [];
+  for (let i = 1; i < segs.length; i++) {
+    const s = segs[i]!;
+    const d = s.replace(/%2e/gi, '.');
+    if (d === '.') {
+      if (i === segs.length - 1) out.push('');
+      continue;
+    }
+    if (d === '..') {
+      out.pop();
+      if (i === segs.length - 1) out.push('');
+      continue;
+    }
+    out.push(s);
+  }
+  return '/' + out.join('/');
+}

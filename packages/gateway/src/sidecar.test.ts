@@ -1,0 +1,148 @@
+/**
+ * Sidecar mode against a REAL plinth server: a plain node:http app (standing in for a Python service) is
+ * registered through the sidecar, governed by its inbound rules, and calls another service through the
+ * egress port with lanes and retries from the engine.
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { request } from 'undici';
+import { startGateway, type Gateway } from './gateway.js';
+import { call, sleep, upstream, type Upstream } from './testkit.test.helpers.js';
+
+interface ControlPlane {
+  url: string;
+  token: string;
+  api(method: string, path: string, body?: unknown): Promise<any>;
+  list(kind: string, namespace: string): Promise<{ items: { metadata: { name: string }; spec: any }[] }>;
+  destroy(): Promise<void>;
+}
+
+async function controlPlane(): Promise<ControlPlane> {
+  const mod = (await import(new URL('../../sdk/dist/testing/control-plane.js', import.meta.url).href)) as { TestControlPlane: { start(): Promise<ControlPlane> } };
+  return mod.TestControlPlane.start();
+}
+
+const NS = 'side';
+const PASS_ON = ['traceparent', 'baggage', 'plinth-timeout-ms'];
+
+describe('gateway sidecar (real control plane)', () => {
+  let cp: ControlPlane;
+  let gw: Gateway;
+  let app: Upstream;
+  let base: Upstream;
+  let gray: Upstream;
+  let baseCalls = 0;
+  let egress = '';
+
+  const put = (kind: string, name: string, spec: unknown) => cp.api('PUT', `/v1/resources/${kind}/${NS}/${name}`, { spec });
+
+  before(async () => {
+    cp = await controlPlane();
+    // The "app": answers /hello itself and, for /call, calls payments through the egress, passing on the
+    // context headers it received, as an app behind any mesh sidecar does.
+    app = await upstream('app', (req, res) => {
+      if (!req.url?.startsWith('/call')) {
+        res.writeHead(200, { 'content-type': 'text/plain' });
+        res.end(`hi from ${String(req.headers['plinth-caller'] ?? 'nobody')}`);
+        return;
+      }
+      const headers: Record<string, string> = {};
+      for (const h of PASS_ON) if (typeof req.headers[h] === 'string') headers[h] = req.headers[h];
+      const viaHost = req.url.includes('host=1');
+      const target = viaHost ? `${egress}/charge` : `${egress}/payments/charge`;
+      if (viaHost) headers.host = 'payments';
+      request(target, { headers }).then(
+        async (r) => {
+          const text = await r.body.text();
+          res.writeHead(r.statusCode, { 'content-type': 'text/plain' });
+          res.end(text);
+        },
+        (e: Error) => {
+          res.writeHead(599);
+          res.end(e.message);
+        },
+      );
+    });
+    base = await upstream('base', (_req, res) => {
+      baseCalls++;
+      res.writeHead(baseCalls % 2 === 1 ? 503 : 200);
+      res.end(baseCalls % 2 === 1 ? 'busy' : 'base');
+    });
+    gray = await upstream('gray', (_req, res) => res.end('gray'));
+    await put('Instance', 'payments-base', { service: 'payments', version: '1.0.0', address: base.address, leaseTtlSeconds: 3600 });
+    await put('Instance', 'payments-gray', { service: 'payments', version: '1.1.0', lane: 'gray', address: gray.address, leaseTtlSeconds: 3600 });
+    await put('TrafficPolicy', 'lanes', { lanes: [{ name: 'gray', services: ['payments'], entry: [{ match: { headers: { 'x-lane': { exact: 'gray' } } } }] }] });
+    await put('FaultTolerance', 'rules', {
+      rules: [
+        { name: 'orders-limit', targets: [{ service: 'orders', endpoints: ['/limited'] }], strategies: [{ type: 'rateLimit', threshold: 2, statDurationSec: 60 }] },
+        { name: 'payments-retry', targets: [{ service: 'payments' }], strategies: [{ type: 'retry', maxAttempts: 3, backoffBaseMs: 1, backoffCapMs: 5 }] },
+      ],
+    });
+    gw = await startGateway({
+      namespace: NS,
+      controlPlane: { url: cp.url, token: cp.token },
+      listen: '127.0.0.1:0',
+      accessLog: false,
+      sidecar: { app: app.url, service: 'orders', version: '2.0.0', egress: '127.0.0.1:0', deregisterDelayMs: 0, instanceId: 'orders-sidecar-1' },
+    });
+    egress = gw.egressUrl!;
+  });
+
+  after(async () => {
+    await gw?.close();
+    for (const u of [app, base, gray]) await u?.close();
+    await cp?.destroy();
+  });
+
+  it('registers the app as an Instance whose address is the sidecar ingress', async () => {
+    const deadline = Date.now() + 10_000;
+    let found: any;
+    while (found === undefined) {
+      found = (await cp.list('Instance', NS)).items.find((i) => i.metadata.name === 'orders-sidecar-1');
+      if (found === undefined) {
+        if (Date.now() > deadline) throw new Error('the sidecar never registered');
+        await sleep(20);
+      }
+    }
+    assert.equal(found.spec.service, 'orders');
+    assert.equal(found.spec.version, '2.0.0');
+    assert.equal(found.spec.address, gw.url);
+    assert.equal((await call(`${gw.url}/readyz`)).status, 200);
+  });
+
+  it('forwards to the app with the caller as it came', async () => {
+    const r = await call(`${gw.url}/hello`, { headers: { 'plinth-caller': 'web' } });
+    assert.equal(r.status, 200);
+    assert.equal(r.text, 'hi from web');
+  });
+
+  it('applies the app service inbound rate limit in front of the app', async () => {
+    const before = app.seen.length;
+    assert.equal((await call(`${gw.url}/limited`)).status, 200);
+    assert.equal((await call(`${gw.url}/limited`)).status, 200);
+    const r = await call(`${gw.url}/limited`);
+    assert.equal(r.status, 429);
+    assert.equal(r.json().code, 'rate_limited');
+    assert.equal(app.seen.length, before + 2, 'the refused request never reached the app');
+  });
+
+  it('gives egress calls discovery and retries: a 503 from payments is retried', async () => {
+    baseCalls = 0;
+    const r = await call(`${gw.url}/call`);
+    assert.equal(r.status, 200);
+    assert.equal(r.text, 'base');
+    assert.equal(baseCalls, 2);
+    assert.equal(base.seen.at(-1)!.headers['plinth-caller'], 'orders', 'the app calls as its service');
+  });
+
+  it('carries the lane entered at the ingress through the app to the lane instance, by path or by Host', async () => {
+    assert.equal((await call(`${gw.url}/call`, { headers: { 'x-lane': 'gray' } })).text, 'gray');
+    assert.equal((await call(`${gw.url}/call?host=1`, { headers: { 'x-lane': 'gray' } })).text, 'gray');
+    assert.match(String(gray.seen.at(-1)!.headers.baggage), /plinth\.lane=gray/);
+  });
+
+  it('answers 404 on the egress when no service is named', async () => {
+    const r = await call(`${egress}/`);
+    assert.equal(r.status, 404);
+  });
+});

@@ -1,0 +1,160 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { Headers } from '@plinth/core';
+import { createService, type ControlPlaneClient, type Service } from '@plinth/sdk';
+import { buildContext, compiledTrafficOf } from '@plinth/sdk/middleware';
+import { Pool } from 'undici';
+import { planBody } from './body.js';
+import { GatewayCodes } from './errors.js';
+import { stripIncoming } from './identity-headers.js';
+import { hardenedServer, listenOn, parseHostPort, urlOf, type ServerLimits } from './listen.js';
+import { hostOf, type Exchange, type Forwarder } from './proxy.js';
+import { normalizePath } from './routes.js';
+import { DEFAULT_MAX_BODY_BYTES } from '@plinth/core';
+
+export interface SidecarOptions {
+  /** The app behind the sidecar, e.g. `http://127.0.0.1:5000`. */
+  app: string;
+  /** The app's service name and version, as registered. */
+  service: string;
+  version: string;
+  lane?: string;
+  zone?: string;
+  region?: string;
+  weight?: number;
+  metadata?: Record<string, string>;
+  /** Where the app sends its outbound calls (`http://<egress>/<service>/<path>` or `Host: <service>`). */
+  egress?: string;
+  /** The address other services reach the ingress at; default derived from the bound one. */
+  advertiseAddress?: string;
+  instanceId?: string;
+  leaseTtlSeconds?: number;
+  /** After marking the instance draining, how long to keep serving so callers drop it first. Default 1000. */
+  deregisterDelayMs?: number;
+  /** Request bodies larger than this get 413 at the ingress and the egress. Default 1 MiB. */
+  maxBodyBytes?: number;
+}
+
+export interface RunningSidecar {
+  readonly service: Service;
+  readonly ingressUrl: string;
+  readonly egressUrl: string | undefined;
+  close(drainTimeoutMs: number): Promise<void>;
+}
+
+/** A Host header that names a service rather than this machine. */
+function serviceHost(host: string): string | undefined {
+  if (host === '' || host === 'localhost' || host.startsWith('[') || /^[0-9.]+$/.test(host)) return undefined;
+  return /^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/.test(host) ? host : undefined;
+}
+
+/**
+ * Sidecar mode: the gateway in front of one app that does not run the SDK (Python, Go, …), on the same host.
+ *
+ * - Ingress: registered as the app's Instance (through the SDK's createService, so leases, readiness and
+ *   draining are the SDK's), it runs the app's inbound policies (rate limits, concurrency, overload, fault
+ *   injection) with mesh trust, then forwards to the app.
+ * - Egress: the app calls `http://<egress>/<service>/<path>` (or any path with `Host: <service>`) and gets
+ *   discovery, lanes, version routing, balancing, breakers, retries and deadlines from the engine. The app
+ *   passes on the `traceparent`, `baggage` and `plinth-timeout-ms` it received, as with any mesh.
+ */
+export async function startSidecar(f: Forwarder, o: SidecarOptions, client: ControlPlaneClient, registry: { url: string; token: string }, namespace: string, listen: string, limits: ServerLimits): Promise<RunningSidecar> {
+  const app = new URL(o.app);
+  if (app.protocol !== 'http:') throw new TypeError(`sidecar app must be an http:// URL, not ${o.app}`);
+  const appPool = new Pool(app.origin, { connections: 64, pipelining: 1 });
+  const maxBody = o.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
+  const service = createService({
+    name: o.service,
+    version: o.version,
+    namespace,
+    controlPlane: client,
+    registry,
+    handleSignals: false,
+    deregisterDelayMs: o.deregisterDelayMs ?? 1000,
+    ...(o.lane !== undefined ? { lane: o.lane } : {}),
+    ...(o.zone !== undefined ? { zone: o.zone } : {}),
+    ...(o.region !== undefined ? { region: o.region } : {}),
+    ...(o.weight !== undefined ? { weight: o.weight } : {}),
+    ...(o.metadata !== undefined ? { metadata: o.metadata } : {}),
+    ...(o.advertiseAddress !== undefined ? { advertiseAddress: o.advertiseAddress } : {}),
+    ...(o.instanceId !== undefined ? { instanceId: o.instanceId } : {}),
+    ...(o.leaseTtlSeconds !== undefined ? { leaseTtlSeconds: o.leaseTtlSeconds } : {}),
+  });
+
+  const ingress = (req: IncomingMessage, res: ServerResponse): void => {
+    const ex = f.begin(req, res);
+    serveIngress(f, ex, o.service, maxBody, appPool).catch(() => f.problem(ex, 500, GatewayCodes.internal, 'the sidecar failed to handle the request'));
+  };
+  const { host, port } = parseHostPort(listen);
+  const bound = await service.listen(ingress, { host, port });
+
+  let egressUrl: string | undefined;
+  let egressServer: ReturnType<typeof hardenedServer> | undefined;
+  if (o.egress !== undefined) {
+    const e = parseHostPort(o.egress);
+    egressServer = hardenedServer((req, res) => {
+      const ex = f.begin(req, res);
+      serveEgress(f, ex, o.service, maxBody).catch(() => f.problem(ex, 500, GatewayCodes.internal, 'the sidecar failed to handle the request'));
+    }, limits);
+    const p = await listenOn(egressServer, e.host, e.port);
+    egressUrl = urlOf(e.host, p);
+  }
+
+  return {
+    service,
+    ingressUrl: urlOf(host, bound.port),
+    egressUrl,
+    async close(drainTimeoutMs) {
+      const egressClosed = egressServer ? new Promise<void>((r) => egressServer!.close(() => r())) : Promise.resolve();
+      egressServer?.closeIdleConnections();
+      await service.shutdown('gateway closing');
+      await f.drained(drainTimeoutMs);
+      egressServer?.closeAllConnections();
+      await egressClosed;
+      await appPool.close().catch(() => undefined);
+    },
+  };
+}
+
+async function serveIngress(f: Forwarder, ex: Exchange, service: string, maxBody: number, appPool: Pool): Promise<void> {
+  const req = ex.req;
+  const url = req.url ?? '/';
+  if (url.charCodeAt(0) !== 47) return f.problem(ex, 400, GatewayCodes.badRequest, 'expected a request target starting with /');
+  const q = url.indexOf('?');
+  const path = normalizePath(q < 0 ? url : url.slice(0, q));
+  ex.path = path;
+  ex.host = hostOf(req);
+  ex.ip = f.clientIp(req);
+  // Mesh traffic: callers name themselves and an edge gateway in front has set the identity.
+  stripIncoming(req.headers, { keepIdentity: true, keepCaller: true });
+  const plan = planBody(req, maxBody);
+  if (plan.kind === 'tooLarge') return f.tooLarge(ex, maxBody);
+  const ctx = await f.admit(ex, service, path);
+  if (ctx === undefined) return;
+  await f.forward(ex, service, q < 0 ? path : path + url.slice(q), ctx, plan, maxBody, undefined, appPool);
+}
+
+async function serveEgress(f: Forwarder, ex: Exchange, self: string, maxBody: number): Promise<void> {
+  const req = ex.req;
+  const url = req.url ?? '/';
+  if (url.charCodeAt(0) !== 47) return f.problem(ex, 400, GatewayCodes.badRequest, 'expected a request target starting with /');
+  const q = url.indexOf('?');
+  const path = normalizePath(q < 0 ? url : url.slice(0, q));
+  const query = q < 0 ? '' : url.slice(q);
+  ex.host = hostOf(req);
+  ex.path = path;
+  let target = serviceHost(ex.host);
+  let rest = path;
+  if (target === undefined) {
+    const end = path.indexOf('/', 1);
+    const first = end < 0 ? path.slice(1) : path.slice(1, end);
+    target = serviceHost(first);
+    rest = end < 0 ? '/' : path.slice(end);
+  }
+  if (target === undefined) return f.problem(ex, 404, GatewayCodes.routeNotFound, 'name the service: http://<egress>/<service>/<path>, or Host: <service>');
+  // The app is this service: its calls carry its name, and the baggage it passes on is trusted as ours.
+  req.headers[Headers.caller] = self;
+  const ctx = buildContext({ method: ex.method, path: rest, headers: req.headers }, { trust: 'mesh', traffic: compiledTrafficOf(f.o.governance), clock: f.o.wheel.clock });
+  const plan = planBody(req, maxBody);
+  if (plan.kind === 'tooLarge') return f.tooLarge(ex, maxBody);
+  await f.forward(ex, target, rest + query, ctx, plan, maxBody, undefined);
+}

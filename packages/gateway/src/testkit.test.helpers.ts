@@ -1,0 +1,129 @@
+import { createServer, type IncomingHttpHeaders, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { connect } from 'node:net';
+import { Writable } from 'node:stream';
+import type { Resource } from '@plinth/core';
+import { StaticGovernance } from '@plinth/sdk';
+import { request } from 'undici';
+import { StaticFeed } from './feed.js';
+import { startGateway, type Gateway, type GatewayOptions } from './gateway.js';
+
+export interface Seen {
+  method: string;
+  url: string;
+  headers: IncomingHttpHeaders;
+  body: string;
+}
+
+export interface Upstream {
+  readonly url: string;
+  readonly address: string;
+  readonly seen: Seen[];
+  readonly server: Server;
+  close(): Promise<void>;
+}
+
+/** A real node:http upstream recording what it was sent; the handler answers (default: 200 with a JSON echo). */
+export async function upstream(name: string, handler?: (req: IncomingMessage, res: ServerResponse, body: string) => void): Promise<Upstream> {
+  const seen: Seen[] = [];
+  const server = createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      const body = Buffer.concat(chunks).toString();
+      seen.push({ method: req.method ?? '', url: req.url ?? '', headers: req.headers, body });
+      if (handler) return handler(req, res, body);
+      res.writeHead(200, { 'content-type': 'application/json', 'x-upstream': name });
+      res.end(JSON.stringify({ name, url: req.url, method: req.method }));
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  const port = (server.address() as { port: number }).port;
+  return {
+    url: `http://127.0.0.1:${port}`,
+    address: `127.0.0.1:${port}`,
+    seen,
+    server,
+    close: () =>
+      new Promise<void>((r) => {
+        server.closeAllConnections();
+        server.close(() => r());
+      }),
+  };
+}
+
+export function instance(id: string, service: string, address: string, extra: { lane?: string; version?: string } = {}) {
+  return { metadata: { name: id }, spec: { service, version: extra.version ?? '1.0.0', address, ...(extra.lane ? { lane: extra.lane } : {}) } };
+}
+
+export function resource<S>(kind: string, name: string, spec: S, namespace = 'edge'): Resource<S> {
+  return {
+    apiVersion: 'plinth.dev/v1',
+    kind,
+    metadata: { namespace, name, labels: {}, annotations: {}, revision: 1, createRevision: 1, createdAt: '', updatedAt: '' },
+    spec,
+  } as unknown as Resource<S>;
+}
+
+export const route = (name: string, spec: Record<string, unknown>) => resource('Route', name, spec);
+
+/** A gateway on static sources, with every line of its access log kept. */
+export async function staticGateway(extra: Partial<GatewayOptions> = {}): Promise<{ gw: Gateway; governance: StaticGovernance; routes: StaticFeed; log: Record<string, unknown>[] }> {
+  const governance = new StaticGovernance();
+  const routes = new StaticFeed();
+  const log: Record<string, unknown>[] = [];
+  const sink = new Writable({
+    write(chunk: Buffer, _enc, cb) {
+      for (const line of chunk.toString().split('\n')) if (line.trim() !== '') log.push(JSON.parse(line));
+      cb();
+    },
+  });
+  const gw = await startGateway({
+    namespace: 'edge',
+    governance,
+    routes,
+    listen: '127.0.0.1:0',
+    adminListen: '127.0.0.1:0',
+    accessLog: { destination: sink },
+    ...extra,
+  });
+  return { gw, governance, routes, log };
+}
+
+export interface Answer {
+  status: number;
+  headers: Record<string, string | string[] | undefined>;
+  text: string;
+  json(): Record<string, unknown>;
+}
+
+export async function call(url: string, opts: { method?: string; headers?: Record<string, string>; body?: string | Buffer } = {}): Promise<Answer> {
+  const r = await request(url, { method: (opts.method ?? 'GET') as 'GET', headers: opts.headers ?? {}, body: opts.body ?? null });
+  const text = await r.body.text();
+  return { status: r.statusCode, headers: r.headers, text, json: () => JSON.parse(text) as Record<string, unknown> };
+}
+
+/** Writes raw bytes on a fresh connection and returns everything the gateway sent back before closing. */
+export function raw(url: string, data: string | Buffer, waitMs = 2000): Promise<string> {
+  const u = new URL(url);
+  return new Promise((resolve, reject) => {
+    const s = connect(Number(u.port), u.hostname);
+    const chunks: Buffer[] = [];
+    const timer = setTimeout(() => {
+      s.destroy();
+      resolve(Buffer.concat(chunks).toString());
+    }, waitMs);
+    s.on('data', (c: Buffer) => chunks.push(c));
+    s.on('end', () => {
+      clearTimeout(timer);
+      resolve(Buffer.concat(chunks).toString());
+    });
+    s.on('error', (e) => {
+      clearTimeout(timer);
+      if (chunks.length > 0) resolve(Buffer.concat(chunks).toString());
+      else reject(e);
+    });
+    s.write(data);
+  });
+}
+
+export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

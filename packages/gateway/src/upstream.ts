@@ -1,0 +1,236 @@
+import type { IncomingHttpHeaders, ServerResponse } from 'node:http';
+import type { EndpointSet } from '@plinth/sdk/balancing';
+import type { TryOutcome } from '@plinth/sdk/client';
+import type { Expirable, TimerWheel } from '@plinth/sdk/resilience';
+import { Pool, type Dispatcher } from 'undici';
+
+/** Raised into undici by the wheel when a try runs out of time; recognised by identity. */
+export const TRY_TIMEOUT = Object.freeze(new Error('upstream try timed out'));
+/** The engine chose another try (or the client left): this one's answer is not wanted. */
+const DISCARDED = Object.freeze(new Error('upstream answer discarded'));
+
+/** Response headers that belong to one connection, never forwarded (RFC 9110 §7.6.1). */
+const RESPONSE_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'transfer-encoding', 'upgrade']);
+
+/** Names listed in a Connection header are hop-by-hop too. */
+export function connectionTokens(v: string | string[] | undefined): string[] | undefined {
+  if (v === undefined) return undefined;
+  const s = Array.isArray(v) ? v.join(',') : v;
+  let out: string[] | undefined;
+  for (const t of s.split(',')) {
+    const n = t.trim().toLowerCase();
+    if (n !== '' && n !== 'close' && n !== 'keep-alive') (out ??= []).push(n);
+  }
+  return out;
+}
+
+export interface Sink {
+  readonly res: ServerResponse;
+  /** Headers added to the answer (CORS), flat pairs; may be empty. */
+  readonly extraHeaders: readonly string[];
+  bytesOut: number;
+}
+
+/**
+ * One try of one proxied request, as undici's handler. The answer is announced to the engine at its
+ * headers (with the body paused), and streams to the client only once the engine took it (`attach`): a try
+ * the engine retries is drained and dropped instead. The deadline lives on the shared timer wheel, from
+ * dispatch to the end of the body: no setTimeout, no AbortController per request.
+ */
+export class UpstreamTry implements Dispatcher.DispatchHandler, Expirable {
+  status = 0;
+  headers: IncomingHttpHeaders | undefined;
+  token = -1;
+  private controller: Dispatcher.DispatchController | undefined;
+  private settled = false;
+  private done = false;
+  private expired = false;
+  private sink: Sink | undefined;
+  private discarding = false;
+  private queue: Buffer[] | undefined;
+  private ended = false;
+  private failure: Error | undefined;
+  private drainListener: (() => void) | undefined;
+
+  constructor(
+    private readonly resolve: (o: TryOutcome<UpstreamTry>) => void,
+    private readonly wheel: TimerWheel,
+  ) {}
+
+  onRequestStart(controller: Dispatcher.DispatchController): void {
+    this.controller = controller;
+    if (this.expired) controller.abort(TRY_TIMEOUT);
+    else if (this.discarding) controller.abort(DISCARDED);
+  }
+
+  onResponseStart(controller: Dispatcher.DispatchController, statusCode: number, headers: IncomingHttpHeaders): void {
+    if (this.settled) return;
+    this.status = statusCode;
+    this.headers = headers;
+    this.settled = true;
+    // Held until the engine decides whether this is the answer.
+    controller.pause();
+    const ra = headers['retry-after'];
+    this.resolve({ status: statusCode, retryAfter: typeof ra === 'string' ? ra : undefined, response: this, error: undefined, timedOut: false });
+  }
+
+  onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
+    if (this.discarding) return;
+    const sink = this.sink;
+    if (sink === undefined) {
+      (this.queue ??= []).push(chunk);
+      return;
+    }
+    sink.bytesOut += chunk.length;
+    if (!sink.res.write(chunk)) {
+      controller.pause();
+      sink.res.once('drain', (this.drainListener ??= () => this.controller?.resume()));
+    }
+  }
+
+  onResponseEnd(): void {
+    this.finish();
+    if (this.discarding) return;
+    if (this.sink !== undefined) this.sink.res.end();
+    else this.ended = true;
+  }
+
+  onResponseError(_c: Dispatcher.DispatchController | undefined, error: Error): void {
+    this.finish();
+    if (!this.settled) {
+      this.settled = true;
+      this.resolve({ status: 0, retryAfter: undefined, response: undefined, error, timedOut: this.expired || error === TRY_TIMEOUT });
+      return;
+    }
+    if (this.discarding) return;
+    // The answer had started: the client gets a cut-off response, which is all HTTP allows now.
+    if (this.sink !== undefined) this.sink.res.destroy(error);
+    else this.failure = error;
+  }
+
+  /** A dispatch that threw synchronously. */
+  fail(error: Error): void {
+    this.onResponseError(undefined, error);
+  }
+
+  onExpire(): void {
+    this.token = -1;
+    if (this.done) return;
+    this.expired = true;
+    if (this.controller !== undefined) {
+      this.controller.abort(TRY_TIMEOUT);
+      return;
+    }
+    if (!this.settled) {
+      this.settled = true;
+      this.done = true;
+      this.resolve({ status: 0, retryAfter: undefined, response: undefined, error: TRY_TIMEOUT, timedOut: true });
+    }
+  }
+
+  /** This is the answer: head, what arrived meanwhile, then the rest as it comes. */
+  attach(sink: Sink, head: readonly string[]): void {
+    this.sink = sink;
+    const res = sink.res;
+    res.writeHead(this.status, head as string[]);
+    const q = this.queue;
+    this.queue = undefined;
+    if (q !== undefined) for (const c of q) {
+      sink.bytesOut += c.length;
+      res.write(c);
+    }
+    if (this.ended) res.end();
+    else if (this.failure !== undefined) res.destroy(this.failure);
+    else this.controller?.resume();
+  }
+
+  /** Not the answer after all (retried): read and drop the rest, keeping the connection if it ends soon. */
+  discard(): void {
+    this.discarding = true;
+    this.queue = undefined;
+    if (this.done) return;
+    if (this.controller === undefined) return; // aborted in onRequestStart
+    this.controller.resume();
+  }
+
+  /** The client went away: stop the upstream exchange. */
+  abort(): void {
+    this.discarding = true;
+    this.queue = undefined;
+    if (this.done) return;
+    this.controller?.abort(DISCARDED);
+  }
+
+  /** The flat header list of the answer, hop-by-hop headers removed, `extra` appended. */
+  responseHead(extra: readonly string[]): string[] {
+    const h = this.headers ?? {};
+    const drop = connectionTokens(h.connection);
+    const out: string[] = [];
+    for (const name in h) {
+      if (RESPONSE_HOP.has(name) || (drop !== undefined && drop.includes(name))) continue;
+      const v = h[name];
+      if (v === undefined) continue;
+      if (typeof v === 'string') out.push(name, v);
+      else for (const x of v) out.push(name, x);
+    }
+    for (let i = 0; i < extra.length; i++) out.push(extra[i]!);
+    return out;
+  }
+
+  private finish(): void {
+    this.done = true;
+    if (this.token >= 0) {
+      this.wheel.remove(this.token, this);
+      this.token = -1;
+    }
+  }
+}
+
+function originOf(address: string): string {
+  if (address.includes('://')) return new URL(address).origin;
+  return `http://${address}`;
+}
+
+/**
+ * One undici Pool per upstream address, kept while some service lists the address and closed (in-flight
+ * requests finish first) when the last one drops it.
+ */
+export class Pools {
+  private readonly pools = new Map<string, { dispatcher: Dispatcher; users: Set<string> }>();
+  private closed = false;
+
+  constructor(private readonly connections: number) {}
+
+  get(service: string, address: string): Dispatcher {
+    let p = this.pools.get(address);
+    if (p === undefined) {
+      if (this.closed) throw new Error('gateway closed');
+      const dispatcher = new Pool(originOf(address), { connections: this.connections, pipelining: 1 });
+      this.pools.set(address, (p = { dispatcher, users: new Set() }));
+    }
+    p.users.add(service);
+    return p.dispatcher;
+  }
+
+  endpointsChanged(service: string, prev: EndpointSet, next: EndpointSet): void {
+    const still = new Set<string>();
+    for (const ep of next.all.items) still.add(ep.address);
+    for (const ep of prev.all.items) {
+      if (still.has(ep.address)) continue;
+      const p = this.pools.get(ep.address);
+      if (p === undefined) continue;
+      p.users.delete(service);
+      if (p.users.size === 0) {
+        this.pools.delete(ep.address);
+        p.dispatcher.close().catch(() => undefined);
+      }
+    }
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    const all = [...this.pools.values()];
+    this.pools.clear();
+    await Promise.all(all.map((p) => p.dispatcher.close().catch(() => undefined)));
+  }
+}
