@@ -9,6 +9,15 @@ interface ServerFlags {
   store?: string;
   secretKeyFile?: string;
   logLevel?: string;
+  otlpForward?: string;
+  spanRetention?: string;
+}
+
+/** `7d`, `36h`, `90m` → ms; the CLI's own unit syntax, as SLO windows use. */
+function durationMs(flag: string, v: string): number {
+  const m = /^([1-9]\d{0,4})([mhd])$/.exec(v);
+  if (!m) throw new UsageError(`${flag} expects a duration such as 90m, 36h or 7d, not ${JSON.stringify(v)}`);
+  return Number(m[1]) * { m: 60_000, h: 3_600_000, d: 86_400_000 }[m[2] as 'm' | 'h' | 'd'];
 }
 
 /** Shell-quotes a path for the copy-paste hints, so a data dir with spaces still works. */
@@ -25,7 +34,21 @@ export function registerServer(program: Command): void {
     .option('--store <store>', 'sqlite, or a postgres:// URL (default: $PLINTH_STORE or sqlite)')
     .option('--secret-key-file <file>', 'secret sealing key file (default: DATA/secret.keys; or set $PLINTH_SECRET_KEYS)')
     .option('--log-level <level>', 'trace, debug, info, warn, error, fatal or silent', 'info')
+    .option('--otlp-forward <url>', 'also send every stored span to this OTLP/HTTP traces URL (another OpenTelemetry backend)')
+    .option('--span-retention <duration>', 'how long raw spans are kept, e.g. 7d (rollups: 35d)', '7d')
     .action(async (opts: ServerFlags) => {
+      let forward: { url: string } | undefined;
+      if (opts.otlpForward !== undefined) {
+        let u: URL;
+        try {
+          u = new URL(opts.otlpForward);
+        } catch {
+          throw new UsageError(`--otlp-forward expects an http(s) URL, not ${JSON.stringify(opts.otlpForward)}`);
+        }
+        if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new UsageError('--otlp-forward expects an http:// or https:// URL');
+        forward = { url: u.href };
+      }
+      const spansMs = durationMs('--span-retention', opts.spanRetention ?? '7d');
       const dataDir = resolve(opts.data);
       const store = opts.store ?? (process.env['PLINTH_STORE'] || undefined);
       const secretKeys = process.env['PLINTH_SECRET_KEYS'] || undefined;
@@ -44,6 +67,7 @@ export function registerServer(program: Command): void {
           ...(secretKeys !== undefined ? { secretKeys } : {}),
           ...(opts.secretKeyFile !== undefined ? { secretKeyFile: resolve(opts.secretKeyFile) } : {}),
           ...(opts.logLevel !== undefined ? { logLevel: opts.logLevel } : {}),
+          apm: { retention: { spansMs }, ...(forward ? { forward } : {}) },
         });
       } catch (e) {
         const code = (e as NodeJS.ErrnoException).code;
