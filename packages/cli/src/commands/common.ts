@@ -2,7 +2,7 @@ import { InvalidArgumentError, type Command } from 'commander';
 import { parseSelector, PlinthError } from '@plinth/core';
 import { PlinthClient } from '../client.js';
 import { defaultNamespace, resolveConnection, type Connection } from '../config.js';
-import { UsageError } from '../errors.js';
+import { ExitCode, UsageError } from '../errors.js';
 import { parseOutputFormat, type OutputFormat } from '../output.js';
 
 export interface GlobalOptions {
@@ -70,4 +70,33 @@ export function checkSelector(selector: string | undefined): string | undefined 
     throw e;
   }
   return selector;
+}
+
+/**
+ * Keeps a long-running command (server, gateway) up until SIGINT/SIGTERM, then closes it gracefully. A second
+ * signal means "now": exit 130 without waiting for the drain.
+ */
+export async function runUntilSignal(close: () => Promise<void>, draining: string): Promise<void> {
+  await new Promise<void>((done) => {
+    let closing = false;
+    const stop = (sig: NodeJS.Signals): void => {
+      if (closing) {
+        note(`${sig} again: exiting without ${draining}`);
+        process.exit(130);
+      }
+      closing = true;
+      note(`${sig}: shutting down`);
+      close().then(
+        () => done(),
+        (e: unknown) => {
+          note(`error while shutting down: ${(e as Error).message}`);
+          process.exitCode = ExitCode.REFUSED;
+          done();
+        },
+      );
+    };
+    process.on('SIGINT', stop);
+    process.on('SIGTERM', stop);
+  });
+  note('stopped');
 }

@@ -2,7 +2,7 @@ import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import { resolveConnection, defaultNamespace } from '../config.js';
 import { CliError, ExitCode, UsageError } from '../errors.js';
-import { note, out } from './common.js';
+import { note, out, runUntilSignal } from './common.js';
 
 interface GatewayFlags {
   listen: string;
@@ -89,27 +89,6 @@ export function registerGateway(program: Command): void {
       if (gw.egressUrl) out(`egress on ${gw.egressUrl}: http://${new URL(gw.egressUrl).host}/<service>/<path>`);
       if (gw.adminUrl) out(`admin on ${gw.adminUrl} (/metrics, /healthz, /readyz)`);
       const running = gw;
-      await new Promise<void>((done) => {
-        let closing = false;
-        const stop = (sig: NodeJS.Signals): void => {
-          if (closing) {
-            note(`${sig} again: exiting without draining`);
-            process.exit(130);
-          }
-          closing = true;
-          note(`${sig}: draining`);
-          running.close().then(
-            () => done(),
-            (e: unknown) => {
-              note(`error while shutting down: ${(e as Error).message}`);
-              process.exitCode = ExitCode.REFUSED;
-              done();
-            },
-          );
-        };
-        process.on('SIGINT', stop);
-        process.on('SIGTERM', stop);
-      });
-      note('stopped');
+      await runUntilSignal(() => running.close(), 'draining');
     });
 }

@@ -1,7 +1,7 @@
 import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import { CliError, ExitCode, UsageError } from '../errors.js';
-import { note, out } from './common.js';
+import { out, runUntilSignal } from './common.js';
 
 interface ServerFlags {
   data: string;
@@ -83,28 +83,6 @@ export function registerServer(program: Command): void {
         out(`or save it once with: plinth login --url ${running.url} --token @${sh(running.adminTokenFile)}`);
       }
       const server = running;
-      await new Promise<void>((done) => {
-        let closing = false;
-        const stop = (sig: NodeJS.Signals): void => {
-          if (closing) {
-            // A second Ctrl-C means "now": do not wait for watchers to drain.
-            note(`${sig} again: exiting without a clean shutdown`);
-            process.exit(130);
-          }
-          closing = true;
-          note(`${sig}: shutting down`);
-          server.close().then(
-            () => done(),
-            (e: unknown) => {
-              note(`error while shutting down: ${(e as Error).message}`);
-              process.exitCode = ExitCode.REFUSED;
-              done();
-            },
-          );
-        };
-        process.on('SIGINT', stop);
-        process.on('SIGTERM', stop);
-      });
-      note('stopped');
+      await runUntilSignal(() => server.close(), 'a clean shutdown');
     });
 }

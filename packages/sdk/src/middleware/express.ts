@@ -1,7 +1,6 @@
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
-import type { Admission } from '../inbound/pipeline.js';
-import { onResponseEnd, sendRejection } from './node.js';
-import { InboundRuntime, isPending, type PlinthOptions, type Started } from './runtime.js';
+import { admitOnResponse } from './node.js';
+import { InboundRuntime, type PlinthOptions, type Started } from './runtime.js';
 
 export interface PlinthExpressOptions extends PlinthOptions {
   /** The authenticated subject of a request (`ServiceAccount:<ns>/<name>`), e.g. set by an auth middleware before this one. */
@@ -35,32 +34,10 @@ export function plinthExpress(opts: PlinthExpressOptions): RequestHandler & { cl
       next(err);
       return;
     }
-    let release: (() => void) | undefined;
-    let ended = false;
-    onResponseEnd(res, (status) => {
-      ended = true;
-      release?.();
-      rt.finish(s, routeOf(req), status);
-    });
     const go = (): void => {
       if (!res.destroyed) rt.run(s, () => next());
     };
-    const serve = (a: Admission): void => {
-      if (!a.ok) {
-        sendRejection(res, a);
-        return;
-      }
-      if (ended) {
-        a.release();
-        return;
-      }
-      release = a.release;
-      if (a.delayMs > 0) rt.wheel.delay(a.delayMs).then(go, next);
-      else go();
-    };
-    const a = s.admission;
-    if (isPending(a)) a.then(serve, next);
-    else serve(a);
+    admitOnResponse(rt, s, res, () => routeOf(req), go, next);
   };
 
   return Object.assign(middleware, { close: () => rt.close(), runtime: rt });

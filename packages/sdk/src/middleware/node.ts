@@ -53,6 +53,38 @@ export function onResponseEnd(res: ServerResponse, onEnd: (status: number) => vo
 }
 
 /**
+ * What the node-response adapters (node:http, express) share once a request has started: end-of-response
+ * accounting registered before admission settles (so a client that leaves while queued still ends the
+ * request and frees its slot exactly once), refusals answered, throttles and injected delays waited out on
+ * the wheel, then `proceed`.
+ */
+export function admitOnResponse(rt: InboundRuntime, s: Started, res: ServerResponse, route: () => string | undefined, proceed: () => void, fail: (err: unknown) => void): void {
+  let release: (() => void) | undefined;
+  let ended = false;
+  onResponseEnd(res, (status) => {
+    ended = true;
+    release?.();
+    rt.finish(s, route(), status);
+  });
+  const serve = (a: Admission): void => {
+    if (!a.ok) {
+      sendRejection(res, a);
+      return;
+    }
+    if (ended) {
+      a.release();
+      return;
+    }
+    release = a.release;
+    if (a.delayMs > 0) rt.wheel.delay(a.delayMs).then(proceed, fail);
+    else proceed();
+  };
+  const a = s.admission;
+  if (isPending(a)) a.then(serve, fail);
+  else serve(a);
+}
+
+/**
  * A node:http request listener running `handler` under Plinth's inbound governance: the request context
  * (trace, baggage, lane, deadline, caller) is current inside the handler, refusals are answered before it
  * runs, throttles and injected delays wait on the shared timer wheel, and the admission is released once
@@ -83,34 +115,7 @@ export function plinth(handler: PlinthHandler, opts: PlinthNodeOptions): Request
       internalError(res);
       return;
     }
-    // Registered before admission settles, so a client that leaves while queued still ends the request.
-    let release: (() => void) | undefined;
-    let ended = false;
-    onResponseEnd(res, (status) => {
-      ended = true;
-      release?.();
-      rt.finish(s, routeOf?.(req), status);
-    });
-    const serve = (a: Admission): void => {
-      if (!a.ok) {
-        sendRejection(res, a);
-        return;
-      }
-      if (ended) {
-        a.release();
-        return;
-      }
-      release = a.release;
-      if (a.delayMs > 0) {
-        rt.wheel.delay(a.delayMs).then(
-          () => call(req, res, s),
-          () => internalError(res),
-        );
-      } else call(req, res, s);
-    };
-    const a = s.admission;
-    if (isPending(a)) a.then(serve, () => internalError(res));
-    else serve(a);
+    admitOnResponse(rt, s, res, () => routeOf?.(req), () => call(req, res, s), () => internalError(res));
   };
 
   return Object.assign(listener, { close: () => rt.close(), runtime: rt });

@@ -70,7 +70,7 @@ export async function startApm(d: ApmDeps): Promise<RunningApm> {
     const notifier = new WebhookNotifier({ secrets: storeSecretResolver(d.store, d.keyring), log });
     const evaluator = await AlertEvaluator.start({ resources, spans, notifier, log, intervalMs: d.options.evaluateEveryMs ?? 30_000 });
     cleanups.unshift(async () => {
-      evaluator.stop();
+      await evaluator.stop();
       await notifier.close();
     });
     registerAlertingRoutes(router, { ...guard, resources, spans });

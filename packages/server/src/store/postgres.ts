@@ -29,6 +29,7 @@ import {
   type ListRow,
   type StoreErrorHandler,
 } from './common.js';
+import { inTransaction, RetryTransaction } from './pg-transaction.js';
 import type { Lease, ListOptions, ListResult, PutRequest, PutResult, Store, StoredChange } from './types.js';
 
 export interface PostgresStoreOptions {
@@ -47,8 +48,6 @@ export const DEFAULT_SCHEMA = 'plinth';
 // spelling would need quoting that the startup options cannot carry.
 const SCHEMA_PATTERN = /^[a-z_][a-z0-9_]{0,62}$/;
 
-/** Attempts of one transaction that lost a race it can simply run again (deadlock, concurrent create). */
-const MAX_ATTEMPTS = 5;
 const RECONNECT_MIN_MS = 100;
 const RECONNECT_MAX_MS = 5000;
 
@@ -122,14 +121,6 @@ function ddl(schema: string): string[] {
   ];
 }
 
-/** Thrown inside a transaction that must start over: it is rolled back and run again. */
-class Retry extends Error {}
-
-function isRetryable(err: unknown): boolean {
-  if (err instanceof Retry) return true;
-  const code = (err as { code?: unknown } | null)?.code;
-  return code === '40P01' || code === '40001'; // deadlock detected, serialization failure
-}
 
 type Query = pg.PoolClient;
 
@@ -304,33 +295,8 @@ export class PostgresStore implements Store {
 
   // ---- transactions ---------------------------------------------------------------------------------
 
-  private async tx<T>(fn: (c: Query) => Promise<T>, begin = 'BEGIN'): Promise<T> {
-    for (let attempt = 1; ; attempt++) {
-      const client = await this.pool.connect();
-      let began = false;
-      try {
-        await client.query(begin);
-        began = true;
-        const out = await fn(client);
-        await client.query('COMMIT');
-        client.release();
-        return out;
-      } catch (err) {
-        let broken = !began;
-        if (began) {
-          try {
-            await client.query('ROLLBACK');
-          } catch {
-            broken = true;
-          }
-        }
-        // A broken connection is destroyed, not returned to the pool.
-        client.release(broken ? true : undefined);
-        // BEGIN failing means the pooled connection was dead before anything ran: safe to run again.
-        if (attempt < MAX_ATTEMPTS && (isRetryable(err) || !began)) continue;
-        throw err;
-      }
-    }
+  private tx<T>(fn: (c: Query) => Promise<T>, begin = 'BEGIN'): Promise<T> {
+    return inTransaction(this.pool, fn, begin);
   }
 
   private async nextRevision(c: Query): Promise<number> {
@@ -459,7 +425,7 @@ export class PostgresStore implements Store {
           [req.kind, req.namespace, req.name, revision, labels, doc],
         );
         // Another server created it between our read and our revision lock; the rerun locks the new row.
-        if (ins.rowCount === 0) throw new Retry('concurrent create');
+        if (ins.rowCount === 0) throw new RetryTransaction('concurrent create');
       }
       const type = current ? 'MODIFIED' : 'ADDED';
       await this.recordChange(c, type, next, doc, current ? current.metadata.labels : null);

@@ -48,6 +48,7 @@ import {
 import { countAbove, trimmedLength } from './histogram.js';
 import { MINUTE_MS, aggregate, isError, type RollupRow } from './rollup.js';
 import { checkSli, Exclusive } from './shared.js';
+import { inTransaction } from '../../store/pg-transaction.js';
 
 export interface PostgresSpanStoreOptions {
   /** postgres:// connection URL. */
@@ -65,7 +66,6 @@ export const DEFAULT_APM_SCHEMA = 'plinth_apm';
 
 // As the resource store: unquoted lower-case identifiers only, since the schema goes into `-c search_path=`.
 const SCHEMA_PATTERN = /^[a-z_][a-z0-9_]{0,62}$/;
-const MAX_ATTEMPTS = 5;
 
 const INT8_OID = 20;
 const INT8_ARRAY_OID = 1016;
@@ -185,10 +185,6 @@ function numbered(sql: string): string {
   return sql.replace(/\?/g, () => `$${++i}`);
 }
 
-function isRetryable(err: unknown): boolean {
-  const code = (err as { code?: unknown } | null)?.code;
-  return code === '40P01' || code === '40001';
-}
 
 /** PostgreSQL text cannot hold NUL; one such span would otherwise fail its whole batch on every retry. */
 function pgText<T>(v: T): T {
@@ -261,31 +257,8 @@ export class PostgresSpanStore implements SpanStore {
     return this.closing;
   }
 
-  private async tx<T>(fn: (c: pg.PoolClient) => Promise<T>): Promise<T> {
-    for (let attempt = 1; ; attempt++) {
-      const client = await this.pool.connect();
-      let began = false;
-      try {
-        await client.query('BEGIN');
-        began = true;
-        const out = await fn(client);
-        await client.query('COMMIT');
-        client.release();
-        return out;
-      } catch (err) {
-        let broken = !began;
-        if (began) {
-          try {
-            await client.query('ROLLBACK');
-          } catch {
-            broken = true;
-          }
-        }
-        client.release(broken ? true : undefined);
-        if (attempt < MAX_ATTEMPTS && (isRetryable(err) || !began)) continue;
-        throw err;
-      }
-    }
+  private tx<T>(fn: (c: pg.PoolClient) => Promise<T>): Promise<T> {
+    return inTransaction(this.pool, fn);
   }
 
   private async all<T>(q: Sql): Promise<T[]> {
