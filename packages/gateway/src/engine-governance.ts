@@ -1,4 +1,4 @@
-import type { FaultInjectionSpec, FaultToleranceSpec, Resource } from '@plinth/core';
+import type { FaultInjectionSpec, FaultToleranceSpec, Resource, RetryStrategy } from '@plinth/core';
 import type { GovernanceSource } from '@plinth/sdk';
 import type { EndpointSet } from '@plinth/sdk/balancing';
 import type { LiveRoutes } from './routes.js';
@@ -50,11 +50,42 @@ abstract class Lens implements GovernanceSource {
   protected abstract rewrite(ft: readonly Resource<FaultToleranceSpec>[]): readonly Resource<FaultToleranceSpec>[];
 }
 
+type Shape = Pick<RetryStrategy, 'backoffBaseMs' | 'backoffCapMs' | 'budgetPercent' | 'minRetriesPerSecond'>;
+
+/** The schema's defaults, for a service no FaultTolerance retry rule speaks of. */
+const DEFAULT_SHAPE: Shape = { backoffBaseMs: 25, backoffCapMs: 1000, budgetPercent: 20, minRetriesPerSecond: 10 };
+
+/**
+ * Per callee, the backoff and budget of the first FaultTolerance retry rule that applies to `self`'s calls,
+ * in the engine's order (resource namespace/name, then rule order): that rule shapes the callee's one
+ * retry budget.
+ */
+function retryShapes(ft: readonly Resource<FaultToleranceSpec>[], self: string): Map<string, Shape> {
+  const out = new Map<string, Shape>();
+  const key = (r: Resource<FaultToleranceSpec>) => `${r.metadata.namespace}/${r.metadata.name}`;
+  for (const res of [...ft].sort((a, b) => (key(a) < key(b) ? -1 : key(a) > key(b) ? 1 : 0))) {
+    for (const rule of res.spec.rules) {
+      const retry = rule.strategies.find((s): s is RetryStrategy => s.type === 'retry');
+      if (retry === undefined) continue;
+      for (const t of rule.targets) {
+        if (out.has(t.service) || (t.callers !== undefined && !t.callers.includes(self))) continue;
+        out.set(t.service, { backoffBaseMs: retry.backoffBaseMs, backoffCapMs: retry.backoffCapMs, budgetPercent: retry.budgetPercent, minRetriesPerSecond: retry.minRetriesPerSecond });
+      }
+    }
+  }
+  return out;
+}
+
 /**
  * Route `retries` as engine retry rules: one FaultTolerance rule per route, targeting the route's service,
- * the upstream endpoints it sends to and its methods, for this gateway as the caller only. It sorts before
- * every real resource (empty namespace), so a route's own retries win over a namespace-wide retry rule for
- * the same calls, and draws from the callee's one retry budget.
+ * the upstream endpoints it sends to and its methods, for this gateway as the caller only. The route says
+ * how many tries and on which statuses; the backoff and the budget stay those of the callee's own retry
+ * rule, if it has one, so adding a route never loosens the retry budget an operator set for a service.
+ *
+ * The resource sorts before every real one (empty namespace), so for the calls it targets a route's
+ * retries win over a namespace-wide retry rule, and its retries draw from the callee's one budget. The
+ * rules match upstream method and path, not the route: routes reaching the same upstream paths of a service
+ * share the retries of the first of them that has some.
  */
 export class RouteRetryGovernance extends Lens {
   constructor(
@@ -71,9 +102,11 @@ export class RouteRetryGovernance extends Lens {
 
   protected rewrite(ft: readonly Resource<FaultToleranceSpec>[]): readonly Resource<FaultToleranceSpec>[] {
     const rules: FaultToleranceSpec['rules'] = [];
+    let shapes: Map<string, Shape> | undefined;
     for (const r of this.routes.table.routes) {
       const retries = r.spec.retries;
       if (retries === undefined || r.service === undefined || r.upstreamEndpoints === undefined) continue;
+      shapes ??= retryShapes(ft, this.self);
       rules.push({
         name: `route-${rules.length}`,
         targets: [
@@ -84,17 +117,7 @@ export class RouteRetryGovernance extends Lens {
             callers: [this.self],
           },
         ],
-        strategies: [
-          {
-            type: 'retry',
-            maxAttempts: retries.attempts,
-            retryOn: retries.on,
-            backoffBaseMs: 25,
-            backoffCapMs: 1000,
-            budgetPercent: 20,
-            minRetriesPerSecond: 10,
-          },
-        ],
+        strategies: [{ type: 'retry', maxAttempts: retries.attempts, retryOn: retries.on, ...(shapes.get(r.service) ?? DEFAULT_SHAPE) }],
       });
     }
     if (rules.length === 0) return ft;
@@ -105,19 +128,6 @@ export class RouteRetryGovernance extends Lens {
       spec: { rules },
     } as unknown as Resource<FaultToleranceSpec>;
     return [synthetic, ...ft];
-  }
-}
-
-/**
- * The same rules without retries: for calls whose body streams through and cannot be sent twice.
- * (The engine has no per-call "not retryable"; an `OutboundCall.retryable` flag would let one engine do both.)
- */
-export class NoRetryGovernance extends Lens {
-  protected rewrite(ft: readonly Resource<FaultToleranceSpec>[]): readonly Resource<FaultToleranceSpec>[] {
-    return ft.map((res) => ({
-      ...res,
-      spec: { rules: res.spec.rules.map((rule) => ({ ...rule, strategies: rule.strategies.filter((s) => s.type !== 'retry') })).filter((rule) => rule.strategies.length > 0) },
-    }));
   }
 }
 

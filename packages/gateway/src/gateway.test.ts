@@ -8,6 +8,7 @@ import { createServer } from 'node:http';
 import { after, before, describe, it } from 'node:test';
 import { Headers } from '@plinth/core';
 import type { StaticGovernance } from '@plinth/sdk';
+import { REPLAYABLE_BYTES } from './body.js';
 import type { Gateway } from './gateway.js';
 import type { StaticFeed } from './feed.js';
 import { call, instance, raw, resource, route, sleep, staticGateway, upstream, type Upstream } from './testkit.test.helpers.js';
@@ -131,6 +132,22 @@ describe('gateway (static sources)', () => {
     assert.equal(p.status, 503);
     assert.equal(p.text, 'busy');
     assert.equal(flakyCalls, 1);
+  });
+
+  it('sends a body that streams through once, and retries a buffered one, on the same engine', async () => {
+    flakyCalls = 0;
+    const streamed = await call(`${gw.url}/flaky/put`, { method: 'PUT', body: Buffer.alloc(REPLAYABLE_BYTES + 1, 'b') });
+    assert.equal(streamed.status, 503, 'the 503 is the answer: the body cannot be sent again');
+    assert.equal(flakyCalls, 1);
+    assert.equal(flaky.seen.at(-1)!.body.length, REPLAYABLE_BYTES + 1);
+    flakyCalls = 0;
+    const buffered = await call(`${gw.url}/flaky/put`, { method: 'PUT', body: 'small' });
+    assert.equal(buffered.status, 200);
+    assert.equal(flakyCalls, 2);
+    assert.deepEqual(
+      flaky.seen.slice(-2).map((s) => s.body),
+      ['small', 'small'],
+    );
   });
 
   it('answers 504 when the route timeout passes, 502 problem when the upstream resets, and keeps serving', async () => {

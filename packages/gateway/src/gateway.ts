@@ -62,7 +62,7 @@ export interface GatewayOptions {
   accessLog?: false | AccessLogOptions;
   /** Registry for the gateway's metrics; default a new one, served on the admin listener. */
   metrics?: Registry;
-  /** Hop spans: the gateway's SERVER span per request, the upstream's parent. */
+  /** Hop spans: a SERVER span per request (not at the sidecar egress) and a CLIENT span per upstream try, the upstream's parent. */
   tracing?: Tracing;
   /** For FaultTolerance rate limits with limitMode global. */
   redis?: Redis;

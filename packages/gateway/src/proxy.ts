@@ -1,17 +1,17 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { Headers, PROBLEM_CONTENT_TYPE, type FallbackAction } from '@plinth/core';
 import { type GovernanceSource, type RequestContext } from '@plinth/sdk';
-import { formatTraceparent, getLane, isStress, newTraceContext, parseTraceparent, serializeBaggage } from '@plinth/sdk/balancing';
+import { formatTraceparent, getLane, isStress, newTraceContext, parseTraceparent, serializeBaggage, type TraceContext } from '@plinth/sdk/balancing';
 import { isCallError, OutboundEngine, type EngineResult, type OutboundCall, type TryContext, type TryOutcome } from '@plinth/sdk/client';
 import { InboundRuntime, type Admission, type Rejection, type TrustMode } from '@plinth/sdk/middleware';
 import { formatTimeout, type TimerWheel } from '@plinth/sdk/resilience';
-import { startServerSpan, type ServerSpanHandle, type Tracing } from '@plinth/sdk/tracing';
+import { startClientSpan, startServerSpan, type ServerSpanHandle, type Tracing } from '@plinth/sdk/tracing';
 import type { Redis } from 'ioredis';
 import type { Dispatcher } from 'undici';
 import type { AccessLog } from './access-log.js';
 import type { Authenticator, Identity, RoleIndex } from './auth.js';
 import { BodyTooLargeError, planBody, readBody, type BodyPlan, type UpstreamBody } from './body.js';
-import { EdgeInboundGovernance, NoRetryGovernance } from './engine-governance.js';
+import { EdgeInboundGovernance } from './engine-governance.js';
 import { GatewayCodes, problemBody } from './errors.js';
 import { pushIdentity, pushIncomingIdentity, stripIncoming } from './identity-headers.js';
 import type { GatewayMetrics } from './metrics.js';
@@ -44,7 +44,6 @@ const REQUEST_SKIP = new Set([
 ]);
 
 const NO_HEADERS: readonly string[] = Object.freeze([]);
-const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE', 'TRACE']);
 const EXCHANGE = Symbol('plinth.gateway.exchange');
 
 /** The state of one request through the gateway; also the sink its answer streams into. */
@@ -73,7 +72,11 @@ export class Exchange implements Sink {
   upPath = '';
   wire: string[] = [];
   body: UpstreamBody | undefined;
+  /** Sent upstream when the try has no client span of its own (then it is in `wire` already). */
   traceparent = '';
+  /** With tracing, through the engine: each try is a client span, child of this (the hop's server span, or the app's at the egress). */
+  clientParent: TraceContext | undefined;
+  clientSpans = false;
   send: ((t: TryContext) => Promise<TryOutcome<UpstreamTry>>) | undefined;
 
   constructor(
@@ -117,9 +120,9 @@ export interface ForwarderOptions {
  * `send` on undici, answers, and the end-of-request accounting (metrics, access log, span).
  */
 export class Forwarder {
+  /** The one engine: every call shares its breakers, balancers, ejections and retry budgets. */
   readonly engine: OutboundEngine;
   readonly pools: Pools;
-  private noRetry: OutboundEngine | undefined;
   private readonly runtimes = new Map<string, InboundRuntime>();
   private readonly inboundGovernance: GovernanceSource;
   inFlight = 0;
@@ -127,22 +130,17 @@ export class Forwarder {
   private onIdle: (() => void) | undefined;
 
   constructor(readonly o: ForwarderOptions) {
-    this.pools = new Pools(o.connectionsPerEndpoint);
-    this.engine = this.makeEngine(o.engineGovernance);
-    this.inboundGovernance = o.injectFaults ? o.governance : new EdgeInboundGovernance(o.governance);
-  }
-
-  private makeEngine(governance: GovernanceSource): OutboundEngine {
-    const pools = this.pools;
-    return new OutboundEngine({
-      self: this.o.self,
-      governance,
-      zone: this.o.zone,
-      defaultTimeoutMs: this.o.defaultTimeoutMs,
-      wheel: this.o.wheel,
-      metrics: this.o.metrics.outbound,
+    const pools = (this.pools = new Pools(o.connectionsPerEndpoint));
+    this.engine = new OutboundEngine({
+      self: o.self,
+      governance: o.engineGovernance,
+      zone: o.zone,
+      defaultTimeoutMs: o.defaultTimeoutMs,
+      wheel: o.wheel,
+      metrics: o.metrics.outbound,
       onEndpointsChange: (service, prev, next) => pools.endpointsChanged(service, prev, next),
     });
+    this.inboundGovernance = o.injectFaults ? o.governance : new EdgeInboundGovernance(o.governance);
   }
 
   /** Starts the bookkeeping of a request; its end (finish or client gone) is accounted once, in `ended`. */
@@ -233,13 +231,21 @@ export class Forwarder {
   /**
    * Runs the inbound policies of `service` for the request. Undefined: refused (and answered). Else the
    * request context (trace, baggage with internal keys only for trusted senders, lane entered, deadline).
+   * With tracing, the hop's SERVER span starts here, so refusals are traced too and the span covers the wait.
    */
   async admit(ex: Exchange, service: string, path: string): Promise<RequestContext | undefined> {
     const rt = this.runtimeFor(service);
     const s = rt.start(ex.method, path, ex.req.headers, ex.ip, ex.identity?.subject);
     ex.lane = s.lane;
     ex.stress = s.stress;
-    ex.traceId = s.ctx.trace?.traceId;
+    let ctx = s.ctx;
+    const tracing = this.o.tracing;
+    if (tracing !== undefined) {
+      const parent = parseTraceparent(headerOf(ex.req, Headers.traceparent));
+      const span = (ex.span = startServerSpan(tracing, { method: ex.method, route: ex.route?.id ?? service, traceparent: parent, lane: s.lane, stress: s.stress, caller: ctx.caller }));
+      if (span.traceContext !== undefined) ctx = { trace: span.traceContext, baggage: ctx.baggage, deadlineAt: ctx.deadlineAt, caller: ctx.caller };
+    }
+    ex.traceId = ctx.trace?.traceId;
     const pending = s.admission;
     const a: Admission = pending instanceof Promise ? await pending : pending;
     if (!a.ok) {
@@ -249,7 +255,7 @@ export class Forwarder {
     ex.release = a.release;
     if (ex.res.destroyed) return undefined;
     if (a.delayMs > 0) await rt.wheel.delay(a.delayMs);
-    return s.ctx;
+    return ctx;
   }
 
   reject(ex: Exchange, r: Rejection): void {
@@ -283,36 +289,37 @@ export class Forwarder {
     ex.upPath = upPath;
     ex.lane = getLane(ctx.baggage);
     ex.stress = isStress(ctx.baggage);
-    const tracing = this.o.tracing;
-    let trace = ctx.trace ?? newTraceContext();
-    if (tracing !== undefined) {
-      ex.span = startServerSpan(tracing, { method: ex.method, route: ex.route?.id ?? service, traceparent: parseTraceparent(headerOf(req, Headers.traceparent)), lane: ex.lane, stress: ex.stress, caller: ctx.caller });
-      trace = ex.span.traceContext ?? trace;
-    }
+    const trace = ctx.trace ?? newTraceContext();
     ex.traceparent = formatTraceparent(trace);
     ex.traceId = trace.traceId;
+    if (this.o.tracing !== undefined && direct === undefined) {
+      // The edge's tries are children of its server span; the egress has none (it is the app's client), so
+      // its tries are children of the span the app named in its traceparent.
+      ex.clientSpans = true;
+      ex.clientParent = ex.span !== undefined ? ex.span.traceContext : parseTraceparent(headerOf(req, Headers.traceparent));
+    }
     ex.wire = this.wireHeaders(ex, ctx, direct !== undefined);
     ex.send = (t) => this.sendTry(ex, t, direct);
 
     if (direct !== undefined) return this.forwardDirect(ex, service, ctx, timeoutMs);
 
-    const hasKey = req.headers[Headers.idempotencyKey] !== undefined;
     const call: OutboundCall = {
       method: ex.method,
       path: pathOnly(upPath),
       headers: req.headers as Readonly<Record<string, string>>,
-      hasIdempotencyKey: hasKey,
+      hasIdempotencyKey: req.headers[Headers.idempotencyKey] !== undefined,
       hashKey: undefined,
       timeoutMs,
       lane: ex.lane,
       baggage: ctx.baggage,
       deadlineAt: ctx.deadlineAt,
       stress: ex.stress,
+      // A body streaming through is read once: one try, under the same breakers and balancer as the rest.
+      retryable: body.replayable,
     };
-    const engine = body.replayable || !(hasKey || IDEMPOTENT.has(ex.method)) ? this.engine : (this.noRetry ??= this.makeEngine(new NoRetryGovernance(this.o.governance)));
     let r: EngineResult<UpstreamTry>;
     try {
-      r = await engine.call(service, call, ex.send);
+      r = await this.engine.call(service, call, ex.send);
     } catch (e) {
       return this.callFailed(ex, e, maxBody);
     }
@@ -364,7 +371,15 @@ export class Forwarder {
         return;
       }
       let headers = ex.wire;
-      if (t.deadlineAt !== undefined) {
+      if (ex.clientSpans) {
+        // A span per try, as the SDK client does: each try is its own call to a (possibly different) instance.
+        const span = (h.span = startClientSpan(this.o.tracing!, { callee: t.service, address: t.endpoint.address, method: ex.method, lane: ex.lane, stress: ex.stress, parent: ex.clientParent }));
+        const tp = span.traceparent ?? ex.traceparent;
+        if (t.deadlineAt !== undefined) {
+          h.token = wheel.add(t.deadlineAt, h);
+          headers = headers.concat(Headers.traceparent, tp, Headers.timeout, formatTimeout(Math.max(0, t.deadlineAt - wheel.clock.now())));
+        } else headers = headers.concat(Headers.traceparent, tp);
+      } else if (t.deadlineAt !== undefined) {
         h.token = wheel.add(t.deadlineAt, h);
         headers = headers.concat(Headers.timeout, formatTimeout(Math.max(0, t.deadlineAt - wheel.clock.now())));
       }
@@ -420,7 +435,7 @@ export class Forwarder {
       const b = serializeBaggage(ctx.baggage);
       if (b.length > 0) out.push(Headers.baggage, b);
     }
-    out.push(Headers.traceparent, ex.traceparent);
+    if (!ex.clientSpans) out.push(Headers.traceparent, ex.traceparent);
     return out;
   }
 

@@ -2,6 +2,7 @@ import type { IncomingHttpHeaders, ServerResponse } from 'node:http';
 import type { EndpointSet } from '@plinth/sdk/balancing';
 import type { TryOutcome } from '@plinth/sdk/client';
 import type { Expirable, TimerWheel } from '@plinth/sdk/resilience';
+import type { ClientSpanHandle } from '@plinth/sdk/tracing';
 import { Pool, type Dispatcher } from 'undici';
 
 /** Raised into undici by the wheel when a try runs out of time; recognised by identity. */
@@ -41,6 +42,8 @@ export class UpstreamTry implements Dispatcher.DispatchHandler, Expirable {
   status = 0;
   headers: IncomingHttpHeaders | undefined;
   token = -1;
+  /** This try's client span; ended when the exchange with the upstream is over (body read, failed, dropped). */
+  span: ClientSpanHandle | undefined;
   private controller: Dispatcher.DispatchController | undefined;
   private settled = false;
   private done = false;
@@ -89,14 +92,14 @@ export class UpstreamTry implements Dispatcher.DispatchHandler, Expirable {
   }
 
   onResponseEnd(): void {
-    this.finish();
+    this.finish(undefined);
     if (this.discarding) return;
     if (this.sink !== undefined) this.sink.res.end();
     else this.ended = true;
   }
 
   onResponseError(_c: Dispatcher.DispatchController | undefined, error: Error): void {
-    this.finish();
+    this.finish(error);
     if (!this.settled) {
       this.settled = true;
       this.resolve({ status: 0, retryAfter: undefined, response: undefined, error, timedOut: this.expired || error === TRY_TIMEOUT });
@@ -124,6 +127,7 @@ export class UpstreamTry implements Dispatcher.DispatchHandler, Expirable {
     if (!this.settled) {
       this.settled = true;
       this.done = true;
+      this.endSpan(TRY_TIMEOUT);
       this.resolve({ status: 0, retryAfter: undefined, response: undefined, error: TRY_TIMEOUT, timedOut: true });
     }
   }
@@ -177,12 +181,20 @@ export class UpstreamTry implements Dispatcher.DispatchHandler, Expirable {
     return out;
   }
 
-  private finish(): void {
+  private finish(error: Error | undefined): void {
     this.done = true;
     if (this.token >= 0) {
       this.wheel.remove(this.token, this);
       this.token = -1;
     }
+    this.endSpan(error);
+  }
+
+  private endSpan(error: Error | undefined): void {
+    const span = this.span;
+    if (span === undefined) return;
+    this.span = undefined;
+    span.end(this.status === 0 ? undefined : this.status, error);
   }
 }
 

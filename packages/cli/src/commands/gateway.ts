@@ -17,6 +17,7 @@ interface GatewayFlags {
   appVersion?: string;
   lane?: string;
   egress?: string;
+  traceSample?: string;
 }
 
 const HOST_PORT = /^(\[[^\]]+\]|[^:]*):\d+$/;
@@ -37,6 +38,7 @@ export function registerGateway(program: Command): void {
     .option('--app-version <version>', 'sidecar: the app\'s version (--version is the CLI\'s own)')
     .option('--lane <lane>', 'sidecar: the lane the app runs in')
     .option('--egress <host:port>', 'sidecar: where the app sends outbound calls, e.g. 127.0.0.1:15001')
+    .option('--trace-sample <ratio>', 'export a span per hop to the control plane for this share of new traces (0..1; errors and slow requests are kept on demand); needs create on Span')
     .action(async (flags: GatewayFlags, cmd: Command) => {
       const globals = cmd.optsWithGlobals<{ url?: string; token?: string }>();
       const conn = await resolveConnection({ url: globals.url, token: globals.token });
@@ -53,9 +55,21 @@ export function registerGateway(program: Command): void {
         const given = Object.entries(sidecarOnly).filter(([, v]) => v !== undefined).map(([k]) => k);
         if (given.length > 0) throw new UsageError(`${given.join(', ')} only apply with --sidecar`);
       }
+      const sample = flags.traceSample === undefined ? undefined : Number(flags.traceSample);
+      if (sample !== undefined && !(sample >= 0 && sample <= 1)) throw new UsageError('--trace-sample expects a ratio from 0 to 1, e.g. 0.01');
       const namespace = flags.namespace ?? defaultNamespace();
       // Loaded here so that other commands do not pay for the gateway's modules.
       const { startGateway } = await import('@plinth/gateway');
+      const tracing =
+        sample === undefined
+          ? undefined
+          : (await import('@plinth/sdk')).createTracing({
+              service: flags.sidecar ? flags.service! : 'gateway',
+              namespace,
+              sampleRatio: sample,
+              keepSlowerThanMs: 1000,
+              exporter: { url: conn.url, token: conn.token },
+            });
       let gw;
       try {
         gw = await startGateway({
@@ -65,6 +79,7 @@ export function registerGateway(program: Command): void {
           ...(flags.admin !== undefined ? { adminListen: flags.admin } : {}),
           ...(trustProxy !== undefined ? { trustProxy } : {}),
           ...(flags.accessLog ? {} : { accessLog: false as const }),
+          ...(tracing !== undefined ? { tracing } : {}),
           logger: { warn: (m, f) => note(`warning: ${m}${f ? ` ${JSON.stringify(f)}` : ''}`), debug: () => {} },
           ...(flags.sidecar
             ? {
@@ -89,6 +104,9 @@ export function registerGateway(program: Command): void {
       if (gw.egressUrl) out(`egress on ${gw.egressUrl}: http://${new URL(gw.egressUrl).host}/<service>/<path>`);
       if (gw.adminUrl) out(`admin on ${gw.adminUrl} (/metrics, /healthz, /readyz)`);
       const running = gw;
-      await runUntilSignal(() => running.close(), 'draining');
+      await runUntilSignal(async () => {
+        await running.close();
+        await tracing?.shutdown();
+      }, 'draining');
     });
 }

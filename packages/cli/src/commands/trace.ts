@@ -330,11 +330,11 @@ export function registerTrace(program: Command): void {
 
   program
     .command('traces')
-    .description('search traces, newest first')
+    .description('search traces, newest first: a trace is listed when one of its spans matches every filter')
     .option('-n, --namespace <ns>', 'namespace (default: $PLINTH_NAMESPACE or "default")')
     .option('--service <name>', 'traces with a span of this service')
     .option('--endpoint <endpoint>', 'traces with a server span of this endpoint, e.g. "GET /orders/:id"')
-    .option('--status <status>', 'error: traces with a failed span; ok: traces without one')
+    .option('--status <status>', 'error: a span that failed; ok: a span that did not')
     .option('--min-duration <duration>', 'traces at least this long, e.g. 250ms, 1.5s', parseDurationMs)
     .option('--tag <key=value>', 'a span attribute (or lane, region, version, stress) to match; repeatable', collect, [])
     .option('--since <duration>', 'traces started within this long before now (default 1h)', parseDurationMs)

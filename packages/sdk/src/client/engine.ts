@@ -65,6 +65,12 @@ export interface OutboundCall {
   /** Inherited deadline, on the engine's clock. */
   readonly deadlineAt: number | undefined;
   readonly stress: boolean;
+  /**
+   * False: one try only, whatever the retry rules say (a body that streams through cannot be sent twice).
+   * Every other policy and all shared state (breakers, balancer, outlier ejection, retry budget) still
+   * apply. Default true.
+   */
+  readonly retryable?: boolean | undefined;
 }
 
 /** One try, handed to the transport. */
@@ -77,6 +83,12 @@ export interface TryContext {
   readonly deadlineAt: number | undefined;
   /** What is left of the budget at send time; Infinity when there is none. */
   readonly remainingMs: number;
+  /**
+   * The engine's clock when the try was sent, which `remainingMs` counts from (the wheel shares that time
+   * base: a transport passes it to `wheel.add` instead of reading the clock again). Optional so transports
+   * and tests may build a TryContext by hand.
+   */
+  readonly sentAt?: number | undefined;
 }
 
 /** What a transport reports for one try. `status` 0 means no response (a transport error or a timeout). */
@@ -89,6 +101,35 @@ export interface TryOutcome<R> {
 }
 
 export type Send<R> = (t: TryContext) => Promise<TryOutcome<R>>;
+
+/** `Send` with the per-call state as an argument, so a caller need not allocate a closure per call. */
+export type SendWith<R, A> = (t: TryContext, arg: A) => Promise<TryOutcome<R>>;
+
+/** Where a callback transport reports a try. */
+export interface TryReceiver<R> {
+  tryDone(out: TryOutcome<R>): void;
+}
+
+/**
+ * A transport that reports the try to `receiver` instead of returning a promise: no promise, no await per
+ * try (the SDK's own HTTP client). It must report exactly once, and never throw (a transport error is an
+ * outcome with status 0). It may report synchronously.
+ */
+export type SendCallback<R, A> = (t: TryContext, arg: A, receiver: TryReceiver<R>) => void;
+
+const callSend = <R>(t: TryContext, send: Send<R>): Promise<TryOutcome<R>> => send(t);
+
+function errorOutcome<R>(error: unknown): TryOutcome<R> {
+  return { status: 0, retryAfter: undefined, response: undefined, error, timedOut: false };
+}
+
+// A promise's settle functions without an executor closure per call: the executor runs synchronously.
+let capturedResolve: ((v: never) => void) | undefined;
+let capturedReject: ((e: unknown) => void) | undefined;
+function captureSettle(resolve: (v: never) => void, reject: (e: unknown) => void): void {
+  capturedResolve = resolve;
+  capturedReject = reject;
+}
 
 export type EngineResult<R> =
   | { readonly kind: 'response'; readonly response: R; readonly status: number; readonly endpoint: Endpoint; readonly attempts: number }
@@ -278,27 +319,29 @@ class Callee {
    * probes taken) and, on a retry, the endpoint that just failed are skipped here. Undefined: every
    * candidate's breaker is open.
    */
-  pick(list: EndpointList, hashKey: string | undefined, avoid: Endpoint | undefined, group: BreakerGroup | undefined): Endpoint | undefined {
+  pick(list: EndpointList, hashKey: string | undefined, avoid: Endpoint | undefined, group: BreakerGroup | undefined, now: number): Endpoint | undefined {
     this.pickedBreaker = undefined;
-    this.pickCtx.hashKey = hashKey;
-    let ep = this.balancer.pick(list, this.pickCtx);
+    const ctx = this.pickCtx;
+    ctx.hashKey = hashKey;
+    ctx.now = now;
+    let ep = this.balancer.pick(list, ctx);
     if (ep === undefined) return undefined;
     if (avoid !== undefined && ep.id === avoid.id && list.size > 1) {
-      const again = this.balancer.pick(list, this.pickCtx);
-      ep = again !== undefined && again.id !== avoid.id ? again : (this.scan(list, ep, avoid, undefined) ?? ep);
+      const again = this.balancer.pick(list, ctx);
+      ep = again !== undefined && again.id !== avoid.id ? again : (this.scan(list, ep, avoid, undefined, now) ?? ep);
     }
     if (group === undefined) return ep;
     const b = group.forInstance(ep.id);
-    if (b.tryAcquire()) {
+    if (b.tryAcquire(now)) {
       this.pickedBreaker = b;
       return ep;
     }
-    const other = this.scan(list, ep, avoid, group);
+    const other = this.scan(list, ep, avoid, group, now);
     if (other !== undefined) return other;
     // The only admitting endpoint may be the one that just failed: better it than nothing.
     if (avoid !== undefined && avoid.id !== ep.id && this.set.has(avoid.id)) {
       const ab = group.forInstance(avoid.id);
-      if (ab.tryAcquire()) {
+      if (ab.tryAcquire(now)) {
         this.pickedBreaker = ab;
         return avoid;
       }
@@ -307,11 +350,10 @@ class Callee {
   }
 
   /** The next endpoint after `from` in list order that is neither ejected nor `avoid` and, with a group, admits a call. */
-  private scan(list: EndpointList, from: Endpoint, avoid: Endpoint | undefined, group: BreakerGroup | undefined): Endpoint | undefined {
+  private scan(list: EndpointList, from: Endpoint, avoid: Endpoint | undefined, group: BreakerGroup | undefined, now: number): Endpoint | undefined {
     const items = list.items;
     const n = items.length;
     const start = items.indexOf(from);
-    const now = this.e.clock.now();
     for (let pass = 0; pass < 2; pass++) {
       // First pass honours ejection, the second ignores it (all ejected: panic, as the balancers do).
       for (let k = 1; k < n; k++) {
@@ -320,7 +362,7 @@ class Callee {
         if (pass === 0 && this.detector.activeEjections > 0 && this.detector.isEjected(ep.id, now)) continue;
         if (group === undefined) return ep;
         const b = group.forInstance(ep.id);
-        if (b.tryAcquire()) {
+        if (b.tryAcquire(now)) {
           this.pickedBreaker = b;
           return ep;
         }
@@ -330,9 +372,9 @@ class Callee {
   }
 
   /** The soonest an instance breaker of the group lets a call through again. */
-  soonestRetry(list: EndpointList, group: BreakerGroup): number {
+  soonestRetry(list: EndpointList, group: BreakerGroup, now: number): number {
     let min = Infinity;
-    for (const ep of list.items) min = Math.min(min, group.forInstance(ep.id).retryAfterMs());
+    for (const ep of list.items) min = Math.min(min, group.forInstance(ep.id).retryAfterMs(now));
     return Number.isFinite(min) ? min : 0;
   }
 
@@ -428,7 +470,8 @@ export class OutboundEngine {
     this.onEndpointsChange = o.onEndpointsChange;
   }
 
-  private callee(service: string): Callee {
+  /** @internal The callee's state, reconciled with the current governance version. */
+  callee(service: string): Callee {
     const v = this.governance.version;
     if (v !== this.version) {
       // Version first: a change landing while we read is picked up by the next call.
@@ -443,129 +486,49 @@ export class OutboundEngine {
   }
 
   /** Runs one call through the policies; `send` performs one try. Throws CallError; never rejects otherwise. */
-  async call<R>(service: string, call: OutboundCall, send: Send<R>): Promise<EngineResult<R>> {
-    const m = this.metrics;
-    const started = m ? this.clock.now() : 0;
-    try {
-      const r = await this.run(service, call, send);
-      m?.request(service, r.kind === 'response' ? statusClass(r.status) : statusClass(r.action.statusCode), call.lane ?? 'base', call.stress, (this.clock.now() - started) / 1000);
-      return r;
-    } catch (err) {
-      m?.request(service, err instanceof CallError ? statusClass(err.status) : 'error', call.lane ?? 'base', call.stress, (this.clock.now() - started) / 1000);
-      throw err;
-    }
+  call<R>(service: string, call: OutboundCall, send: Send<R>): Promise<EngineResult<R>> {
+    return this.callWith(service, call, callSend<R>, send);
   }
 
-  private async run<R>(service: string, call: OutboundCall, send: Send<R>): Promise<EngineResult<R>> {
-    const c = this.callee(service);
-    const plan = c.plan(call.method, call.path);
-    const clock = this.clock;
-    const now = clock.now();
-
-    let deadline = call.deadlineAt;
-    if (call.timeoutMs !== undefined) deadline = deadline === undefined ? now + call.timeoutMs : Math.min(deadline, now + call.timeoutMs);
-    if (deadline === undefined && plan.timeoutMs === undefined) deadline = now + this.defaultTimeoutMs;
-    if (deadline !== undefined && deadline <= now) throw new CallError('deadline_exceeded', service, `call to ${service}: the deadline passed before it was sent`);
-
-    const lane = call.lane;
-    const laneList = c.traffic.candidates(c.set, service, lane);
-    if (laneList === undefined) {
-      if (lane !== undefined && c.set.size > 0) throw new CallError('lane_unavailable', service, `call to ${service}: no instance in strict lane ${lane}`);
-      throw new CallError('no_endpoint', service, `call to ${service}: no routable instance`);
-    }
-    const list = c.routes.length === 0 ? laneList : routeCandidates(c.routes, laneList, call, this.random);
-    const hashKey = call.hashKey ?? c.hashKey(call.headers, call.baggage);
-
-    const retry = plan.retry !== undefined && RetryPolicy.isIdempotent(call.method, call.hasIdempotencyKey) ? plan.retry : undefined;
-    c.budget?.onRequest();
-    const ig = plan.instanceBreaker;
-    const sg = plan.serviceBreaker;
-    const classify = ig?.isFailure ?? defaultFailure;
-
-    let last: TryOutcome<R> | undefined;
-    let lastEp: Endpoint | undefined;
-    for (let attempt = 1; ; attempt++) {
-      const sb = sg?.forService();
-      if (sb !== undefined && !sb.tryAcquire()) {
-        if (last && lastEp) return this.finish(service, last, lastEp, attempt - 1);
-        return this.blocked(service, 'circuit_open', sg?.fallback, sb.retryAfterMs(), attempt - 1);
-      }
-      const ep = c.pick(list, hashKey, lastEp, ig);
-      const ib = c.pickedBreaker;
-      if (ep === undefined) {
-        sb?.release();
-        if (last && lastEp) return this.finish(service, last, lastEp, attempt - 1);
-        return this.blocked(service, 'circuit_open', ig?.fallback, ig ? c.soonestRetry(list, ig) : 0, attempt - 1);
-      }
-      const bh = plan.bulkhead;
-      if (bh !== undefined) {
-        let ok: boolean | Promise<boolean> = bh.acquire();
-        if (ok !== true) ok = await ok;
-        if (!ok) {
-          ib?.release();
-          sb?.release();
-          if (last && lastEp) return this.finish(service, last, lastEp, attempt - 1);
-          return this.blocked(service, 'bulkhead_full', plan.bulkheadFallback, undefined, attempt - 1);
-        }
-      }
-
-      const t0 = clock.now();
-      let tryDeadline = deadline;
-      if (plan.timeoutMs !== undefined) tryDeadline = tryDeadline === undefined ? t0 + plan.timeoutMs : Math.min(tryDeadline, t0 + plan.timeoutMs);
-      if (tryDeadline !== undefined && tryDeadline <= t0) {
-        // The bulkhead queue ate the rest of the budget.
-        bh?.release();
-        ib?.release();
-        sb?.release();
-        if (last && lastEp) return this.finish(service, last, lastEp, attempt - 1);
-        throw new CallError('deadline_exceeded', service, `call to ${service}: the deadline passed before it was sent`);
-      }
-
-      const balancer = c.balancer;
-      balancer.onStart?.(ep);
-      let out: TryOutcome<R>;
-      try {
-        out = await send({ service, endpoint: ep, attempt, deadlineAt: tryDeadline, remainingMs: tryDeadline === undefined ? Infinity : tryDeadline - t0 });
-      } catch (error) {
-        out = { status: 0, retryAfter: undefined, response: undefined, error, timedOut: false };
-      }
-      const latency = clock.now() - t0;
-      balancer.onEnd?.(ep);
-      bh?.release();
-
-      const failed = out.status === 0 || classify(out.status);
-      balancer.onResult?.(ep, latency, !failed);
-      if (c.detector.record(ep.id, !failed)) this.metrics?.ejection(service, ep.id);
-      if (ib !== undefined) {
-        if (failed) ib.onFailure(latency);
-        else ib.onSuccess(latency);
-      }
-      if (sb !== undefined && sg !== undefined) {
-        if (out.status === 0 || sg.isFailure(out.status)) sb.onFailure(latency);
-        else sb.onSuccess(latency);
-      }
-
-      if (retry === undefined || attempt >= retry.maxAttempts) return this.finish(service, out, ep, attempt);
-      if (out.status !== 0 && !retry.retryableStatus(out.status)) return this.finish(service, out, ep, attempt);
-      const after = clock.now();
-      const remaining = deadline === undefined ? Infinity : deadline - after;
-      const delay = retry.nextDelay(attempt, parseRetryAfter(out.retryAfter, Date.now()), remaining);
-      if (delay < 0) return this.finish(service, out, ep, attempt);
-      this.metrics?.retry(service);
-      if (delay > 0) await this.wheel.delay(delay);
-      last = out;
-      lastEp = ep;
-    }
+  /** `call`, with `send(t, arg)` for each try: a caller with per-call state passes it as `arg` instead of a closure. */
+  callWith<R, A>(service: string, call: OutboundCall, send: SendWith<R, A>, arg: A): Promise<EngineResult<R>> {
+    return this.start<R, A, EngineResult<R>>(service, call, send, undefined, arg, undefined);
   }
 
-  private finish<R>(service: string, out: TryOutcome<R>, ep: Endpoint, attempts: number): EngineResult<R> {
+  /**
+   * `call` over a callback transport, resolving with `map(result)`: one promise per call whatever the
+   * number of tries, and no await between the transport and the caller (each would cost a microtask turn
+   * and a promise). What the SDK's own HTTP client uses.
+   */
+  dispatch<R, A, T>(service: string, call: OutboundCall, send: SendCallback<R, A>, arg: A, map: (r: EngineResult<R>) => T): Promise<T> {
+    return this.start<R, A, T>(service, call, undefined, send, arg, map);
+  }
+
+  private start<R, A, T>(
+    service: string,
+    call: OutboundCall,
+    sendP: SendWith<R, A> | undefined,
+    sendC: SendCallback<R, A> | undefined,
+    arg: A,
+    map: ((r: EngineResult<R>) => T) | undefined,
+  ): Promise<T> {
+    const promise = new Promise<T>(captureSettle);
+    const run = new CallRun<R, A, T>(this, service, call, sendP, sendC, arg, map, capturedResolve as (v: T) => void, capturedReject!, this.clock.now());
+    capturedResolve = capturedReject = undefined;
+    run.begin();
+    return promise;
+  }
+
+  /** @internal */
+  finish<R>(service: string, out: TryOutcome<R>, ep: Endpoint, attempts: number): EngineResult<R> {
     if (out.status !== 0 && out.response !== undefined) return { kind: 'response', response: out.response, status: out.status, endpoint: ep, attempts };
     if (out.timedOut) throw new CallError('deadline_exceeded', service, `call to ${service} (${ep.id}) timed out after ${attempts} tr${attempts === 1 ? 'y' : 'ies'}`, { cause: out.error });
     const why = out.error instanceof Error ? out.error.message : String(out.error);
     throw new CallError('upstream_error', service, `call to ${service} (${ep.id}) failed after ${attempts} tr${attempts === 1 ? 'y' : 'ies'}: ${why}`, { cause: out.error });
   }
 
-  private blocked<R>(service: string, reason: 'circuit_open' | 'bulkhead_full', fallback: FallbackAction | undefined, retryAfterMs: number | undefined, attempts: number): EngineResult<R> {
+  /** @internal */
+  blocked<R>(service: string, reason: 'circuit_open' | 'bulkhead_full', fallback: FallbackAction | undefined, retryAfterMs: number | undefined, attempts: number): EngineResult<R> {
     if (fallback !== undefined) return { kind: 'fallback', action: fallback, reason, attempts };
     const what = reason === 'circuit_open' ? 'circuit open' : 'outbound concurrency limit reached';
     throw new CallError(reason, service, `call to ${service}: ${what}`, { retryAfterMs });
@@ -577,5 +540,262 @@ export class OutboundEngine {
     const breakers: BreakerInfo[] = [];
     for (const g of c.breakerGroups()) for (const [upstream, b] of g.entries()) breakers.push({ rule: g.ruleKey, scope: g.scope, upstream, state: b.state });
     return { governanceVersion: c.version, endpoints: c.set.size, breakers, ejected: c.detector.ejectedIds() };
+  }
+}
+
+/**
+ * One call in flight: the policy loop of `OutboundEngine` as a state machine (route, then per try: service
+ * breaker, pick with instance breaker, bulkhead, per-try deadline, send; feedback to balancer, outlier
+ * detector and breakers; retry under the budget, or finish). Written as callbacks rather than an async
+ * function so that a call costs one promise and one object, however many layers it crosses.
+ *
+ * The clock is read once before the first try and once after each (a read costs about 60 ns, the largest
+ * fixed cost of a call): every policy that needs the time is handed that reading. It is read again only
+ * after a wait that can be long (a bulkhead queue, a backoff sleep).
+ *
+ * Every entry point (begin, a try's report, the end of a wait) catches: whatever throws, a CallError or a
+ * bug, rejects the call's promise instead of escaping into a transport's or the wheel's callback.
+ */
+class CallRun<R, A, T> implements TryReceiver<R> {
+  private c: Callee | undefined = undefined;
+  private plan: Plan = EMPTY_PLAN;
+  private deadline: number | undefined = undefined;
+  private list: EndpointList | undefined = undefined;
+  private hashKey: string | undefined = undefined;
+  private retry: RetryPolicy | undefined = undefined;
+  private attempt = 0;
+  private last: TryOutcome<R> | undefined = undefined;
+  private lastEp: Endpoint | undefined = undefined;
+  /** The try in flight: its endpoint, breaker permits and send time. */
+  private ep: Endpoint | undefined = undefined;
+  private sb: CircuitBreaker | undefined = undefined;
+  private ib: CircuitBreaker | undefined = undefined;
+  private t0 = 0;
+  private inFlight = false;
+  private now: number;
+
+  constructor(
+    private readonly e: OutboundEngine,
+    private readonly service: string,
+    private readonly call: OutboundCall,
+    private readonly sendP: SendWith<R, A> | undefined,
+    private readonly sendC: SendCallback<R, A> | undefined,
+    private readonly arg: A,
+    private readonly map: ((r: EngineResult<R>) => T) | undefined,
+    private readonly resolve: (v: T) => void,
+    private readonly reject: (e: unknown) => void,
+    private readonly started: number,
+  ) {
+    this.now = started;
+  }
+
+  begin(): void {
+    try {
+      const { e, call, service } = this;
+      const c = (this.c = e.callee(service));
+      const plan = (this.plan = c.plan(call.method, call.path));
+      const now = this.now;
+
+      let deadline = call.deadlineAt;
+      if (call.timeoutMs !== undefined) deadline = deadline === undefined ? now + call.timeoutMs : Math.min(deadline, now + call.timeoutMs);
+      if (deadline === undefined && plan.timeoutMs === undefined) deadline = now + e.defaultTimeoutMs;
+      if (deadline !== undefined && deadline <= now) throw new CallError('deadline_exceeded', service, `call to ${service}: the deadline passed before it was sent`);
+      this.deadline = deadline;
+
+      const lane = call.lane;
+      const laneList = c.traffic.candidates(c.set, service, lane);
+      if (laneList === undefined) {
+        if (lane !== undefined && c.set.size > 0) throw new CallError('lane_unavailable', service, `call to ${service}: no instance in strict lane ${lane}`);
+        throw new CallError('no_endpoint', service, `call to ${service}: no routable instance`);
+      }
+      this.list = c.routes.length === 0 ? laneList : routeCandidates(c.routes, laneList, call, e.random);
+      this.hashKey = call.hashKey ?? c.hashKey(call.headers, call.baggage);
+
+      if (plan.retry !== undefined && call.retryable !== false && RetryPolicy.isIdempotent(call.method, call.hasIdempotencyKey)) this.retry = plan.retry;
+      c.budget?.onRequest(now);
+      this.next();
+    } catch (err) {
+      this.fail(err);
+    }
+  }
+
+  /** The next try: admission by the service breaker, a pick admitted by its instance breaker, a bulkhead slot. */
+  private next(): void {
+    const c = this.c!;
+    const plan = this.plan;
+    const now = this.now;
+    this.attempt++;
+    const sg = plan.serviceBreaker;
+    const sb = sg?.forService();
+    if (sb !== undefined && !sb.tryAcquire(now)) return this.refused('circuit_open', sg!.fallback, sb.retryAfterMs(now));
+    const ig = plan.instanceBreaker;
+    const ep = c.pick(this.list!, this.hashKey, this.lastEp, ig, now);
+    const ib = c.pickedBreaker;
+    if (ep === undefined) {
+      sb?.release();
+      return this.refused('circuit_open', ig?.fallback, ig ? c.soonestRetry(this.list!, ig, now) : 0);
+    }
+    this.ep = ep;
+    this.sb = sb;
+    this.ib = ib;
+    const bh = plan.bulkhead;
+    if (bh !== undefined) {
+      const ok = bh.acquire();
+      if (ok !== true) {
+        ok.then(
+          (granted) => this.slot(granted),
+          (err: unknown) => this.fail(err),
+        );
+        return;
+      }
+    }
+    this.send();
+  }
+
+  /** A bulkhead wait ended. */
+  private slot(granted: boolean): void {
+    try {
+      this.now = this.e.clock.now();
+      if (granted) return this.send();
+      this.ib?.release();
+      this.sb?.release();
+      this.refused('bulkhead_full', this.plan.bulkheadFallback, undefined);
+    } catch (err) {
+      this.fail(err);
+    }
+  }
+
+  /** No try this time: the last try's answer stands, or the fallback, or the refusal. */
+  private refused(reason: 'circuit_open' | 'bulkhead_full', fallback: FallbackAction | undefined, retryAfterMs: number | undefined): void {
+    const tries = this.attempt - 1;
+    const last = this.last;
+    const lastEp = this.lastEp;
+    this.done(last && lastEp ? this.e.finish(this.service, last, lastEp, tries) : this.e.blocked(this.service, reason, fallback, retryAfterMs, tries));
+  }
+
+  private send(): void {
+    const plan = this.plan;
+    const ep = this.ep!;
+    const t0 = (this.t0 = this.now);
+    let tryDeadline = this.deadline;
+    if (plan.timeoutMs !== undefined) tryDeadline = tryDeadline === undefined ? t0 + plan.timeoutMs : Math.min(tryDeadline, t0 + plan.timeoutMs);
+    if (tryDeadline !== undefined && tryDeadline <= t0) {
+      // The bulkhead queue ate the rest of the budget.
+      plan.bulkhead?.release();
+      this.ib?.release();
+      this.sb?.release();
+      const tries = this.attempt - 1;
+      if (this.last && this.lastEp) return this.done(this.e.finish(this.service, this.last, this.lastEp, tries));
+      throw new CallError('deadline_exceeded', this.service, `call to ${this.service}: the deadline passed before it was sent`);
+    }
+    this.c!.balancer.onStart?.(ep);
+    const t: TryContext = {
+      service: this.service,
+      endpoint: ep,
+      attempt: this.attempt,
+      deadlineAt: tryDeadline,
+      remainingMs: tryDeadline === undefined ? Infinity : tryDeadline - t0,
+      sentAt: t0,
+    };
+    this.inFlight = true;
+    if (this.sendC !== undefined) return this.sendC(t, this.arg, this);
+    let p: Promise<TryOutcome<R>>;
+    try {
+      p = this.sendP!(t, this.arg);
+    } catch (error) {
+      return this.tryDone(errorOutcome(error));
+    }
+    p.then(
+      (out) => this.tryDone(out),
+      (error: unknown) => this.tryDone(errorOutcome(error)),
+    );
+  }
+
+  /** The try's outcome (a transport calls this, once per try). */
+  tryDone(out: TryOutcome<R>): void {
+    if (!this.inFlight) return;
+    this.inFlight = false;
+    try {
+      this.feedback(out);
+    } catch (err) {
+      this.fail(err);
+    }
+  }
+
+  private feedback(out: TryOutcome<R>): void {
+    const { e, service, plan } = this;
+    const c = this.c!;
+    const ep = this.ep!;
+    const ib = this.ib;
+    const sb = this.sb;
+    const attempt = this.attempt;
+    const now = (this.now = e.clock.now());
+    const latency = now - this.t0;
+    const balancer = c.balancer;
+    balancer.onEnd?.(ep);
+    plan.bulkhead?.release();
+
+    const failed = out.status === 0 || (plan.instanceBreaker?.isFailure ?? defaultFailure)(out.status);
+    balancer.onResult?.(ep, latency, !failed, now);
+    if (c.detector.record(ep.id, !failed)) e.metrics?.ejection(service, ep.id);
+    if (ib !== undefined) {
+      if (failed) ib.onFailure(latency, now);
+      else ib.onSuccess(latency, now);
+    }
+    const sg = plan.serviceBreaker;
+    if (sb !== undefined && sg !== undefined) {
+      if (out.status === 0 || sg.isFailure(out.status)) sb.onFailure(latency, now);
+      else sb.onSuccess(latency, now);
+    }
+
+    const retry = this.retry;
+    if (retry === undefined || attempt >= retry.maxAttempts) return this.done(e.finish(service, out, ep, attempt));
+    if (out.status !== 0 && !retry.retryableStatus(out.status)) return this.done(e.finish(service, out, ep, attempt));
+    const remaining = this.deadline === undefined ? Infinity : this.deadline - now;
+    const delay = retry.nextDelay(attempt, parseRetryAfter(out.retryAfter, Date.now()), remaining, now);
+    if (delay < 0) return this.done(e.finish(service, out, ep, attempt));
+    e.metrics?.retry(service);
+    this.last = out;
+    this.lastEp = ep;
+    // Even without a backoff the next try waits a microtask turn: a callback transport reports from inside
+    // its dispatcher's callbacks, which should not see a new request dispatched from within them.
+    const wait = delay > 0 ? e.wheel.delay(delay) : Promise.resolve();
+    wait.then(
+      () => this.resume(),
+      (err: unknown) => this.fail(err),
+    );
+  }
+
+  /** A backoff ended. */
+  private resume(): void {
+    try {
+      this.now = this.e.clock.now();
+      this.next();
+    } catch (err) {
+      this.fail(err);
+    }
+  }
+
+  private done(r: EngineResult<R>): void {
+    const v = this.map === undefined ? (r as T) : this.map(r);
+    const m = this.e.metrics;
+    if (m !== undefined) m.request(this.service, statusClass(r.kind === 'response' ? r.status : r.action.statusCode), this.call.lane ?? 'base', this.call.stress, this.elapsedS());
+    this.resolve(v);
+  }
+
+  private fail(err: unknown): void {
+    const m = this.e.metrics;
+    if (m !== undefined) {
+      try {
+        m.request(this.service, err instanceof CallError ? statusClass(err.status) : 'error', this.call.lane ?? 'base', this.call.stress, this.elapsedS());
+      } catch {
+        // The call's own error is the one to report.
+      }
+    }
+    this.reject(err);
+  }
+
+  private elapsedS(): number {
+    return (this.e.clock.now() - this.started) / 1000;
   }
 }

@@ -1,0 +1,214 @@
+/**
+ * `plinth gateway` as a user runs it: the built CLI in a child process, a real server and a real upstream in
+ * this process. The gateway runs as its own ServiceAccount holding only the role docs/gateway.md gives it.
+ * Children are spawned asynchronously: a synchronous spawn would block this event loop, and with it the server.
+ */
+import assert from 'node:assert/strict';
+import { execFile, spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { createServer, type Server } from 'node:http';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { after, before, describe, it } from 'node:test';
+import { startServer, type RunningServer } from '@plinth/server';
+import { request } from 'undici';
+
+const MAIN = fileURLToPath(new URL('./main.js', import.meta.url));
+const NS = 'gw';
+
+let tmp: string;
+let server: RunningServer;
+let baseEnv: NodeJS.ProcessEnv;
+let gatewayToken: string;
+let upstream: Server;
+let upstreamAddress: string;
+/** Requests to /hello/held wait here until the test lets them go. */
+const held: (() => void)[] = [];
+const children = new Set<ChildProcessWithoutNullStreams>();
+
+interface Run {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+function cli(args: string[], env: NodeJS.ProcessEnv = {}): Promise<Run> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, [MAIN, ...args], { env: { ...baseEnv, ...env }, timeout: 30_000 }, (err, stdout, stderr) => {
+      const code = err ? (typeof err.code === 'number' ? err.code : -1) : 0;
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
+async function get(url: string): Promise<{ status: number; text: string }> {
+  const r = await request(url);
+  return { status: r.statusCode, text: await r.body.text() };
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+before(async () => {
+  tmp = await mkdtemp(join(tmpdir(), 'plinth-cli-gateway-'));
+  server = await startServer({ dataDir: join(tmp, 'data'), listen: '127.0.0.1:0', logLevel: 'silent' });
+  assert.ok(server.adminTokenFile);
+  const admin = (await readFile(server.adminTokenFile, 'utf8')).trim();
+  baseEnv = { PATH: process.env['PATH'], HOME: tmp, XDG_CONFIG_HOME: join(tmp, 'xdg'), PLINTH_URL: server.url, PLINTH_TOKEN: admin };
+
+  upstream = createServer((req, res) => {
+    const answer = () => {
+      res.writeHead(200, { 'content-type': 'text/plain' });
+      res.end(`hello ${req.url} from ${String(req.headers['plinth-caller'])}`);
+    };
+    if (req.url?.startsWith('/hello/held')) held.push(answer);
+    else answer();
+  });
+  await new Promise<void>((r) => upstream.listen(0, '127.0.0.1', r));
+  upstreamAddress = `127.0.0.1:${(upstream.address() as AddressInfo).port}`;
+
+  const f = join(tmp, 'gateway.yaml');
+  await writeFile(
+    f,
+    `kind: ServiceAccount
+metadata: {namespace: ${NS}, name: edge}
+spec: {description: the edge gateway}
+---
+kind: Role
+metadata: {namespace: ${NS}, name: gateway}
+spec:
+  rules:
+    - verbs: [list, watch]
+      kinds: [Instance, FaultTolerance, TrafficPolicy, FaultInjection, Route, RoleBinding]
+      namespaces: [${NS}]
+---
+kind: RoleBinding
+metadata: {namespace: ${NS}, name: gateway}
+spec:
+  role: gateway
+  subjects: [{kind: ServiceAccount, namespace: ${NS}, name: edge}]
+---
+kind: Instance
+metadata: {namespace: ${NS}, name: hello-1}
+spec: {service: hello, version: 1.0.0, address: "${upstreamAddress}", leaseTtlSeconds: 3600}
+---
+kind: Route
+metadata: {namespace: ${NS}, name: hello}
+spec:
+  match: {path: {prefix: /hello}}
+  service: hello
+  auth: {mode: anonymous}
+`,
+  );
+  const applied = await cli(['apply', '-f', f]);
+  assert.equal(applied.code, 0, applied.stderr);
+  const cred = await cli(['serviceaccount', 'create-credential', 'edge', '-n', NS]);
+  assert.equal(cred.code, 0, cred.stderr);
+  gatewayToken = cred.stdout.trim();
+  assert.match(gatewayToken, /^plinth_/);
+});
+
+after(async () => {
+  // A failed test must not leave a gateway behind, holding this process open.
+  for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+  for (const h of held) h();
+  upstream?.closeAllConnections();
+  upstream?.close();
+  await server?.close();
+  if (tmp) await rm(tmp, { recursive: true, force: true });
+});
+
+/** A running `plinth gateway`, once it printed its addresses. */
+async function startGatewayProcess(): Promise<{ child: ChildProcessWithoutNullStreams; url: string; admin: string; output: () => { stdout: string; stderr: string }; exited: Promise<number | null> }> {
+  const child = spawn(process.execPath, [MAIN, 'gateway', '--listen', '127.0.0.1:0', '--admin', '127.0.0.1:0', '-n', NS], { env: { ...baseEnv, PLINTH_TOKEN: gatewayToken } });
+  children.add(child);
+  let stdout = '';
+  let stderr = '';
+  child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
+  const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
+  await new Promise<void>((resolve, reject) => {
+    child.stdout.on('data', (c: Buffer) => {
+      stdout += c.toString();
+      if (/admin on \S+/.test(stdout)) resolve();
+    });
+    child.on('exit', (code) => reject(new Error(`gateway exited early (${code}): ${stderr}`)));
+    setTimeout(() => reject(new Error(`gateway did not start within 20s: ${stdout} ${stderr}`)), 20_000).unref();
+  });
+  const url = /listening on (http:\/\/\S+)/.exec(stdout)?.[1];
+  const admin = /admin on (http:\/\/\S+)/.exec(stdout)?.[1];
+  assert.ok(url && admin, stdout);
+  return { child, url, admin, output: () => ({ stdout, stderr }), exited };
+}
+
+void describe('plinth gateway against a real server', () => {
+  void it('serves a Route to a registered Instance, is ready on the admin port, and drains on SIGTERM', async () => {
+    const gw = await startGatewayProcess();
+    try {
+      let ready = await get(`${gw.admin}/readyz`);
+      for (let i = 0; i < 100 && ready.status !== 200; i++) {
+        await sleep(50);
+        ready = await get(`${gw.admin}/readyz`);
+      }
+      assert.equal(ready.status, 200, ready.text);
+      assert.deepEqual(JSON.parse(ready.text), { ready: true });
+
+      const r = await get(`${gw.url}/hello/world?x=1`);
+      assert.equal(r.status, 200, r.text);
+      assert.equal(r.text, 'hello /hello/world?x=1 from gateway');
+      const none = await get(`${gw.url}/nowhere`);
+      assert.equal(none.status, 404);
+      assert.equal((JSON.parse(none.text) as { code: string }).code, 'route_not_found');
+      assert.match((await get(`${gw.admin}/metrics`)).text, /plinth_gateway_requests_total\{route="gw\/hello",status_class="2xx"\} 1/);
+
+      // A request in flight when SIGTERM arrives is finished before the process exits.
+      const inFlight = get(`${gw.url}/hello/held`).catch((e: Error) => e);
+      while (held.length === 0) await sleep(5);
+      gw.child.kill('SIGTERM');
+      let draining = await get(`${gw.admin}/readyz`);
+      for (let i = 0; i < 400 && draining.status === 200; i++) {
+        await sleep(5);
+        draining = await get(`${gw.admin}/readyz`);
+      }
+      assert.equal(draining.status, 503, 'not ready while draining, so a load balancer stops sending');
+      assert.equal((JSON.parse(draining.text) as { reason: string }).reason, 'draining');
+      held.shift()!();
+      const last = await inFlight;
+      assert.ok(!(last instanceof Error), `the request in flight failed: ${String(last)}`);
+      assert.equal(last.status, 200);
+      assert.equal(last.text, 'hello /hello/held from gateway');
+      assert.equal(await gw.exited, 0, gw.output().stderr);
+      const { stdout, stderr } = gw.output();
+      assert.match(stderr, /stopped/);
+      const access = stdout
+        .split('\n')
+        .filter((l) => l.startsWith('{'))
+        .map((l) => JSON.parse(l) as { path: string; route?: string; status: number });
+      assert.ok(
+        access.some((a) => a.path === '/hello/held' && a.route === 'gw/hello' && a.status === 200),
+        `the access log is flushed on exit: ${stdout}`,
+      );
+    } finally {
+      if (gw.child.exitCode === null && gw.child.signalCode === null) gw.child.kill('SIGKILL');
+    }
+  });
+
+  void it('bad flags exit 2 with a message naming the flag', async () => {
+    const cases: [string[], RegExp][] = [
+      [['--listen', 'nowhere'], /^error: --listen expects host:port, not "nowhere"$/m],
+      [['--admin', '127.0.0.1'], /^error: --admin expects host:port/m],
+      [['--trust-proxy', 'some'], /^error: --trust-proxy expects a number of hops/m],
+      [['--app', 'http://127.0.0.1:5000'], /^error: --app only apply with --sidecar$/m],
+      [['--sidecar', '--app', 'http://127.0.0.1:5000', '--service', 'hello'], /^error: --sidecar needs --app-version$/m],
+    ];
+    const runs = await Promise.all(cases.map(([args]) => cli(['gateway', ...args])));
+    runs.forEach((r, i) => {
+      assert.equal(r.code, 2, `${cases[i]![0].join(' ')}: ${r.stderr}`);
+      assert.match(r.stderr, cases[i]![1]);
+      assert.doesNotMatch(r.stderr, /\n\s+at /, 'no stack trace');
+    });
+    const noToken = await cli(['gateway'], { PLINTH_TOKEN: '' });
+    assert.equal(noToken.code, 2);
+    assert.match(noToken.stderr, /no token: set \$PLINTH_TOKEN/);
+  });
+});
