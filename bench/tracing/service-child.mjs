@@ -5,6 +5,8 @@
 //   sdk100/sdk1  + Plinth tracing: createTracing({ sampleRatio: 1 | 0.01, exporter: { url } })
 //   otel100/otel1  fastify under the OpenTelemetry NodeSDK with HttpInstrumentation,
 //                  ParentBased(TraceIdRatioBased(1 | 0.01)), BatchSpanProcessor → OTLPTraceExporter (http/json)
+// Both exporters run with their library's default compression, which is none for each (OpenTelemetry JS's
+// OTLP exporters and Plinth's OtlpExporter alike): what a service gets unless it asks for gzip.
 // Prints {"port","pid","variant"} once listening; flushes and exits when its stdin closes.
 const [variant, sinkUrl] = process.argv.slice(2);
 const VARIANTS = ['none', 'sdk_off', 'sdk100', 'sdk1', 'otel100', 'otel1'];
@@ -34,7 +36,7 @@ if (variant.startsWith('otel')) {
     autoDetectResources: false,
     sampler: new ParentBasedSampler({ root: new TraceIdRatioBasedSampler(ratio) }),
     spanProcessors: [
-      new BatchSpanProcessor(new OTLPTraceExporter({ url: `${sinkUrl}/${variant}/v1/traces`, compression: 'gzip' }), {
+      new BatchSpanProcessor(new OTLPTraceExporter({ url: `${sinkUrl}/${variant}/v1/traces` }), {
         maxQueueSize: BATCH.maxQueueSize,
         maxExportBatchSize: BATCH.maxBatchSize,
         scheduledDelayMillis: BATCH.flushMs,
@@ -59,7 +61,7 @@ if (variant.startsWith('sdk')) {
       service: SERVICE,
       namespace: NAMESPACE,
       sampleRatio: ratio,
-      exporter: { url: `${sinkUrl}/${variant}`, maxQueueSize: BATCH.maxQueueSize, maxBatchSize: BATCH.maxBatchSize, flushMs: BATCH.flushMs, compression: 'gzip' },
+      exporter: { url: `${sinkUrl}/${variant}`, maxQueueSize: BATCH.maxQueueSize, maxBatchSize: BATCH.maxBatchSize, flushMs: BATCH.flushMs },
     });
     options.tracing = tracing;
     shutdown = () => tracing.shutdown();

@@ -184,6 +184,18 @@ describe('P2CBalancer', () => {
     p.retain(setOf(inst('b')));
     assert.equal(p.cost(a), 0);
   });
+
+  it('starts an endpoint that left and came back from scratch, also the one it looked up last', () => {
+    const set = setOf(inst('a'), inst('b'));
+    const p = new P2CBalancer({ maxPenaltyMs: 1000 });
+    const a = set.get('a');
+    assert.ok(a);
+    p.onStart(a);
+    p.retain(setOf(inst('b')));
+    p.retain(set);
+    p.onStart(a);
+    assert.equal(p.cost(a), 1001, 'one call pending (unmeasured: the penalty plus one), not two');
+  });
 });
 
 describe('ConsistentHashBalancer', () => {
@@ -301,6 +313,19 @@ describe('ZoneAwareBalancer', () => {
 });
 
 describe('OutlierDetector', () => {
+  it('starts the failure streak afresh for an endpoint that left and came back', () => {
+    const od = new OutlierDetector({ clock: new FakeClock(), consecutiveFailures: 3 });
+    const both = setOf(inst('a'), inst('bb'));
+    od.retain(both);
+    od.record('a', false);
+    od.record('a', false);
+    od.retain(setOf(inst('bb')));
+    od.retain(both);
+    assert.equal(od.record('a', false), false, 'one failure since it came back');
+    assert.equal(od.record('a', false), false);
+    assert.equal(od.record('a', false), true);
+  });
+
   it('ejects after consecutive failures, for exponentially longer each time, capped', () => {
     const clock = new FakeClock();
     const od = new OutlierDetector({ clock, consecutiveFailures: 3, baseEjectionMs: 1000, maxEjectionMs: 3000 });

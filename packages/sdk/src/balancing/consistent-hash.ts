@@ -120,8 +120,8 @@ export class ConsistentHashBalancer implements Balancer {
     this.fallback.onEnd?.(ep);
   }
 
-  onResult(ep: Endpoint, latencyMs: number, ok: boolean): void {
-    this.fallback.onResult?.(ep, latencyMs, ok);
+  onResult(ep: Endpoint, latencyMs: number, ok: boolean, now?: number): void {
+    this.fallback.onResult?.(ep, latencyMs, ok, now);
   }
 
   retain(set: EndpointSet): void {

@@ -39,6 +39,9 @@ export class OutlierDetector implements EjectionView {
   readonly maxEjectionPercent: number;
   private readonly clock: Clock;
   private readonly state = new Map<string, EndpointState>();
+  /** The last endpoint's state: results mostly repeat the endpoint just looked up. */
+  private lastId: string | undefined;
+  private lastState: EndpointState | undefined;
   /** id → ejected until (clock ms). May hold expired entries until the next sweep. */
   private readonly ejected = new Map<string, number>();
   private population = 0;
@@ -89,6 +92,7 @@ export class OutlierDetector implements EjectionView {
   retain(set: EndpointSet): void {
     this.population = set.size;
     for (const id of this.state.keys()) if (!set.has(id)) this.state.delete(id);
+    this.lastId = this.lastState = undefined;
     for (const id of this.ejected.keys()) if (!set.has(id)) this.ejected.delete(id);
   }
 
@@ -164,8 +168,11 @@ export class OutlierDetector implements EjectionView {
   }
 
   private stateOf(id: string): EndpointState {
+    if (id === this.lastId) return this.lastState!;
     let s = this.state.get(id);
     if (!s) this.state.set(id, (s = { consecutive: 0, multiplier: 0, lastUntil: 0 }));
+    this.lastId = id;
+    this.lastState = s;
     return s;
   }
 }

@@ -1,4 +1,4 @@
-import { monotonicClock, noEjections, type Balancer, type Clock, type EjectionView, type Random } from './balancer.js';
+import { monotonicClock, noEjections, type Balancer, type Clock, type EjectionView, type PickContext, type Random } from './balancer.js';
 import type { Endpoint, EndpointList, EndpointSet } from './endpoints.js';
 
 export interface P2COptions {
@@ -42,6 +42,9 @@ export class P2CBalancer implements Balancer {
   private readonly failurePenaltyMs: number;
   private readonly maxPenaltyMs: number;
   private readonly stats = new Map<string, Stats>();
+  /** The last endpoint looked up: a call's onStart, onEnd and onResult name the same one, one Map lookup for three. */
+  private lastId: string | undefined;
+  private lastStats: Stats | undefined;
 
   constructor(opts: P2COptions = {}) {
     this.clock = opts.clock ?? monotonicClock;
@@ -53,11 +56,11 @@ export class P2CBalancer implements Balancer {
     if (!(this.decayMs > 0)) throw new RangeError('decayMs must be > 0');
   }
 
-  pick(candidates: EndpointList): Endpoint | undefined {
+  pick(candidates: EndpointList, ctx?: PickContext): Endpoint | undefined {
     const items = candidates.items;
     const n = items.length;
     if (n <= 1) return items[0];
-    const now = this.clock.now();
+    const now = ctx?.now ?? this.clock.now();
     const ej = this.ejections;
     let a: Endpoint | undefined;
     let b: Endpoint | undefined;
@@ -84,13 +87,12 @@ export class P2CBalancer implements Balancer {
   }
 
   onEnd(ep: Endpoint): void {
-    const s = this.stats.get(ep.id);
+    const s = ep.id === this.lastId ? this.lastStats : this.stats.get(ep.id);
     if (s && s.inflight > 0) s.inflight--;
   }
 
-  onResult(ep: Endpoint, latencyMs: number, ok: boolean): void {
+  onResult(ep: Endpoint, latencyMs: number, ok: boolean, now: number = this.clock.now()): void {
     const s = this.statsOf(ep.id);
-    const now = this.clock.now();
     let rtt = Math.max(0, latencyMs);
     if (!ok) rtt = Math.max(rtt, this.failurePenaltyMs, this.decayed(s, now) * 4);
     rtt = Math.min(rtt, this.maxPenaltyMs);
@@ -103,6 +105,7 @@ export class P2CBalancer implements Balancer {
   retain(set: EndpointSet): void {
     // In-flight counts of vanished endpoints would never come back down; drop them with the endpoint.
     for (const id of this.stats.keys()) if (!set.has(id)) this.stats.delete(id);
+    this.lastId = this.lastStats = undefined;
   }
 
   /** Current cost of an endpoint (lower is better); exposed for metrics and tests. */
@@ -128,8 +131,11 @@ export class P2CBalancer implements Balancer {
   }
 
   private statsOf(id: string): Stats {
+    if (id === this.lastId) return this.lastStats!;
     let s = this.stats.get(id);
     if (!s) this.stats.set(id, (s = new Stats()));
+    this.lastId = id;
+    this.lastStats = s;
     return s;
   }
 }

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { seeded } from './testkit.test.helpers.js';
-import { childContext, formatTraceparent, isSampled, newTraceContext, parseTraceparent, randomSpanId, randomTraceId } from './traceparent.js';
+import { childContext, childTraceparent, formatTraceparent, isSampled, newTraceContext, parseTraceparent, randomSpanId, randomTraceId } from './traceparent.js';
 
 const EXAMPLE = '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01';
 
@@ -14,6 +14,18 @@ describe('traceparent', () => {
     const unsampled = parseTraceparent('00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00');
     assert.ok(unsampled && !isSampled(unsampled));
     assert.equal(formatTraceparent({ traceId: 'a'.repeat(32), spanId: 'b'.repeat(16), flags: 0xab }), `00-${'a'.repeat(32)}-${'b'.repeat(16)}-ab`);
+  });
+
+  it('formats a child of a trace with a new span id each time, keeping the flags', () => {
+    const traceId = '4bf92f3577b34da6a3ce929d0e0e4736';
+    const one = childTraceparent(traceId, 1);
+    const two = childTraceparent(traceId, 1);
+    const c = parseTraceparent(one);
+    assert.ok(c);
+    assert.deepEqual([c.traceId, c.flags], [traceId, 1]);
+    assert.notEqual(one, two);
+    assert.match(childTraceparent(traceId, 0), /-00$/);
+    assert.match(childTraceparent(traceId, 0xab), /-ab$/);
   });
 
   it('rejects what the spec calls invalid', () => {

@@ -1,4 +1,4 @@
-import { randomFillSync } from 'node:crypto';
+import { randomHex } from './ids.js';
 
 /**
  * W3C Trace Context `traceparent` (https://www.w3.org/TR/trace-context/):
@@ -47,51 +47,43 @@ export function parseTraceparent(header: string | undefined): TraceContext | und
   return { traceId: h.slice(3, 35), spanId: h.slice(36, 52), flags: parseInt(h.slice(53, 55), 16) };
 }
 
+/** `-00` … `-ff`: flags are nearly always 01 or 00, and a table beats formatting a number per header. */
+const FLAG_SUFFIX: readonly string[] = Array.from({ length: 256 }, (_, f) => `-${f < 16 ? '0' : ''}${f.toString(16)}`);
+
 /** Formats a traceparent; always version 00, as the spec asks of a tracer that only knows 00. */
 export function formatTraceparent(ctx: TraceContext): string {
-  const f = ctx.flags & 0xff;
-  return `00-${ctx.traceId}-${ctx.spanId}-${f < 16 ? '0' : ''}${f.toString(16)}`;
+  return traceparentOf(ctx.traceId, ctx.spanId, ctx.flags);
+}
+
+/** The traceparent of a child span with a fresh id, without a TraceContext object for it (one per outbound try). */
+export function childTraceparent(traceId: string, flags: number): string {
+  return traceparentOf(traceId, randomHex(8), flags);
+}
+
+function traceparentOf(traceId: string, spanId: string, flags: number): string {
+  return '00-' + traceId + '-' + spanId + FLAG_SUFFIX[flags & 0xff]!;
 }
 
 export function isSampled(ctx: TraceContext): boolean {
   return (ctx.flags & FLAG_SAMPLED) !== 0;
 }
 
-// One pooled buffer refilled in bulk: a randomFillSync call per id costs a syscall-sized overhead, one per
-// 256 ids does not. Ids need uniqueness, not secrecy, but crypto randomness is what the spec recommends.
-const POOL_SIZE = 4096;
-const pool = Buffer.allocUnsafe(POOL_SIZE);
-let poolOffset = POOL_SIZE;
-
-function randomHex(bytes: number): string {
-  for (;;) {
-    if (poolOffset + bytes > POOL_SIZE) {
-      randomFillSync(pool);
-      poolOffset = 0;
-    }
-    const start = poolOffset;
-    poolOffset += bytes;
-    let zero = true;
-    for (let i = start; i < start + bytes; i++) if (pool[i] !== 0) zero = false;
-    // An all-zero id is invalid on the wire; the odds are 2^-64 at worst, but the check is cheap.
-    if (!zero) return pool.toString('hex', start, start + bytes);
-  }
-}
-
+/** 32 lowercase hex, random, never all zero (from the id pool the tracer draws on too). */
 export function randomTraceId(): string {
   return randomHex(16);
 }
 
+/** 16 lowercase hex, random, never all zero. */
 export function randomSpanId(): string {
   return randomHex(8);
 }
 
 /** A new root context. */
 export function newTraceContext(sampled = true): TraceContext {
-  return { traceId: randomTraceId(), spanId: randomSpanId(), flags: sampled ? FLAG_SAMPLED : 0 };
+  return { traceId: randomHex(16), spanId: randomHex(8), flags: sampled ? FLAG_SAMPLED : 0 };
 }
 
 /** The context for a child span (an outbound call): same trace and flags, new span id. */
 export function childContext(parent: TraceContext): TraceContext {
-  return { traceId: parent.traceId, spanId: randomSpanId(), flags: parent.flags };
+  return { traceId: parent.traceId, spanId: randomHex(8), flags: parent.flags };
 }

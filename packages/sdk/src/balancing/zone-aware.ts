@@ -66,8 +66,8 @@ export class ZoneAwareBalancer implements Balancer {
     this.inner.onEnd?.(ep);
   }
 
-  onResult(ep: Endpoint, latencyMs: number, ok: boolean): void {
-    this.inner.onResult?.(ep, latencyMs, ok);
+  onResult(ep: Endpoint, latencyMs: number, ok: boolean, now?: number): void {
+    this.inner.onResult?.(ep, latencyMs, ok, now);
   }
 
   retain(set: EndpointSet): void {

@@ -27,6 +27,9 @@ export class BreakerGroup {
   private json: string;
   private service: CircuitBreaker | undefined;
   private readonly instances = new Map<string, CircuitBreaker>();
+  /** The last instance breaker looked up (consecutive calls mostly go to the same instance). */
+  private lastId: string | undefined;
+  private lastBreaker: CircuitBreaker | undefined;
 
   constructor(
     readonly ruleKey: string,
@@ -59,13 +62,17 @@ export class BreakerGroup {
   }
 
   forInstance(id: string): CircuitBreaker {
+    if (id === this.lastId) return this.lastBreaker!;
     let b = this.instances.get(id);
     if (b === undefined) this.instances.set(id, (b = this.create(id)));
+    this.lastId = id;
+    this.lastBreaker = b;
     return b;
   }
 
   /** Drops the breakers of instances that left the fleet. */
   retain(set: EndpointSet): void {
+    this.lastId = this.lastBreaker = undefined;
     for (const id of this.instances.keys())
       if (!set.has(id)) {
         this.instances.delete(id);
@@ -79,6 +86,7 @@ export class BreakerGroup {
     for (const id of this.instances.keys()) this.hooks.onDrop?.(id);
     this.service = undefined;
     this.instances.clear();
+    this.lastId = this.lastBreaker = undefined;
   }
 
   /** upstream → breaker, for inspection and metrics (allocates). */

@@ -363,3 +363,22 @@ describe('governance changes', () => {
     assert.equal(u.count, 2);
   });
 });
+
+describe('connection pools', () => {
+  it('opens a new pool for an address that left the fleet and came back', async () => {
+    const u = await up();
+    const v = await up();
+    const gov = governance({ instances: [instance('a', u)] });
+    const c = client({ governance: gov });
+    assert.equal((await c.request('orders', { path: '/one' })).status, 200);
+    gov.set({ instances: [instance('b', v)] });
+    assert.equal(c.inspect('orders').endpoints, 1, 'the client saw a leave (and closed its pool)');
+    gov.set({ instances: [instance('a', u)] });
+    const r = await c.request('orders', { path: '/two' });
+    assert.deepEqual([r.status, r.endpoint], [200, 'a']);
+    assert.deepEqual(
+      u.received.map((x) => x.url),
+      ['/one', '/two'],
+    );
+  });
+});

@@ -3,14 +3,13 @@ import type { Registry } from 'prom-client';
 import type { Dispatcher } from 'undici';
 import { getLane, isStress, serializeBaggage, setLane, type Baggage } from '../balancing/baggage.js';
 import type { Random } from '../balancing/balancer.js';
-import { childContext, formatTraceparent, newTraceContext, type TraceContext } from '../balancing/traceparent.js';
+import { childTraceparent, FLAG_SAMPLED, randomSpanId, randomTraceId, type TraceContext } from '../balancing/traceparent.js';
 import { currentContext } from '../context.js';
-import { pathOf } from '../governance/match.js';
 import type { GovernanceSource } from '../governance/source.js';
 import type { Clock } from '../ratelimit/clock.js';
 import { formatTimeout } from '../resilience/deadline.js';
-import { OutboundEngine, type CalleeInfo, type OutboundCall, type TryContext, type Wheel } from './engine.js';
-import { HttpTransport, type HttpResult, type HttpTryRequest } from './http-transport.js';
+import { OutboundEngine, type CalleeInfo, type EngineResult, type OutboundCall, type SendCallback, type TryContext, type TryOutcome, type TryReceiver, type Wheel } from './engine.js';
+import { HttpTransport, type HttpResult, type HttpTrySource } from './http-transport.js';
 import { outboundMetrics } from './metrics.js';
 import { startClientSpan, type ClientSpanHandle, type Tracing } from '../tracing/hooks.js';
 
@@ -89,25 +88,116 @@ const OWNED = new Set<string>([Headers.traceparent, Headers.tracestate, Headers.
 
 const NO_HEADERS: Readonly<Record<string, string>> = Object.freeze({});
 
-class Outgoing implements HttpTryRequest {
+/**
+ * One call: what the engine sees of it (OutboundCall), the HTTP request the transport sends on each try
+ * (HttpTrySource) and the per-call state of `send`, in one object (no closure, no second object per call).
+ * Each try's header list is built at its final length in one go, not concatenated.
+ */
+class Outgoing implements OutboundCall, HttpTrySource {
   /** The current try's client span (tries are sequential, so one slot is enough). */
-  span: ClientSpanHandle | undefined;
+  span: ClientSpanHandle | undefined = undefined;
 
   constructor(
     readonly method: string,
+    /** Without the query string: what targets and routes match. */
     readonly path: string,
-    readonly headers: readonly string[],
+    /** Path and query: what is sent. */
+    readonly target: string,
+    /** Lower-case names, as the caller gave them (for hash keys and routes). */
+    readonly headers: Readonly<Record<string, string>>,
+    /** Sent on every try; without caller headers, idempotency key or baggage, the client's shared [caller, self]. */
+    readonly wire: readonly string[],
     readonly body: string | Uint8Array | undefined,
-    private readonly trace: TraceContext,
-    private readonly clock: Clock,
+    readonly hasIdempotencyKey: boolean,
+    readonly hashKey: string | undefined,
+    readonly timeoutMs: number | undefined,
+    readonly lane: string | undefined,
+    readonly baggage: Baggage | undefined,
+    readonly deadlineAt: number | undefined,
+    readonly stress: boolean,
+    /** The trace the tries belong to (the inherited one, or a new root: which needs no span id of its own unless traced). */
+    readonly traceId: string,
+    readonly flags: number,
+    /** The span the tries are children of, when tracing (created on the first traced try of a new trace). */
+    public parent: TraceContext | undefined,
   ) {}
 
-  tryHeaders(t: TryContext): readonly string[] {
+  headersFor(t: TryContext): readonly string[] {
+    const base = this.wire;
     // A span per try: each try is its own client call to a (possibly different) instance.
-    const tp = this.span?.traceparent ?? formatTraceparent(childContext(this.trace));
-    if (t.deadlineAt === undefined) return [Headers.traceparent, tp];
-    return [Headers.traceparent, tp, Headers.timeout, formatTimeout(Math.max(0, t.deadlineAt - this.clock.now()))];
+    const tp = this.span?.traceparent ?? childTraceparent(this.traceId, this.flags);
+    const timed = t.deadlineAt !== undefined;
+    if (base.length === 2) {
+      const n = base[0]!;
+      const v = base[1]!;
+      return timed ? [n, v, Headers.traceparent, tp, Headers.timeout, formatTimeout(t.remainingMs)] : [n, v, Headers.traceparent, tp];
+    }
+    const h = base.slice();
+    h.push(Headers.traceparent, tp);
+    if (timed) h.push(Headers.timeout, formatTimeout(t.remainingMs));
+    return h;
   }
+}
+
+
+/** Ends a try's client span, then passes the outcome on. */
+class SpanEnd implements TryReceiver<HttpResult> {
+  constructor(
+    private readonly span: ClientSpanHandle,
+    private readonly next: TryReceiver<HttpResult>,
+  ) {}
+
+  tryDone(out: TryOutcome<HttpResult>): void {
+    try {
+      this.span.end(out.status === 0 ? undefined : out.status, out.error);
+    } catch (e) {
+      // Tracing must not break the call it describes.
+      process.emitWarning(e instanceof Error ? e : new Error(String(e)), 'PlinthTracingError');
+    }
+    this.next.tryDone(out);
+  }
+}
+
+function plain(transport: HttpTransport): SendCallback<HttpResult, Outgoing> {
+  return (t, o, receiver) => transport.dispatchTry(t, o, receiver);
+}
+
+function traced(tracing: Tracing, transport: HttpTransport): SendCallback<HttpResult, Outgoing> {
+  return (t, o, receiver) => {
+    const parent = (o.parent ??= { traceId: o.traceId, spanId: randomSpanId(), flags: o.flags });
+    let span: ClientSpanHandle;
+    try {
+      span = o.span = startClientSpan(tracing, { callee: t.service, address: t.endpoint.address, method: o.method, lane: o.lane, stress: o.stress, parent });
+    } catch (error) {
+      receiver.tryDone({ status: 0, retryAfter: undefined, response: undefined, error, timedOut: false });
+      return;
+    }
+    transport.dispatchTry(t, o, new SpanEnd(span, receiver));
+  };
+}
+
+function toResponse(r: EngineResult<HttpResult>): CallResponse {
+  if (r.kind === 'response') return new Response(r.status, r.response.headers, r.response.body, r.endpoint.id, r.attempts, false);
+  const a = r.action;
+  return new Response(a.statusCode, { ...a.headers, 'content-type': a.contentType }, Buffer.from(a.body ?? ''), undefined, r.attempts, true);
+}
+
+/** `pathOf` of governance/match.ts (the path without query and fragment), in one scan instead of two indexOf calls. */
+function pathOnly(url: string): string {
+  for (let i = 0; i < url.length; i++) {
+    const ch = url.charCodeAt(i);
+    if (ch === 63 || ch === 35) return url.slice(0, i); // '?' or '#'
+  }
+  return url;
+}
+
+/** `s.toUpperCase()`, without the new string when it already is (methods nearly always are). */
+function upperCase(s: string): string {
+  for (let i = 0; i < s.length; i++) {
+    const ch = s.charCodeAt(i);
+    if ((ch >= 97 && ch <= 122) || ch > 127) return s.toUpperCase();
+  }
+  return s;
 }
 
 /**
@@ -120,11 +210,13 @@ export class ServiceClient {
   readonly engine: OutboundEngine;
   private readonly transport: HttpTransport;
   private readonly self: string;
-  private readonly tracing: Tracing | undefined;
+  /** The headers of a call that adds none of its own. */
+  private readonly callerHeader: readonly string[];
+  private readonly send: SendCallback<HttpResult, Outgoing>;
 
   constructor(o: ClientOptions) {
     this.self = o.self;
-    this.tracing = o.tracing;
+    this.callerHeader = Object.freeze([Headers.caller, o.self]);
     let transport: HttpTransport | undefined;
     this.engine = new OutboundEngine({
       self: o.self,
@@ -143,6 +235,7 @@ export class ServiceClient {
       wheel: this.engine.wheel,
       clock: this.engine.clock,
     });
+    this.send = o.tracing === undefined ? plain(transport) : traced(o.tracing, transport);
   }
 
   /**
@@ -150,8 +243,17 @@ export class ServiceClient {
    * rule's fallback; rejects with a CallError (no_endpoint, lane_unavailable, circuit_open, bulkhead_full,
    * deadline_exceeded, upstream_error) when there is no answer to give.
    */
-  async request(service: string, opts: CallOptions): Promise<CallResponse> {
-    const method = (opts.method ?? 'GET').toUpperCase();
+  request(service: string, opts: CallOptions): Promise<CallResponse> {
+    try {
+      return this.start(service, opts);
+    } catch (err) {
+      // A bad argument rejects, as it did when this was an async function.
+      return Promise.reject(err);
+    }
+  }
+
+  private start(service: string, opts: CallOptions): Promise<CallResponse> {
+    const method = opts.method === undefined ? 'GET' : upperCase(opts.method);
     const ctx = currentContext();
     let baggage: Baggage | undefined = ctx?.baggage;
     const inheritedLane = baggage ? getLane(baggage) : undefined;
@@ -162,61 +264,52 @@ export class ServiceClient {
       setLane(baggage, lane);
     }
 
-    const wire: string[] = [];
+    let wire = this.callerHeader;
     let lower: Record<string, string> = NO_HEADERS as Record<string, string>;
     let idemKey = opts.idempotencyKey;
-    if (opts.headers !== undefined) {
-      lower = {};
-      for (const name in opts.headers) {
-        const v = opts.headers[name];
-        if (v === undefined) continue;
-        const n = name.toLowerCase();
-        lower[n] = v;
-        if (n === Headers.idempotencyKey) idemKey ??= v;
-        if (!OWNED.has(n)) wire.push(n, v);
+    const hasBaggage = baggage !== undefined && baggage.size > 0;
+    if (opts.headers !== undefined || idemKey !== undefined || hasBaggage) {
+      const w: string[] = [];
+      if (opts.headers !== undefined) {
+        lower = {};
+        for (const name in opts.headers) {
+          const v = opts.headers[name];
+          if (v === undefined) continue;
+          const n = name.toLowerCase();
+          lower[n] = v;
+          if (n === Headers.idempotencyKey) idemKey ??= v;
+          if (!OWNED.has(n)) w.push(n, v);
+        }
       }
-    }
-    wire.push(Headers.caller, this.self);
-    if (idemKey !== undefined) wire.push(Headers.idempotencyKey, idemKey);
-    if (baggage !== undefined && baggage.size > 0) {
-      const b = serializeBaggage(baggage);
-      if (b.length > 0) wire.push(Headers.baggage, b);
+      w.push(Headers.caller, this.self);
+      if (idemKey !== undefined) w.push(Headers.idempotencyKey, idemKey);
+      if (hasBaggage) {
+        const b = serializeBaggage(baggage!);
+        if (b.length > 0) w.push(Headers.baggage, b);
+      }
+      wire = w;
     }
 
-    const call: OutboundCall = {
+    const trace = ctx?.trace;
+    const out = new Outgoing(
       method,
-      path: pathOf(opts.path),
-      headers: lower,
-      hasIdempotencyKey: idemKey !== undefined,
-      hashKey: opts.hashKey,
-      timeoutMs: opts.timeoutMs,
+      pathOnly(opts.path),
+      opts.path,
+      lower,
+      wire,
+      opts.body,
+      idemKey !== undefined,
+      opts.hashKey,
+      opts.timeoutMs,
       lane,
       baggage,
-      deadlineAt: ctx?.deadlineAt,
-      stress: baggage !== undefined && isStress(baggage),
-    };
-    const trace = ctx?.trace ?? newTraceContext();
-    const out = new Outgoing(method, opts.path, wire, opts.body, trace, this.engine.clock);
-    const transport = this.transport;
-    const tracing = this.tracing;
-    const send =
-      tracing === undefined
-        ? (t: TryContext) => transport.send(t, out)
-        : async (t: TryContext) => {
-            const span = (out.span = startClientSpan(tracing, { callee: service, address: t.endpoint.address, method, lane, stress: call.stress, parent: trace }));
-            try {
-              const o = await transport.send(t, out);
-              span.end(o.status === 0 ? undefined : o.status, o.error);
-              return o;
-            } catch (e) {
-              span.end(undefined, e);
-              throw e;
-            }
-          };
-    const r = await this.engine.call<HttpResult>(service, call, send);
-    if (r.kind === 'response') return new Response(r.status, r.response.headers, r.response.body, r.endpoint.id, r.attempts, false);
-    const a = r.action;
-    return new Response(a.statusCode, { ...a.headers, 'content-type': a.contentType }, Buffer.from(a.body ?? ''), undefined, r.attempts, true);
+      ctx?.deadlineAt,
+      baggage !== undefined && isStress(baggage),
+      trace === undefined ? randomTraceId() : trace.traceId,
+      trace === undefined ? FLAG_SAMPLED : trace.flags,
+      trace,
+    );
+    return this.engine.dispatch(service, out, this.send, out, toResponse);
   }
 
   /** Breakers and ejections of one callee (for the console and tests). */

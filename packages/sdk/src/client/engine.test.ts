@@ -6,7 +6,8 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { Endpoint } from '../balancing/endpoints.js';
 import { ManualClock } from '../ratelimit/clock.js';
-import { OutboundEngine, type OutboundCall, type OutboundMetrics, type TryContext, type TryOutcome } from './engine.js';
+import { CallError } from './errors.js';
+import { OutboundEngine, type EngineResult, type OutboundCall, type OutboundMetrics, type SendCallback, type TryContext, type TryOutcome } from './engine.js';
 import { ft, governance, RecordingWheel, tp } from './testkit.test.helpers.js';
 
 const call = (o: Partial<OutboundCall> = {}): OutboundCall => ({
@@ -98,5 +99,77 @@ describe('OutboundEngine', () => {
     assert.deepEqual(retried, ['b', 'c'], 'the next call skips the instance the unretryable call opened, and the balancer goes on from where it was');
     assert.equal(x.kind === 'response' && x.status, 200);
     assert.equal(retries, 1, 'calls without the flag are still retried');
+  });
+});
+
+describe('OutboundEngine.dispatch (callback transports)', () => {
+  const rules = ft('r', {
+    rules: [{ name: 'r', targets: [{ service: 'orders' }], strategies: [{ type: 'retry' }, { type: 'timeout', timeoutMs: 200 }, { type: 'circuitBreaker', strategy: 'consecutiveFailures', threshold: 1 }] }],
+  });
+  const setup = () => {
+    const clock = new ManualClock(1000);
+    const wheel = new RecordingWheel({ clock });
+    const gov = governance({ instances: [inst('a'), inst('b')], trafficPolicies: [tp('lb', { loadBalancing: [{ service: 'orders', policy: 'roundRobin' }] })], faultTolerance: [rules] });
+    const seen = { requests: [] as string[], retries: 0 };
+    const metrics: OutboundMetrics = { request: (_c, cls) => void seen.requests.push(cls), retry: () => void seen.retries++, ejection: () => {}, breakerState: () => {} };
+    return { clock, seen, engine: new OutboundEngine({ self: 'gw', governance: gov, clock, wheel, random: () => 0, metrics }) };
+  };
+  const describeResult = (r: EngineResult<number>) => (r.kind === 'response' ? `${r.endpoint.id} ${r.status} after ${r.attempts}` : `fallback ${r.reason}`);
+
+  it('runs the same policies as call, reports taken synchronously or later, once per try', async () => {
+    const { clock, seen, engine } = setup();
+    const tries: unknown[][] = [];
+    const send: SendCallback<number, string> = (t, arg, receiver) => {
+      tries.push([arg, t.endpoint.id, t.attempt, t.deadlineAt, t.remainingMs, t.sentAt]);
+      clock.advance(10);
+      if (t.attempt === 1) {
+        receiver.tryDone(answer(502)); // from inside send
+        receiver.tryDone(answer(200)); // a transport's second report of a try changes nothing
+      } else {
+        queueMicrotask(() => receiver.tryDone(answer(200)));
+      }
+    };
+    assert.equal(await engine.dispatch('orders', call(), send, 'state', describeResult), 'b 200 after 2');
+    assert.deepEqual(tries, [
+      ['state', 'a', 1, 1200, 200, 1000],
+      ['state', 'b', 2, 1210, 200, 1010],
+    ]);
+    assert.deepEqual(seen, { requests: ['2xx'], retries: 1 });
+    assert.equal(engine.inspect('orders').breakers.find((b) => b.upstream === 'a')?.state.kind, 'open', 'the 502 counted for a');
+  });
+
+  it('rejects with a CallError when no try answers, and with what the mapping throws', async () => {
+    const down = setup();
+    const refused: SendCallback<number, undefined> = (_t, _a, receiver) => receiver.tryDone({ status: 0, retryAfter: undefined, response: undefined, error: new Error('refused'), timedOut: false });
+    await assert.rejects(down.engine.dispatch('orders', call(), refused, undefined, describeResult), (e: unknown) => e instanceof CallError && e.code === 'upstream_error');
+    assert.deepEqual(down.seen.requests, ['5xx'], 'counted once, as the error the call ended with');
+
+    const up = setup();
+    const ok: SendCallback<number, undefined> = (_t, _a, receiver) => receiver.tryDone(answer(200));
+    const boom = new Error('mapping failed');
+    await assert.rejects(
+      up.engine.dispatch('orders', call(), ok, undefined, () => {
+        throw boom;
+      }),
+      (e: unknown) => e === boom,
+    );
+    assert.deepEqual(up.seen.requests, ['error']);
+  });
+
+  it('gives a promise transport a TryContext of its own for every try, which it may keep', async () => {
+    const { engine } = setup();
+    const kept: TryContext[] = [];
+    const send = (t: TryContext): Promise<TryOutcome<number>> => {
+      kept.push(t);
+      return Promise.resolve(answer(t.attempt === 1 ? 503 : 200));
+    };
+    await engine.call('orders', call(), send);
+    assert.deepEqual(
+      kept.map((t) => [t.endpoint.id, t.attempt]),
+      [
+        ['a', 1],
+        ['b', 2],
+      ],
+    );
   });
 });

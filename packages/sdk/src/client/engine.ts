@@ -456,6 +456,8 @@ export class OutboundEngine {
   private traffic = CompiledTraffic.empty;
   private rules = new Map<string, OutboundRule[]>();
   private readonly callees = new Map<string, Callee>();
+  /** The callee of the last call: a service name compare instead of a Map lookup when calls repeat. */
+  private lastCallee: Callee | undefined;
 
   constructor(o: EngineOptions) {
     this.self = o.self;
@@ -473,6 +475,8 @@ export class OutboundEngine {
   /** @internal The callee's state, reconciled with the current governance version. */
   callee(service: string): Callee {
     const v = this.governance.version;
+    const lc = this.lastCallee;
+    if (lc !== undefined && lc.service === service && lc.version === v && v === this.version) return lc;
     if (v !== this.version) {
       // Version first: a change landing while we read is picked up by the next call.
       this.version = v;
@@ -482,6 +486,7 @@ export class OutboundEngine {
     let c = this.callees.get(service);
     if (c === undefined) this.callees.set(service, (c = new Callee(service, this)));
     if (c.version !== this.version) c.refresh(this.version, this.traffic, this.rules.get(service) ?? []);
+    this.lastCallee = c;
     return c;
   }
 
@@ -492,7 +497,7 @@ export class OutboundEngine {
 
   /** `call`, with `send(t, arg)` for each try: a caller with per-call state passes it as `arg` instead of a closure. */
   callWith<R, A>(service: string, call: OutboundCall, send: SendWith<R, A>, arg: A): Promise<EngineResult<R>> {
-    return this.start<R, A, EngineResult<R>>(service, call, send, undefined, arg, undefined);
+    return this.start<R, A, EngineResult<R>>(service, call, send, arg, undefined);
   }
 
   /**
@@ -501,19 +506,18 @@ export class OutboundEngine {
    * and a promise). What the SDK's own HTTP client uses.
    */
   dispatch<R, A, T>(service: string, call: OutboundCall, send: SendCallback<R, A>, arg: A, map: (r: EngineResult<R>) => T): Promise<T> {
-    return this.start<R, A, T>(service, call, undefined, send, arg, map);
+    return this.start<R, A, T>(service, call, send, arg, map);
   }
 
   private start<R, A, T>(
     service: string,
     call: OutboundCall,
-    sendP: SendWith<R, A> | undefined,
-    sendC: SendCallback<R, A> | undefined,
+    send: SendCallback<R, A> | SendWith<R, A>,
     arg: A,
     map: ((r: EngineResult<R>) => T) | undefined,
   ): Promise<T> {
     const promise = new Promise<T>(captureSettle);
-    const run = new CallRun<R, A, T>(this, service, call, sendP, sendC, arg, map, capturedResolve as (v: T) => void, capturedReject!, this.clock.now());
+    const run = new CallRun<R, A, T>(this, service, call, send, arg, map, capturedResolve as (v: T) => void, capturedReject!, this.clock.now());
     capturedResolve = capturedReject = undefined;
     run.begin();
     return promise;
@@ -556,36 +560,48 @@ export class OutboundEngine {
  * Every entry point (begin, a try's report, the end of a wait) catches: whatever throws, a CallError or a
  * bug, rejects the call's promise instead of escaping into a transport's or the wheel's callback.
  */
-class CallRun<R, A, T> implements TryReceiver<R> {
+class CallRun<R, A, T> implements TryReceiver<R>, TryContext {
+  // Number fields start as numbers and never hold undefined: a field that has held undefined stores every
+  // double as a newly allocated box.
+  /** The call's deadline; Infinity for none. */
+  private deadline = Infinity;
+  private now = 0;
+  private readonly started: number = 0;
   private c: Callee | undefined = undefined;
   private plan: Plan = EMPTY_PLAN;
-  private deadline: number | undefined = undefined;
   private list: EndpointList | undefined = undefined;
   private hashKey: string | undefined = undefined;
   private retry: RetryPolicy | undefined = undefined;
-  private attempt = 0;
   private last: TryOutcome<R> | undefined = undefined;
   private lastEp: Endpoint | undefined = undefined;
-  /** The try in flight: its endpoint, breaker permits and send time. */
-  private ep: Endpoint | undefined = undefined;
+  /**
+   * The try in flight, as the TryContext handed to a callback transport (it reads it before it returns;
+   * a promise transport gets a copy of its own, which it may keep).
+   */
+  attempt = 0;
+  /** Set by the first pick, before the run is ever seen as a TryContext. */
+  endpoint!: Endpoint;
+  /** Always a number here: every try has a deadline (the call's, the rule's timeout, or the default). */
+  deadlineAt: number = 0;
+  remainingMs = 0;
+  sentAt = 0;
   private sb: CircuitBreaker | undefined = undefined;
   private ib: CircuitBreaker | undefined = undefined;
-  private t0 = 0;
   private inFlight = false;
-  private now: number;
 
   constructor(
     private readonly e: OutboundEngine,
-    private readonly service: string,
+    readonly service: string,
     private readonly call: OutboundCall,
-    private readonly sendP: SendWith<R, A> | undefined,
-    private readonly sendC: SendCallback<R, A> | undefined,
+    /** A callback transport when there is a `map` (`dispatch`), else a promise one (`call`, `callWith`). */
+    private readonly send: SendCallback<R, A> | SendWith<R, A>,
     private readonly arg: A,
     private readonly map: ((r: EngineResult<R>) => T) | undefined,
     private readonly resolve: (v: T) => void,
     private readonly reject: (e: unknown) => void,
-    private readonly started: number,
+    started: number,
   ) {
+    this.started = started;
     this.now = started;
   }
 
@@ -600,7 +616,7 @@ class CallRun<R, A, T> implements TryReceiver<R> {
       if (call.timeoutMs !== undefined) deadline = deadline === undefined ? now + call.timeoutMs : Math.min(deadline, now + call.timeoutMs);
       if (deadline === undefined && plan.timeoutMs === undefined) deadline = now + e.defaultTimeoutMs;
       if (deadline !== undefined && deadline <= now) throw new CallError('deadline_exceeded', service, `call to ${service}: the deadline passed before it was sent`);
-      this.deadline = deadline;
+      if (deadline !== undefined) this.deadline = deadline;
 
       const lane = call.lane;
       const laneList = c.traffic.candidates(c.set, service, lane);
@@ -635,7 +651,7 @@ class CallRun<R, A, T> implements TryReceiver<R> {
       sb?.release();
       return this.refused('circuit_open', ig?.fallback, ig ? c.soonestRetry(this.list!, ig, now) : 0);
     }
-    this.ep = ep;
+    this.endpoint = ep;
     this.sb = sb;
     this.ib = ib;
     const bh = plan.bulkhead;
@@ -649,14 +665,14 @@ class CallRun<R, A, T> implements TryReceiver<R> {
         return;
       }
     }
-    this.send();
+    this.sendTry();
   }
 
   /** A bulkhead wait ended. */
   private slot(granted: boolean): void {
     try {
       this.now = this.e.clock.now();
-      if (granted) return this.send();
+      if (granted) return this.sendTry();
       this.ib?.release();
       this.sb?.release();
       this.refused('bulkhead_full', this.plan.bulkheadFallback, undefined);
@@ -673,13 +689,13 @@ class CallRun<R, A, T> implements TryReceiver<R> {
     this.done(last && lastEp ? this.e.finish(this.service, last, lastEp, tries) : this.e.blocked(this.service, reason, fallback, retryAfterMs, tries));
   }
 
-  private send(): void {
+  private sendTry(): void {
     const plan = this.plan;
-    const ep = this.ep!;
-    const t0 = (this.t0 = this.now);
+    const ep = this.endpoint;
+    const t0 = this.now;
     let tryDeadline = this.deadline;
-    if (plan.timeoutMs !== undefined) tryDeadline = tryDeadline === undefined ? t0 + plan.timeoutMs : Math.min(tryDeadline, t0 + plan.timeoutMs);
-    if (tryDeadline !== undefined && tryDeadline <= t0) {
+    if (plan.timeoutMs !== undefined) tryDeadline = Math.min(tryDeadline, t0 + plan.timeoutMs);
+    if (tryDeadline <= t0) {
       // The bulkhead queue ate the rest of the budget.
       plan.bulkhead?.release();
       this.ib?.release();
@@ -689,19 +705,15 @@ class CallRun<R, A, T> implements TryReceiver<R> {
       throw new CallError('deadline_exceeded', this.service, `call to ${this.service}: the deadline passed before it was sent`);
     }
     this.c!.balancer.onStart?.(ep);
-    const t: TryContext = {
-      service: this.service,
-      endpoint: ep,
-      attempt: this.attempt,
-      deadlineAt: tryDeadline,
-      remainingMs: tryDeadline === undefined ? Infinity : tryDeadline - t0,
-      sentAt: t0,
-    };
+    this.deadlineAt = tryDeadline;
+    this.remainingMs = tryDeadline - t0;
+    this.sentAt = t0;
     this.inFlight = true;
-    if (this.sendC !== undefined) return this.sendC(t, this.arg, this);
+    if (this.map !== undefined) return (this.send as SendCallback<R, A>)(this, this.arg, this);
     let p: Promise<TryOutcome<R>>;
     try {
-      p = this.sendP!(t, this.arg);
+      const t: TryContext = { service: this.service, endpoint: ep, attempt: this.attempt, deadlineAt: tryDeadline, remainingMs: this.remainingMs, sentAt: t0 };
+      p = (this.send as SendWith<R, A>)(t, this.arg);
     } catch (error) {
       return this.tryDone(errorOutcome(error));
     }
@@ -725,12 +737,12 @@ class CallRun<R, A, T> implements TryReceiver<R> {
   private feedback(out: TryOutcome<R>): void {
     const { e, service, plan } = this;
     const c = this.c!;
-    const ep = this.ep!;
+    const ep = this.endpoint;
     const ib = this.ib;
     const sb = this.sb;
     const attempt = this.attempt;
     const now = (this.now = e.clock.now());
-    const latency = now - this.t0;
+    const latency = now - this.sentAt;
     const balancer = c.balancer;
     balancer.onEnd?.(ep);
     plan.bulkhead?.release();
@@ -751,7 +763,7 @@ class CallRun<R, A, T> implements TryReceiver<R> {
     const retry = this.retry;
     if (retry === undefined || attempt >= retry.maxAttempts) return this.done(e.finish(service, out, ep, attempt));
     if (out.status !== 0 && !retry.retryableStatus(out.status)) return this.done(e.finish(service, out, ep, attempt));
-    const remaining = this.deadline === undefined ? Infinity : this.deadline - now;
+    const remaining = this.deadline - now;
     const delay = retry.nextDelay(attempt, parseRetryAfter(out.retryAfter, Date.now()), remaining, now);
     if (delay < 0) return this.done(e.finish(service, out, ep, attempt));
     e.metrics?.retry(service);

@@ -1,7 +1,7 @@
 import type { IncomingHttpHeaders } from 'node:http';
 import { Headers } from '@plinth/core';
 import { getLane, getUserId, isInternalBaggageKey, parseBaggage, setLane, stripInternal, type Baggage } from '../balancing/baggage.js';
-import { childContext, newTraceContext, parseTraceparent } from '../balancing/traceparent.js';
+import { childContext, newTraceContext, parseTraceparent, type TraceContext } from '../balancing/traceparent.js';
 import type { RequestContext } from '../context.js';
 import type { GovernanceSource } from '../governance/source.js';
 import { CompiledTraffic, type SubjectRef } from '../governance/traffic.js';
@@ -72,9 +72,14 @@ function hasInternal(b: Baggage): boolean {
  * common case (no internal key, or a trusted sender) keeps the parsed map as is.
  */
 export function trustedBaggage(baggage: Baggage, trust: TrustMode, caller: string | undefined, identity: string | undefined, traffic: CompiledTraffic): Baggage {
-  if (!hasInternal(baggage)) return baggage;
+  if (baggage.size === 0 || !hasInternal(baggage)) return baggage;
   if (trust === 'mesh' && (caller !== undefined || identity !== undefined)) return baggage;
   return stripInternal(baggage, traffic.trustedKeys(subjectOf(identity)));
+}
+
+/** A RequestContext while the inbound runtime still fills in its trace. */
+export interface PendingContext extends RequestContext {
+  trace: TraceContext | undefined;
 }
 
 /**
@@ -84,21 +89,33 @@ export function trustedBaggage(baggage: Baggage, trust: TrustMode, caller: strin
  * malformed headers: each bad one is treated as absent.
  */
 export function buildContext(req: ContextRequest, opts: ContextOptions = {}): RequestContext {
-  const h = req.headers;
+  const ctx = untracedContext(req.method, req.path, req.headers, req.identity, opts);
+  ctx.trace = continueTrace(parseTraceparent(headerValue(req.headers, Headers.traceparent)));
+  return ctx;
+}
+
+/** The hop's own span context under `parent` (from the wire), or a new trace. */
+export function continueTrace(parent: TraceContext | undefined): TraceContext {
+  return parent === undefined ? newTraceContext() : childContext(parent);
+}
+
+/**
+ * Everything of buildContext but the trace, which the caller sets: the inbound runtime takes it from the
+ * server span when tracing is on, so a traced request parses its traceparent once and draws one set of ids.
+ */
+export function untracedContext(method: string, path: string, h: IncomingHttpHeaders, identity: string | undefined, opts: ContextOptions): PendingContext {
   const traffic = opts.traffic ?? CompiledTraffic.empty;
-  const parent = parseTraceparent(headerValue(h, Headers.traceparent));
-  const trace = parent === undefined ? newTraceContext() : childContext(parent);
   const caller = callerOf(h);
-  const identity = req.identity;
   let baggage = parseBaggage(h[Headers.baggage]);
   baggage = trustedBaggage(baggage, opts.trust ?? 'mesh', caller, identity, traffic);
-  if (getLane(baggage) === undefined && traffic.hasEntryRules) {
-    const lane = traffic.enter({ method: req.method, path: req.path, headers: h, userId: getUserId(baggage) }, opts.random);
+  if (traffic.hasEntryRules && getLane(baggage) === undefined) {
+    const lane = traffic.enter({ method, path, headers: h, userId: getUserId(baggage) }, opts.random);
     if (lane !== undefined) setLane(baggage, lane);
   }
-  const remaining = parseTimeoutHeader(headerValue(h, Headers.timeout));
+  const timeout = h[Headers.timeout];
+  const remaining = timeout === undefined ? undefined : parseTimeoutHeader(typeof timeout === 'string' ? timeout : timeout[0]);
   const deadlineAt = remaining === undefined ? undefined : (opts.clock ?? monotonicClock).now() + remaining;
-  return { trace, baggage, deadlineAt, caller };
+  return { trace: undefined, baggage, deadlineAt, caller };
 }
 
 const trafficCache = new WeakMap<GovernanceSource, { version: number; traffic: CompiledTraffic }>();

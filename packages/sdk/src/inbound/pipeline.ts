@@ -139,6 +139,15 @@ export class InboundPipeline {
     return this.run(req, plan, 0, undefined);
   }
 
+  /**
+   * The shared admission when no rule and no fault is compiled for this service (no inbound governance, the
+   * common case), so the caller need not build an InboundRequest; undefined: call `admit`.
+   */
+  admitUngoverned(): Admission | undefined {
+    const plan = this.current();
+    return plan.steps.length === 0 && plan.faults.length === 0 ? ADMIT : undefined;
+  }
+
   /** Stops the overload sampler (if this pipeline started it); later requests pass ungoverned. */
   close(): void {
     if (this.closed) return;

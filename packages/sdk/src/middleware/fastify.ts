@@ -27,18 +27,32 @@ export function plinthFastify(fastify: FastifyInstance, opts: PlinthFastifyOptio
   fastify.addHook('onRequest', (request: FastifyRequest, reply: FastifyReply, next: HookHandlerDoneFunction) => {
     let s: Started;
     try {
-      s = rt.start(request.method, request.url, request.headers, request.ip, identify?.(request));
+      s = rt.start(request.method, request.url, request.headers, rt.governed ? request.ip : undefined, identify?.(request));
     } catch (err) {
       next(err as Error);
       return;
     }
-    const route = request.routeOptions.url;
+    const a = s.admission;
+    if (!isPending(a) && a.ok && a.delayMs === 0) {
+      // Admitted at once (no rule, or none that waits): one closure for the end, and `next` runs as is.
+      const release = a.release;
+      const res = reply.raw;
+      let ended = false;
+      res.on('close', () => {
+        if (ended) return;
+        ended = true;
+        release();
+        rt.finish(s, routeOf(rt, s, request), res.writableFinished ? res.statusCode : 0);
+      });
+      rt.run(s, next);
+      return;
+    }
     let release: (() => void) | undefined;
     let ended = false;
     onResponseEnd(reply.raw, (status) => {
       ended = true;
       release?.();
-      rt.finish(s, route, status);
+      rt.finish(s, routeOf(rt, s, request), status);
     });
     const serve = (a: Admission): void => {
       if (!a.ok) {
@@ -58,7 +72,6 @@ export function plinthFastify(fastify: FastifyInstance, opts: PlinthFastifyOptio
         else next();
       });
     };
-    const a = s.admission;
     if (isPending(a)) a.then(serve, next);
     else serve(a);
   });
@@ -68,6 +81,11 @@ export function plinthFastify(fastify: FastifyInstance, opts: PlinthFastifyOptio
     next();
   });
   done();
+}
+
+/** The route template, read only when `finish` uses it: fastify's `routeOptions` builds an object per read. */
+function routeOf(rt: InboundRuntime, s: Started, request: FastifyRequest): string | undefined {
+  return rt.wantsRoute(s) ? request.routeOptions.url : undefined;
 }
 
 // Hooks registered by this plugin apply to the app that registers it, not to a child context.

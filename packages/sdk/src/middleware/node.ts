@@ -36,20 +36,20 @@ function internalError(res: ServerResponse): void {
 }
 
 /**
- * Calls `onEnd` once when the response is done, whichever of 'finish' and 'close' comes first (a client
- * that leaves early produces only 'close'). Returns nothing to cancel: the response's own end is the bound.
+ * Calls `onEnd` once when the response is done. One 'close' listener: node emits 'close' on every
+ * ServerResponse, right after 'finish' for a response sent (one tick later), or alone when the client left
+ * early, which `writableFinished` tells apart. Listening to 'finish' too, with `once` wrappers removed
+ * afterwards, cost four listener operations per request. Returns nothing to cancel: the response's own end
+ * is the bound.
  */
 export function onResponseEnd(res: ServerResponse, onEnd: (status: number) => void): void {
   let ended = false;
-  const end = (): void => {
+  res.on('close', () => {
+    // Node emits it once; a stand-in response (light-my-request, a test double) might not promise that.
     if (ended) return;
     ended = true;
-    res.removeListener('finish', end);
-    res.removeListener('close', end);
     onEnd(res.writableFinished ? res.statusCode : 0);
-  };
-  res.once('finish', end);
-  res.once('close', end);
+  });
 }
 
 /**
@@ -59,6 +59,17 @@ export function onResponseEnd(res: ServerResponse, onEnd: (status: number) => vo
  * the wheel, then `proceed`.
  */
 export function admitOnResponse(rt: InboundRuntime, s: Started, res: ServerResponse, route: () => string | undefined, proceed: () => void, fail: (err: unknown) => void): void {
+  const a = s.admission;
+  if (!isPending(a) && a.ok && a.delayMs === 0) {
+    // Admitted at once: nothing can end the response before `proceed`, so no state to keep for it.
+    const done = a.release;
+    onResponseEnd(res, (status) => {
+      done();
+      rt.finish(s, route(), status);
+    });
+    proceed();
+    return;
+  }
   let release: (() => void) | undefined;
   let ended = false;
   onResponseEnd(res, (status) => {
@@ -79,7 +90,6 @@ export function admitOnResponse(rt: InboundRuntime, s: Started, res: ServerRespo
     if (a.delayMs > 0) rt.wheel.delay(a.delayMs).then(proceed, fail);
     else proceed();
   };
-  const a = s.admission;
   if (isPending(a)) a.then(serve, fail);
   else serve(a);
 }

@@ -2,13 +2,13 @@ import type { IncomingHttpHeaders } from 'node:http';
 import { getLane, isStress } from '../balancing/baggage.js';
 import { parseTraceparent } from '../balancing/traceparent.js';
 import { runWithContext, type RequestContext } from '../context.js';
-import { startServerSpan, type ServerSpanHandle, type Tracing } from '../tracing/hooks.js';
+import { serverSpan, type ServerSpanHandle, type Tracing } from '../tracing/hooks.js';
 import { Headers } from '@plinth/core';
 import { pathOf } from '../governance/match.js';
 import type { CompiledTraffic } from '../governance/traffic.js';
 import { monotonicClock, type Clock } from '../ratelimit/clock.js';
 import { sharedWheel, type TimerWheel } from '../resilience/timer-wheel.js';
-import { buildContext, compiledTrafficOf, type ContextOptions, type TrustMode } from '../inbound/context.js';
+import { compiledTrafficOf, continueTrace, headerValue, untracedContext, type ContextOptions, type TrustMode } from '../inbound/context.js';
 import { OTHER_ROUTE, type InboundMetrics } from '../inbound/metrics.js';
 import { InboundPipeline, type Admission, type InboundOptions } from '../inbound/pipeline.js';
 import type { Rejection } from '../inbound/rejection.js';
@@ -64,27 +64,43 @@ export class InboundRuntime {
   start(method: string, url: string, headers: IncomingHttpHeaders, ip: string | undefined, identity: string | undefined): Started {
     const startedAt = this.clock.now();
     const path = pathOf(url);
-    let ctx = buildContext({ method, path, headers, identity }, this.ctxOptions());
+    const ctx = untracedContext(method, path, headers, identity, this.ctxOptions());
     const lane = getLane(ctx.baggage);
     const stress = isStress(ctx.baggage);
+    // Parsed once, for the span and the context both.
+    const parent = parseTraceparent(headerValue(headers, Headers.traceparent));
     let span: ServerSpanHandle | undefined;
     const tracing = this.options.tracing;
     if (tracing !== undefined) {
       // The route template is known only once the framework routed; the span is renamed when it ends.
-      const tp = headers[Headers.traceparent];
-      const parent = parseTraceparent(typeof tp === 'string' ? tp : undefined);
-      span = startServerSpan(tracing, { method, route: OTHER_ROUTE, traceparent: parent, lane, stress, caller: ctx.caller });
-      if (span.traceContext !== undefined) ctx = { trace: span.traceContext, baggage: ctx.baggage, deadlineAt: ctx.deadlineAt, caller: ctx.caller };
+      span = serverSpan(tracing, method, OTHER_ROUTE, parent, lane, stress, ctx.caller);
+      ctx.trace = span.traceContext ?? continueTrace(parent);
+    } else {
+      ctx.trace = continueTrace(parent);
     }
     this.metrics?.begin(this.service);
-    const admission = this.pipeline.admit({ method, path, headers, ip, identity, caller: ctx.caller, lane, stress });
+    const pipeline = this.pipeline;
+    const admission = pipeline.admitUngoverned() ?? pipeline.admit({ method, path, headers, ip, identity, caller: ctx.caller, lane, stress });
     return { ctx, lane, stress, method, startedAt, admission, span };
+  }
+
+  /**
+   * Whether an inbound rule or fault applies now. When none does, adapters need not read what only rules
+   * look at (the client address: a getter and a native call per request on node's sockets).
+   */
+  get governed(): boolean {
+    return this.pipeline.admitUngoverned() === undefined;
+  }
+
+  /** Whether `finish` will use the route template (for metrics or a recorded span's name). */
+  wantsRoute(s: Started): boolean {
+    return this.metrics !== undefined || s.span?.span?.isRecording() === true;
   }
 
   /** Runs the handler (or the rest of a framework's chain) in the request's context and span. */
   run<T>(s: Started, fn: () => T): T {
     const span = s.span;
-    return span === undefined ? runWithContext(s.ctx, fn) : runWithContext(s.ctx, () => span.run(fn));
+    return span === undefined ? runWithContext(s.ctx, fn) : span.runWithRequest(s.ctx, fn);
   }
 
   /** Records the end of a request; `status` 0 = the client left before a response was sent. */

@@ -9,11 +9,14 @@ export interface Clock {
 
 /**
  * `performance.now()` never goes backwards when NTP steps the wall clock; the origin keeps it epoch-aligned.
- * The origin is read once: it is constant, and its getter boxes a fresh number on every read.
+ * The origin is read once: it is constant, and its getter boxes a fresh number on every read. So is the
+ * `performance` object: the global is a lazy accessor that runs on every read. One object for the whole
+ * SDK (balancers, breakers, limiters, the timer wheel), so one time base.
  */
 const ORIGIN = performance.timeOrigin;
+const perf = performance;
 export const monotonicClock: Clock = {
-  now: () => ORIGIN + performance.now(),
+  now: () => ORIGIN + perf.now(),
 };
 
 /** A clock that only moves when told to; for tests and simulations. */

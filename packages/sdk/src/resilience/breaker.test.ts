@@ -440,3 +440,42 @@ describe('statusClassifier', () => {
     assert.throws(() => statusClassifier([50.5]), RangeError);
   });
 });
+
+describe('a clock reading passed by the caller', () => {
+  const ratio = (): CircuitBreaker =>
+    new CircuitBreaker({ strategy: 'errorRatio', threshold: 50, minRequestAmount: 3, window: { type: 'time', durationMs: 10_000 } }, new ManualClock(0));
+
+  it('is the time an outcome is counted at, instead of a read of its own clock', () => {
+    const later = ratio();
+    for (const ok of [false, false]) {
+      assert.equal(later.tryAcquire(0), true);
+      if (ok) later.onSuccess(1, 0);
+      else later.onFailure(1, 0);
+    }
+    later.tryAcquire(20_000);
+    later.onSuccess(1, 20_000);
+    assert.equal(kindOf(later), 'closed', 'at 20 s the two failures have left the window: one call in it');
+
+    const now = ratio();
+    for (let i = 0; i < 2; i++) {
+      now.tryAcquire(0);
+      now.onFailure(1, 0);
+    }
+    now.tryAcquire(0);
+    now.onSuccess(1, 0);
+    assert.equal(kindOf(now), 'open', 'all three in one window: 2 of 3 failed');
+  });
+
+  it('decides when an open breaker lets a probe through', () => {
+    const b = ratio();
+    for (let i = 0; i < 3; i++) {
+      b.tryAcquire(0);
+      b.onFailure(1, 0);
+    }
+    assert.equal(kindOf(b), 'open');
+    assert.equal(b.retryAfterMs(1000), 4000);
+    assert.equal(b.tryAcquire(4999), false);
+    assert.equal(b.tryAcquire(5000), true, 'the breaker’s own clock still says 0');
+    assert.equal(kindOf(b), 'halfOpen');
+  });
+});

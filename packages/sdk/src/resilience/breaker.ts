@@ -277,7 +277,11 @@ export class CircuitBreaker {
     return out;
   }
 
-  tryAcquire(): boolean {
+  /**
+   * `now`, on every hot-path method: the breaker's clock as the caller just read it, if it did (a clock
+   * read is the costliest part of a closed breaker's work). Omitted: the breaker reads its clock.
+   */
+  tryAcquire(now?: number): boolean {
     const s = this.current;
     switch (s.kind) {
       case 'closed':
@@ -287,7 +291,7 @@ export class CircuitBreaker {
       case 'forcedOpen':
         return false;
       case 'open':
-        if (this.clock.now() < s.halfOpenAt) return false;
+        if ((now ?? this.clock.now()) < s.halfOpenAt) return false;
         this.transition({ kind: 'halfOpen', probesInFlight: 1, probeSuccesses: 0 });
         return true;
       case 'halfOpen':
@@ -297,13 +301,13 @@ export class CircuitBreaker {
     }
   }
 
-  onSuccess(latencyMs: number): void {
+  onSuccess(latencyMs: number, now?: number): void {
     const s = this.current;
     const slow = this.isSlow(latencyMs);
     if (s.kind === 'closed' || s.kind === 'forcedClosed') {
-      this.record(false, slow);
+      this.record(false, slow, now);
     } else if (s.kind === 'halfOpen' && s.probesInFlight > 0) {
-      if (slow) return this.trip();
+      if (slow) return this.trip(now);
       const successes = s.probeSuccesses + 1;
       if (successes >= this.o.halfOpenProbes) {
         this.resetCounts();
@@ -314,10 +318,10 @@ export class CircuitBreaker {
     }
   }
 
-  onFailure(latencyMs: number): void {
+  onFailure(latencyMs: number, now?: number): void {
     const s = this.current;
-    if (s.kind === 'closed' || s.kind === 'forcedClosed') this.record(true, this.isSlow(latencyMs));
-    else if (s.kind === 'halfOpen' && s.probesInFlight > 0) this.trip();
+    if (s.kind === 'closed' || s.kind === 'forcedClosed') this.record(true, this.isSlow(latencyMs), now);
+    else if (s.kind === 'halfOpen' && s.probesInFlight > 0) this.trip(now);
   }
 
   release(): void {
@@ -328,9 +332,9 @@ export class CircuitBreaker {
   }
 
   /** While open: ms until probes are let through (for a Retry-After). 0 in every other state. */
-  retryAfterMs(): number {
+  retryAfterMs(now?: number): number {
     const s = this.current;
-    return s.kind === 'open' ? Math.max(0, s.halfOpenAt - this.clock.now()) : 0;
+    return s.kind === 'open' ? Math.max(0, s.halfOpenAt - (now ?? this.clock.now())) : 0;
   }
 
   /** Called on every change of `state.kind` (not on probe counts). Returns the unsubscribe function. */
@@ -379,7 +383,7 @@ export class CircuitBreaker {
     return this.o.strategy === 'slowRequestRatio' && latencyMs >= this.o.slowThresholdMs;
   }
 
-  private record(failure: boolean, slow: boolean): void {
+  private record(failure: boolean, slow: boolean, now: number | undefined): void {
     const o = this.o;
     let trip: boolean;
     if (o.strategy === 'consecutiveFailures') {
@@ -387,17 +391,16 @@ export class CircuitBreaker {
       trip = this.consecutive >= o.threshold;
     } else {
       const w = this.win;
-      w.record(w.timed ? this.clock.now() : 0, failure, slow);
+      w.record(w.timed ? (now ?? this.clock.now()) : 0, failure, slow);
       const total = w.total;
       const bad = o.strategy === 'errorRatio' ? w.failures : w.slow;
       // bad / total >= threshold%, without a division.
       trip = total >= o.minRequestAmount && bad * 100 >= o.threshold * total;
     }
-    if (trip && this.current === CLOSED) this.trip();
+    if (trip && this.current === CLOSED) this.trip(now);
   }
 
-  private trip(): void {
-    const now = this.clock.now();
+  private trip(now: number = this.clock.now()): void {
     this.resetCounts();
     this.transition({ kind: 'open', openedAt: now, halfOpenAt: now + this.o.recoveryTimeoutMs });
   }

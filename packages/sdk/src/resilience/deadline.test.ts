@@ -69,6 +69,10 @@ describe('formatTimeout', () => {
     assert.equal(formatTimeout(1e25), String(MAX_TIMEOUT_MS));
   });
 
+  it('formats each value anew when the figure changes from call to call', () => {
+    assert.deepEqual([1000, 1000, 999.5, 1000, 0.4, 1000, 86_400_001].map(formatTimeout), ['1000', '1000', '999', '1000', '0', '1000', String(MAX_TIMEOUT_MS)]);
+  });
+
   it('round-trips through parseTimeoutHeader', () => {
     for (const v of [0, 1, 999.99, 30_000, MAX_TIMEOUT_MS]) assert.equal(parseTimeoutHeader(formatTimeout(v)), Math.floor(v));
   });

@@ -68,5 +68,14 @@ export function remainingMs(deadline: number | undefined, now: number): number {
  */
 export function formatTimeout(remaining: number): string {
   if (!(remaining > 0)) return '0';
-  return String(Math.floor(Math.min(remaining, MAX_TIMEOUT_MS)));
+  const ms = Math.floor(Math.min(remaining, MAX_TIMEOUT_MS));
+  // Calls under one timeout rule mostly send the same figure: keep the last string rather than format anew.
+  if (ms !== lastMs) {
+    lastMs = ms;
+    lastText = String(ms);
+  }
+  return lastText;
 }
+
+let lastMs = 0;
+let lastText = '0';

@@ -94,7 +94,8 @@ describe('RetryPolicy statuses and methods', () => {
 
   it('treats only idempotent methods or keyed requests as safe to repeat', () => {
     for (const m of ['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE', 'TRACE', 'get']) assert.equal(RetryPolicy.isIdempotent(m, false), true, m);
-    for (const m of ['POST', 'PATCH', 'CONNECT']) assert.equal(RetryPolicy.isIdempotent(m, false), false, m);
+    for (const m of ['POST', 'PATCH', 'CONNECT', 'post', 'Patch', 'PROPFIND']) assert.equal(RetryPolicy.isIdempotent(m, false), false, m);
+    for (const m of ['delete', 'Put', 'options']) assert.equal(RetryPolicy.isIdempotent(m, false), true, m);
     assert.equal(RetryPolicy.isIdempotent('POST', true), true);
   });
 });
@@ -158,6 +159,17 @@ describe('RetryBudget', () => {
     const budget = new RetryBudget({ budgetPercent: 0, minRetriesPerSecond: 0 }, new ManualClock());
     for (let i = 0; i < 100; i++) budget.onRequest();
     assert.equal(budget.tryRetry(), false);
+  });
+
+  it('counts at the clock reading the caller passes, when it passes one', () => {
+    const budget = new RetryBudget({ budgetPercent: 100, minRetriesPerSecond: 0, windowMs: 10_000 }, new ManualClock(0));
+    budget.onRequest(0);
+    assert.equal(budget.tryRetry(20_000), false, 'at 20 s the first try has left the window, although the clock says 0');
+    assert.equal(budget.tryRetry(), false, 'and the window does not go back');
+    budget.onRequest(20_000);
+    const policy = new RetryPolicy({ maxAttempts: 3 }, budget, () => 0);
+    assert.equal(policy.nextDelay(1, undefined, Infinity, 20_000), 0, 'nextDelay hands its reading to the budget');
+    assert.equal(policy.nextDelay(1, undefined, Infinity, 20_000), -1);
   });
 
   it('validates its options', () => {

@@ -84,16 +84,16 @@ export class RetryBudget {
     this.c = new BucketedCounters(this.windowMs, BUDGET_BUCKETS, 2);
   }
 
-  /** Counts a first try (never a retry). */
-  onRequest(): void {
-    this.c.roll(this.clock.now());
+  /** Counts a first try (never a retry). `now`: the budget's clock as the caller just read it, if it did. */
+  onRequest(now: number = this.clock.now()): void {
+    this.c.roll(now);
     this.c.add(REQUESTS);
   }
 
   /** Withdraws one retry when the budget allows it; false means do not retry. */
-  tryRetry(): boolean {
+  tryRetry(now: number = this.clock.now()): boolean {
     const c = this.c;
-    c.roll(this.clock.now());
+    c.roll(now);
     // (retries + 1) <= percent% × requests + floor, kept in integers × 100 so 20% of 5 is exactly 1.
     if ((c.sum(RETRIES) + 1) * 100 > this.budgetPercent * c.sum(REQUESTS) + this.floor100) return false;
     c.add(RETRIES);
@@ -141,7 +141,21 @@ export class RetryPolicy {
 
   /** RFC 9110 §9.2.2 idempotent methods, or any request the caller made safe to repeat with an Idempotency-Key. */
   static isIdempotent(method: string, hasIdempotencyKey: boolean): boolean {
-    return hasIdempotencyKey || IDEMPOTENT.has(method) || IDEMPOTENT.has(method.toUpperCase());
+    if (hasIdempotencyKey) return true;
+    // The usual upper-case spellings by compare, before hashing for the Set (this runs on every call).
+    switch (method) {
+      case 'GET':
+      case 'HEAD':
+      case 'PUT':
+      case 'DELETE':
+      case 'OPTIONS':
+      case 'TRACE':
+        return true;
+      case 'POST':
+      case 'PATCH':
+        return false;
+    }
+    return IDEMPOTENT.has(method.toUpperCase());
   }
 
   retryableStatus(status: number): boolean {
@@ -152,12 +166,12 @@ export class RetryPolicy {
    * `attempt` = tries already made (1 after the first). The delay before the next try, or -1 when not to
    * retry: attempts exhausted, the Retry-After is longer than maxRetryAfterMs, the delay would not leave
    * time for the try within `remainingMs`, or the budget refused. The budget is asked last, so a retry
-   * that would not happen anyway spends nothing.
+   * that would not happen anyway spends nothing. `now` (optional) is the budget's clock as just read.
    *
    * Full jitter: the n-th retry waits random(0, min(cap, base × 2^(n-1))). A Retry-After is a floor: the
    * server said when it can take the call again, and retrying sooner only earns another refusal.
    */
-  nextDelay(attempt: number, retryAfterMs: number | undefined, remainingMs: number): number {
+  nextDelay(attempt: number, retryAfterMs: number | undefined, remainingMs: number, now?: number): number {
     if (!(attempt >= 1) || attempt >= this.maxAttempts) return -1;
     let delay = fullJitterDelay(attempt - 1, this.backoffBaseMs, this.backoffCapMs, this.random);
     if (retryAfterMs !== undefined && retryAfterMs > delay) {
@@ -165,7 +179,7 @@ export class RetryPolicy {
       delay = Math.ceil(retryAfterMs);
     }
     if (!(delay < remainingMs)) return -1;
-    if (this.budget !== undefined && !this.budget.tryRetry()) return -1;
+    if (this.budget !== undefined && !this.budget.tryRetry(now)) return -1;
     return delay;
   }
 }

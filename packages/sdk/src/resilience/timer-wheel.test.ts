@@ -46,6 +46,16 @@ function fixture(tickMs = 5, start = 0) {
 }
 
 describe('TimerWheel firing', () => {
+  it('takes the clock reading a caller passes to add, as its own read would be', () => {
+    const { clock, wheel, fired, entry, run } = fixture(5, 0);
+    clock.set(3_600_000); // an idle hour: nothing to walk through
+    wheel.add(3_600_012, entry('a'), 3_600_000);
+    run(10);
+    assert.deepEqual(fired, []);
+    run(5);
+    assert.deepEqual(fired, ['a']);
+  });
+
   it('fires no earlier than `at` and at most a tick late', () => {
     const { clock, wheel, fired, entry } = fixture(5);
     wheel.add(12, entry('a'));

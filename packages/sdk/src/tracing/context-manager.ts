@@ -1,5 +1,5 @@
-import { AsyncLocalStorage } from 'node:async_hooks';
-import { context, createContextKey, ROOT_CONTEXT, trace, type Context, type ContextManager, type Span } from '@opentelemetry/api';
+import { context, createContextKey, ROOT_CONTEXT, type Context, type ContextManager, type Span } from '@opentelemetry/api';
+import { currentScope, enterScope, scopeOf, Scope } from '../context.js';
 
 /**
  * The OpenTelemetry context on AsyncLocalStorage, for processes where no OpenTelemetry SDK installed one:
@@ -7,33 +7,45 @@ import { context, createContextKey, ROOT_CONTEXT, trace, type Context, type Cont
  * span Plinth made active. What `@opentelemetry/context-async-hooks` does, minus binding EventEmitters (which
  * only SDK-side instrumentations ask for, and those come with their own manager), so the SDK needs no
  * dependency for it.
+ *
+ * It keeps its contexts in the storage of Plinth's request context (`Scope` in context.ts) instead of a
+ * storage of its own: each AsyncLocalStorage costs every promise the process makes, and a traced request
+ * then enters one scope for both. Disabling it leaves that storage alone (Plinth's request context still
+ * needs it); a disabled manager sees only ROOT_CONTEXT.
  */
 export class AsyncLocalContextManager implements ContextManager {
-  private readonly storage = new AsyncLocalStorage<Context>();
+  private enabled = true;
+
+  /** False once `context.disable()` (or `disable()`) retired this manager. */
+  get isEnabled(): boolean {
+    return this.enabled;
+  }
 
   active(): Context {
-    return this.storage.getStore() ?? ROOT_CONTEXT;
+    return this.enabled ? (currentScope() ?? ROOT_CONTEXT) : ROOT_CONTEXT;
   }
 
   with<A extends unknown[], F extends (...args: A) => ReturnType<F>>(ctx: Context, fn: F, thisArg?: ThisParameterType<F>, ...args: A): ReturnType<F> {
-    return this.storage.run(ctx, thisArg === undefined && args.length === 0 ? (fn as () => ReturnType<F>) : () => fn.apply(thisArg, args));
+    const call = thisArg === undefined && args.length === 0 ? (fn as () => ReturnType<F>) : () => fn.apply(thisArg, args);
+    return this.enabled ? enterScope(scopeOf(ctx), call) : call();
   }
 
   bind<T>(ctx: Context, target: T): T {
     if (typeof target !== 'function') return target;
-    const run = (fn: (...a: unknown[]) => unknown, self: unknown, a: unknown[]): unknown => this.storage.run(ctx, () => fn.apply(self, a));
+    const scope = scopeOf(ctx);
     const fn = target as unknown as (...a: unknown[]) => unknown;
     return function (this: unknown, ...a: unknown[]) {
-      return run(fn, this, a);
+      return enterScope(scope, () => fn.apply(this, a));
     } as unknown as T;
   }
 
   enable(): this {
+    this.enabled = true;
     return this;
   }
 
   disable(): this {
-    this.storage.disable();
+    this.enabled = false;
     return this;
   }
 }
@@ -45,45 +57,33 @@ export function hasContextManager(): boolean {
   return context.with(ROOT_CONTEXT.setValue(PROBE, true), () => context.active().getValue(PROBE) === true);
 }
 
+/** The manager this module registered, while it is the registered one. */
+let installed: AsyncLocalContextManager | undefined;
+
 /**
  * Registers the AsyncLocalStorage context manager unless one is there. Probing first instead of relying on
  * `setGlobalContextManager` refusing a second one: a refusal is logged as an error through the app's diag logger.
  */
 export function ensureContextManager(): void {
-  if (!hasContextManager()) context.setGlobalContextManager(new AsyncLocalContextManager());
+  if (installed?.isEnabled === true || hasContextManager()) return;
+  const m = new AsyncLocalContextManager();
+  if (context.setGlobalContextManager(m)) installed = m;
 }
-
-const NO_KEY = Symbol('plinth.tracing.none');
 
 /**
- * A Context as a chain of single entries. Setting a value costs one small object, where the api's own
- * context copies its whole Map; the handler's context is set once per request, so that copy is on the hot path.
+ * Whether the registered OpenTelemetry context manager is the one this module installed, so that entering
+ * a request scope with the span set (`runInScope`) is what `context.with` would have done. The api retires
+ * a manager only through `context.disable()`, which disables it: one flag read per request.
  */
-class LinkedContext implements Context {
-  constructor(
-    private readonly parent: Context,
-    private readonly key: symbol,
-    private readonly value: unknown,
-  ) {}
-
-  getValue(key: symbol): unknown {
-    return key === this.key ? this.value : this.parent.getValue(key);
-  }
-
-  setValue(key: symbol, value: unknown): Context {
-    return new LinkedContext(this, key, value);
-  }
-
-  deleteValue(key: symbol): Context {
-    return new LinkedContext(this, key, undefined);
-  }
+export function sharesRequestScope(): boolean {
+  return installed !== undefined && installed.isEnabled;
 }
 
-const LINKED_ROOT = new LinkedContext(ROOT_CONTEXT, NO_KEY, undefined);
+/** The key the api keeps the active span under (`trace.setSpan`); `createContextKey` is `Symbol.for`. */
+export const SPAN_KEY = createContextKey('OpenTelemetry Context Key SPAN');
 
 /** The active context with `span` set as the active span. */
 export function activeWithSpan(span: Span): Context {
   const active = context.active();
-  const base = active === ROOT_CONTEXT ? LINKED_ROOT : active instanceof LinkedContext ? active : new LinkedContext(active, NO_KEY, undefined);
-  return trace.setSpan(base, span);
+  return (active instanceof Scope ? active : scopeOf(active)).setValue(SPAN_KEY, span);
 }

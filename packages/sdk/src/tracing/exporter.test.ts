@@ -94,7 +94,7 @@ describe('OtlpExporter', () => {
       instanceId: 'orders-7f9c',
       clock,
       useGlobalProvider: 'never',
-      exporter: { url: `${url}/`, token: () => Promise.resolve('tok-fn'), logger: quiet },
+      exporter: { url: `${url}/`, token: () => Promise.resolve('tok-fn'), logger: quiet, compression: 'gzip' },
     });
     const server = startServerSpan(tracing, { method: 'GET', route: '/orders/:id', traceparent: INCOMING, lane: 'canary', stress: true, caller: 'web' });
     const client = startClientSpan(tracing, { callee: 'payments', address: 'payments:80', method: 'POST', parent: server.traceContext });
@@ -188,8 +188,8 @@ describe('OtlpExporter', () => {
     await tracing.shutdown();
   });
 
-  it('encodes every attribute type, links and a plain body without gzip', async () => {
-    const { exporter } = exporterWith({ compression: 'none' });
+  it('encodes every attribute type, links and, by default, a plain body without gzip', async () => {
+    const { exporter } = exporterWith();
     const provider = new PlinthTracerProvider({ resource: { 'service.name': 'x' }, sink: exporter });
     const t = provider.getTracer('lib', '2.0.0');
     const other = t.startSpan('other');

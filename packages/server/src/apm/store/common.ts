@@ -129,6 +129,8 @@ export interface Dialect {
   attrEquals(key: string, value: string): Sql;
   /** The value `hist_sum(hist)` came back as, as counts per bucket. */
   decodeHist(v: unknown): number[];
+  /** Extra conditions on spans for `start_ms` in [fromMs, toMs), when the backend indexes time otherwise. */
+  spanWindow?(fromMs: number, toMs: number): Sql;
 }
 
 const FIELD_TAGS = new Set(['lane', 'region', 'version']);
@@ -163,6 +165,11 @@ export function clampLimit(limit: number | undefined, def: number, max: number):
 export function searchSql(q: TraceQuery, d: Dialect): Sql {
   const where = ['namespace = ?', 'start_ms >= ?', 'start_ms < ?'];
   const params: unknown[] = [q.namespace, q.fromMs, q.toMs];
+  const window = d.spanWindow?.(q.fromMs, q.toMs);
+  if (window) {
+    where.push(window.sql);
+    params.push(...window.params);
+  }
   if (q.service !== undefined) {
     where.push('service = ?');
     params.push(q.service);

@@ -12,7 +12,7 @@ export { SqliteSpanStore, type SqliteSpanStoreOptions } from './sqlite.js';
 export const APM_DB_FILE = 'apm.db';
 
 export interface OpenSpanStoreOptions {
-  /** Where the PostgreSQL store reports failures it survives (idle connections lost). */
+  /** Where the store reports failures it survives (PostgreSQL: idle connections lost; SQLite: its checkpoint thread lost). */
   onError?: StoreErrorHandler | undefined;
 }
 
@@ -23,7 +23,7 @@ export interface OpenSpanStoreOptions {
  * meeting. Nothing is opened until `init()`.
  */
 export function openSpanStore(spec: string | undefined, dataDir: string, options: OpenSpanStoreOptions = {}): SpanStore {
-  if (spec === undefined || spec === 'sqlite') return new SqliteSpanStore(join(dataDir, APM_DB_FILE));
+  if (spec === undefined || spec === 'sqlite') return new SqliteSpanStore(join(dataDir, APM_DB_FILE), { onError: options.onError });
   if (/^postgres(ql)?:\/\//i.test(spec)) {
     let url: URL;
     try {

@@ -2,6 +2,7 @@ import { chmodSync, closeSync, existsSync, openSync } from 'node:fs';
 import { setImmediate as yieldToLoop } from 'node:timers/promises';
 import Database from 'better-sqlite3';
 import type {
+  Attributes,
   AlertEvent,
   AlertEventQuery,
   RedQuery,
@@ -19,11 +20,10 @@ import type {
 } from '../types.js';
 import {
   ALERT_INSERT_SQL,
-  APM_SCHEMA_VERSION,
   RETENTION_BATCH,
   RETENTION_MINUTES,
-  SPAN_COLUMNS,
   alertEventsSql,
+  defaultErrorHandler,
   alertFromRow,
   alertParams,
   edgesSql,
@@ -34,7 +34,6 @@ import {
   searchSql,
   sliSql,
   spanFromRow,
-  spanValues,
   summaries,
   summarySql,
   topologyOf,
@@ -42,12 +41,25 @@ import {
   type AlertRow,
   type Dialect,
   type SpanRow,
+  type StoreErrorHandler,
   type SummaryRow,
 } from './common.js';
 import { BUCKETS, addEncoded, addEncodedPair, countAbove, encodeHist } from './histogram.js';
 import { MINUTE_MS, aggregate, isError, type RollupRow } from './rollup.js';
 import { checkSli, Exclusive } from './shared.js';
+import { WalCheckpointer } from './wal-checkpointer.js';
 
+/**
+ * Layout of this file (PRAGMA user_version). 2: resources kept once in their own table, and the time
+ * indexes on whole seconds (`start_s`). A layout-1 file is migrated on open; a newer one is refused.
+ */
+export const SQLITE_APM_LAYOUT = 2;
+
+// Rows in arrival order (rowid), the (trace_id, span_id) key a unique index beside them.
+// The time indexes key on the start second, not the millisecond: within a second, entries are in arrival
+// order, so a batch appends at one place per (namespace, service) even when its start times are scattered
+// (late, replayed or clock-skewed spans), instead of dirtying a page per span all over the index. Queries
+// narrow by second through the index and filter start_ms on the rows.
 const DDL = `
 CREATE TABLE IF NOT EXISTS spans (
   trace_id TEXT NOT NULL,
@@ -59,6 +71,7 @@ CREATE TABLE IF NOT EXISTS spans (
   name TEXT NOT NULL,
   kind TEXT NOT NULL,
   start_ms REAL NOT NULL,
+  start_s INTEGER NOT NULL,
   duration_ms REAL NOT NULL,
   status TEXT NOT NULL,
   status_message TEXT,
@@ -71,12 +84,19 @@ CREATE TABLE IF NOT EXISTS spans (
   caller TEXT,
   is_error INTEGER NOT NULL,
   attributes TEXT NOT NULL,
-  resource TEXT NOT NULL,
+  resource_id INTEGER NOT NULL,
   events TEXT NOT NULL,
   PRIMARY KEY (trace_id, span_id)
 );
-CREATE INDEX IF NOT EXISTS spans_by_service ON spans (namespace, service, start_ms);
-CREATE INDEX IF NOT EXISTS spans_by_start ON spans (namespace, start_ms);
+CREATE INDEX IF NOT EXISTS spans_by_service_second ON spans (namespace, service, start_s);
+CREATE INDEX IF NOT EXISTS spans_by_second ON spans (namespace, start_s);
+-- One row per distinct resource: a batch's spans mostly share a few, and the resource was ~40 % of a row.
+-- last_ms: the latest start of a span stored with it, so that retention can drop those no kept span uses.
+CREATE TABLE IF NOT EXISTS resources (
+  id INTEGER PRIMARY KEY,
+  json TEXT NOT NULL UNIQUE,
+  last_ms REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS rollups (
   namespace TEXT NOT NULL,
   grp TEXT NOT NULL,
@@ -107,8 +127,54 @@ CREATE TABLE IF NOT EXISTS alert_events (
 CREATE INDEX IF NOT EXISTS alert_events_by_time ON alert_events (at_ms);
 `;
 
-const INSERT_SPAN = `INSERT INTO spans (${SPAN_COLUMNS.join(', ')}) VALUES (${SPAN_COLUMNS.map(() => '?').join(', ')})
+/** Layout 1 → 2, in the transaction that opens the file: resources out of the rows, time indexes by second. */
+const MIGRATE_FROM_1 = `
+CREATE TABLE resources (id INTEGER PRIMARY KEY, json TEXT NOT NULL UNIQUE, last_ms REAL NOT NULL);
+INSERT INTO resources (json, last_ms) SELECT resource, max(start_ms) FROM spans GROUP BY resource;
+ALTER TABLE spans ADD COLUMN start_s INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE spans ADD COLUMN resource_id INTEGER NOT NULL DEFAULT 0;
+UPDATE spans SET start_s = CAST(start_ms / 1000 AS INTEGER), resource_id = (SELECT id FROM resources WHERE json = spans.resource);
+ALTER TABLE spans DROP COLUMN resource;
+DROP INDEX spans_by_service;
+DROP INDEX spans_by_start;
+`;
+
+/** Bound in this order by `fillRow`. */
+const ROW_COLUMNS = [
+  'trace_id',
+  'span_id',
+  'namespace',
+  'parent_span_id',
+  'service',
+  'version',
+  'name',
+  'kind',
+  'start_ms',
+  'start_s',
+  'duration_ms',
+  'status',
+  'status_message',
+  'endpoint',
+  'peer',
+  'http_status',
+  'lane',
+  'stress',
+  'region',
+  'caller',
+  'is_error',
+  'attributes',
+  'resource_id',
+  'events',
+] as const;
+
+const INSERT_SPAN = `INSERT INTO spans (${ROW_COLUMNS.join(', ')}) VALUES (${ROW_COLUMNS.map(() => '?').join(', ')})
   ON CONFLICT (trace_id, span_id) DO NOTHING`;
+
+const UPSERT_RESOURCE = `INSERT INTO resources (json, last_ms) VALUES (?, ?)
+  ON CONFLICT (json) DO UPDATE SET last_ms = max(last_ms, excluded.last_ms) RETURNING id`;
+
+/** A span row with its resource's JSON in the column the shared row mapping reads. */
+const SELECT_SPAN = `SELECT s.*, coalesce(r.json, '{}') AS resource FROM spans s LEFT JOIN resources r ON r.id = s.resource_id`;
 
 const UPSERT_ROLLUP = `INSERT INTO rollups (namespace, grp, minute, service, target, lane, stress, region, version, count, errors, rejections, hist)
   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
@@ -130,11 +196,29 @@ const dialect: Dialect = {
   decodeHist(v) {
     return typeof v === 'string' ? (JSON.parse(v) as number[]) : [];
   },
+  spanWindow(fromMs, toMs) {
+    return { sql: 'start_s >= ? AND start_s <= ?', params: [startSecond(fromMs), startSecond(toMs)] };
+  },
 };
+
+function startSecond(ms: number): number {
+  return Math.floor(ms / 1000);
+}
+
+/** Pages in the WAL after which the writer checkpoints by itself: the usual 8000 (32 MiB), or 4x that while a thread does it. */
+const AUTOCHECKPOINT_PAGES = 8000;
+const AUTOCHECKPOINT_BACKSTOP_PAGES = 4 * AUTOCHECKPOINT_PAGES;
 
 export interface SqliteSpanStoreOptions {
   /** Test hook: rows per retention statement. */
   retentionBatch?: number | undefined;
+  /**
+   * Checkpoint the WAL from a worker thread (default true for a file): the fsyncs a checkpoint ends with
+   * then never stall the event loop. False: SQLite's automatic checkpoint, inside the commit.
+   */
+  backgroundCheckpoint?: boolean | undefined;
+  /** Where failures the store survives are reported (the checkpoint thread lost). Default: console.error. */
+  onError?: StoreErrorHandler | undefined;
 }
 
 /**
@@ -149,12 +233,17 @@ export class SqliteSpanStore implements SpanStore {
   private insertBatch: ((spans: readonly SpanRecord[]) => void) | undefined;
   private readonly exclusiveJobs = new Exclusive();
   private readonly retentionBatch: number;
+  private readonly backgroundCheckpoint: boolean;
+  private readonly onError: StoreErrorHandler;
+  private checkpointer: WalCheckpointer | undefined;
 
   constructor(
     readonly path: string,
     options: SqliteSpanStoreOptions = {},
   ) {
     this.retentionBatch = options.retentionBatch ?? RETENTION_BATCH;
+    this.backgroundCheckpoint = options.backgroundCheckpoint ?? true;
+    this.onError = options.onError ?? defaultErrorHandler;
   }
 
   async init(): Promise<void> {
@@ -172,10 +261,10 @@ export class SqliteSpanStore implements SpanStore {
       db.pragma('busy_timeout = 5000');
       // Ingest dirties pages all over the (trace_id, span_id) index (random ids); checkpointing every 32 MiB
       // instead of 4 MiB copies each hot index page back far less often (~1.4x the insert rate measured).
-      db.pragma('wal_autocheckpoint = 8000');
+      db.pragma(`wal_autocheckpoint = ${AUTOCHECKPOINT_PAGES}`);
       const version = db.pragma('user_version', { simple: true }) as number;
-      if (version > APM_SCHEMA_VERSION) {
-        throw new Error(`${this.path} was written by a newer Plinth (APM layout ${version}, this one knows ${APM_SCHEMA_VERSION})`);
+      if (version > SQLITE_APM_LAYOUT) {
+        throw new Error(`${this.path} was written by a newer Plinth (APM layout ${version}, this one knows ${SQLITE_APM_LAYOUT})`);
       }
       db.function('hist_add', { deterministic: true }, (a: unknown, b: unknown) => addEncodedPair(a as Uint8Array | null, b as Uint8Array | null));
       db.aggregate('hist_sum', {
@@ -188,33 +277,43 @@ export class SqliteSpanStore implements SpanStore {
         result: (acc: number[]) => JSON.stringify(acc),
       });
       db.transaction(() => {
+        if (version === 1) db.exec(MIGRATE_FROM_1);
         db.exec(DDL);
-        db.pragma(`user_version = ${APM_SCHEMA_VERSION}`);
+        db.pragma(`user_version = ${SQLITE_APM_LAYOUT}`);
       }).immediate();
     } catch (err) {
       db.close();
       throw err;
     }
     if (onDisk) for (const f of [`${this.path}-wal`, `${this.path}-shm`]) if (existsSync(f)) chmodSync(f, 0o600);
-    this.db = db;
-    const insertSpan = db.prepare(INSERT_SPAN);
-    const upsertRollup = db.prepare(UPSERT_ROLLUP);
-    const tx = db.transaction((spans: readonly SpanRecord[]) => {
-      const inserted: SpanRecord[] = [];
-      for (const s of spans) {
-        // Only spans new to the store feed the rollups: a re-sent batch must not count twice.
-        if (insertSpan.run(...spanValues(s, isError(s))).changes > 0) inserted.push(s);
+    if (onDisk && this.backgroundCheckpoint) {
+      try {
+        this.checkpointer = await WalCheckpointer.start(this.path, {
+          onError: (err, lost) => {
+            // Lost: the writer checkpoints by itself again, as without the thread.
+            if (lost && this.db === db) db.pragma(`wal_autocheckpoint = ${AUTOCHECKPOINT_PAGES}`);
+            this.onError(lost ? 'the WAL checkpoint thread is gone; checkpointing on the event loop' : 'WAL checkpoint failed', err);
+          },
+        });
+        // Only a backstop now, should the thread fall behind.
+        db.pragma(`wal_autocheckpoint = ${AUTOCHECKPOINT_BACKSTOP_PAGES}`);
+      } catch (err) {
+        this.onError('no WAL checkpoint thread; checkpointing on the event loop', err);
       }
-      for (const r of aggregate(inserted)) upsertRollup.run(...rollupValues(r));
-    });
-    this.insertBatch = (spans) => tx.immediate(spans);
+    }
+    this.db = db;
+    this.insertBatch = batchInserter(db);
   }
 
   async close(): Promise<void> {
     const db = this.db;
+    const checkpointer = this.checkpointer;
     this.db = undefined;
+    this.checkpointer = undefined;
     this.insertBatch = undefined;
     this.statements.clear();
+    // The thread's connection first: closing the last one checkpoints the WAL completely and removes it.
+    await checkpointer?.close();
     db?.close();
   }
 
@@ -237,11 +336,16 @@ export class SqliteSpanStore implements SpanStore {
   async insert(spans: readonly SpanRecord[]): Promise<void> {
     if (spans.length === 0) return;
     this.handle();
+    // Not while the thread checkpoints: a commit meanwhile would keep the WAL from restarting.
+    const idle = this.checkpointer?.idle;
+    if (idle) await idle;
+    this.handle();
     this.insertBatch!(spans);
+    this.checkpointer?.written(spans.length);
   }
 
   async trace(namespace: string, traceId: string): Promise<SpanRecord[]> {
-    const rows = this.stmt('SELECT * FROM spans WHERE trace_id = ? AND namespace = ? ORDER BY start_ms, span_id').all(traceId, namespace) as SpanRow[];
+    const rows = this.stmt(`${SELECT_SPAN} WHERE s.trace_id = ? AND s.namespace = ? ORDER BY s.start_ms, s.span_id`).all(traceId, namespace) as SpanRow[];
     return rows.map(spanFromRow);
   }
 
@@ -291,16 +395,22 @@ export class SqliteSpanStore implements SpanStore {
     let spans = 0;
     let rollups = 0;
     const spanNamespaces = (this.stmt(namespacesSql('spans')).all() as { n: string }[]).map((r) => r.n);
-    const deleteSpans = this.stmt('DELETE FROM spans WHERE rowid IN (SELECT rowid FROM spans WHERE namespace = ? AND start_ms < ? LIMIT ?)');
+    const deleteSpans = this.stmt(
+      'DELETE FROM spans WHERE rowid IN (SELECT rowid FROM spans WHERE namespace = ? AND start_s <= ? AND start_ms < ? LIMIT ?)',
+    );
     for (const ns of spanNamespaces) {
       for (;;) {
-        const n = deleteSpans.run(ns, spanCutoff, this.retentionBatch).changes;
+        const n = deleteSpans.run(ns, startSecond(spanCutoff), spanCutoff, this.retentionBatch).changes;
         spans += n;
         if (n < this.retentionBatch) break;
         // Each batch is its own short transaction; ingest and queries get the loop between two.
         await yieldToLoop();
       }
     }
+    // Every span left started at or after the cutoff, and its resource's last_ms is at least that start.
+    // (A span older than the cutoff that arrived during the loop above may lose its resource: it goes
+    // at the next run, and reads give it an empty one meanwhile.)
+    this.stmt('DELETE FROM resources WHERE last_ms < ?').run(spanCutoff);
     const rollupNamespaces = (this.stmt(namespacesSql('rollups')).all() as { n: string }[]).map((r) => r.n);
     const oldest = this.stmt('SELECT min(minute) AS m FROM rollups WHERE namespace = ? AND grp = ?');
     const deleteRollups = this.stmt('DELETE FROM rollups WHERE namespace = ? AND grp = ? AND minute < ?');
@@ -332,6 +442,64 @@ export class SqliteSpanStore implements SpanStore {
   async exclusive(name: string, fn: () => Promise<void>): Promise<boolean> {
     return this.exclusiveJobs.run(name, fn);
   }
+}
+
+const EMPTY: Attributes = {};
+
+/** The insert transaction: resources first (one upsert per distinct one), then the rows, then the rollups. */
+function batchInserter(db: Database.Database): (spans: readonly SpanRecord[]) => void {
+  const insertSpan = db.prepare(INSERT_SPAN);
+  const upsertResource = db.prepare(UPSERT_RESOURCE);
+  const upsertRollup = db.prepare(UPSERT_ROLLUP);
+  // Bound values are copied by SQLite at each run: one array serves every row.
+  const row = new Array<unknown>(ROW_COLUMNS.length);
+  const tx = db.transaction((spans: readonly SpanRecord[]) => {
+    // The spans of one OTLP ResourceSpans share one resource object: keyed by identity, serialized once.
+    const latest = new Map<Attributes, number>();
+    for (const s of spans) {
+      const r = s.resource ?? EMPTY;
+      const t = latest.get(r);
+      if (t === undefined || s.startMs > t) latest.set(r, s.startMs);
+    }
+    const resourceIds = new Map<Attributes, number>();
+    for (const [r, last] of latest) resourceIds.set(r, (upsertResource.get(JSON.stringify(r), last) as { id: number }).id);
+    const inserted: SpanRecord[] = [];
+    for (const s of spans) {
+      fillRow(row, s, resourceIds.get(s.resource ?? EMPTY)!);
+      // Only spans new to the store feed the rollups: a re-sent batch must not count twice.
+      if (insertSpan.run(row).changes > 0) inserted.push(s);
+    }
+    for (const r of aggregate(inserted)) upsertRollup.run(rollupValues(r));
+  });
+  return (spans) => tx.immediate(spans);
+}
+
+/** A span's values in ROW_COLUMNS order. */
+function fillRow(row: unknown[], s: SpanRecord, resourceId: number): void {
+  row[0] = s.traceId;
+  row[1] = s.spanId;
+  row[2] = s.namespace;
+  row[3] = s.parentSpanId ?? null;
+  row[4] = s.service;
+  row[5] = s.version ?? null;
+  row[6] = s.name;
+  row[7] = s.kind;
+  row[8] = s.startMs;
+  row[9] = startSecond(s.startMs);
+  row[10] = s.durationMs;
+  row[11] = s.status;
+  row[12] = s.statusMessage ?? null;
+  row[13] = s.endpoint ?? null;
+  row[14] = s.peer ?? null;
+  row[15] = s.httpStatus ?? null;
+  row[16] = s.lane ?? null;
+  row[17] = s.stress ? 1 : 0;
+  row[18] = s.region ?? null;
+  row[19] = s.caller ?? null;
+  row[20] = isError(s) ? 1 : 0;
+  row[21] = JSON.stringify(s.attributes ?? EMPTY);
+  row[22] = resourceId;
+  row[23] = s.events !== undefined && s.events.length > 0 ? JSON.stringify(s.events) : '[]';
 }
 
 function rollupValues(r: RollupRow): unknown[] {
