@@ -2,6 +2,7 @@
 // from the ingest benchmark's own OTLP bodies) with fresh random trace and span ids, into a file that grows
 // as it goes. Prints spans per CPU second per slice, so that the cost of a growing index shows.
 // Run: npx tsc -b packages/server && node bench/tracing/store-insert.mjs [totalSpans] [batchSize]
+// BENCH_STORE_TIMES=fixed: every batch keeps the template's start times, as bench/tracing/ingest.mjs sends them.
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -18,7 +19,7 @@ const template = decodeProtobufTraces(buildBatch(size).body).spans;
 // Time moves on as it does under a steady 30k spans/s: a batch of 2000 starts ~70 ms after the previous one.
 let batchNo = 0;
 function fresh() {
-  const shift = (batchNo++ * size) / 30;
+  const shift = process.env.BENCH_STORE_TIMES === 'fixed' ? 0 : (batchNo++ * size) / 30;
   const ids = randomBytes(size * 8 + (size / 10) * 16);
   let o = 0;
   const traces = new Map();
@@ -34,6 +35,8 @@ const store = new SqliteSpanStore(join(dir, 'apm.db'));
 await store.init();
 try {
   let done = 0;
+  let cpuS = 0;
+  const started = performance.now();
   while (done < total) {
     const batches = Array.from({ length: Math.ceil(slice / size) }, fresh);
     const c0 = process.cpuUsage();
@@ -43,8 +46,10 @@ try {
     const wall = (performance.now() - t0) / 1000;
     const n = batches.length * size;
     done += n;
+    cpuS += (c.user + c.system) / 1e6;
     console.log(`${String(done).padStart(8)} rows: ${Math.round(n / ((c.user + c.system) / 1e6)).toLocaleString('en').padStart(7)} spans/CPU-s, ${Math.round(n / wall).toLocaleString('en').padStart(7)} spans/s wall`);
   }
+  console.log(`all: ${Math.round(done / cpuS).toLocaleString('en')} spans/CPU-s; ${Math.round(done / ((performance.now() - started) / 1000)).toLocaleString('en')} spans/s wall incl. id generation`);
   console.log(`file ${(statSync(join(dir, 'apm.db')).size / 2 ** 20).toFixed(0)} MiB for ${done} spans`);
 } finally {
   await store.close();

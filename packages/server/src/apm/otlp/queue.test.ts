@@ -8,24 +8,27 @@ const spans = (n: number, tag = 's') => Array.from({ length: n }, (_, i) => ({ s
 const tick = () => new Promise((r) => setImmediate(r));
 
 void describe('IngestQueue', () => {
-  void it('coalesces the requests that arrive during an insert into one insert, up to maxBatchSpans', async () => {
+  void it('coalesces the requests of one turn, and those that arrive during an insert, into one insert each, up to maxBatchSpans', async () => {
     const sink = new MemorySink();
     const q = new IngestQueue(sink, { maxSpans: 100, maxBatchSpans: 10 });
     sink.hold();
     const a = q.offer(spans(2, 'a'))!;
     const b = q.offer(spans(4, 'b'))!;
+    await tick();
+    assert.deepEqual(sink.calls, [6], 'the requests offered before the writer ran went in together');
     const c = q.offer(spans(5, 'c'))!;
     const d = q.offer(spans(2, 'd'))!;
-    assert.equal(q.size, 13);
+    const e = q.offer(spans(4, 'e'))!;
+    assert.equal(q.size, 17);
     sink.release();
-    await Promise.all([a, b, c, d]);
-    assert.deepEqual(sink.calls, [2, 9, 2]);
+    await Promise.all([a, b, c, d, e]);
+    assert.deepEqual(sink.calls, [6, 7, 4]);
     assert.deepEqual(
       sink.spans.map((s) => s.spanId[0]),
-      ['a', 'a', 'b', 'b', 'b', 'b', 'c', 'c', 'c', 'c', 'c', 'd', 'd'],
+      ['a', 'a', 'b', 'b', 'b', 'b', 'c', 'c', 'c', 'c', 'c', 'd', 'd', 'e', 'e', 'e', 'e'],
     );
     assert.equal(q.size, 0);
-    assert.deepEqual(q.stats, { stored: 13, refused: 0, failed: 0 });
+    assert.deepEqual(q.stats, { stored: 17, refused: 0, failed: 0 });
   });
 
   void it('refuses at once when the spans do not fit, but admits any batch into an empty queue', async () => {

@@ -1,3 +1,4 @@
+import { setImmediate as yieldToLoop } from 'node:timers/promises';
 import type { SpanRecord } from '../types.js';
 
 /** Where accepted spans go: the span store's `insert`, or anything with its shape. */
@@ -104,6 +105,10 @@ export class IngestQueue {
   private async drain(): Promise<void> {
     try {
       while (this.pending.length > 0) {
+        // One turn of the event loop first: requests whose bodies are in by then join this batch (a
+        // synchronous store would otherwise write each request alone, as it arrives), and the answers to
+        // the previous batch go out before this one is written.
+        await yieldToLoop();
         const items: Pending[] = [];
         let count = 0;
         while (this.pending.length > 0 && (items.length === 0 || count + this.pending[0]!.spans.length <= this.maxBatch)) {

@@ -26,7 +26,7 @@ export const defaultErrorHandler: StoreErrorHandler = (message, err) => {
   console.error(`plinth span store: ${message}:`, err);
 };
 
-/** Layout of the APM tables; a file or schema written by a newer layout is refused. */
+/** Layout of the PostgreSQL APM tables; a schema written by a newer layout is refused. (SQLite: SQLITE_APM_LAYOUT.) */
 export const APM_SCHEMA_VERSION = 1;
 
 export const DEFAULT_TRACE_LIMIT = 20;
@@ -209,11 +209,15 @@ export function searchSql(q: TraceQuery, d: Dialect): Sql {
   };
 }
 
-/** The spans of the found traces that summaries need (not their attributes). */
-export function summarySql(namespace: string, traceIds: readonly string[]): Sql {
+/**
+ * The spans of the found traces that summaries need (not their attributes). `namespaceTerm`: SQLite
+ * passes `+namespace`, which keeps its planner (no statistics) from walking a namespace's time index
+ * instead of looking the traces up by key.
+ */
+export function summarySql(namespace: string, traceIds: readonly string[], namespaceTerm = 'namespace'): Sql {
   return {
     sql: `SELECT trace_id, span_id, parent_span_id, service, name, start_ms, duration_ms, is_error FROM spans
-          WHERE namespace = ? AND trace_id IN (${traceIds.map(() => '?').join(', ')})`,
+          WHERE ${namespaceTerm} = ? AND trace_id IN (${traceIds.map(() => '?').join(', ')})`,
     params: [namespace, ...traceIds],
   };
 }

@@ -345,7 +345,8 @@ export class SqliteSpanStore implements SpanStore {
   }
 
   async trace(namespace: string, traceId: string): Promise<SpanRecord[]> {
-    const rows = this.stmt(`${SELECT_SPAN} WHERE s.trace_id = ? AND s.namespace = ? ORDER BY s.start_ms, s.span_id`).all(traceId, namespace) as SpanRow[];
+    // `+`: by the (trace_id, span_id) key, never a walk of the namespace's time index.
+    const rows = this.stmt(`${SELECT_SPAN} WHERE s.trace_id = ? AND +s.namespace = ? ORDER BY s.start_ms, s.span_id`).all(traceId, namespace) as SpanRow[];
     return rows.map(spanFromRow);
   }
 
@@ -354,7 +355,7 @@ export class SqliteSpanStore implements SpanStore {
     const found = this.stmt(sql).all(...params) as { trace_id: string }[];
     if (found.length === 0) return [];
     const ids = found.map((f) => f.trace_id);
-    const s = summarySql(q.namespace, ids);
+    const s = summarySql(q.namespace, ids, '+namespace');
     return summaries(ids, this.handle().prepare(s.sql).all(...s.params) as SummaryRow[]);
   }
 
