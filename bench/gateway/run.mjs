@@ -3,9 +3,11 @@
 // figures in docs/benchmarks.md.
 //
 // BENCH_QUICK=1: 3 s runs (writes bench/.work/gateway.quick.json, leaves the doc alone).
-// BENCH_ONLY=plinth,fastify,nginx,direct: a partial run (bench/.work/gateway.partial.json, doc left alone).
+// BENCH_ONLY=plinth,fastify,node_floor,nginx,direct: a partial run (bench/.work/gateway.partial.json, doc left alone).
 // BENCH_CPU_PROF=1: the gateway child runs under `node --cpu-prof` (profile in bench/.work/profiles/, its top
 // self-time functions printed); profiling slows it, so such a run writes bench/.work/gateway.prof.json only.
+// BENCH_PLINTH_OFF=access_log,tracing: the gateway without those features, to see what each costs (use with
+// BENCH_ONLY; such a run is not the benchmark's figure).
 // Sizes: BENCH_DURATION_S, BENCH_CONNECTIONS, BENCH_ROUNDS, BENCH_UNLOADED_REQUESTS.
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
@@ -35,7 +37,7 @@ const UNLOADED = { warmup: 500, rounds: 8, perRound: Math.round(Number(env.BENCH
 // Two cores: the proxy under test gets one, the upstream and the load generator share the other.
 const CORE = { proxy: 0, rest: 1 };
 const TARGET = { rpsVsFastify: 1.25, addedP50Ms: 0.2 };
-const ALL = ['plinth', 'fastify', 'nginx', 'direct'];
+const ALL = ['plinth', 'fastify', 'node_floor', 'nginx', 'direct'];
 const only = env.BENCH_ONLY ? new Set(env.BENCH_ONLY.split(',')) : undefined;
 const runs = (t) => !only || only.has(t);
 const TIME_LIMIT_MS = 400_000;
@@ -150,7 +152,8 @@ async function main() {
       const profName = `gateway-${Date.now()}.cpuprofile`;
       const profArgs = PROFILE ? ['--cpu-prof', `--cpu-prof-dir=${profDir}`, `--cpu-prof-name=${profName}`] : [];
       const accessLog = join(work, 'access.log');
-      const cfg = { cpUrl: cp.info.url, token: cp.info.token, namespace: NAMESPACE, accessLog };
+      const off = new Set((env.BENCH_PLINTH_OFF ?? '').split(',').filter(Boolean));
+      const cfg = { cpUrl: cp.info.url, token: cp.info.token, namespace: NAMESPACE, accessLog: off.has('access_log') ? null : accessLog, ...(off.has('tracing') ? { tracing: false } : {}) };
       const [gCmd, gArgs] = node(CORE.proxy, [...profArgs, join(here, 'plinth-child.mjs')]);
       process.env.BENCH_GATEWAY_CONFIG = JSON.stringify(cfg);
       const gw = await spawnReady(gCmd, gArgs, { name: 'plinth gateway' }).finally(() => delete process.env.BENCH_GATEWAY_CONFIG);
@@ -167,6 +170,12 @@ async function main() {
       const f = await spawnReady(fCmd, fArgs, { name: 'fastify proxy' });
       stops.push(() => stopChild(f.child));
       targets.fastify = { url: f.info.url + PATH, base: f.info.url, pids: [f.info.pid] };
+    }
+    if (runs('node_floor')) {
+      const [fCmd, fArgs] = node(CORE.proxy, [join(here, 'floor-child.mjs'), upstreamUrl]);
+      const f = await spawnReady(fCmd, fArgs, { name: 'bare node proxy' });
+      stops.push(() => stopChild(f.child));
+      targets.node_floor = { url: f.info.url + PATH, base: f.info.url, pids: [f.info.pid] };
     }
     let nginxVer;
     if (runs('nginx')) {
@@ -273,11 +282,12 @@ function buildResults({ best, rounds, lat, unloadedOtherPct, features, notes, to
   const r = {
     plinth_rps: pick('plinth', (w) => round(w.rps, 0)),
     fastify_proxy_rps: pick('fastify', (w) => round(w.rps, 0)),
+    node_floor_rps: pick('node_floor', (w) => round(w.rps, 0)),
     nginx_rps: pick('nginx', (w) => round(w.rps, 0)),
     direct_rps: pick('direct', (w) => round(w.rps, 0)),
     plinth_added_p50_ms: lat.plinth && lat.direct ? ms(lat.plinth.p50Ms - lat.direct.p50Ms) : null,
   };
-  for (const [t, key] of [['plinth', 'plinth'], ['fastify', 'fastify_proxy'], ['nginx', 'nginx'], ['direct', 'direct']]) {
+  for (const [t, key] of [['plinth', 'plinth'], ['fastify', 'fastify_proxy'], ['node_floor', 'node_floor'], ['nginx', 'nginx'], ['direct', 'direct']]) {
     Object.assign(r, {
       [`${key}_p50_ms`]: pick(t, (w) => ms(w.p50Ms)),
       [`${key}_p99_ms`]: pick(t, (w) => ms(w.p99Ms)),
@@ -295,6 +305,10 @@ function buildResults({ best, rounds, lat, unloadedOtherPct, features, notes, to
     plinth_vs_nginx_rps: ratio(r.plinth_rps, r.nginx_rps),
     plinth_vs_direct_rps: ratio(r.plinth_rps, r.direct_rps),
     fastify_vs_direct_rps: ratio(r.fastify_proxy_rps, r.direct_rps),
+    // What any proxy on node:http + undici could reach against @fastify/http-proxy here, features or not.
+    node_floor_vs_fastify_rps: ratio(r.node_floor_rps, r.fastify_proxy_rps),
+    plinth_vs_node_floor_rps: ratio(r.plinth_rps, r.node_floor_rps),
+    plinth_vs_node_floor_cpu_per_req: ratio(r.plinth_cpu_us_per_req, r.node_floor_cpu_us_per_req),
     nginx_vs_direct_rps: ratio(r.nginx_rps, r.direct_rps),
     plinth_vs_fastify_cpu_per_req: ratio(r.plinth_cpu_us_per_req, r.fastify_proxy_cpu_us_per_req),
     plinth_vs_nginx_cpu_per_req: ratio(r.plinth_cpu_us_per_req, r.nginx_cpu_us_per_req),
@@ -364,6 +378,7 @@ function writeDoc(r) {
     '|---|---|---|---|---|---|---|',
     row('(a) plinth gateway, all policies on', 'plinth', 'plinth_rps'),
     row('(b) @fastify/http-proxy, pass-through', 'fastify_proxy', 'fastify_proxy_rps'),
+    row('(e) bare node:http + undici proxy, nothing else (the Node ceiling)', 'node_floor', 'node_floor_rps'),
     row(`(c) nginx ${m.nginx ?? ''}, 1 worker, pass-through`.replace('  ', ' '), 'nginx', 'nginx_rps'),
     row('(d) direct to the upstream', 'direct', 'direct_rps'),
   ];
@@ -372,6 +387,9 @@ function writeDoc(r) {
     '|---|---|---|---|',
     `| req/s plinth / @fastify/http-proxy | ${v(r.plinth_vs_fastify_rps)} | ≥ ${TARGET.rpsVsFastify} | ${yes(r.targets.rps_vs_fastify)} |`,
     `| added unloaded p50 through plinth (ms) | ${v(r.plinth_added_p50_ms)} | ≤ ${TARGET.addedP50Ms} | ${yes(r.targets.added_p50)} |`,
+    `| req/s bare node:http + undici proxy / @fastify/http-proxy (the most any Node proxy gains here) | ${v(r.node_floor_vs_fastify_rps)} | | |`,
+    `| req/s plinth / bare node:http + undici proxy | ${v(r.plinth_vs_node_floor_rps)} | | |`,
+    `| proxy CPU per request plinth / bare node:http + undici proxy | ${v(r.plinth_vs_node_floor_cpu_per_req)} | | |`,
     `| req/s plinth / nginx | ${v(r.plinth_vs_nginx_rps)} | | |`,
     `| req/s plinth / direct | ${v(r.plinth_vs_direct_rps)} | | |`,
     `| proxy CPU per request plinth / @fastify/http-proxy | ${v(r.plinth_vs_fastify_cpu_per_req)} | | |`,

@@ -11,6 +11,7 @@
  * in workers, the default there): fork a new worker, then close the old one the same way.
  */
 import type { IncomingMessage, ServerResponse, Server } from 'node:http';
+import type { Duplex } from 'node:stream';
 import type { RoleBindingSpec } from '@plinth/core';
 import { controlPlaneGovernance, createControlPlaneClient, GOVERNANCE_KINDS, type ControlPlaneClient, type GovernanceSource, type Logger } from '@plinth/sdk';
 import { sharedWheel, type TimerWheel } from '@plinth/sdk/resilience';
@@ -27,6 +28,7 @@ import { GatewayMetrics, writeMetrics } from './metrics.js';
 import { EdgeProxy, Forwarder } from './proxy.js';
 import { LiveRoutes } from './routes.js';
 import { startSidecar, type RunningSidecar, type SidecarOptions } from './sidecar.js';
+import { WebSocketEdge } from './websocket.js';
 
 /** The kinds the gateway's control-plane client holds. */
 export const GATEWAY_KINDS = [...GOVERNANCE_KINDS, 'Route', 'RoleBinding'] as const;
@@ -175,6 +177,7 @@ export async function startGateway(o: GatewayOptions): Promise<Gateway> {
 
   const listen = o.listen ?? '127.0.0.1:8080';
   let edgeServer: Server | undefined;
+  let websockets: WebSocketEdge | undefined;
   let running: RunningSidecar | undefined;
   let url: string;
   let stopping = false;
@@ -193,6 +196,12 @@ export async function startGateway(o: GatewayOptions): Promise<Gateway> {
         if (stopping) return shuttingDown(res);
         listener(req, res);
       }, o.server);
+      const ws = (websockets = new WebSocketEdge(forwarder, { routes, auth }));
+      metrics.websockets(() => ws.size);
+      edgeServer.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+        if (stopping) return void socket.end(SHUTTING_DOWN_RAW);
+        ws.listener(req, socket, head);
+      });
       const { host, port } = parseHostPort(listen);
       url = urlOf(host, await listenOn(edgeServer, host, port));
     }
@@ -249,6 +258,8 @@ export async function startGateway(o: GatewayOptions): Promise<Gateway> {
       const done = await forwarder.drained(drainMs);
       clearInterval(sweep);
       if (!done) log.warn('requests still in flight after the drain timeout; closing their connections', { inFlight: forwarder.inFlight, drainTimeoutMs: drainMs });
+      // A WebSocket has no "last answer" to end on: once requests are drained, its clients reconnect elsewhere.
+      websockets?.closeAll();
       s.closeAllConnections();
       await closed;
     }
@@ -276,6 +287,9 @@ export async function startGateway(o: GatewayOptions): Promise<Gateway> {
 }
 
 const SHUTTING_DOWN = problemBody(GatewayCodes.unavailable, 503, 'this gateway is shutting down; retry');
+const SHUTTING_DOWN_RAW =
+  `HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/problem+json\r\ncontent-length: ${Buffer.byteLength(SHUTTING_DOWN)}\r\n` +
+  `connection: close\r\nretry-after: 0\r\n\r\n${SHUTTING_DOWN}`;
 
 /** A request on a kept-alive connection after close() began: refused so the client retries elsewhere. */
 function shuttingDown(res: ServerResponse): void {

@@ -57,6 +57,18 @@ export class GatewayMetrics {
     this.inFlight.inc();
   }
 
+  /** `plinth_gateway_websockets_open`, read from `count` at each scrape. */
+  websockets(count: () => number): void {
+    new Gauge({
+      name: 'plinth_gateway_websockets_open',
+      help: 'Proxied WebSocket connections open now.',
+      registers: [this.registry],
+      collect() {
+        this.set(count());
+      },
+    });
+  }
+
   end(route: string | undefined, status: number, seconds: number): void {
     this.inFlight.dec();
     const r = this.routeLabel(route);

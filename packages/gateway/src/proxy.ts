@@ -298,7 +298,7 @@ export class Forwarder {
       ex.clientSpans = true;
       ex.clientParent = ex.span !== undefined ? ex.span.traceContext : parseTraceparent(headerOf(req, Headers.traceparent));
     }
-    ex.wire = this.wireHeaders(ex, ctx, direct !== undefined);
+    ex.wire = this.wireHeaders(req, ex.identity, ctx, direct !== undefined, ex.clientSpans ? undefined : ex.traceparent);
     ex.send = (t) => this.sendTry(ex, t, direct);
 
     if (direct !== undefined) return this.forwardDirect(ex, service, ctx, timeoutMs);
@@ -401,13 +401,16 @@ export class Forwarder {
     });
   }
 
-  /** The upstream request's headers, flat: the client's minus hop-by-hop and owned ones, plus forwarding, identity and context. */
-  private wireHeaders(ex: Exchange, ctx: RequestContext, direct: boolean): string[] {
-    const h = ex.req.headers;
+  /**
+   * The upstream request's headers, flat: the client's minus hop-by-hop and owned ones, plus forwarding,
+   * identity and context. `traceparent` undefined: each try adds its own (it has a client span).
+   */
+  wireHeaders(req: IncomingMessage, identity: Identity | undefined, ctx: RequestContext, direct: boolean, traceparent: string | undefined): string[] {
+    const h = req.headers;
     const drop = connectionTokens(h.connection);
     const out: string[] = [];
     // An API key is a long-lived credential: verified here, it goes no further (the identity headers say who it was).
-    const viaKey = ex.identity?.via === 'apiKey';
+    const viaKey = identity?.via === 'apiKey';
     for (const name in h) {
       if (REQUEST_SKIP.has(name) || (drop !== undefined && drop.includes(name))) continue;
       if (viaKey && (name === 'x-api-key' || name === 'authorization')) continue;
@@ -417,25 +420,25 @@ export class Forwarder {
       else for (const x of v) out.push(name, x);
     }
     const trusted = this.o.trustProxy > 0;
-    const proto = (ex.req.socket as { encrypted?: boolean }).encrypted === true ? 'https' : 'http';
-    const ip = ex.req.socket.remoteAddress ?? '';
-    const xff = trusted ? headerOf(ex.req, 'x-forwarded-for') : undefined;
+    const proto = (req.socket as { encrypted?: boolean }).encrypted === true ? 'https' : 'http';
+    const ip = req.socket.remoteAddress ?? '';
+    const xff = trusted ? headerOf(req, 'x-forwarded-for') : undefined;
     out.push('x-forwarded-for', xff ? `${xff}, ${ip}` : ip);
-    out.push('x-forwarded-proto', (trusted ? headerOf(ex.req, 'x-forwarded-proto') : undefined) ?? proto);
-    out.push('x-forwarded-host', (trusted ? headerOf(ex.req, 'x-forwarded-host') : undefined) ?? (headerOf(ex.req, 'host') ?? ''));
-    const fwd = `for=${forwardedNode(ip)};host=${quoteIfNeeded(headerOf(ex.req, 'host') ?? '')};proto=${proto}`;
-    const prevFwd = trusted ? headerOf(ex.req, 'forwarded') : undefined;
+    out.push('x-forwarded-proto', (trusted ? headerOf(req, 'x-forwarded-proto') : undefined) ?? proto);
+    out.push('x-forwarded-host', (trusted ? headerOf(req, 'x-forwarded-host') : undefined) ?? (headerOf(req, 'host') ?? ''));
+    const fwd = `for=${forwardedNode(ip)};host=${quoteIfNeeded(headerOf(req, 'host') ?? '')};proto=${proto}`;
+    const prevFwd = trusted ? headerOf(req, 'forwarded') : undefined;
     out.push('forwarded', prevFwd ? `${prevFwd}, ${fwd}` : fwd);
     // Straight to the app (sidecar ingress), the caller is whoever called; through the engine, it is us.
     const caller = direct ? ctx.caller : this.o.self;
     if (caller !== undefined) out.push(Headers.caller, caller);
-    if (ex.identity !== undefined) pushIdentity(out, ex.identity, this.rolesOf?.(ex.identity.subject) ?? []);
+    if (identity !== undefined) pushIdentity(out, identity, this.rolesOf?.(identity.subject) ?? []);
     else if (this.o.trustIdentityHeaders) pushIncomingIdentity(out, h);
     if (ctx.baggage.size > 0) {
       const b = serializeBaggage(ctx.baggage);
       if (b.length > 0) out.push(Headers.baggage, b);
     }
-    if (!ex.clientSpans) out.push(Headers.traceparent, ex.traceparent);
+    if (traceparent !== undefined) out.push(Headers.traceparent, traceparent);
     return out;
   }
 

@@ -8,7 +8,7 @@ export interface CompiledCors {
   readonly origins: ReadonlySet<string>;
   readonly methods: ReadonlySet<string>;
   readonly allowMethods: string;
-  /** Empty: reflect what the preflight asks for. */
+  /** Empty: no allow-headers answer, so browsers send only CORS-safelisted headers (never a reflection of the ask). */
   readonly allowHeaders: string;
   readonly exposeHeaders: string;
   readonly credentials: boolean;

@@ -1,0 +1,224 @@
+/**
+ * WebSocket upgrades through the edge, on loopback: real `ws` servers as upstreams and real `ws` clients,
+ * the gateway on static governance sources.
+ */
+import assert from 'node:assert/strict';
+import { createServer, type IncomingHttpHeaders, type Server } from 'node:http';
+import { after, before, describe, it } from 'node:test';
+import { FaultToleranceSpec } from '@plinth/core';
+import type { StaticGovernance } from '@plinth/sdk';
+import WebSocket, { WebSocketServer } from 'ws';
+import type { StaticFeed } from './feed.js';
+import type { Gateway } from './gateway.js';
+import { instance, raw, resource, route, sleep, staticGateway } from './testkit.test.helpers.js';
+
+interface WsUpstream {
+  readonly address: string;
+  readonly handshakes: { url: string; headers: IncomingHttpHeaders }[];
+  readonly server: Server;
+  close(): Promise<void>;
+}
+
+/** A WebSocket echo server that prefixes every answer with its name; `decline` answers the upgrade with 403 instead. */
+async function wsUpstream(name: string, decline = false): Promise<WsUpstream> {
+  const handshakes: { url: string; headers: IncomingHttpHeaders }[] = [];
+  const server = createServer((_req, res) => res.end('not a websocket'));
+  const wss = new WebSocketServer({
+    server,
+    verifyClient: (info, done) => {
+      handshakes.push({ url: info.req.url ?? '', headers: info.req.headers });
+      if (decline) done(false, 403, 'no websockets for you', { 'x-why': 'declined' });
+      else done(true);
+    },
+  });
+  wss.on('connection', (ws) => ws.on('message', (data) => ws.send(`${name}:${String(data)}`)));
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  const port = (server.address() as { port: number }).port;
+  return {
+    address: `127.0.0.1:${port}`,
+    handshakes,
+    server,
+    close: () =>
+      new Promise<void>((r) => {
+        for (const c of wss.clients) c.terminate();
+        wss.close();
+        server.closeAllConnections();
+        server.close(() => r());
+      }),
+  };
+}
+
+/** Opens a client; resolves once open, or with the status of a refused handshake. */
+function open(url: string, headers: Record<string, string> = {}): Promise<{ ws: WebSocket } | { status: number; body: string; headers: IncomingHttpHeaders }> {
+  return new Promise((resolve, reject) => {
+    const ws = new WebSocket(url, { headers });
+    ws.once('open', () => resolve({ ws }));
+    ws.once('unexpected-response', (_req, res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString(), headers: res.headers }));
+    });
+    ws.once('error', reject);
+  });
+}
+
+async function opened(url: string, headers: Record<string, string> = {}): Promise<WebSocket> {
+  const r = await open(url, headers);
+  if (!('ws' in r)) throw new Error(`handshake refused: ${r.status} ${r.body}`);
+  return r.ws;
+}
+
+function refused(r: Awaited<ReturnType<typeof open>>): { status: number; body: string; headers: IncomingHttpHeaders } {
+  if ('ws' in r) {
+    r.ws.terminate();
+    throw new Error('expected the handshake to be refused');
+  }
+  return r;
+}
+
+function roundTrip(ws: WebSocket, text: string): Promise<string> {
+  return new Promise((resolve) => {
+    ws.once('message', (data) => resolve(String(data)));
+    ws.send(text);
+  });
+}
+
+function closed(ws: WebSocket): Promise<number> {
+  return new Promise((resolve) => {
+    if (ws.readyState === WebSocket.CLOSED) return resolve(1006);
+    ws.once('close', (code) => resolve(code));
+  });
+}
+
+const anon = { auth: { mode: 'anonymous' } };
+
+describe('gateway WebSocket proxying', () => {
+  let gw: Gateway;
+  let governance: StaticGovernance;
+  let routes: StaticFeed;
+  let log: Record<string, unknown>[];
+  let base: WsUpstream;
+  let gray: WsUpstream;
+  let declining: WsUpstream;
+  let wsUrl: string;
+
+  before(async () => {
+    base = await wsUpstream('base');
+    gray = await wsUpstream('gray');
+    declining = await wsUpstream('declining', true);
+    ({ gw, governance, routes, log } = await staticGateway({ drainTimeoutMs: 500 }));
+    wsUrl = gw.url.replace('http:', 'ws:');
+    governance.set({
+      instances: [instance('chat-1', 'chat', base.address), instance('chat-gray', 'chat', gray.address, { lane: 'gray' }), instance('nope-1', 'nope', declining.address)],
+      trafficPolicies: [resource<any>('TrafficPolicy', 'lanes', { lanes: [{ name: 'gray', services: ['chat'], mode: 'fallbackToBase', entry: [{ match: { headers: { 'x-lane': { exact: 'gray' } } } }] }], routing: [], loadBalancing: [], trustedIdentities: [] })],
+      faultTolerance: [
+        resource('FaultTolerance', 'rooms', FaultToleranceSpec.parse({
+          rules: [{ name: 'one-room', targets: [{ service: 'chat', endpoints: ['/room'] }], strategies: [{ type: 'concurrencyLimit', maxConcurrency: 1 }] }],
+        })),
+      ],
+    });
+    routes.set([
+      route('chat', { ...anon, match: { path: { prefix: '/ws' } }, service: 'chat', rewrite: { prefix: '/socket' } }),
+      route('room', { ...anon, match: { path: { exact: '/room' } }, service: 'chat' }),
+      route('nope', { ...anon, match: { path: { exact: '/nope' } }, service: 'nope' }),
+      route('private', { match: { path: { exact: '/private' } }, service: 'chat' }),
+      route('static', { ...anon, match: { path: { exact: '/static' } }, static: { status: 200, body: 'ok' } }),
+    ]);
+    await sleep(50);
+  });
+
+  after(async () => {
+    await gw.close();
+    await Promise.all([base.close(), gray.close(), declining.close()]);
+  });
+
+  it('carries messages both ways after a handshake routed, rewritten and forwarded like a request', async () => {
+    const ws = await opened(`${wsUrl}/ws/lobby?user=7`);
+    assert.equal(await roundTrip(ws, 'hello'), 'base:hello');
+    assert.equal(await roundTrip(ws, 'again'), 'base:again');
+    const hs = base.handshakes.at(-1)!;
+    assert.equal(hs.url, '/socket/lobby?user=7');
+    assert.equal(hs.headers['plinth-caller'], 'gateway');
+    assert.match(String(hs.headers.traceparent), /^00-[0-9a-f]{32}-[0-9a-f]{16}-0[01]$/);
+    assert.equal(hs.headers['x-forwarded-for'], '127.0.0.1');
+    ws.close();
+    await closed(ws);
+    await sleep(30);
+    const line = log.find((l) => l.route === 'edge/chat' && l.status === 101);
+    assert.ok(line, 'one access-log line for the connection, when it closed');
+    assert.equal(line.upstream, base.address);
+    assert.ok(Number(line.bytesIn) > 0 && Number(line.bytesOut) > 0);
+  });
+
+  it('enters the lane on the handshake, as a request would', async () => {
+    const ws = await opened(`${wsUrl}/ws/lobby`, { 'x-lane': 'gray' });
+    assert.equal(await roundTrip(ws, 'hi'), 'gray:hi');
+    ws.close();
+    await closed(ws);
+  });
+
+  it('holds the admission slot while the connection is open: a concurrency limit bounds open WebSockets', async () => {
+    const first = await opened(`${wsUrl}/room`);
+    const scrape = await (await fetch(`${gw.adminUrl}/metrics`)).text();
+    assert.match(scrape, /^plinth_gateway_websockets_open 1$/m);
+    const second = refused(await open(`${wsUrl}/room`));
+    assert.equal(second.status, 429);
+    assert.equal(JSON.parse(second.body).code, 'concurrency_limited');
+    first.close();
+    await closed(first);
+    await sleep(30);
+    const third = await opened(`${wsUrl}/room`);
+    assert.equal(await roundTrip(third, 'x'), 'base:x');
+    third.terminate();
+  });
+
+  it('passes on an upstream that declines the upgrade, and refuses what no route or identity allows', async () => {
+    const declined = refused(await open(`${wsUrl}/nope`));
+    assert.equal(declined.status, 403);
+    assert.equal(declined.headers['x-why'], 'declined');
+    const missing = refused(await open(`${wsUrl}/elsewhere`));
+    assert.equal(missing.status, 404);
+    assert.equal(JSON.parse(missing.body).code, 'route_not_found');
+    const anonymous = refused(await open(`${wsUrl}/private`));
+    assert.equal(anonymous.status, 503, 'no identity provider on this gateway: auth routes are unavailable, never open');
+    const st = refused(await open(`${wsUrl}/static`));
+    assert.equal(st.status, 400);
+  });
+
+  it('answers upgrades to anything but WebSocket with a clean 400 and stays up', async () => {
+    const answer = await raw(gw.url, 'GET /ws/x HTTP/1.1\r\nhost: a\r\nconnection: upgrade\r\nupgrade: h2c\r\n\r\n', 1000);
+    assert.match(answer, /^HTTP\/1\.1 400 /);
+    assert.match(answer, /only WebSocket upgrades/);
+    const ws = await opened(`${wsUrl}/ws/after`);
+    assert.equal(await roundTrip(ws, 'still'), 'base:still');
+    ws.terminate();
+  });
+
+  it('closes the client when the upstream goes away mid-connection', async () => {
+    const local = await wsUpstream('short');
+    governance.set({ instances: [instance('short-1', 'short', local.address)] });
+    routes.set([route('short', { ...anon, match: { path: { exact: '/short' } }, service: 'short' })]);
+    await sleep(50);
+    const ws = await opened(`${wsUrl}/short`);
+    assert.equal(await roundTrip(ws, 'a'), 'short:a');
+    const code = closed(ws);
+    await local.close();
+    assert.equal(await code, 1006, 'the TCP connection closed under the client');
+  });
+});
+
+describe('gateway WebSocket proxying at shutdown', () => {
+  it('closes open WebSockets once requests are drained, so clients reconnect elsewhere', async () => {
+    const up = await wsUpstream('up');
+    const { gw, governance, routes } = await staticGateway({ drainTimeoutMs: 300 });
+    governance.set({ instances: [instance('up-1', 'up', up.address)] });
+    routes.set([route('up', { ...anon, match: { path: { exact: '/live' } }, service: 'up' })]);
+    await sleep(50);
+    const ws = await opened(`${gw.url.replace('http:', 'ws:')}/live`);
+    assert.equal(await roundTrip(ws, 'x'), 'up:x');
+    const code = closed(ws);
+    await gw.close();
+    assert.equal(await code, 1006);
+    await up.close();
+  });
+});

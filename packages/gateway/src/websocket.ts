@@ -1,0 +1,324 @@
+import { request as httpRequest, STATUS_CODES, type ClientRequest, type IncomingMessage } from 'node:http';
+import type { Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
+import { PROBLEM_CONTENT_TYPE } from '@plinth/core';
+import type { RequestContext } from '@plinth/sdk';
+import { formatTraceparent, newTraceContext } from '@plinth/sdk/balancing';
+import { isCallError, type OutboundCall, type TryContext, type TryOutcome } from '@plinth/sdk/client';
+import type { Admission } from '@plinth/sdk/middleware';
+import type { Authenticator, Identity } from './auth.js';
+import { GatewayCodes, problemBody } from './errors.js';
+import { stripIncoming } from './identity-headers.js';
+import { hostOf, type Forwarder } from './proxy.js';
+import { normalizePath, type LiveRoutes } from './routes.js';
+
+/** Upstream answer headers never passed on a refused upgrade: hop-by-hop, and the framing the gateway redoes. */
+const ANSWER_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'transfer-encoding', 'upgrade']);
+
+/** What one handshake try with an upstream instance ended in. */
+type Handshake =
+  | { readonly upgraded: true; readonly res: IncomingMessage; readonly socket: Socket; readonly head: Buffer }
+  | { readonly upgraded: false; readonly res: IncomingMessage };
+
+export interface WebSocketEdgeOptions {
+  routes: LiveRoutes;
+  auth: Authenticator | undefined;
+}
+
+/**
+ * WebSocket upgrades at the edge (node:http's `upgrade` event). The handshake goes through the same route
+ * table, authentication, inbound admission and outbound engine as any request (lanes, balancing, breakers,
+ * retries of the handshake, deadline), so a WebSocket service is governed like the rest; once the upstream
+ * answers 101, the two sockets are piped byte for byte and the gateway steps aside. The admission's slot is
+ * held until the connection closes, so a concurrency limit bounds open connections. A refused or failed
+ * handshake gets the same problem+json answer as a request; an upstream that declines the upgrade (401,
+ * 404, ...) has its answer passed on.
+ */
+export class WebSocketEdge {
+  private readonly open = new Set<Duplex>();
+
+  constructor(
+    private readonly f: Forwarder,
+    private readonly o: WebSocketEdgeOptions,
+  ) {}
+
+  readonly listener = (req: IncomingMessage, socket: Duplex, head: Buffer): void => {
+    // A client that resets mid-handshake must not take the process down.
+    socket.on('error', noop);
+    this.serve(req, socket, head).catch(() => refuse(socket, 500, GatewayCodes.internal, 'the gateway failed to handle the upgrade'));
+  };
+
+  /** Open proxied connections. */
+  get size(): number {
+    return this.open.size;
+  }
+
+  /** Closes every proxied connection (the gateway is shutting down; clients reconnect elsewhere). */
+  closeAll(): void {
+    for (const s of this.open) s.destroy();
+    this.open.clear();
+  }
+
+  private async serve(req: IncomingMessage, client: Duplex, head: Buffer): Promise<void> {
+    const f = this.f;
+    const started = f.o.wheel.clock.now();
+    const url = req.url ?? '/';
+    const entry = { method: req.method ?? 'GET', host: hostOf(req), path: '', route: undefined as string | undefined, identity: undefined as string | undefined };
+    const refused = (status: number, code: string, detail: string, extra: readonly string[] = []): void => {
+      f.o.metrics.rejected(entry.route, code);
+      refuse(client, status, code, detail, extra);
+      this.log(entry, status, started, undefined, 0, 0, undefined, code);
+    };
+    if (!isWebSocketUpgrade(req)) return refused(400, GatewayCodes.badRequest, 'only WebSocket upgrades (GET with upgrade: websocket) are proxied');
+    if (url.charCodeAt(0) !== 47 /* / */) return refused(400, GatewayCodes.badRequest, 'expected a request target starting with /');
+    const q = url.indexOf('?');
+    const path = normalizePath(q < 0 ? url : url.slice(0, q));
+    entry.path = path;
+    const ip = f.clientIp(req);
+    stripIncoming(req.headers, { keepIdentity: false, keepCaller: false });
+
+    const m = this.o.routes.table.match(entry.host, 'GET', path, req.headers);
+    if (m === undefined) return refused(404, GatewayCodes.routeNotFound, `no route for GET ${entry.host}${path}`);
+    const route = m.route;
+    entry.route = route.id;
+    if (route.service === undefined) return refused(400, GatewayCodes.badRequest, `route ${route.id} answers by itself and takes no WebSocket`);
+
+    let identity: Identity | undefined;
+    if (route.auth.mode !== 'anonymous') {
+      if (this.o.auth === undefined) return refused(503, GatewayCodes.authUnavailable, 'this gateway has no identity provider configured');
+      let a = this.o.auth.authenticate(req.headers, route.auth);
+      if (a instanceof Promise) a = await a;
+      if (!a.ok) return refused(a.status, a.code, a.detail, a.status === 401 ? ['www-authenticate', 'Bearer realm="plinth"'] : []);
+      identity = a.identity;
+      entry.identity = identity?.subject;
+    }
+
+    const service = route.service;
+    const upPath = route.rewrite(path, m.params);
+    const rt = f.runtimeFor(service);
+    const s = rt.start('GET', upPath, req.headers, ip, identity?.subject);
+    const pending = s.admission;
+    const a: Admission = pending instanceof Promise ? await pending : pending;
+    if (!a.ok) {
+      f.o.metrics.rejected(route.id, a.code);
+      const extra: string[] = [];
+      for (const k in a.headers) extra.push(k, a.headers[k]!);
+      writeAnswer(client, a.status, a.contentType, a.body, extra);
+      return this.log(entry, a.status, started, undefined, 0, 0, undefined, a.code);
+    }
+    let released = false;
+    const release = (): void => {
+      if (released) return;
+      released = true;
+      a.release();
+    };
+    if (a.delayMs > 0) await rt.wheel.delay(a.delayMs);
+    if (client.destroyed) {
+      release();
+      return this.log(entry, 499, started, undefined, 0, 0, undefined, 'client_closed');
+    }
+
+    const ctx: RequestContext = s.ctx;
+    const trace = ctx.trace ?? newTraceContext();
+    const wire = f.wireHeaders(req, identity, ctx, false, formatTraceparent(trace));
+    wire.push('connection', 'upgrade', 'upgrade', 'websocket');
+    const target = upPath + (q < 0 ? '' : url.slice(q));
+    let current: ClientRequest | undefined;
+    let losing: Handshake | undefined;
+    const send = (t: TryContext): Promise<TryOutcome<Handshake>> => {
+      // A try the engine moved on from (a 5xx it retries) must not hold its connection.
+      if (losing !== undefined) discard(losing);
+      current?.destroy();
+      return new Promise((resolve) => {
+        const { host, port } = splitAddress(t.endpoint.address);
+        const r = (current = httpRequest({ host, port, method: 'GET', path: target, headers: pairsToObject(wire), agent: false, setHost: false }));
+        let settled = false;
+        const done = (out: TryOutcome<Handshake>): void => {
+          if (settled) return;
+          settled = true;
+          if (out.response !== undefined) losing = out.response;
+          resolve(out);
+        };
+        if (Number.isFinite(t.remainingMs)) r.setTimeout(Math.max(1, t.remainingMs), () => {
+          r.destroy();
+          done({ status: 0, retryAfter: undefined, response: undefined, error: new Error('handshake timed out'), timedOut: true });
+        });
+        r.on('upgrade', (res, socket, upHead) => {
+          socket.setTimeout(0);
+          done({ status: 101, retryAfter: undefined, response: { upgraded: true, res, socket, head: upHead }, error: undefined, timedOut: false });
+        });
+        r.on('response', (res) => {
+          const ra = res.headers['retry-after'];
+          done({ status: res.statusCode ?? 502, retryAfter: typeof ra === 'string' ? ra : undefined, response: { upgraded: false, res }, error: undefined, timedOut: false });
+        });
+        r.on('error', (error) => done({ status: 0, retryAfter: undefined, response: undefined, error, timedOut: false }));
+        r.end();
+      });
+    };
+    const call: OutboundCall = {
+      method: 'GET',
+      path: upPath,
+      headers: req.headers as Readonly<Record<string, string>>,
+      hasIdempotencyKey: false,
+      hashKey: undefined,
+      timeoutMs: route.timeoutMs,
+      lane: s.lane,
+      baggage: ctx.baggage,
+      deadlineAt: ctx.deadlineAt,
+      stress: s.stress,
+    };
+    let result;
+    try {
+      result = await f.engine.call(service, call, send);
+    } catch (e) {
+      release();
+      if (!isCallError(e)) return refused(500, GatewayCodes.internal, 'the gateway failed to forward the upgrade');
+      const extra = e.retryAfterMs !== undefined && e.retryAfterMs > 0 ? ['retry-after', String(Math.ceil(e.retryAfterMs / 1000))] : [];
+      writeAnswer(client, e.status, PROBLEM_CONTENT_TYPE, problemBody(e.code, e.status, e.message), extra);
+      return this.log(entry, e.status, started, undefined, 0, 0, trace.traceId, e.code);
+    }
+    losing = undefined;
+    if (result.kind === 'fallback') {
+      release();
+      const extra: string[] = [];
+      for (const k in result.action.headers) extra.push(k, result.action.headers[k]!);
+      writeAnswer(client, result.action.statusCode, result.action.contentType, result.action.body, extra);
+      return this.log(entry, result.action.statusCode, started, undefined, 0, 0, trace.traceId, 'fallback');
+    }
+    const upstream = result.endpoint.address;
+    const hs = result.response;
+    f.o.metrics.begin();
+    f.o.metrics.end(route.id, result.status, (f.o.wheel.clock.now() - started) / 1000);
+    if (!hs.upgraded) {
+      release();
+      passAnswer(client, hs.res);
+      return this.log(entry, hs.res.statusCode ?? 502, started, upstream, 0, 0, trace.traceId, 'upgrade_declined');
+    }
+    if (client.destroyed) {
+      release();
+      hs.socket.destroy();
+      return this.log(entry, 499, started, upstream, 0, 0, trace.traceId, 'client_closed');
+    }
+    this.splice(client, head, hs, () => {
+      release();
+      this.log(entry, 101, started, upstream, bytesRead(client), bytesWritten(client), trace.traceId, undefined);
+    });
+  }
+
+  /** Answers the client's handshake with the upstream's 101 and joins the two sockets. */
+  private splice(client: Duplex, head: Buffer, hs: Extract<Handshake, { upgraded: true }>, closed: () => void): void {
+    const up = hs.socket;
+    up.on('error', noop);
+    this.open.add(client);
+    answer101(client, hs.res);
+    if (hs.head.length > 0) client.write(hs.head);
+    if (head.length > 0) up.write(head);
+    client.pipe(up);
+    up.pipe(client);
+    let done = false;
+    const end = (): void => {
+      if (done) return;
+      done = true;
+      this.open.delete(client);
+      client.destroy();
+      up.destroy();
+      closed();
+    };
+    client.on('close', end);
+    up.on('close', end);
+  }
+
+  private log(e: { method: string; host: string; path: string; route: string | undefined; identity: string | undefined }, status: number, started: number, upstream: string | undefined, bytesIn: number, bytesOut: number, traceId: string | undefined, reason: string | undefined): void {
+    this.f.o.accessLog.write({
+      method: e.method,
+      host: e.host,
+      path: e.path,
+      route: e.route,
+      status,
+      durationMs: Math.round((this.f.o.wheel.clock.now() - started) * 1000) / 1000,
+      upstream,
+      bytesIn,
+      bytesOut,
+      traceId,
+      identity: e.identity,
+      lane: undefined,
+      stress: false,
+      reason,
+    });
+  }
+}
+
+function noop(): void {}
+
+/** RFC 6455 §4.1: a GET whose Upgrade names websocket (node only emits `upgrade` when Connection says so). */
+export function isWebSocketUpgrade(req: IncomingMessage): boolean {
+  const u = req.headers.upgrade;
+  return req.method === 'GET' && typeof u === 'string' && u.split(',').some((p) => p.trim().toLowerCase() === 'websocket');
+}
+
+function splitAddress(address: string): { host: string; port: number } {
+  const i = address.lastIndexOf(':');
+  const host = address.slice(0, i);
+  return { host: host.startsWith('[') ? host.slice(1, -1) : host, port: Number(address.slice(i + 1)) };
+}
+
+/** node:http wants an object; repeated names become arrays, as they arrived. */
+function pairsToObject(pairs: readonly string[]): Record<string, string | string[]> {
+  const out: Record<string, string | string[]> = {};
+  for (let i = 0; i < pairs.length; i += 2) {
+    const k = pairs[i]!;
+    const v = pairs[i + 1]!;
+    const prev = out[k];
+    out[k] = prev === undefined ? v : Array.isArray(prev) ? [...prev, v] : [prev, v];
+  }
+  return out;
+}
+
+function statusLine(status: number): string {
+  return `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'Unknown'}\r\n`;
+}
+
+/** A complete answer on the raw socket, then the connection closes (an unanswered upgrade cannot go on). */
+function writeAnswer(socket: Duplex, status: number, contentType: string, body: string | Buffer, extra: readonly string[]): void {
+  if (socket.destroyed) return;
+  let head = `${statusLine(status)}content-type: ${contentType}\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n`;
+  for (let i = 0; i + 1 < extra.length; i += 2) head += `${extra[i]}: ${extra[i + 1]}\r\n`;
+  socket.end(Buffer.concat([Buffer.from(`${head}\r\n`, 'latin1'), typeof body === 'string' ? Buffer.from(body) : body]));
+}
+
+function refuse(socket: Duplex, status: number, code: string, detail: string, extra: readonly string[] = []): void {
+  writeAnswer(socket, status, PROBLEM_CONTENT_TYPE, problemBody(code, status, detail), extra);
+}
+
+/** The upstream declined the upgrade: its status, headers and body go to the client, the connection then closes. */
+function passAnswer(socket: Duplex, res: IncomingMessage): void {
+  let head = statusLine(res.statusCode ?? 502);
+  const raw = res.rawHeaders;
+  for (let i = 0; i + 1 < raw.length; i += 2) {
+    if (!ANSWER_HOP.has(raw[i]!.toLowerCase())) head += `${raw[i]}: ${raw[i + 1]}\r\n`;
+  }
+  socket.write(`${head}connection: close\r\n\r\n`, 'latin1');
+  res.on('error', () => socket.destroy());
+  res.pipe(socket);
+}
+
+/** The upstream's 101 as it sent it: Sec-WebSocket-Accept, the chosen protocol and extensions are its business. */
+function answer101(socket: Duplex, res: IncomingMessage): void {
+  let head = statusLine(101);
+  const raw = res.rawHeaders;
+  for (let i = 0; i + 1 < raw.length; i += 2) head += `${raw[i]}: ${raw[i + 1]}\r\n`;
+  socket.write(`${head}\r\n`, 'latin1');
+}
+
+function discard(h: Handshake): void {
+  if (h.upgraded) h.socket.destroy();
+  else h.res.destroy();
+}
+
+function bytesRead(s: Duplex): number {
+  return (s as Partial<Socket>).bytesRead ?? 0;
+}
+
+function bytesWritten(s: Duplex): number {
+  return (s as Partial<Socket>).bytesWritten ?? 0;
+}
