@@ -167,8 +167,14 @@ export const SloSpec = z
           .array(BurnRateAlert)
           .max(16)
           .default(() => DEFAULT_BURN_RATE_ALERTS.map((a) => ({ ...a }))),
+        /**
+         * A pair fires only when its long window holds at least this many requests. For low-traffic targets,
+         * where one failure in a quiet hour is a burn of hundreds (the workbook's "low-traffic services"
+         * case). 0, the default, guards nothing: a rarely used service still pages when it fails.
+         */
+        minRequests: z.int().min(0).max(1_000_000_000).default(0),
       })
-      .default(() => ({ burnRates: DEFAULT_BURN_RATE_ALERTS.map((a) => ({ ...a })) })),
+      .default(() => ({ burnRates: DEFAULT_BURN_RATE_ALERTS.map((a) => ({ ...a })), minRequests: 0 })),
     notify: notifyList,
   })
   .superRefine((s, ctx) => {

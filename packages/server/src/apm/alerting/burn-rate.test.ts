@@ -57,6 +57,24 @@ describe('burn rate', () => {
     assert.ok(bySeverity.has('ticket'));
   });
 
+  it('keeps a quiet target from paging on a handful of requests when minRequests asks for volume', () => {
+    // One failure in four requests in an hour: a burn of 250x at 99.9 %.
+    const quiet: Record<string, { total: number; bad: number }> = { '1h': { total: 4, bad: 1 }, '5m': { total: 1, bad: 1 } };
+    const alerts = DEFAULT_BURN_RATE_ALERTS.slice(0, 1);
+    const unguarded = evaluatePairs(alerts, 99.9, (w) => quiet[w]!);
+    assert.equal(unguarded[0]!.firing, true, 'no guard by default: a rarely used service still pages');
+    assert.equal(unguarded[0]!.tooFewRequests, false);
+    const guarded = evaluatePairs(alerts, 99.9, (w) => quiet[w]!, 20);
+    assert.equal(guarded[0]!.firing, false);
+    assert.equal(guarded[0]!.tooFewRequests, true);
+    close(guarded[0]!.long.burnRate, 250);
+    // At the minimum, the same burn fires.
+    const busier: Record<string, { total: number; bad: number }> = { '1h': { total: 20, bad: 5 }, '5m': { total: 2, bad: 1 } };
+    const enough = evaluatePairs(alerts, 99.9, (w) => busier[w]!, 20);
+    assert.equal(enough[0]!.firing, true);
+    assert.equal(enough[0]!.tooFewRequests, false);
+  });
+
   it('lists each window once, longest first', () => {
     assert.deepEqual(windowsOf(DEFAULT_BURN_RATE_ALERTS), ['24h', '6h', '2h', '1h', '30m', '5m']);
   });

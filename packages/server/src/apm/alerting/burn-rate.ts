@@ -45,8 +45,10 @@ export interface PairEvaluation {
   alert: BurnRateAlert;
   long: WindowBurn;
   short: WindowBurn;
-  /** Both windows burn at least `alert.burnRate`. */
+  /** Both windows burn at least `alert.burnRate`, and the long window holds at least `minRequests` requests. */
   firing: boolean;
+  /** The long window holds fewer requests than `minRequests`: the pair cannot fire, whatever it burns. */
+  tooFewRequests: boolean;
 }
 
 /** Every window an SLO's pairs need, deduplicated, longest first. */
@@ -64,7 +66,7 @@ export function windowsOf(alerts: readonly BurnRateAlert[]): string[] {
  * significant, the short one makes it current: a spike that is over stops firing once the short window
  * cools, long before the long window does.
  */
-export function evaluatePairs(alerts: readonly BurnRateAlert[], objectivePercent: number, counts: (window: string) => SliCounts): PairEvaluation[] {
+export function evaluatePairs(alerts: readonly BurnRateAlert[], objectivePercent: number, counts: (window: string) => SliCounts, minRequests = 0): PairEvaluation[] {
   return alerts.map((alert) => {
     const burn = (window: string): WindowBurn => {
       const c = counts(window);
@@ -72,7 +74,8 @@ export function evaluatePairs(alerts: readonly BurnRateAlert[], objectivePercent
     };
     const long = burn(alert.longWindow);
     const short = burn(alert.shortWindow);
-    return { alert, long, short, firing: atLeast(long.burnRate, alert.burnRate) && atLeast(short.burnRate, alert.burnRate) };
+    const tooFewRequests = long.counts.total < minRequests;
+    return { alert, long, short, tooFewRequests, firing: !tooFewRequests && atLeast(long.burnRate, alert.burnRate) && atLeast(short.burnRate, alert.burnRate) };
   });
 }
 

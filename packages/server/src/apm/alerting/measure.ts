@@ -33,7 +33,7 @@ export async function measureSlo(spans: SpanStore, slo: Named<SloSpec>, nowMs: n
       counts.set(w, await sliCounts(spans, slo.namespace, spec, nowMs - windowMs(w), nowMs));
     }),
   );
-  const pairs = evaluatePairs(spec.alerting.burnRates, spec.objectivePercent, (w) => counts.get(w)!);
+  const pairs = evaluatePairs(spec.alerting.burnRates, spec.objectivePercent, (w) => counts.get(w)!, spec.alerting.minRequests);
   let budget: ErrorBudget | undefined;
   if (options.budget) budget = errorBudget(await sliCounts(spans, slo.namespace, spec, nowMs - spec.windowDays * 86_400_000, nowMs), spec.objectivePercent);
   return { pairs, budget };

@@ -32,6 +32,8 @@ export interface BurnRateStatus {
   long: WindowStatus;
   short: WindowStatus;
   firing: boolean;
+  /** The long window holds fewer requests than the SLO's `alerting.minRequests`. */
+  tooFewRequests: boolean;
 }
 
 export interface SloStatus {
@@ -80,6 +82,7 @@ export async function sloStatus(spans: SpanStore, slo: Named<SloSpec>, nowMs: nu
       long: windowStatus(p.long.window, p.long.counts, p.long.burnRate),
       short: windowStatus(p.short.window, p.short.counts, p.short.burnRate),
       firing: p.firing,
+      tooFewRequests: p.tooFewRequests,
     })),
     errorBudget: m.budget!,
     firing: firingFrom(events),
