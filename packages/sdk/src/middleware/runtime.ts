@@ -2,7 +2,7 @@ import type { IncomingHttpHeaders } from 'node:http';
 import { getLane, isStress } from '../balancing/baggage.js';
 import { parseTraceparent } from '../balancing/traceparent.js';
 import { runWithContext, type RequestContext } from '../context.js';
-import { serverSpan, type ServerSpanHandle, type Tracing } from '../tracing/hooks.js';
+import { serverSpan, serverSpanName, type ServerSpanHandle, type Tracing } from '../tracing/hooks.js';
 import { Headers } from '@plinth/core';
 import { pathOf } from '../governance/match.js';
 import type { CompiledTraffic } from '../governance/traffic.js';
@@ -109,7 +109,7 @@ export class InboundRuntime {
     const span = s.span;
     if (span !== undefined) {
       if (route !== undefined && route !== OTHER_ROUTE && span.span?.isRecording() === true) {
-        span.span.updateName(`${s.method} ${route}`);
+        span.span.updateName(serverSpanName(s.method, route));
         span.span.setAttribute('http.route', route);
       }
       span.end(status === 0 ? 499 : status, error);

@@ -5,7 +5,7 @@ import { Counter, Gauge, type Registry } from 'prom-client';
 import { request, type Dispatcher } from 'undici';
 import { defaultLogger, errorMessage, type Logger } from '../logger.js';
 import { TRACING_EXPORT_FAILED, TRACING_INVALID_OPTION, TracingError } from './errors.js';
-import { tracesJsonBytes } from './otlp-json.js';
+import { SpanBatch } from './otlp-json.js';
 import type { PlinthSpan } from './span.js';
 import type { SpanSink } from './tracer.js';
 
@@ -73,14 +73,18 @@ export function retryAfterMs(header: string | string[] | undefined, now = Date.n
 type Outcome = { ok: true; rejected: number } | { ok: false; error: TracingError };
 
 /**
- * Ships ended spans to an OTLP/HTTP collector as JSON, off the request path: `enqueue` only pushes onto a
- * bounded queue (full → drop and count, never wait), one unref'd interval per exporter sends what gathered,
- * and a full batch is sent on the next turn of the event loop. One request is in flight at a time; while a
+ * Ships ended spans to an OTLP/HTTP collector as JSON: `enqueue` encodes the span into the batch being
+ * filled (bounded: full → drop and count, never wait), one unref'd interval per exporter sends what
+ * gathered, and a full batch is sent on the next turn of the event loop. What waits is bytes, not span
+ * objects (see SpanBatch). One request is in flight at a time; while a
  * collector is slow or down, the queue bound is what limits memory.
  */
 export class OtlpExporter implements SpanSink {
   readonly endpoint: string;
-  private queue: PlinthSpan[] = [];
+  /** Full batches waiting, oldest first, then the one being filled. */
+  private full: SpanBatch[] = [];
+  private filling: SpanBatch | undefined;
+  private queuedCount = 0;
   private readonly maxQueue: number;
   private readonly maxBatch: number;
   private readonly flushMs: number;
@@ -121,7 +125,7 @@ export class OtlpExporter implements SpanSink {
         dropped: new Counter({ name: 'plinth_tracing_spans_dropped_total', help: 'Spans dropped because the export queue was full or closed', registers }),
         failed: new Counter({ name: 'plinth_tracing_spans_failed_total', help: 'Spans in batches the collector refused, or that could not be delivered', registers }),
       };
-      const queue = () => this.queue.length;
+      const queue = () => this.queuedCount;
       new Gauge({
         name: 'plinth_tracing_queue_spans',
         help: 'Spans waiting for export',
@@ -150,22 +154,34 @@ export class OtlpExporter implements SpanSink {
 
   /** Spans waiting. */
   get queued(): number {
-    return this.queue.length;
+    return this.queuedCount;
   }
 
   enqueue(span: PlinthSpan): void {
-    if (this.closed || this.queue.length >= this.maxQueue) {
-      this.droppedCount++;
-      this.metrics?.dropped.inc();
+    if (this.closed || this.queuedCount >= this.maxQueue) {
+      this.drop();
       return;
     }
-    this.queue.push(span);
+    const batch = (this.filling ??= new SpanBatch(this.maxBatch));
+    try {
+      batch.add(span);
+    } catch (e) {
+      // Ended on the request path: a span that cannot be encoded is dropped, never thrown at the handler.
+      this.drop();
+      this.countFailed(0, new TracingError(TRACING_EXPORT_FAILED, `could not encode a span: ${errorMessage(e)}`, { cause: e }));
+      return;
+    }
+    this.queuedCount++;
+    if (batch.count >= this.maxBatch) {
+      this.full.push(batch);
+      this.filling = undefined;
+    }
     if (this.interval === undefined) {
       // Started with the first span, so a tracer that never records keeps no timer.
       this.interval = setInterval(() => void this.kick(), this.flushMs);
       this.interval.unref();
     }
-    if (this.queue.length >= this.maxBatch && !this.immediate && this.draining === undefined) {
+    if (this.full.length > 0 && !this.immediate && this.draining === undefined) {
       this.immediate = true;
       setImmediate(() => {
         this.immediate = false;
@@ -174,9 +190,14 @@ export class OtlpExporter implements SpanSink {
     }
   }
 
+  private drop(): void {
+    this.droppedCount++;
+    this.metrics?.dropped.inc();
+  }
+
   /** Sends everything queued now; resolves when the queue is empty (or the exporter is stopped). */
   async forceFlush(): Promise<void> {
-    while (this.queue.length > 0 || this.draining) {
+    while (this.queuedCount > 0 || this.draining) {
       await (this.draining ?? this.kick());
       if (this.stop.signal.aborted) return;
     }
@@ -197,9 +218,11 @@ export class OtlpExporter implements SpanSink {
     } finally {
       clearTimeout(t);
       this.stop.abort();
-      const left = this.queue.length;
+      const left = this.queuedCount;
       if (left > 0) {
-        this.queue = [];
+        this.full = [];
+        this.filling = undefined;
+        this.queuedCount = 0;
         this.failedCount += left;
         this.metrics?.failed.inc(left);
       }
@@ -208,7 +231,7 @@ export class OtlpExporter implements SpanSink {
 
   private kick(): Promise<void> {
     if (this.draining) return this.draining;
-    if (this.queue.length === 0) return Promise.resolve();
+    if (this.queuedCount === 0) return Promise.resolve();
     this.draining = this.drain().finally(() => {
       this.draining = undefined;
     });
@@ -216,25 +239,24 @@ export class OtlpExporter implements SpanSink {
   }
 
   private async drain(): Promise<void> {
-    while (this.queue.length > 0 && !this.stop.signal.aborted) {
-      let batch: PlinthSpan[];
-      if (this.queue.length <= this.maxBatch) {
-        batch = this.queue;
-        this.queue = [];
-      } else {
-        batch = this.queue.splice(0, this.maxBatch);
+    while (this.queuedCount > 0 && !this.stop.signal.aborted) {
+      let batch = this.full.shift();
+      if (batch === undefined) {
+        batch = this.filling!;
+        this.filling = undefined;
       }
+      this.queuedCount -= batch.count;
       const outcome = await this.send(batch);
       if (outcome.ok) {
-        const accepted = batch.length - outcome.rejected;
+        const accepted = batch.count - outcome.rejected;
         this.exportedCount += accepted;
         this.metrics?.exported.inc(accepted);
         if (outcome.rejected > 0) this.countFailed(outcome.rejected, new TracingError(TRACING_EXPORT_FAILED, `collector rejected ${outcome.rejected} spans`));
       } else {
-        this.countFailed(batch.length, outcome.error);
+        this.countFailed(batch.count, outcome.error);
       }
       // A partial batch waits for the next tick instead of going out as a trickle of tiny requests.
-      if (this.queue.length < this.maxBatch && !this.closed) break;
+      if (this.full.length === 0 && !this.closed) break;
     }
   }
 
@@ -256,10 +278,10 @@ export class OtlpExporter implements SpanSink {
     return t.authorization();
   }
 
-  private async send(batch: PlinthSpan[]): Promise<Outcome> {
+  private async send(batch: SpanBatch): Promise<Outcome> {
     let body: Buffer;
     try {
-      const json = tracesJsonBytes(batch);
+      const json = batch.bytes();
       // Level 1: span JSON is repetitive enough that it shrinks to ~9% (level 6: ~8%) at under half the CPU,
       // and on a small machine the zlib thread competes with the service for the same cores.
       body = this.gzip ? await gzip(json, { level: zlib.Z_BEST_SPEED }) : json;

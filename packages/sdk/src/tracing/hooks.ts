@@ -312,6 +312,29 @@ export class ClientSpanHandle {
   }
 }
 
+const MAX_NAMED_ROUTES = 1024;
+const MAX_NAMED_METHODS = 16;
+const serverNames = new Map<string, Map<string, string>>();
+
+/**
+ * `{method} {route}`, the same string each time for a route: no concatenation per request, and the
+ * exporter's caches then find the name by a hash V8 has already computed. Bounded (methods come from
+ * clients); past the bound the name is built afresh.
+ */
+export function serverSpanName(method: string, route: string): string {
+  let byMethod = serverNames.get(route);
+  if (byMethod === undefined) {
+    if (serverNames.size >= MAX_NAMED_ROUTES) return `${method} ${route}`;
+    serverNames.set(route, (byMethod = new Map()));
+  }
+  let name = byMethod.get(method);
+  if (name === undefined) {
+    name = `${method} ${route}`;
+    if (byMethod.size < MAX_NAMED_METHODS) byMethod.set(method, name);
+  }
+  return name;
+}
+
 /** Starts the SERVER span of an inbound request (`{method} {route}`). */
 export function startServerSpan(t: Tracing, o: ServerSpanOptions): ServerSpanHandle {
   return serverSpan(t, o.method, o.route, o.traceparent, o.lane, o.stress === true, o.caller);
@@ -325,7 +348,7 @@ export function serverSpan(t: Tracing, method: string, route: string, parent: Tr
   if (lane !== undefined) attrs.push('plinth.lane', lane);
   if (stress) attrs.push('plinth.stress', 'true');
   if (caller !== undefined) attrs.push('plinth.caller', caller);
-  return new ServerSpanHandle(start(t, `${method} ${route}`, SpanKind.SERVER, parent, true, attrs), parent);
+  return new ServerSpanHandle(start(t, serverSpanName(method, route), SpanKind.SERVER, parent, true, attrs), parent);
 }
 
 /** Starts the CLIENT span of an outbound call (`{method} {callee}`). */
