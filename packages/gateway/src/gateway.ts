@@ -155,6 +155,7 @@ export async function startGateway(o: GatewayOptions): Promise<Gateway> {
   const routes = new LiveRoutes(routesFeed, (errors) => log.warn('some Routes cannot be compiled and are ignored', { errors: errors.join('; ') }));
   const metrics = new GatewayMetrics({ ...(o.metrics ? { registry: o.metrics } : {}), governance, services: () => routes.table.services() });
   const accessLog: AccessLog = o.accessLog === false ? NO_ACCESS_LOG : createAccessLog(o.accessLog ?? {});
+  metrics.accessLogDropped(() => accessLog.dropped);
   const wheel = o.wheel ?? sharedWheel;
   const trustProxy = o.trustProxy === true ? 1 : o.trustProxy === false || o.trustProxy === undefined ? 0 : o.trustProxy;
   const forwarder = new Forwarder({
@@ -272,7 +273,7 @@ export async function startGateway(o: GatewayOptions): Promise<Gateway> {
       });
     }
     for (const c of closers.reverse()) await c();
-    await accessLog.flush();
+    await accessLog.close();
   };
 
   return {

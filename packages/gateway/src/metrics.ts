@@ -57,6 +57,20 @@ export class GatewayMetrics {
     this.inFlight.inc();
   }
 
+  /** `plinth_gateway_access_log_dropped_total`, read from `count` at each scrape. */
+  accessLogDropped(count: () => number): void {
+    new Counter({
+      name: 'plinth_gateway_access_log_dropped_total',
+      help: 'Access-log lines dropped because the destination could not keep up.',
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        const n = count();
+        if (n > 0) this.inc(n);
+      },
+    });
+  }
+
   /** `plinth_gateway_websockets_open`, read from `count` at each scrape. */
   websockets(count: () => number): void {
     new Gauge({
