@@ -521,8 +521,13 @@ function forwardedNode(ip: string): string {
   return ip.includes(':') ? `"[${ip}]"` : ip || 'unknown';
 }
 
+// A gateway sees few distinct hosts: the last answer is the next one's, nearly always.
+let lastHost = '';
+let lastQuoted = '';
 function quoteIfNeeded(v: string): string {
-  return /^[A-Za-z0-9!#$%&'*+.^_`|~-]+$/.test(v) ? v : `"${v.replace(/["\\]/g, '\\$&')}"`;
+  if (v === lastHost) return lastQuoted;
+  lastHost = v;
+  return (lastQuoted = /^[A-Za-z0-9!#$%&'*+.^_`|~-]+$/.test(v) ? v : `"${v.replace(/["\\]/g, '\\$&')}"`);
 }
 
 function errorText(e: unknown): string {

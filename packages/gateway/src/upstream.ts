@@ -15,7 +15,8 @@ const RESPONSE_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 't
 
 /** Names listed in a Connection header are hop-by-hop too. */
 export function connectionTokens(v: string | string[] | undefined): string[] | undefined {
-  if (v === undefined) return undefined;
+  // What nearly every hop sends: no header names to drop, and nothing to split.
+  if (v === undefined || v === 'keep-alive' || v === 'close' || v === 'Keep-Alive') return undefined;
   const s = Array.isArray(v) ? v.join(',') : v;
   let out: string[] | undefined;
   for (const t of s.split(',')) {
