@@ -28,7 +28,7 @@ import { GatewayMetrics, writeMetrics } from './metrics.js';
 import { EdgeProxy, Forwarder } from './proxy.js';
 import { LiveRoutes } from './routes.js';
 import { startSidecar, type RunningSidecar, type SidecarOptions } from './sidecar.js';
-import { WebSocketEdge } from './websocket.js';
+import { edgeWebSocketResolver, WebSocketProxy } from './websocket.js';
 
 /** The kinds the gateway's control-plane client holds. */
 export const GATEWAY_KINDS = [...GOVERNANCE_KINDS, 'Route', 'RoleBinding'] as const;
@@ -178,7 +178,7 @@ export async function startGateway(o: GatewayOptions): Promise<Gateway> {
 
   const listen = o.listen ?? '127.0.0.1:8080';
   let edgeServer: Server | undefined;
-  let websockets: WebSocketEdge | undefined;
+  let websockets: WebSocketProxy | undefined;
   let running: RunningSidecar | undefined;
   let url: string;
   let stopping = false;
@@ -197,7 +197,7 @@ export async function startGateway(o: GatewayOptions): Promise<Gateway> {
         if (stopping) return shuttingDown(res);
         listener(req, res);
       }, o.server);
-      const ws = (websockets = new WebSocketEdge(forwarder, { routes, auth }));
+      const ws = (websockets = new WebSocketProxy(forwarder, edgeWebSocketResolver(routes, auth)));
       metrics.websockets(() => ws.size);
       edgeServer.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
         if (stopping) return void socket.end(SHUTTING_DOWN_RAW);

@@ -7,20 +7,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { request } from 'undici';
 import { startGateway, type Gateway } from './gateway.js';
-import { call, sleep, upstream, type Upstream } from './testkit.test.helpers.js';
-
-interface ControlPlane {
-  url: string;
-  token: string;
-  api(method: string, path: string, body?: unknown): Promise<any>;
-  list(kind: string, namespace: string): Promise<{ items: { metadata: { name: string }; spec: any }[] }>;
-  destroy(): Promise<void>;
-}
-
-async function controlPlane(): Promise<ControlPlane> {
-  const mod = (await import(new URL('../../sdk/dist/testing/control-plane.js', import.meta.url).href)) as { TestControlPlane: { start(): Promise<ControlPlane> } };
-  return mod.TestControlPlane.start();
-}
+import { call, controlPlane, sleep, upstream, type TestControlPlane as ControlPlane, type Upstream } from './testkit.test.helpers.js';
 
 const NS = 'side';
 const PASS_ON = ['traceparent', 'baggage', 'plinth-timeout-ms'];

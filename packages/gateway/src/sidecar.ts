@@ -9,6 +9,7 @@ import { stripIncoming } from './identity-headers.js';
 import { hardenedServer, listenOn, parseHostPort, urlOf, type ServerLimits } from './listen.js';
 import { hostOf, type Exchange, type Forwarder } from './proxy.js';
 import { normalizePath } from './routes.js';
+import { WebSocketProxy, wsRefusal } from './websocket.js';
 import { DEFAULT_MAX_BODY_BYTES } from '@plinth/core';
 
 export interface SidecarOptions {
@@ -84,17 +85,32 @@ export async function startSidecar(f: Forwarder, o: SidecarOptions, client: Cont
     const ex = f.begin(req, res);
     serveIngress(f, ex, o.service, maxBody, appPool).catch(() => f.problem(ex, 500, GatewayCodes.internal, 'the sidecar failed to handle the request'));
   };
+  const appAddress = `${app.hostname}:${app.port || '80'}`;
+  const wsIngress = new WebSocketProxy(f, (req, path, query) => {
+    stripIncoming(req.headers, { keepIdentity: true, keepCaller: true });
+    return { service: o.service, path, query, route: undefined, identity: undefined, admit: true, direct: appAddress, timeoutMs: undefined };
+  });
   const { host, port } = parseHostPort(listen);
-  const bound = await service.listen(ingress, { host, port });
+  const bound = await service.listen(ingress, { host, port, upgrade: wsIngress.listener });
 
   let egressUrl: string | undefined;
   let egressServer: ReturnType<typeof hardenedServer> | undefined;
+  let wsEgress: WebSocketProxy | undefined;
   if (o.egress !== undefined) {
     const e = parseHostPort(o.egress);
     egressServer = hardenedServer((req, res) => {
       const ex = f.begin(req, res);
       serveEgress(f, ex, o.service, maxBody).catch(() => f.problem(ex, 500, GatewayCodes.internal, 'the sidecar failed to handle the request'));
     }, limits);
+    const self = o.service;
+    wsEgress = new WebSocketProxy(f, (req, path, query) => {
+      const to = egressTarget(hostOf(req), path);
+      if (to === undefined) return wsRefusal(404, GatewayCodes.routeNotFound, NAME_THE_SERVICE);
+      req.headers[Headers.caller] = self;
+      const context = buildContext({ method: 'GET', path: to.path, headers: req.headers }, { trust: 'mesh', traffic: compiledTrafficOf(f.o.governance), clock: f.o.wheel.clock });
+      return { service: to.service, path: to.path, query, route: undefined, identity: undefined, admit: false, context, timeoutMs: undefined };
+    });
+    egressServer.on('upgrade', wsEgress.listener);
     const p = await listenOn(egressServer, e.host, e.port);
     egressUrl = urlOf(e.host, p);
   }
@@ -108,6 +124,8 @@ export async function startSidecar(f: Forwarder, o: SidecarOptions, client: Cont
       egressServer?.closeIdleConnections();
       await service.shutdown('gateway closing');
       await f.drained(drainTimeoutMs);
+      wsIngress.closeAll();
+      wsEgress?.closeAll();
       egressServer?.closeAllConnections();
       await egressClosed;
       await appPool.close().catch(() => undefined);
@@ -142,19 +160,23 @@ async function serveEgress(f: Forwarder, ex: Exchange, self: string, maxBody: nu
   const query = q < 0 ? '' : url.slice(q);
   ex.host = hostOf(req);
   ex.path = path;
-  let target = serviceHost(ex.host);
-  let rest = path;
-  if (target === undefined) {
-    const end = path.indexOf('/', 1);
-    const first = end < 0 ? path.slice(1) : path.slice(1, end);
-    target = serviceHost(first);
-    rest = end < 0 ? '/' : path.slice(end);
-  }
-  if (target === undefined) return f.problem(ex, 404, GatewayCodes.routeNotFound, 'name the service: http://<egress>/<service>/<path>, or Host: <service>');
+  const to = egressTarget(ex.host, path);
+  if (to === undefined) return f.problem(ex, 404, GatewayCodes.routeNotFound, NAME_THE_SERVICE);
   // The app is this service: its calls carry its name, and the baggage it passes on is trusted as ours.
   req.headers[Headers.caller] = self;
-  const ctx = buildContext({ method: ex.method, path: rest, headers: req.headers }, { trust: 'mesh', traffic: compiledTrafficOf(f.o.governance), clock: f.o.wheel.clock });
+  const ctx = buildContext({ method: ex.method, path: to.path, headers: req.headers }, { trust: 'mesh', traffic: compiledTrafficOf(f.o.governance), clock: f.o.wheel.clock });
   const plan = planBody(req, maxBody);
   if (plan.kind === 'tooLarge') return f.tooLarge(ex, maxBody);
-  await f.forward(ex, target, rest + query, ctx, plan, maxBody, undefined);
+  await f.forward(ex, to.service, to.path + query, ctx, plan, maxBody, undefined);
+}
+
+const NAME_THE_SERVICE = 'name the service: http://<egress>/<service>/<path>, or Host: <service>';
+
+/** The service an egress call names (by Host, else by the first path segment) and the path left for it. */
+function egressTarget(host: string, path: string): { service: string; path: string } | undefined {
+  const byHost = serviceHost(host);
+  if (byHost !== undefined) return { service: byHost, path };
+  const end = path.indexOf('/', 1);
+  const service = serviceHost(end < 0 ? path.slice(1) : path.slice(1, end));
+  return service === undefined ? undefined : { service, path: end < 0 ? '/' : path.slice(end) };
 }

@@ -4,6 +4,7 @@ import { Writable } from 'node:stream';
 import type { Resource } from '@plinth/core';
 import { StaticGovernance } from '@plinth/sdk';
 import { request } from 'undici';
+import WebSocket, { WebSocketServer } from 'ws';
 import { StaticFeed } from './feed.js';
 import { startGateway, type Gateway, type GatewayOptions } from './gateway.js';
 
@@ -127,3 +128,97 @@ export function raw(url: string, data: string | Buffer, waitMs = 2000): Promise<
 }
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+// ---- WebSockets: `ws` servers as upstreams and `ws` clients ----
+
+export interface WsUpstream {
+  readonly address: string;
+  readonly handshakes: { url: string; headers: IncomingHttpHeaders }[];
+  readonly server: Server;
+  close(): Promise<void>;
+}
+
+/** A WebSocket echo server that prefixes every answer with its name; `decline` answers the upgrade with 403 instead. */
+export async function wsUpstream(name: string, decline = false): Promise<WsUpstream> {
+  const handshakes: { url: string; headers: IncomingHttpHeaders }[] = [];
+  const server = createServer((_req, res) => res.end('not a websocket'));
+  const wss = new WebSocketServer({
+    server,
+    verifyClient: (info, done) => {
+      handshakes.push({ url: info.req.url ?? '', headers: info.req.headers });
+      if (decline) done(false, 403, 'no websockets for you', { 'x-why': 'declined' });
+      else done(true);
+    },
+  });
+  wss.on('connection', (ws) => ws.on('message', (data) => ws.send(`${name}:${String(data)}`)));
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  const port = (server.address() as { port: number }).port;
+  return {
+    address: `127.0.0.1:${port}`,
+    handshakes,
+    server,
+    close: () =>
+      new Promise<void>((r) => {
+        for (const c of wss.clients) c.terminate();
+        wss.close();
+        server.closeAllConnections();
+        server.close(() => r());
+      }),
+  };
+}
+
+/** Opens a client; resolves once open, or with the status of a refused handshake. */
+export function open(url: string, headers: Record<string, string> = {}): Promise<{ ws: WebSocket } | { status: number; body: string; headers: IncomingHttpHeaders }> {
+  return new Promise((resolve, reject) => {
+    const ws = new WebSocket(url, { headers });
+    ws.once('open', () => resolve({ ws }));
+    ws.once('unexpected-response', (_req, res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString(), headers: res.headers }));
+    });
+    ws.once('error', reject);
+  });
+}
+
+export async function opened(url: string, headers: Record<string, string> = {}): Promise<WebSocket> {
+  const r = await open(url, headers);
+  if (!('ws' in r)) throw new Error(`handshake refused: ${r.status} ${r.body}`);
+  return r.ws;
+}
+
+export function refused(r: Awaited<ReturnType<typeof open>>): { status: number; body: string; headers: IncomingHttpHeaders } {
+  if ('ws' in r) {
+    r.ws.terminate();
+    throw new Error('expected the handshake to be refused');
+  }
+  return r;
+}
+
+export function roundTrip(ws: WebSocket, text: string): Promise<string> {
+  return new Promise((resolve) => {
+    ws.once('message', (data) => resolve(String(data)));
+    ws.send(text);
+  });
+}
+
+export function closed(ws: WebSocket): Promise<number> {
+  return new Promise((resolve) => {
+    if (ws.readyState === WebSocket.CLOSED) return resolve(1006);
+    ws.once('close', (code) => resolve(code));
+  });
+}
+
+export interface TestControlPlane {
+  url: string;
+  token: string;
+  api(method: string, path: string, body?: unknown): Promise<unknown>;
+  list(kind: string, namespace: string): Promise<{ items: { metadata: { name: string }; spec: Record<string, unknown> }[] }>;
+  destroy(): Promise<void>;
+}
+
+/** A real plinth server in process (the SDK's test control plane). */
+export async function controlPlane(): Promise<TestControlPlane> {
+  const mod = (await import(new URL('../../sdk/dist/testing/control-plane.js', import.meta.url).href)) as { TestControlPlane: { start(): Promise<TestControlPlane> } };
+  return mod.TestControlPlane.start();
+}

@@ -3,92 +3,13 @@
  * the gateway on static governance sources.
  */
 import assert from 'node:assert/strict';
-import { createServer, type IncomingHttpHeaders, type Server } from 'node:http';
 import { after, before, describe, it } from 'node:test';
 import { FaultToleranceSpec } from '@plinth/core';
 import type { StaticGovernance } from '@plinth/sdk';
-import WebSocket, { WebSocketServer } from 'ws';
 import type { StaticFeed } from './feed.js';
 import type { Gateway } from './gateway.js';
-import { instance, raw, resource, route, sleep, staticGateway } from './testkit.test.helpers.js';
-
-interface WsUpstream {
-  readonly address: string;
-  readonly handshakes: { url: string; headers: IncomingHttpHeaders }[];
-  readonly server: Server;
-  close(): Promise<void>;
-}
-
-/** A WebSocket echo server that prefixes every answer with its name; `decline` answers the upgrade with 403 instead. */
-async function wsUpstream(name: string, decline = false): Promise<WsUpstream> {
-  const handshakes: { url: string; headers: IncomingHttpHeaders }[] = [];
-  const server = createServer((_req, res) => res.end('not a websocket'));
-  const wss = new WebSocketServer({
-    server,
-    verifyClient: (info, done) => {
-      handshakes.push({ url: info.req.url ?? '', headers: info.req.headers });
-      if (decline) done(false, 403, 'no websockets for you', { 'x-why': 'declined' });
-      else done(true);
-    },
-  });
-  wss.on('connection', (ws) => ws.on('message', (data) => ws.send(`${name}:${String(data)}`)));
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
-  const port = (server.address() as { port: number }).port;
-  return {
-    address: `127.0.0.1:${port}`,
-    handshakes,
-    server,
-    close: () =>
-      new Promise<void>((r) => {
-        for (const c of wss.clients) c.terminate();
-        wss.close();
-        server.closeAllConnections();
-        server.close(() => r());
-      }),
-  };
-}
-
-/** Opens a client; resolves once open, or with the status of a refused handshake. */
-function open(url: string, headers: Record<string, string> = {}): Promise<{ ws: WebSocket } | { status: number; body: string; headers: IncomingHttpHeaders }> {
-  return new Promise((resolve, reject) => {
-    const ws = new WebSocket(url, { headers });
-    ws.once('open', () => resolve({ ws }));
-    ws.once('unexpected-response', (_req, res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString(), headers: res.headers }));
-    });
-    ws.once('error', reject);
-  });
-}
-
-async function opened(url: string, headers: Record<string, string> = {}): Promise<WebSocket> {
-  const r = await open(url, headers);
-  if (!('ws' in r)) throw new Error(`handshake refused: ${r.status} ${r.body}`);
-  return r.ws;
-}
-
-function refused(r: Awaited<ReturnType<typeof open>>): { status: number; body: string; headers: IncomingHttpHeaders } {
-  if ('ws' in r) {
-    r.ws.terminate();
-    throw new Error('expected the handshake to be refused');
-  }
-  return r;
-}
-
-function roundTrip(ws: WebSocket, text: string): Promise<string> {
-  return new Promise((resolve) => {
-    ws.once('message', (data) => resolve(String(data)));
-    ws.send(text);
-  });
-}
-
-function closed(ws: WebSocket): Promise<number> {
-  return new Promise((resolve) => {
-    if (ws.readyState === WebSocket.CLOSED) return resolve(1006);
-    ws.once('close', (code) => resolve(code));
-  });
-}
+import { startGateway } from './gateway.js';
+import { closed, controlPlane, instance, open, opened, raw, refused, resource, roundTrip, route, sleep, staticGateway, wsUpstream, type TestControlPlane, type WsUpstream } from './testkit.test.helpers.js';
 
 const anon = { auth: { mode: 'anonymous' } };
 
@@ -220,5 +141,64 @@ describe('gateway WebSocket proxying at shutdown', () => {
     await gw.close();
     assert.equal(await code, 1006);
     await up.close();
+  });
+});
+
+describe('sidecar WebSocket proxying (real control plane)', () => {
+  const NS = 'side-ws';
+  let cp: TestControlPlane;
+  let gw: Gateway;
+  let app: WsUpstream;
+  let payments: WsUpstream;
+  const put = (kind: string, name: string, spec: unknown) => cp.api('PUT', `/v1/resources/${kind}/${NS}/${name}`, { spec });
+
+  before(async () => {
+    cp = await controlPlane();
+    app = await wsUpstream('app');
+    payments = await wsUpstream('payments');
+    await put('Instance', 'payments-1', { service: 'payments', version: '1.0.0', address: payments.address, leaseTtlSeconds: 3600 });
+    await put('FaultTolerance', 'rooms', { rules: [{ name: 'one-room', targets: [{ service: 'orders', endpoints: ['/room'] }], strategies: [{ type: 'concurrencyLimit', maxConcurrency: 1 }] }] });
+    gw = await startGateway({
+      namespace: NS,
+      controlPlane: { url: cp.url, token: cp.token },
+      listen: '127.0.0.1:0',
+      accessLog: false,
+      sidecar: { app: `http://${app.address}`, service: 'orders', version: '2.0.0', egress: '127.0.0.1:0', deregisterDelayMs: 0 },
+    });
+    await sleep(100);
+  });
+
+  after(async () => {
+    await gw?.close();
+    await Promise.all([app?.close(), payments?.close()]);
+    await cp?.destroy();
+  });
+
+  it('takes a WebSocket at the ingress to the app, with the caller as it came', async () => {
+    const ws = await opened(`${gw.url.replace('http:', 'ws:')}/chat`, { 'plinth-caller': 'web' });
+    assert.equal(await roundTrip(ws, 'hi'), 'app:hi');
+    assert.equal(app.handshakes.at(-1)!.url, '/chat');
+    assert.equal(app.handshakes.at(-1)!.headers['plinth-caller'], 'web');
+    ws.close();
+    await closed(ws);
+  });
+
+  it("applies the app's inbound concurrency limit to open WebSockets", async () => {
+    const first = await opened(`${gw.url.replace('http:', 'ws:')}/room`);
+    const second = refused(await open(`${gw.url.replace('http:', 'ws:')}/room`));
+    assert.equal(second.status, 429);
+    first.terminate();
+  });
+
+  it('gives the app WebSockets to other services through the egress, by name', async () => {
+    const egress = gw.egressUrl!.replace('http:', 'ws:');
+    const ws = await opened(`${egress}/payments/stream?x=1`);
+    assert.equal(await roundTrip(ws, 'pay'), 'payments:pay');
+    assert.equal(payments.handshakes.at(-1)!.url, '/stream?x=1');
+    assert.equal(payments.handshakes.at(-1)!.headers['plinth-caller'], 'orders', 'the app calls as its service');
+    ws.close();
+    await closed(ws);
+    const unnamed = refused(await open(`${egress}/`));
+    assert.equal(unnamed.status, 404);
   });
 });

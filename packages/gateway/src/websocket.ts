@@ -3,7 +3,7 @@ import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { PROBLEM_CONTENT_TYPE } from '@plinth/core';
 import type { RequestContext } from '@plinth/sdk';
-import { formatTraceparent, newTraceContext } from '@plinth/sdk/balancing';
+import { formatTraceparent, getLane, isStress, newTraceContext } from '@plinth/sdk/balancing';
 import { isCallError, type OutboundCall, type TryContext, type TryOutcome } from '@plinth/sdk/client';
 import type { Admission } from '@plinth/sdk/middleware';
 import type { Authenticator, Identity } from './auth.js';
@@ -20,26 +20,75 @@ type Handshake =
   | { readonly upgraded: true; readonly res: IncomingMessage; readonly socket: Socket; readonly head: Buffer }
   | { readonly upgraded: false; readonly res: IncomingMessage };
 
-export interface WebSocketEdgeOptions {
-  routes: LiveRoutes;
-  auth: Authenticator | undefined;
+/** Where one WebSocket handshake goes, as a listener (edge, sidecar ingress or egress) decides it. */
+export interface WebSocketTarget {
+  readonly service: string;
+  /** The upstream path, without the query; what admission, targets and routes match. */
+  readonly path: string;
+  readonly query: string;
+  readonly route: string | undefined;
+  readonly identity: Identity | undefined;
+  /** Run the service's inbound admission (edge, ingress); without it, `context` is the request's context (egress). */
+  readonly admit: boolean;
+  readonly context?: RequestContext | undefined;
+  /** One try straight to this address (the sidecar's app), no discovery; else through the engine. */
+  readonly direct?: string | undefined;
+  readonly timeoutMs: number | undefined;
+}
+
+/** A refusal before any upstream: status, stable code, detail and extra headers. */
+export interface WebSocketRefusal {
+  readonly refused: true;
+  readonly status: number;
+  readonly code: string;
+  readonly detail: string;
+  readonly headers?: readonly string[] | undefined;
+  /** Set when a route matched, for the metrics and the log. */
+  readonly route?: string | undefined;
+}
+
+/** Decides a handshake's target from the request (path already normalized, without the query). */
+export type WebSocketResolver = (req: IncomingMessage, path: string, query: string) => WebSocketTarget | WebSocketRefusal | Promise<WebSocketTarget | WebSocketRefusal>;
+
+export const wsRefusal = (status: number, code: string, detail: string, headers?: readonly string[], route?: string): WebSocketRefusal => ({ refused: true, status, code, detail, headers, route });
+
+/** The edge: the route table (matched as GET), the route's auth, then admission and the engine. */
+export function edgeWebSocketResolver(routes: LiveRoutes, auth: Authenticator | undefined): WebSocketResolver {
+  return async (req, path, query) => {
+    stripIncoming(req.headers, { keepIdentity: false, keepCaller: false });
+    const host = hostOf(req);
+    const m = routes.table.match(host, 'GET', path, req.headers);
+    if (m === undefined) return wsRefusal(404, GatewayCodes.routeNotFound, `no route for GET ${host}${path}`);
+    const route = m.route;
+    if (route.service === undefined) return wsRefusal(400, GatewayCodes.badRequest, `route ${route.id} answers by itself and takes no WebSocket`, undefined, route.id);
+    let identity: Identity | undefined;
+    if (route.auth.mode !== 'anonymous') {
+      if (auth === undefined) return wsRefusal(503, GatewayCodes.authUnavailable, 'this gateway has no identity provider configured', undefined, route.id);
+      let a = auth.authenticate(req.headers, route.auth);
+      if (a instanceof Promise) a = await a;
+      if (!a.ok) return wsRefusal(a.status, a.code, a.detail, a.status === 401 ? ['www-authenticate', 'Bearer realm="plinth"'] : undefined, route.id);
+      identity = a.identity;
+    }
+    return { service: route.service, path: route.rewrite(path, m.params), query, route: route.id, identity, admit: true, timeoutMs: route.timeoutMs };
+  };
 }
 
 /**
- * WebSocket upgrades at the edge (node:http's `upgrade` event). The handshake goes through the same route
- * table, authentication, inbound admission and outbound engine as any request (lanes, balancing, breakers,
- * retries of the handshake, deadline), so a WebSocket service is governed like the rest; once the upstream
- * answers 101, the two sockets are piped byte for byte and the gateway steps aside. The admission's slot is
- * held until the connection closes, so a concurrency limit bounds open connections. A refused or failed
- * handshake gets the same problem+json answer as a request; an upstream that declines the upgrade (401,
- * 404, ...) has its answer passed on.
+ * WebSocket upgrades (node:http's `upgrade` event) on a gateway listener. The handshake goes through the
+ * same admission and outbound engine as any request (lanes, balancing, breakers, retries of the handshake,
+ * deadline), after the listener's own resolution (the edge's routes and auth, the sidecar's app or egress
+ * target), so a WebSocket service is governed like the rest; once the upstream answers 101, the two sockets
+ * are piped byte for byte and the gateway steps aside. The admission's slot is held until the connection
+ * closes, so a concurrency limit bounds open connections. A refused or failed handshake gets the same
+ * problem+json answer as a request; an upstream that declines the upgrade (401, 404, ...) has its answer
+ * passed on.
  */
-export class WebSocketEdge {
+export class WebSocketProxy {
   private readonly open = new Set<Duplex>();
 
   constructor(
     private readonly f: Forwarder,
-    private readonly o: WebSocketEdgeOptions,
+    private readonly resolve: WebSocketResolver,
   ) {}
 
   readonly listener = (req: IncomingMessage, socket: Duplex, head: Buffer): void => {
@@ -75,101 +124,113 @@ export class WebSocketEdge {
     const path = normalizePath(q < 0 ? url : url.slice(0, q));
     entry.path = path;
     const ip = f.clientIp(req);
-    stripIncoming(req.headers, { keepIdentity: false, keepCaller: false });
+    const t = await this.resolve(req, path, q < 0 ? '' : url.slice(q));
+    entry.route = t.route;
+    if ('refused' in t) return refused(t.status, t.code, t.detail, t.headers);
+    const identity = t.identity;
+    entry.identity = identity?.subject;
+    const service = t.service;
+    const upPath = t.path;
 
-    const m = this.o.routes.table.match(entry.host, 'GET', path, req.headers);
-    if (m === undefined) return refused(404, GatewayCodes.routeNotFound, `no route for GET ${entry.host}${path}`);
-    const route = m.route;
-    entry.route = route.id;
-    if (route.service === undefined) return refused(400, GatewayCodes.badRequest, `route ${route.id} answers by itself and takes no WebSocket`);
-
-    let identity: Identity | undefined;
-    if (route.auth.mode !== 'anonymous') {
-      if (this.o.auth === undefined) return refused(503, GatewayCodes.authUnavailable, 'this gateway has no identity provider configured');
-      let a = this.o.auth.authenticate(req.headers, route.auth);
-      if (a instanceof Promise) a = await a;
-      if (!a.ok) return refused(a.status, a.code, a.detail, a.status === 401 ? ['www-authenticate', 'Bearer realm="plinth"'] : []);
-      identity = a.identity;
-      entry.identity = identity?.subject;
+    let ctx: RequestContext;
+    let release = noop;
+    let lane: string | undefined;
+    let stress = false;
+    if (t.admit) {
+      const rt = f.runtimeFor(service);
+      const s = rt.start('GET', upPath, req.headers, ip, identity?.subject);
+      const pending = s.admission;
+      const a: Admission = pending instanceof Promise ? await pending : pending;
+      if (!a.ok) {
+        f.o.metrics.rejected(t.route, a.code);
+        const extra: string[] = [];
+        for (const k in a.headers) extra.push(k, a.headers[k]!);
+        writeAnswer(client, a.status, a.contentType, a.body, extra);
+        return this.log(entry, a.status, started, undefined, 0, 0, undefined, a.code);
+      }
+      let released = false;
+      release = () => {
+        if (released) return;
+        released = true;
+        a.release();
+      };
+      if (a.delayMs > 0) await rt.wheel.delay(a.delayMs);
+      ctx = s.ctx;
+      lane = s.lane;
+      stress = s.stress;
+    } else {
+      ctx = t.context!;
+      lane = getLane(ctx.baggage);
+      stress = isStress(ctx.baggage);
     }
-
-    const service = route.service;
-    const upPath = route.rewrite(path, m.params);
-    const rt = f.runtimeFor(service);
-    const s = rt.start('GET', upPath, req.headers, ip, identity?.subject);
-    const pending = s.admission;
-    const a: Admission = pending instanceof Promise ? await pending : pending;
-    if (!a.ok) {
-      f.o.metrics.rejected(route.id, a.code);
-      const extra: string[] = [];
-      for (const k in a.headers) extra.push(k, a.headers[k]!);
-      writeAnswer(client, a.status, a.contentType, a.body, extra);
-      return this.log(entry, a.status, started, undefined, 0, 0, undefined, a.code);
-    }
-    let released = false;
-    const release = (): void => {
-      if (released) return;
-      released = true;
-      a.release();
-    };
-    if (a.delayMs > 0) await rt.wheel.delay(a.delayMs);
     if (client.destroyed) {
       release();
       return this.log(entry, 499, started, undefined, 0, 0, undefined, 'client_closed');
     }
 
-    const ctx: RequestContext = s.ctx;
     const trace = ctx.trace ?? newTraceContext();
-    const wire = f.wireHeaders(req, identity, ctx, false, formatTraceparent(trace));
+    const wire = f.wireHeaders(req, identity, ctx, t.direct !== undefined, formatTraceparent(trace));
     wire.push('connection', 'upgrade', 'upgrade', 'websocket');
-    const target = upPath + (q < 0 ? '' : url.slice(q));
-    let current: ClientRequest | undefined;
+    const headers = pairsToObject(wire);
+    const target = upPath + t.query;
     let losing: Handshake | undefined;
-    const send = (t: TryContext): Promise<TryOutcome<Handshake>> => {
+    let pending: ClientRequest | undefined;
+    const send = (address: string, remainingMs: number): Promise<TryOutcome<Handshake>> => {
       // A try the engine moved on from (a 5xx it retries) must not hold its connection.
       if (losing !== undefined) discard(losing);
-      current?.destroy();
-      return new Promise((resolve) => {
-        const { host, port } = splitAddress(t.endpoint.address);
-        const r = (current = httpRequest({ host, port, method: 'GET', path: target, headers: pairsToObject(wire), agent: false, setHost: false }));
-        let settled = false;
-        const done = (out: TryOutcome<Handshake>): void => {
-          if (settled) return;
-          settled = true;
-          if (out.response !== undefined) losing = out.response;
-          resolve(out);
-        };
-        if (Number.isFinite(t.remainingMs)) r.setTimeout(Math.max(1, t.remainingMs), () => {
-          r.destroy();
-          done({ status: 0, retryAfter: undefined, response: undefined, error: new Error('handshake timed out'), timedOut: true });
-        });
-        r.on('upgrade', (res, socket, upHead) => {
-          socket.setTimeout(0);
-          done({ status: 101, retryAfter: undefined, response: { upgraded: true, res, socket, head: upHead }, error: undefined, timedOut: false });
-        });
-        r.on('response', (res) => {
-          const ra = res.headers['retry-after'];
-          done({ status: res.statusCode ?? 502, retryAfter: typeof ra === 'string' ? ra : undefined, response: { upgraded: false, res }, error: undefined, timedOut: false });
-        });
-        r.on('error', (error) => done({ status: 0, retryAfter: undefined, response: undefined, error, timedOut: false }));
-        r.end();
+      pending?.destroy();
+      const h = handshake(address, target, headers, remainingMs);
+      pending = h.request;
+      return h.outcome.then((out) => {
+        if (out.response !== undefined) losing = out.response;
+        return out;
       });
     };
-    const call: OutboundCall = {
-      method: 'GET',
-      path: upPath,
-      headers: req.headers as Readonly<Record<string, string>>,
-      hasIdempotencyKey: false,
-      hashKey: undefined,
-      timeoutMs: route.timeoutMs,
-      lane: s.lane,
-      baggage: ctx.baggage,
-      deadlineAt: ctx.deadlineAt,
-      stress: s.stress,
-    };
-    let result;
+
+    let status: number;
+    let upstream: string;
+    let hs: Handshake;
     try {
-      result = await f.engine.call(service, call, send);
+      if (t.direct !== undefined) {
+        const now = f.o.wheel.clock.now();
+        const budget = t.timeoutMs ?? f.o.defaultTimeoutMs;
+        const deadline = ctx.deadlineAt === undefined ? now + budget : Math.min(ctx.deadlineAt, now + budget);
+        const out = await send(t.direct, deadline - now);
+        if (out.response === undefined) {
+          release();
+          const timedOut = out.timedOut;
+          const code = timedOut ? 'deadline_exceeded' : 'upstream_error';
+          writeAnswer(client, timedOut ? 504 : 502, PROBLEM_CONTENT_TYPE, problemBody(code, timedOut ? 504 : 502, `${service} ${timedOut ? 'did not answer in time' : 'failed'}`), []);
+          return this.log(entry, timedOut ? 504 : 502, started, t.direct, 0, 0, trace.traceId, code);
+        }
+        status = out.status;
+        upstream = t.direct;
+        hs = out.response;
+      } else {
+        const call: OutboundCall = {
+          method: 'GET',
+          path: upPath,
+          headers: req.headers as Readonly<Record<string, string>>,
+          hasIdempotencyKey: false,
+          hashKey: undefined,
+          timeoutMs: t.timeoutMs,
+          lane,
+          baggage: ctx.baggage,
+          deadlineAt: ctx.deadlineAt,
+          stress,
+        };
+        const result = await f.engine.call(service, call, (tc: TryContext) => send(tc.endpoint.address, tc.remainingMs));
+        if (result.kind === 'fallback') {
+          release();
+          const extra: string[] = [];
+          for (const k in result.action.headers) extra.push(k, result.action.headers[k]!);
+          writeAnswer(client, result.action.statusCode, result.action.contentType, result.action.body, extra);
+          return this.log(entry, result.action.statusCode, started, undefined, 0, 0, trace.traceId, 'fallback');
+        }
+        status = result.status;
+        upstream = result.endpoint.address;
+        hs = result.response;
+      }
     } catch (e) {
       release();
       if (!isCallError(e)) return refused(500, GatewayCodes.internal, 'the gateway failed to forward the upgrade');
@@ -178,17 +239,8 @@ export class WebSocketEdge {
       return this.log(entry, e.status, started, undefined, 0, 0, trace.traceId, e.code);
     }
     losing = undefined;
-    if (result.kind === 'fallback') {
-      release();
-      const extra: string[] = [];
-      for (const k in result.action.headers) extra.push(k, result.action.headers[k]!);
-      writeAnswer(client, result.action.statusCode, result.action.contentType, result.action.body, extra);
-      return this.log(entry, result.action.statusCode, started, undefined, 0, 0, trace.traceId, 'fallback');
-    }
-    const upstream = result.endpoint.address;
-    const hs = result.response;
     f.o.metrics.begin();
-    f.o.metrics.end(route.id, result.status, (f.o.wheel.clock.now() - started) / 1000);
+    f.o.metrics.end(t.route, status, (f.o.wheel.clock.now() - started) / 1000);
     if (!hs.upgraded) {
       release();
       passAnswer(client, hs.res);
@@ -249,6 +301,38 @@ export class WebSocketEdge {
 }
 
 function noop(): void {}
+
+/** One handshake try with `address`: node:http, a connection of its own (an upgraded socket leaves any pool). */
+function handshake(address: string, path: string, headers: Record<string, string | string[]>, remainingMs: number): { request: ClientRequest; outcome: Promise<TryOutcome<Handshake>> } {
+  const { host, port } = splitAddress(address);
+  const r = httpRequest({ host, port, method: 'GET', path, headers, agent: false, setHost: false });
+  const outcome = new Promise<TryOutcome<Handshake>>((resolve) => {
+    let settled = false;
+    const done = (out: TryOutcome<Handshake>): void => {
+      if (settled) return;
+      settled = true;
+      resolve(out);
+    };
+    // A handshake is not a hot path: node's own socket timeout is simplest here.
+    if (Number.isFinite(remainingMs)) {
+      r.setTimeout(Math.max(1, remainingMs), () => {
+        r.destroy();
+        done({ status: 0, retryAfter: undefined, response: undefined, error: new Error('handshake timed out'), timedOut: true });
+      });
+    }
+    r.on('upgrade', (res, socket, upHead) => {
+      socket.setTimeout(0);
+      done({ status: 101, retryAfter: undefined, response: { upgraded: true, res, socket, head: upHead }, error: undefined, timedOut: false });
+    });
+    r.on('response', (res) => {
+      const ra = res.headers['retry-after'];
+      done({ status: res.statusCode ?? 502, retryAfter: typeof ra === 'string' ? ra : undefined, response: { upgraded: false, res }, error: undefined, timedOut: false });
+    });
+    r.on('error', (error) => done({ status: 0, retryAfter: undefined, response: undefined, error, timedOut: false }));
+    r.end();
+  });
+  return { request: r, outcome };
+}
 
 /** RFC 6455 §4.1: a GET whose Upgrade names websocket (node only emits `upgrade` when Connection says so). */
 export function isWebSocketUpgrade(req: IncomingMessage): boolean {

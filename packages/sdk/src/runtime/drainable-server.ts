@@ -1,8 +1,12 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { Duplex } from 'node:stream';
 
 export type NotReadyReason = 'registering' | 'no_snapshot' | 'draining';
 
 export type RequestListener = (req: IncomingMessage, res: ServerResponse) => void;
+
+/** node:http's `upgrade` listener: the socket is the handler's once called. */
+export type UpgradeListener = (req: IncomingMessage, socket: Duplex, head: Buffer) => void;
 
 export const HEALTH_PATH = '/healthz';
 export const READY_PATH = '/readyz';
@@ -43,9 +47,13 @@ export class DrainableServer {
   private readonly closed: Promise<void>;
   private markClosed!: () => void;
 
+  /** Upgraded connections (WebSockets): long-lived, not requests in flight; closed with the server. */
+  private readonly upgraded = new Set<Duplex>();
+
   constructor(
     handler: RequestListener,
     private readonly notReady: () => NotReadyReason | undefined,
+    upgrade?: UpgradeListener,
   ) {
     const inFlight = this.inFlight;
     const released = (res: ServerResponse) => {
@@ -74,6 +82,21 @@ export class DrainableServer {
       res.on('close', onClose);
       handler(req, res);
     });
+    if (upgrade !== undefined) {
+      const upgraded = this.upgraded;
+      this.server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+        if (!this.accepting) {
+          socket.on('error', () => {});
+          socket.end(
+            `HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/problem+json\r\ncontent-length: ${SHUTTING_DOWN.length}\r\nconnection: close\r\nretry-after: 0\r\n\r\n${SHUTTING_DOWN.toString()}`,
+          );
+          return;
+        }
+        upgraded.add(socket);
+        socket.once('close', () => upgraded.delete(socket));
+        upgrade(req, socket, head);
+      });
+    }
     this.closed = new Promise((resolve) => (this.markClosed = resolve));
   }
 
@@ -126,6 +149,9 @@ export class DrainableServer {
   async close(): Promise<void> {
     this.stopAccepting();
     this.server.closeAllConnections();
+    // The server's close waits for every socket it accepted, upgraded ones included.
+    for (const s of this.upgraded) s.destroy();
+    this.upgraded.clear();
     await this.closed;
   }
 

@@ -27,7 +27,7 @@ import { controlPlaneGovernance, GOVERNANCE_KINDS, StaticGovernance, type Govern
 import { defaultLogger, errorMessage, type Logger } from '../logger.js';
 import { createTracing, Tracing, type TracingOptions } from '../tracing/hooks.js';
 import { CREDENTIAL_PREFIX, TokenSource } from '../token-source.js';
-import { DrainableServer, type NotReadyReason } from './drainable-server.js';
+import { DrainableServer, type NotReadyReason, type UpgradeListener } from './drainable-server.js';
 import { ALREADY_LISTENING, SERVICE_STOPPED, ServiceError } from './errors.js';
 import { defaultInstanceId, derivedAddress } from './instance.js';
 import { Registration } from './registration.js';
@@ -94,6 +94,12 @@ export interface ListenOptions {
   port?: number;
   /** Default '127.0.0.1'; '0.0.0.0' to be reachable from other hosts (then set advertiseAddress). */
   host?: string;
+  /**
+   * node:http's `upgrade` listener, for WebSockets (e.g. `(req, socket, head) => wss.handleUpgrade(req, socket,
+   * head, (ws) => wss.emit('connection', ws, req))` with the `ws` package). Upgrades that arrive while the
+   * service drains get 503; connections still open are closed when it stops.
+   */
+  upgrade?: UpgradeListener;
 }
 
 export type ServiceEvent = 'registered' | 'lease_lost' | 'draining' | 'stopped';
@@ -262,7 +268,7 @@ class ServiceRuntime implements Service {
   async listen(handler: (req: IncomingMessage, res: ServerResponse) => void, opts: ListenOptions = {}): Promise<{ port: number; address: string }> {
     if (this.stopping) throw new ServiceError(SERVICE_STOPPED, `service ${this.name} is shutting down`);
     if (this.http) throw new ServiceError(ALREADY_LISTENING, `service ${this.name} is already listening`);
-    const http = new DrainableServer(handler, () => this.notReady());
+    const http = new DrainableServer(handler, () => this.notReady(), opts.upgrade);
     this.http = http;
     const host = opts.host ?? '127.0.0.1';
     let port: number;
