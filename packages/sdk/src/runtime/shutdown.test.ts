@@ -7,7 +7,7 @@ import { test } from 'node:test';
 import { request } from 'undici';
 import { TestControlPlane, until } from '../testing/control-plane.js';
 import { SERVICE_STOPPED } from './index.js';
-import { NS, eventsOf, get, refused, serviceOn, spawnChild, untilAsync, watchInstances } from './testkit.test.helpers.js';
+import { NS, eventsOf, get, refused, serviceOn, spawnChild, untilAsync, watchInstances, readUntilClose } from './testkit.test.helpers.js';
 
 test('shutdown with a request in flight: seen draining, stops accepting, the request completes, then the Instance is deleted', async (t) => {
   const cp = await TestControlPlane.start();
@@ -51,12 +51,7 @@ test('shutdown with a request in flight: seen draining, stops accepting, the req
   await untilAsync(() => refused(port), 'new connections refused');
   assert.equal(svc.inFlight(), 1, 'the slow request is still running');
   late.write('\r\n');
-  const lateAnswer = await new Promise<string>((resolve) => {
-    let text = '';
-    late.setEncoding('utf8');
-    late.on('data', (d: string) => (text += d));
-    late.once('close', () => resolve(text));
-  });
+  const lateAnswer = await readUntilClose(late);
   assert.match(lateAnswer, /^HTTP\/1\.1 503 /);
   assert.match(lateAnswer, /\r\nconnection: close\r\n/i);
   assert.match(lateAnswer, /"code":"unavailable"/);

@@ -1,6 +1,6 @@
 /** Shared by the runtime's tests: a watcher of Instances, plain HTTP probes, and a child process running a service. */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { connect, createServer, type AddressInfo } from 'node:net';
+import { connect, createServer, type AddressInfo, type Socket } from 'node:net';
 import { createInterface } from 'node:readline';
 import type { WatchEvent } from '@plinth/core';
 import { request } from 'undici';
@@ -106,4 +106,14 @@ export function spawnChild(env: Record<string, string>): Child {
       return line as Required<ChildLine>;
     },
   };
+}
+
+/** Everything a raw socket receives until the other side closes it. */
+export function readUntilClose(s: Socket): Promise<string> {
+  return new Promise<string>((resolve) => {
+    let text = '';
+    s.setEncoding('utf8');
+    s.on('data', (d: string) => (text += d));
+    s.once('close', () => resolve(text));
+  });
 }
