@@ -1,5 +1,6 @@
 // Scenario 1: CPU per call of an outbound policy chain (breaker + retry + per-try timeout + concurrency
-// limit) with no network, for Plinth's client and for the same chain built from cockatiel and opossum.
+// limit) with no network, for Plinth's OutboundEngine and for the same chain built from cockatiel and opossum
+// (plinth.mjs builds Plinth's side; run.mjs also times the whole client over a fake dispatcher).
 import { bulkhead, circuitBreaker, ExponentialBackoff, handleAll, retry, SamplingBreaker, timeout, TimeoutStrategy, wrap } from 'cockatiel';
 import OpossumBreaker from 'opossum';
 

@@ -3,7 +3,8 @@
 //
 // BENCH_QUICK=1: small sizes, for development (writes bench/.work/sdk.quick.json, leaves the doc alone).
 // BENCH_ONLY=micro,e2e,fault: a partial run (bench/.work/sdk.partial.json, doc left alone).
-// BENCH_MICRO_IMPLS=chain: only these micro implementations (for `node --cpu-prof`; see profile-top.mjs).
+// BENCH_MICRO_IMPLS=chain: only these micro implementations (chain, client, cockatiel, opossum, dispatch_floor;
+// for `node --cpu-prof`, see profile-top.mjs).
 // Sizes: BENCH_MICRO_CALLS, BENCH_E2E_S, BENCH_CONCURRENCY, BENCH_CONNECTIONS.
 // BENCH_DOC_ONLY=1: rewrites the docs block from bench/results/sdk.json without measuring.
 import { execFileSync } from 'node:child_process';
@@ -16,7 +17,7 @@ import { endToEnd } from './e2e.mjs';
 import { BURST_GAP_MS, killOne } from './fault.mjs';
 import { bareDispatch, FakeDispatcher } from './fake-dispatcher.mjs';
 import { CHAIN, cockatielCall, micro, opossumCall } from './micro.mjs';
-import { plinthClient, SERVICE } from './plinth.mjs';
+import { plinthClient, plinthEngine, SERVICE } from './plinth.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = join(here, '..', '..');
@@ -25,6 +26,7 @@ const QUICK = env.BENCH_QUICK === '1';
 const MICRO = {
   calls: Number(env.BENCH_MICRO_CALLS ?? (QUICK ? 20_000 : 200_000)),
   rounds: 5,
+  instances: 3,
 };
 MICRO.warmup = Math.min(MICRO.calls, 50_000);
 const E2E = {
@@ -37,6 +39,7 @@ const E2E = {
 const FAULT = { concurrency: E2E.concurrency, warmupMs: QUICK ? 1000 : 2000, beforeMs: QUICK ? 1500 : 3000, afterMs: QUICK ? 3000 : 7000 };
 const only = env.BENCH_ONLY ? new Set(env.BENCH_ONLY.split(',')) : undefined;
 const runs = (part) => !only || only.has(part);
+const MICRO_ADDRESSES = Array.from({ length: MICRO.instances }, (_, i) => `http://127.0.0.${i + 1}:9`);
 const TARGET = { chainNs: 1000, vsCockatiel: 5, e2eRatio: 0.9, killErrorPct: 0.1 };
 const TIME_LIMIT_MS = 240_000;
 
@@ -97,12 +100,16 @@ async function main() {
 
   if (runs('micro')) {
     const fake = new FakeDispatcher();
-    const client = plinthClient({ addresses: ['http://127.0.0.1:9'], dispatcherFactory: () => fake });
-    // One bare dispatch() into the same fake, no policy, no headers: the floor under chain_ns.
-    const floorOpts = { origin: 'http://127.0.0.1:9', method: 'GET', path: '/micro', headers: null, body: null };
+    // Several instances, so that routing picks between candidates (p2c) as in production, not from a list of one.
+    const addresses = MICRO_ADDRESSES;
+    const engine = plinthEngine({ addresses });
+    const client = plinthClient({ addresses, dispatcherFactory: () => fake });
+    // One bare dispatch() into the same fake, no policy, no headers: the floor under client_ns.
+    const floorOpts = { origin: addresses[0], method: 'GET', path: '/micro', headers: null, body: null };
     const floor = { call: () => bareDispatch(fake, floorOpts), close() {} };
     const all = {
-      chain: { call: () => client.request(SERVICE, { method: 'GET', path: '/micro' }), close: () => client.close() },
+      chain: engine,
+      client: { call: () => client.request(SERVICE, { method: 'GET', path: '/micro' }), close: () => client.close() },
       cockatiel: cockatielCall(),
       opossum: opossumCall(),
       dispatch_floor: floor,
@@ -125,6 +132,7 @@ async function main() {
     const ns = (k) => (m.out[k] ? round(m.out[k].median, 0) : null);
     Object.assign(results, {
       chain_ns: ns('chain'),
+      client_ns: ns('client'),
       cockatiel_ns: ns('cockatiel'),
       opossum_ns: ns('opossum'),
       dispatch_floor_ns: ns('dispatch_floor'),
@@ -135,6 +143,7 @@ async function main() {
       micro_other_cpu_pct: round(m.otherPct, 0),
     });
     if (results.chain_ns && results.cockatiel_ns) results.cockatiel_over_chain = round(results.cockatiel_ns / results.chain_ns, 2);
+    if (results.client_ns && results.dispatch_floor_ns) results.client_over_floor_ns = results.client_ns - results.dispatch_floor_ns;
     if (results.chain_ns && results.opossum_ns) results.opossum_over_chain = round(results.opossum_ns / results.chain_ns, 2);
   }
 
@@ -223,7 +232,7 @@ async function main() {
     },
     notes,
   });
-  const KEYS = ['chain_ns', 'cockatiel_ns', 'opossum_ns', 'cockatiel_over_chain', 'opossum_over_chain', 'sdk_rps', 'undici_rps', 'sdk_over_undici', 'kill_error_pct', 'ejection_ms'];
+  const KEYS = ['chain_ns', 'client_ns', 'dispatch_floor_ns', 'cockatiel_ns', 'opossum_ns', 'cockatiel_over_chain', 'opossum_over_chain', 'sdk_rps', 'undici_rps', 'sdk_over_undici', 'kill_error_pct', 'ejection_ms'];
   for (const k of KEYS) results[k] ??= null;
   results.targets = verdicts(results);
 
@@ -267,11 +276,12 @@ function writeDoc(r) {
   const rows = [
     '| figure | plinth | peer | target | |',
     '|---|---|---|---|---|',
-    `| micro: CPU ns per call, breaker + retry + timeout + bulkhead (cockatiel 3) | ${r.chain_ns} | ${r.cockatiel_ns} | ≤ ${TARGET.chainNs} | ${yes(r.targets.chain_ns)} |`,
-    `| micro: cockatiel / plinth | ${r.cockatiel_over_chain} | 1 | ≥ ${TARGET.vsCockatiel} | ${yes(r.targets.chain_vs_cockatiel)} |`,
-    `| micro: CPU ns per call, opossum 9 (+ retry loop) | ${r.chain_ns} | ${r.opossum_ns} | | |`,
-    `| micro: opossum / plinth | ${r.opossum_over_chain ?? '–'} | 1 | | |`,
-    `| micro: one bare \`dispatch()\` into the same fake dispatcher, no policy (CPU ns) | | ${r.dispatch_floor_ns ?? '–'} | | |`,
+    `| micro, policy chain: CPU ns per call of breaker + retry under budget + per-try timeout + bulkhead around a transport that only answers 200 (plinth: \`OutboundEngine\`, which also routes and picks one of ${r.sizes.micro.instances ?? 3} instances by p2c; peer: cockatiel 3 around a no-op async function) | ${r.chain_ns} | ${r.cockatiel_ns} | ≤ ${TARGET.chainNs} | ${yes(r.targets.chain_ns)} |`,
+    `| micro, policy chain: cockatiel / plinth | ${r.cockatiel_over_chain} | 1 | ≥ ${TARGET.vsCockatiel} | ${yes(r.targets.chain_vs_cockatiel)} |`,
+    `| micro, policy chain: CPU ns per call, peer opossum 9 (breaker, timeout, capacity; + a retry loop) | ${r.chain_ns} | ${r.opossum_ns} | | |`,
+    `| micro, policy chain: opossum / plinth | ${r.opossum_over_chain ?? '–'} | 1 | | |`,
+    `| micro, whole client: CPU ns per call of \`client.request()\` (the policy chain plus headers, trace context, the HTTP transport and undici's \`dispatch()\` into an in-process fake dispatcher that answers 200 a microtask later, body buffered) | ${r.client_ns ?? '–'} | | | |`,
+    `| micro, whole client: of which undici alone, one bare \`dispatch()\` into the same fake dispatcher with no policy and no headers (CPU ns) | | ${r.dispatch_floor_ns ?? '–'} | | |`,
     `| end to end: requests/s at concurrency ${s.e2e.concurrency}, median round (bare undici Pool, \`request()\`) | ${r.sdk_rps} | ${r.undici_rps} | | |`,
     `| end to end: plinth / undici, median of per-round ratios | ${r.sdk_over_undici} | 1 | ≥ ${TARGET.e2eRatio} | ${yes(r.targets.e2e)} |`,
     `| end to end: caller CPU per call (µs) | ${r.sdk_cpu_us_per_call ?? '–'} | ${r.undici_cpu_us_per_call ?? '–'} | | |`,

@@ -45,6 +45,8 @@ export class OutlierDetector implements EjectionView {
   /** id → ejected until (clock ms). May hold expired entries until the next sweep. */
   private readonly ejected = new Map<string, number>();
   private population = 0;
+  /** Endpoints with a failure streak under way: while none, a success has nothing to reset (no lookup). */
+  private streaks = 0;
 
   constructor(opts: OutlierOptions = {}) {
     this.consecutiveFailures = opts.consecutiveFailures ?? 5;
@@ -91,7 +93,11 @@ export class OutlierDetector implements EjectionView {
   /** On a snapshot change: adopt the new fleet size and forget endpoints that are gone. */
   retain(set: EndpointSet): void {
     this.population = set.size;
-    for (const id of this.state.keys()) if (!set.has(id)) this.state.delete(id);
+    for (const [id, s] of this.state)
+      if (!set.has(id)) {
+        this.clearStreak(s);
+        this.state.delete(id);
+      }
     this.lastId = this.lastState = undefined;
     for (const id of this.ejected.keys()) if (!set.has(id)) this.ejected.delete(id);
   }
@@ -137,7 +143,7 @@ export class OutlierDetector implements EjectionView {
     const duration = Math.min(this.maxEjectionMs, this.baseEjectionMs * 2 ** s.multiplier);
     if (!this.eject(id, now + duration)) return false;
     s.multiplier = Math.min(s.multiplier + 1, 30);
-    s.consecutive = 0;
+    this.clearStreak(s);
     return true;
   }
 
@@ -148,12 +154,13 @@ export class OutlierDetector implements EjectionView {
 
   /** Feeds one call outcome. Returns true when this result ejected the endpoint. */
   record(id: string, ok: boolean): boolean {
+    if (ok && this.streaks === 0) return false;
     const s = this.stateOf(id);
     if (ok) {
-      s.consecutive = 0;
+      this.clearStreak(s);
       return false;
     }
-    s.consecutive++;
+    if (s.consecutive++ === 0) this.streaks++;
     if (s.consecutive < this.consecutiveFailures) return false;
     return this.ejectNow(id);
   }
@@ -164,7 +171,13 @@ export class OutlierDetector implements EjectionView {
    */
   onBreakerStateChange(id: string, state: 'open' | 'half-open' | 'closed' | 'isolated' | 'disabled'): void {
     if (state === 'open' || state === 'isolated') this.ejectNow(id);
-    else if (state === 'closed') this.stateOf(id).consecutive = 0;
+    else if (state === 'closed') this.clearStreak(this.stateOf(id));
+  }
+
+  private clearStreak(s: EndpointState): void {
+    if (s.consecutive === 0) return;
+    s.consecutive = 0;
+    this.streaks--;
   }
 
   private stateOf(id: string): EndpointState {

@@ -16,6 +16,14 @@ export interface P2COptions {
   maxPenaltyMs?: number;
 }
 
+/**
+ * e^-x. Between calls of a busy caller x (elapsed / decayMs) is tiny, and there the Taylor polynomial is
+ * exact to ~1e-10 relative at a fraction of Math.exp's cost (twice per call).
+ */
+function decay(x: number): number {
+  return x < 1e-3 && x > -1e-3 ? 1 - x + 0.5 * x * x : Math.exp(-x);
+}
+
 class Stats {
   ewma = 0;
   stamp = 0;
@@ -42,7 +50,14 @@ export class P2CBalancer implements Balancer {
   private readonly failurePenaltyMs: number;
   private readonly maxPenaltyMs: number;
   private readonly stats = new Map<string, Stats>();
-  /** The last endpoint looked up: a call's onStart, onEnd and onResult name the same one, one Map lookup for three. */
+  /**
+   * Per candidate list (lists live as long as their snapshot), the Stats of its items in list order: a pick
+   * reads two array slots instead of two Map lookups. Rebuilt lazily after `retain`.
+   */
+  private byList = new WeakMap<EndpointList, Stats[]>();
+  private lastList: EndpointList | undefined;
+  private lastListStats: Stats[] = [];
+  /** The endpoint picked (or looked up) last: a call's onStart, onEnd and onResult name it, and find it here. */
   private lastId: string | undefined;
   private lastStats: Stats | undefined;
 
@@ -62,24 +77,32 @@ export class P2CBalancer implements Balancer {
     if (n <= 1) return items[0];
     const now = ctx?.now ?? this.clock.now();
     const ej = this.ejections;
-    let a: Endpoint | undefined;
-    let b: Endpoint | undefined;
+    let i = 0;
+    let j = 0;
     // A few redraws dodge ejected endpoints cheaply; the cap keeps the worst case bounded.
     for (let attempt = 0; attempt < 4; attempt++) {
-      const i = Math.floor(this.random() * n) % n;
-      let j = Math.floor(this.random() * (n - 1)) % (n - 1);
+      // One draw for both: the fraction left over from the first index is as uniform as the draw itself.
+      const x = this.random() * n;
+      i = Math.floor(x);
+      j = Math.floor((x - i) * (n - 1));
+      if (i >= n) i = n - 1;
+      if (j >= n - 1) j = n - 2;
       if (j >= i) j++;
-      a = items[i];
-      b = items[j];
       if (ej.activeEjections === 0) break;
-      const aOk = a !== undefined && !ej.isEjected(a.id, now);
-      const bOk = b !== undefined && !ej.isEjected(b.id, now);
+      const aOk = !ej.isEjected(items[i]!.id, now);
+      const bOk = !ej.isEjected(items[j]!.id, now);
       if (aOk && bOk) break;
-      if (aOk || bOk) return aOk ? a : b;
-      if (attempt === 3) return this.scanUsable(items, i, now) ?? a; // all ejected: panic
+      if (aOk || bOk) return this.picked(items[aOk ? i : j]!);
+      if (attempt === 3) return this.scanUsable(items, i, now) ?? items[i]; // all ejected: panic
     }
-    if (a === undefined || b === undefined) return a ?? b;
-    return this.cost(b, now) < this.cost(a, now) ? b : a;
+    const stats = candidates === this.lastList ? this.lastListStats : this.statsOfList(candidates);
+    const sa = stats[i]!;
+    const sb = stats[j]!;
+    const b = this.cheaper(sb, sa, now);
+    const ep = items[b ? j : i]!;
+    this.lastId = ep.id;
+    this.lastStats = b ? sb : sa;
+    return ep;
   }
 
   onStart(ep: Endpoint): void {
@@ -96,8 +119,11 @@ export class P2CBalancer implements Balancer {
     let rtt = Math.max(0, latencyMs);
     if (!ok) rtt = Math.max(rtt, this.failurePenaltyMs, this.decayed(s, now) * 4);
     rtt = Math.min(rtt, this.maxPenaltyMs);
-    const w = Math.exp(-Math.max(0, now - s.stamp) / this.decayMs);
-    s.ewma = rtt > s.ewma || !s.measured ? rtt : s.ewma * w + rtt * (1 - w);
+    if (rtt > s.ewma || !s.measured) s.ewma = rtt;
+    else {
+      const w = decay(Math.max(0, now - s.stamp) / this.decayMs);
+      s.ewma = s.ewma * w + rtt * (1 - w);
+    }
     s.stamp = now;
     s.measured = true;
   }
@@ -106,20 +132,59 @@ export class P2CBalancer implements Balancer {
     // In-flight counts of vanished endpoints would never come back down; drop them with the endpoint.
     for (const id of this.stats.keys()) if (!set.has(id)) this.stats.delete(id);
     this.lastId = this.lastStats = undefined;
+    // The lists may hold Stats just dropped: rebuild them from the Map on their next pick.
+    this.byList = new WeakMap();
+    this.lastList = undefined;
+    this.lastListStats = [];
   }
 
   /** Current cost of an endpoint (lower is better); exposed for metrics and tests. */
   cost(ep: Endpoint, now: number = this.clock.now()): number {
     const s = this.stats.get(ep.id);
-    if (!s) return 0;
-    const avg = this.decayed(s, now);
+    return s === undefined ? 0 : this.costOf(s, now);
+  }
+
+  /** `costOf(b) < costOf(a)`, with one exp instead of two when both are measured. */
+  private cheaper(b: Stats, a: Stats, now: number): boolean {
+    if (!a.measured || !b.measured || a.ewma === 0 || b.ewma === 0) return this.costOf(b, now) < this.costOf(a, now);
+    // ewma_b·e^(-tb/d)·(in_b+1) < ewma_a·e^(-ta/d)·(in_a+1), both sides divided by e^(-ta/d).
+    const ta = Math.max(0, now - a.stamp);
+    const tb = Math.max(0, now - b.stamp);
+    const f = ta === tb ? 1 : 1 / decay((ta - tb) / this.decayMs);
+    return b.ewma * f * (b.inflight + 1) < a.ewma * (a.inflight + 1);
+  }
+
+  private costOf(s: Stats, now: number): number {
     if (!s.measured) return s.inflight > 0 ? this.maxPenaltyMs + s.inflight : 0;
-    return avg * (s.inflight + 1);
+    return this.decayed(s, now) * (s.inflight + 1);
   }
 
   private decayed(s: Stats, now: number): number {
     if (s.ewma === 0) return 0;
-    return s.ewma * Math.exp(-Math.max(0, now - s.stamp) / this.decayMs);
+    return s.ewma * decay(Math.max(0, now - s.stamp) / this.decayMs);
+  }
+
+  /** The Stats of a list's items, in list order, created for items not seen yet (they cost 0 until used). */
+  private statsOfList(list: EndpointList): Stats[] {
+    let arr = this.byList.get(list);
+    if (arr === undefined) {
+      arr = [];
+      for (const ep of list.items) {
+        let s = this.stats.get(ep.id);
+        if (s === undefined) this.stats.set(ep.id, (s = new Stats()));
+        arr.push(s);
+      }
+      this.byList.set(list, arr);
+    }
+    this.lastList = list;
+    this.lastListStats = arr;
+    return arr;
+  }
+
+  /** An endpoint picked without comparing costs: becomes the one onStart, onEnd and onResult find first. */
+  private picked(ep: Endpoint): Endpoint {
+    this.statsOf(ep.id);
+    return ep;
   }
 
   private scanUsable(items: readonly Endpoint[], start: number, now: number): Endpoint | undefined {

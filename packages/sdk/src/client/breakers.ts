@@ -11,6 +11,9 @@ export interface BreakerHooks {
   onDrop?(upstream: string): void;
 }
 
+/** Instance breakers a group remembers for lookup without the Map. */
+const RECENT = 4;
+
 /** The upstream name of a service-scope breaker in metrics and `inspect`. */
 export const SERVICE_UPSTREAM = '*';
 
@@ -27,9 +30,13 @@ export class BreakerGroup {
   private json: string;
   private service: CircuitBreaker | undefined;
   private readonly instances = new Map<string, CircuitBreaker>();
-  /** The last instance breaker looked up (consecutive calls mostly go to the same instance). */
-  private lastId: string | undefined;
-  private lastBreaker: CircuitBreaker | undefined;
+  /**
+   * The instance breakers looked up most recently, by id: calls spread over a handful of instances, and a
+   * short scan of ids (the endpoints' own strings, so mostly a pointer compare) beats hashing for the Map.
+   */
+  private recentIds: (string | undefined)[] = new Array<string | undefined>(RECENT).fill(undefined);
+  private recentBreakers: (CircuitBreaker | undefined)[] = new Array<CircuitBreaker | undefined>(RECENT).fill(undefined);
+  private recentNext = 0;
 
   constructor(
     readonly ruleKey: string,
@@ -62,17 +69,25 @@ export class BreakerGroup {
   }
 
   forInstance(id: string): CircuitBreaker {
-    if (id === this.lastId) return this.lastBreaker!;
+    const ids = this.recentIds;
+    for (let i = 0; i < RECENT; i++) if (ids[i] === id) return this.recentBreakers[i]!;
     let b = this.instances.get(id);
     if (b === undefined) this.instances.set(id, (b = this.create(id)));
-    this.lastId = id;
-    this.lastBreaker = b;
+    const k = this.recentNext;
+    ids[k] = id;
+    this.recentBreakers[k] = b;
+    this.recentNext = k + 1 === RECENT ? 0 : k + 1;
     return b;
+  }
+
+  private forgetRecent(): void {
+    this.recentIds.fill(undefined);
+    this.recentBreakers.fill(undefined);
   }
 
   /** Drops the breakers of instances that left the fleet. */
   retain(set: EndpointSet): void {
-    this.lastId = this.lastBreaker = undefined;
+    this.forgetRecent();
     for (const id of this.instances.keys())
       if (!set.has(id)) {
         this.instances.delete(id);
@@ -86,7 +101,7 @@ export class BreakerGroup {
     for (const id of this.instances.keys()) this.hooks.onDrop?.(id);
     this.service = undefined;
     this.instances.clear();
-    this.lastId = this.lastBreaker = undefined;
+    this.forgetRecent();
   }
 
   /** upstream → breaker, for inspection and metrics (allocates). */

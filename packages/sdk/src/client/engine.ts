@@ -583,11 +583,15 @@ class CallRun<R, A, T> implements TryReceiver<R>, TryContext {
   endpoint!: Endpoint;
   /** Always a number here: every try has a deadline (the call's, the rule's timeout, or the default). */
   deadlineAt: number = 0;
-  remainingMs = 0;
   sentAt = 0;
   private sb: CircuitBreaker | undefined = undefined;
   private ib: CircuitBreaker | undefined = undefined;
   private inFlight = false;
+
+  /** A getter, not a field: one double fewer to box per call. */
+  get remainingMs(): number {
+    return this.deadlineAt - this.sentAt;
+  }
 
   constructor(
     private readonly e: OutboundEngine,
@@ -706,7 +710,6 @@ class CallRun<R, A, T> implements TryReceiver<R>, TryContext {
     }
     this.c!.balancer.onStart?.(ep);
     this.deadlineAt = tryDeadline;
-    this.remainingMs = tryDeadline - t0;
     this.sentAt = t0;
     this.inFlight = true;
     if (this.map !== undefined) return (this.send as SendCallback<R, A>)(this, this.arg, this);

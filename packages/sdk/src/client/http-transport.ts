@@ -181,6 +181,13 @@ function errorOutcome(error: unknown): TryOutcome<HttpResult> {
   return { status: 0, retryAfter: undefined, response: undefined, error, timedOut: false };
 }
 
+interface PoolEntry {
+  readonly address: string;
+  readonly dispatcher: Dispatcher;
+  /** Callees that list the address: the pool closes when the last one drops it. */
+  readonly users: Set<string>;
+}
+
 function originOf(address: string): string {
   if (address.includes('://')) return new URL(address).origin;
   return `http://${address}`;
@@ -191,8 +198,10 @@ function originOf(address: string): string {
  * address and closed (gracefully: in-flight requests finish) when the last one drops it.
  */
 export class HttpTransport {
-  private readonly pools = new Map<string, { dispatcher: Dispatcher; users: Set<string> }>();
-  private last: { readonly service: string; readonly address: string; readonly dispatcher: Dispatcher } | undefined;
+  private readonly pools = new Map<string, PoolEntry>();
+  /** The pool of the last try and the callee it was for. */
+  private last: PoolEntry | undefined;
+  private lastService = '';
   private closed = false;
 
   constructor(private readonly o: HttpTransportOptions) {}
@@ -263,16 +272,18 @@ export class HttpTransport {
   private dispatcherFor(service: string, address: string): Dispatcher {
     // Calls mostly repeat the last (callee, address) pair: two string compares instead of a Map and a Set lookup.
     const hit = this.last;
-    if (hit !== undefined && hit.address === address && hit.service === service) return hit.dispatcher;
+    if (hit !== undefined && hit.address === address && this.lastService === service) return hit.dispatcher;
     let p = this.pools.get(address);
     if (p === undefined) {
       if (this.closed) throw new Error('client closed');
       const origin = originOf(address);
       const dispatcher = this.o.dispatcherFactory?.(origin) ?? new Pool(origin, { connections: this.o.connectionsPerEndpoint, pipelining: 1 });
-      this.pools.set(address, (p = { dispatcher, users: new Set() }));
+      this.pools.set(address, (p = { address, dispatcher, users: new Set() }));
     }
-    p.users.add(service);
-    this.last = { service, address, dispatcher: p.dispatcher };
+    // Calls spread over several instances miss the one-entry cache often: a miss allocates nothing.
+    if (!p.users.has(service)) p.users.add(service);
+    this.last = p;
+    this.lastService = service;
     return p.dispatcher;
   }
 

@@ -15,6 +15,8 @@ export class BucketedCounters {
   private readonly sums: Float64Array;
   /** Epoch (time / bucketMs, floored) of the newest bucket; -Infinity until the first roll. */
   private head = -Infinity;
+  /** Index in `counts` of the newest bucket's first field (kept by `moveTo`, so `add` computes no slot). */
+  private headBase = 0;
 
   constructor(
     readonly durationMs: number,
@@ -50,10 +52,11 @@ export class BucketedCounters {
       }
     }
     this.head = epoch;
+    this.headBase = slot(epoch, this.buckets) * this.fields;
   }
 
   add(field: number, n = 1): void {
-    this.counts[slot(this.head, this.buckets) * this.fields + field]! += n;
+    this.counts[this.headBase + field]! += n;
     this.sums[field]! += n;
   }
 
@@ -65,6 +68,7 @@ export class BucketedCounters {
     this.counts.fill(0);
     this.sums.fill(0);
     this.head = -Infinity;
+    this.headBase = 0;
   }
 }
 
