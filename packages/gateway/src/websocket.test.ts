@@ -62,6 +62,8 @@ describe('gateway WebSocket proxying', () => {
     assert.equal(hs.headers['plinth-caller'], 'gateway');
     assert.match(String(hs.headers.traceparent), /^00-[0-9a-f]{32}-[0-9a-f]{16}-0[01]$/);
     assert.equal(hs.headers['x-forwarded-for'], '127.0.0.1');
+    assert.equal(hs.headers.host, base.address, 'Host names the instance, as on every upstream request');
+    assert.equal(hs.headers['x-forwarded-host'], wsUrl.slice('ws://'.length));
     ws.close();
     await closed(ws);
     await sleep(30);

@@ -305,7 +305,8 @@ function noop(): void {}
 /** One handshake try with `address`: node:http, a connection of its own (an upgraded socket leaves any pool). */
 function handshake(address: string, path: string, headers: Record<string, string | string[]>, remainingMs: number): { request: ClientRequest; outcome: Promise<TryOutcome<Handshake>> } {
   const { host, port } = splitAddress(address);
-  const r = httpRequest({ host, port, method: 'GET', path, headers, agent: false, setHost: false });
+  // Host: the instance, as undici sends it on every other upstream request.
+  const r = httpRequest({ host, port, method: 'GET', path, headers, agent: false });
   const outcome = new Promise<TryOutcome<Handshake>>((resolve) => {
     let settled = false;
     const done = (out: TryOutcome<Handshake>): void => {
