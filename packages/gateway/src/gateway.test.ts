@@ -72,6 +72,9 @@ describe('gateway (static sources)', () => {
       route('per-ip', { ...anon, match: { path: { exact: '/per-ip' } }, service: 'echo' }),
       route('robots', { ...anon, match: { path: { exact: '/robots.txt' } }, static: { status: 200, body: 'User-agent: *', headers: { 'content-type': 'text/plain', 'cache-control': 'max-age=60' } } }),
       route('flaky', { ...anon, match: { path: { prefix: '/flaky' } }, service: 'flaky', retries: { attempts: 3 } }),
+      // The same upstream paths as `flaky`, without retries; and a regex route with its own.
+      route('flaky-once', { ...anon, match: { path: { prefix: '/once' } }, service: 'flaky', rewrite: { prefix: '/flaky' } }),
+      route('flaky-regex', { ...anon, match: { path: { regex: '^/re/[a-z]+$' } }, service: 'flaky', retries: { attempts: 2, on: [503] } }),
       route('slow', { ...anon, match: { path: { prefix: '/slow' } }, service: 'slow', timeoutMs: 100 }),
       route('reset', { ...anon, match: { path: { prefix: '/reset' } }, service: 'reset' }),
       route('hop', { ...anon, match: { path: { exact: '/hop' } }, service: 'hop' }),
@@ -132,6 +135,18 @@ describe('gateway (static sources)', () => {
     assert.equal(p.status, 503);
     assert.equal(p.text, 'busy');
     assert.equal(flakyCalls, 1);
+  });
+
+  it("retries per route: another route to the same upstream paths keeps its own (none), a regex route has its own", async () => {
+    flakyCalls = 0;
+    const once = await call(`${gw.url}/once/a`);
+    assert.equal(once.status, 503, 'no retries on this route, though /flaky retries the same upstream path');
+    assert.equal(flakyCalls, 1);
+    assert.equal(flaky.seen.at(-1)!.url, '/flaky/a');
+    flakyCalls = 0;
+    const re = await call(`${gw.url}/re/abc`);
+    assert.equal(re.status, 200);
+    assert.equal(flakyCalls, 2);
   });
 
   it('sends a body that streams through once, and retries a buffered one, on the same engine', async () => {

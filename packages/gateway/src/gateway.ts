@@ -20,7 +20,6 @@ import type { Redis } from 'ioredis';
 import type { Registry } from 'prom-client';
 import { createAccessLog, NO_ACCESS_LOG, type AccessLog, type AccessLogOptions } from './access-log.js';
 import { Authenticator, RoleIndex, type AuthOptions } from './auth.js';
-import { RouteRetryGovernance } from './engine-governance.js';
 import { GatewayCodes, problemBody } from './errors.js';
 import { clientFeed, type ResourceFeed } from './feed.js';
 import { hardenedServer, listenOn, parseHostPort, urlOf, type ServerLimits } from './listen.js';
@@ -161,7 +160,6 @@ export async function startGateway(o: GatewayOptions): Promise<Gateway> {
   const forwarder = new Forwarder({
     self,
     governance,
-    engineGovernance: sidecar ? governance : new RouteRetryGovernance(governance, routes, self),
     wheel,
     metrics,
     accessLog,

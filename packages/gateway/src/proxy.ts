@@ -95,8 +95,6 @@ export interface ForwarderOptions {
   /** The gateway's name: `plinth-caller` upstream, and the caller targets' `callers` match. */
   self: string;
   governance: GovernanceSource;
-  /** What the outbound engine reads (the governance plus route retries). */
-  engineGovernance: GovernanceSource;
   wheel: TimerWheel;
   metrics: GatewayMetrics;
   accessLog: AccessLog;
@@ -133,7 +131,7 @@ export class Forwarder {
     const pools = (this.pools = new Pools(o.connectionsPerEndpoint));
     this.engine = new OutboundEngine({
       self: o.self,
-      governance: o.engineGovernance,
+      governance: o.governance,
       zone: o.zone,
       defaultTimeoutMs: o.defaultTimeoutMs,
       wheel: o.wheel,
@@ -316,6 +314,7 @@ export class Forwarder {
       stress: ex.stress,
       // A body streaming through is read once: one try, under the same breakers and balancer as the rest.
       retryable: body.replayable,
+      retry: ex.route?.retry,
     };
     let r: EngineResult<UpstreamTry>;
     try {

@@ -75,8 +75,6 @@ describe('route matching', () => {
     assert.equal(rw('/api'), '/');
     assert.equal(rw('/v1/x'), '/internal/v1/x');
     assert.equal(rw('/o/42'), '/orders/42/detail');
-    assert.deepEqual(t.routes.find((r) => r.name === 't')?.upstreamEndpoints, ['/orders/**']);
-    assert.deepEqual(t.routes.find((r) => r.name === 'p')?.upstreamEndpoints, ['/**']);
   });
 
   it('skips a route it cannot read and says why, keeping the others', () => {

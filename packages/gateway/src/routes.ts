@@ -1,5 +1,6 @@
 import type { IncomingHttpHeaders } from 'node:http';
 import { RouteSpec, templateParams, type AuthMode, type Resource, type StringMatch } from '@plinth/core';
+import type { RetryOverride } from '@plinth/sdk/client';
 import type { ResourceFeed } from './feed.js';
 
 /** A route's CORS policy with its answer headers prepared once. */
@@ -42,8 +43,8 @@ export interface CompiledRoute {
   matchRest(method: string, headers: IncomingHttpHeaders): boolean;
   /** The path sent upstream (without the query). */
   rewrite(path: string, params: readonly string[]): string;
-  /** Endpoint patterns (`/a`, `/a/*`, `/a/**`) of the upstream paths this route sends, for engine retry rules. */
-  readonly upstreamEndpoints: readonly string[] | undefined;
+  /** The route's `retries`, as the engine takes them per call (one object per compiled route). */
+  readonly retry: RetryOverride | undefined;
 }
 
 export interface RouteMatch {
@@ -124,22 +125,6 @@ function literalLength(template: string): number {
   return n;
 }
 
-/** The endpoint pattern of an upstream path template: parameters become one-segment wildcards. */
-function endpointOfTemplate(t: string): string {
-  return t
-    .split('/')
-    .map((s) => (s.startsWith(':') ? '*' : s))
-    .join('/');
-}
-
-/** `*` one segment: a template `/a/:x/b` cannot be said as an endpoint pattern, only `/a/**`. */
-function templateEndpoints(t: string): string[] {
-  const ep = endpointOfTemplate(t);
-  const star = ep.indexOf('*');
-  if (star < 0 || star === ep.length - 1) return [ep];
-  return [`${ep.slice(0, star - 1)}/**`];
-}
-
 interface Ranked {
   readonly route: CompiledRoute;
   /** 0 exact, 1 template or prefix, 2 regex. */
@@ -199,13 +184,11 @@ export function compileRoute(res: Resource<unknown>): { route: CompiledRoute; ra
   };
 
   let rewrite: CompiledRoute['rewrite'] = (path) => path;
-  let upstreamEndpoints: string[] | undefined;
   const rw = spec.rewrite;
   if (rw?.prefix !== undefined && p.prefix !== undefined) {
     const from = p.prefix;
     const to = rw.prefix;
     rewrite = (path) => joinPrefix(to, path.slice(from.length));
-    upstreamEndpoints = to === '/' ? ['/**'] : [to.replace(/\/$/, ''), `${to.replace(/\/$/, '')}/**`];
   } else if (rw?.path !== undefined) {
     const names = p.template !== undefined ? templateParams(p.template) : [];
     const parts = rw.path.split('/').map((s) => (s.startsWith(':') ? names.indexOf(s.slice(1)) : s));
@@ -217,12 +200,7 @@ export function compileRoute(res: Resource<unknown>): { route: CompiledRoute; ra
       }
       return out === '' ? '/' : out;
     };
-    upstreamEndpoints = templateEndpoints(rw.path);
-  } else if (p.exact !== undefined) upstreamEndpoints = [p.exact];
-  else if (p.prefix !== undefined) {
-    const base = p.prefix.replace(/\/$/, '');
-    upstreamEndpoints = base === '' ? ['/**'] : [base, `${base}/**`];
-  } else if (p.template !== undefined) upstreamEndpoints = templateEndpoints(p.template);
+  }
 
   const c = spec.cors;
   const cors: CompiledCors | undefined = c && {
@@ -251,7 +229,7 @@ export function compileRoute(res: Resource<unknown>): { route: CompiledRoute; ra
     matchPath,
     matchRest,
     rewrite,
-    upstreamEndpoints,
+    retry: spec.retries && Object.freeze({ maxAttempts: spec.retries.attempts, retryOn: Object.freeze([...spec.retries.on]) }),
   };
   return { route, rank: { kind, literal, template, conditions: (methods ? 1 : 0) + headerConds.length, priority: spec.priority } };
 }

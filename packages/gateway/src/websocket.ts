@@ -4,7 +4,7 @@ import type { Duplex } from 'node:stream';
 import { PROBLEM_CONTENT_TYPE } from '@plinth/core';
 import type { RequestContext } from '@plinth/sdk';
 import { formatTraceparent, getLane, isStress, newTraceContext } from '@plinth/sdk/balancing';
-import { isCallError, type OutboundCall, type TryContext, type TryOutcome } from '@plinth/sdk/client';
+import { isCallError, type OutboundCall, type RetryOverride, type TryContext, type TryOutcome } from '@plinth/sdk/client';
 import type { Admission } from '@plinth/sdk/middleware';
 import type { Authenticator, Identity } from './auth.js';
 import { GatewayCodes, problemBody } from './errors.js';
@@ -34,6 +34,8 @@ export interface WebSocketTarget {
   /** One try straight to this address (the sidecar's app), no discovery; else through the engine. */
   readonly direct?: string | undefined;
   readonly timeoutMs: number | undefined;
+  /** The route's retries of the handshake. */
+  readonly retry?: RetryOverride | undefined;
 }
 
 /** A refusal before any upstream: status, stable code, detail and extra headers. */
@@ -69,7 +71,7 @@ export function edgeWebSocketResolver(routes: LiveRoutes, auth: Authenticator | 
       if (!a.ok) return wsRefusal(a.status, a.code, a.detail, a.status === 401 ? ['www-authenticate', 'Bearer realm="plinth"'] : undefined, route.id);
       identity = a.identity;
     }
-    return { service: route.service, path: route.rewrite(path, m.params), query, route: route.id, identity, admit: true, timeoutMs: route.timeoutMs };
+    return { service: route.service, path: route.rewrite(path, m.params), query, route: route.id, identity, admit: true, timeoutMs: route.timeoutMs, retry: route.retry };
   };
 }
 
@@ -218,6 +220,7 @@ export class WebSocketProxy {
           baggage: ctx.baggage,
           deadlineAt: ctx.deadlineAt,
           stress,
+          retry: t.retry,
         };
         const result = await f.engine.call(service, call, (tc: TryContext) => send(tc.endpoint.address, tc.remainingMs));
         if (result.kind === 'fallback') {

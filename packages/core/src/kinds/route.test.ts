@@ -46,6 +46,10 @@ describe('Route', () => {
     assert.deepEqual(validate(full), full);
   });
 
+  it('takes retries on any kind of path, a regex included (the engine applies them per call)', () => {
+    assert.equal(validate({ match: { path: { regex: '^/o/[0-9]+$' } }, service: 'api', retries: { attempts: 2 } }).retries?.attempts, 2);
+  });
+
   it('fills the defaults: jwt auth, 1 MiB body limit, priority 0, retry statuses, CORS defaults', () => {
     const r = validate({ match: { path: { prefix: '/api' } }, service: 'api', retries: { attempts: 2 }, cors: { allowOrigins: ['*'] } });
     assert.deepEqual(r.auth, { mode: 'jwt' });
@@ -75,7 +79,6 @@ describe('Route', () => {
       [edit(full, (d) => (d.rewrite = { path: '/v2/:order' })), ['spec.rewrite.path']],
       [edit(full, (d) => (d.rewrite = { prefix: '/v2' })), ['spec.rewrite.prefix']],
       [edit(full, (d) => (d.rewrite = { prefix: '/v2', path: '/x' })), ['spec.rewrite', 'spec.rewrite.prefix']],
-      [edit(full, (d) => ((d.match.path = { regex: '^/o/[0-9]+$' }), delete d.rewrite)), ['spec.retries']],
       [edit(full, (d) => (d.retries = { attempts: 11 })), ['spec.retries.attempts']],
       [edit(full, (d) => (d.maxBodyBytes = -1)), ['spec.maxBodyBytes']],
       [edit(full, (d) => (d.cors.allowOrigins = ['*'])), ['spec.cors.allowCredentials']],

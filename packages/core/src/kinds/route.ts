@@ -181,8 +181,6 @@ export const RouteSpec = z
       }
       if (p.regex !== undefined || p.prefix !== undefined) issue(ctx, ['rewrite', 'path'], 'only allowed when match.path is exact or a template (use rewrite.prefix for a prefix)');
     }
-    // The engine's retry rules target endpoint patterns; a regex path has none to give them.
-    if (r.retries !== undefined && p.regex !== undefined) issue(ctx, ['retries'], 'not available on a regex path; use exact, prefix or template');
     if (r.auth.mode === 'anonymous') {
       if (r.auth.audiences !== undefined) issue(ctx, ['auth', 'audiences'], 'not allowed when mode is anonymous');
       if (r.auth.requiredRoles !== undefined) issue(ctx, ['auth', 'requiredRoles'], 'not allowed when mode is anonymous');

@@ -8,7 +8,7 @@ import { currentContext } from '../context.js';
 import type { GovernanceSource } from '../governance/source.js';
 import type { Clock } from '../ratelimit/clock.js';
 import { formatTimeout } from '../resilience/deadline.js';
-import { OutboundEngine, type CalleeInfo, type EngineResult, type OutboundCall, type SendCallback, type TryContext, type TryOutcome, type TryReceiver, type Wheel } from './engine.js';
+import { OutboundEngine, type CalleeInfo, type EngineResult, type OutboundCall, type RetryOverride, type SendCallback, type TryContext, type TryOutcome, type TryReceiver, type Wheel } from './engine.js';
 import { HttpTransport, type HttpResult, type HttpTrySource } from './http-transport.js';
 import { outboundMetrics } from './metrics.js';
 import { startClientSpan, type ClientSpanHandle, type Tracing } from '../tracing/hooks.js';
@@ -49,6 +49,12 @@ export interface CallOptions {
   timeoutMs?: number;
   /** Overrides the lane inherited from baggage. */
   lane?: string;
+  /**
+   * Tries and retry statuses for this call instead of the matching FaultTolerance rule's; the backoff and the
+   * retry budget stay the callee's. Keep one object per purpose (a module constant): the client keeps one
+   * policy per object.
+   */
+  retry?: RetryOverride;
 }
 
 export interface CallResponse {
@@ -120,6 +126,7 @@ class Outgoing implements OutboundCall, HttpTrySource {
     readonly flags: number,
     /** The span the tries are children of, when tracing (created on the first traced try of a new trace). */
     public parent: TraceContext | undefined,
+    readonly retry: RetryOverride | undefined,
   ) {}
 
   headersFor(t: TryContext): readonly string[] {
@@ -308,6 +315,7 @@ export class ServiceClient {
       trace === undefined ? randomTraceId() : trace.traceId,
       trace === undefined ? FLAG_SAMPLED : trace.flags,
       trace,
+      opts.retry,
     );
     return this.engine.dispatch(service, out, this.send, out, toResponse);
   }

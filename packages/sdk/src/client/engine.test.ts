@@ -102,6 +102,52 @@ describe('OutboundEngine', () => {
   });
 });
 
+describe('OutboundEngine per-call retry', () => {
+  const setup = (faultTolerance: ReturnType<typeof ft>[]) => {
+    const clock = new ManualClock(1000);
+    const gov = governance({ instances: [inst('a'), inst('b'), inst('c')], trafficPolicies: [tp('lb', { loadBalancing: [{ service: 'orders', policy: 'roundRobin' }] })], faultTolerance });
+    return new OutboundEngine({ self: 'gw', governance: gov, clock, wheel: new RecordingWheel({ clock }), random: () => 0 });
+  };
+  const failing = (status: number, ids: string[]) => (t: TryContext): Promise<TryOutcome<number>> => {
+    ids.push(t.endpoint.id);
+    return Promise.resolve(answer(status));
+  };
+  const NO_RETRY = Object.freeze({ maxAttempts: 1, retryOn: [503] });
+  const RETRY_409 = Object.freeze({ maxAttempts: 3, retryOn: [409] });
+
+  it("uses the call's tries and statuses instead of the rule's, and the rule's where the call gives none", async () => {
+    const engine = setup([ft('r', { rules: [{ name: 'r', targets: [{ service: 'orders' }], strategies: [{ type: 'retry', maxAttempts: 3, retryOn: [503] }] }] })]);
+    const byRule: string[] = [];
+    await engine.call('orders', call(), failing(503, byRule));
+    assert.equal(byRule.length, 3, 'the rule: three tries on 503');
+    const once: string[] = [];
+    await engine.call('orders', call({ retry: NO_RETRY }), failing(503, once));
+    assert.equal(once.length, 1, 'the call: one try');
+    const conflicts: string[] = [];
+    const r = await engine.call('orders', call({ retry: RETRY_409 }), failing(409, conflicts));
+    assert.equal(conflicts.length, 3, 'the call retries a status the rule does not');
+    assert.equal(r.attempts, 3);
+  });
+
+  it('retries a callee that has no retry rule, under the default budget, and only idempotent calls', async () => {
+    const engine = setup([]);
+    const tries: string[] = [];
+    await engine.call('orders', call({ retry: RETRY_409 }), failing(409, tries));
+    assert.equal(tries.length, 3);
+    const post: string[] = [];
+    await engine.call('orders', call({ method: 'POST', retry: RETRY_409 }), failing(409, post));
+    assert.equal(post.length, 1, 'a POST without an Idempotency-Key is never retried');
+    // The default budget (20 % of first tries, at least 10 retries a second) bounds retries in an outage.
+    let retried = 0;
+    for (let i = 0; i < 200; i++) {
+      const ids: string[] = [];
+      await engine.call('orders', call({ retry: RETRY_409 }), failing(409, ids));
+      retried += ids.length - 1;
+    }
+    assert.ok(retried <= 0.2 * 200 + 10 * 10, `retries ${retried} stay within the budget, far below the 400 an unbudgeted policy would make`);
+  });
+});
+
 describe('OutboundEngine.dispatch (callback transports)', () => {
   const rules = ft('r', {
     rules: [{ name: 'r', targets: [{ service: 'orders' }], strategies: [{ type: 'retry' }, { type: 'timeout', timeoutMs: 200 }, { type: 'circuitBreaker', strategy: 'consecutiveFailures', threshold: 1 }] }],

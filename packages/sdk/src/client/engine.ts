@@ -71,6 +71,21 @@ export interface OutboundCall {
    * apply. Default true.
    */
   readonly retryable?: boolean | undefined;
+  /**
+   * This call's own tries and retry statuses, instead of the matching rule's. The backoff and the retry
+   * budget stay the callee's (its first retry rule's, else the defaults), so a caller cannot loosen a budget
+   * an operator set. Pass the same object for every call that shares it (the engine keeps one policy per
+   * object); the gateway passes a route's `retries`.
+   */
+  readonly retry?: RetryOverride | undefined;
+}
+
+/** Tries and statuses for one call; see OutboundCall.retry. */
+export interface RetryOverride {
+  /** Total tries, the first included. */
+  readonly maxAttempts: number;
+  /** Statuses worth retrying: codes or classes such as '5xx'. */
+  readonly retryOn: readonly (number | string)[];
 }
 
 /** One try, handed to the transport. */
@@ -190,6 +205,10 @@ class Callee {
   private fixedPlan: Plan | undefined = EMPTY_PLAN;
   budget: RetryBudget | undefined;
   private budgetJson = '';
+  /** The callee's first retry rule: its backoff shapes per-call overrides too. */
+  private firstRetry: OutboundRule['retry'];
+  /** One policy per override object, bound to the current budget. */
+  private overrides = new WeakMap<RetryOverride, RetryPolicy>();
   private readonly groups = new Map<string, BreakerGroup>();
   private readonly bulkheads = new Map<string, Bulkhead>();
   private readonly retries = new Map<string, Kept<RetryPolicy>>();
@@ -203,6 +222,23 @@ class Callee {
   ) {
     this.detector = new OutlierDetector({ ...e.outlierOptions, clock: e.clock });
     this.balancer = new P2CBalancer({ clock: e.clock, random: e.random, ejections: this.detector });
+  }
+
+  /** The policy of a per-call override: its tries and statuses, the callee's backoff and budget. */
+  retryFor(o: RetryOverride): RetryPolicy {
+    let p = this.overrides.get(o);
+    if (p === undefined) {
+      // A callee no retry rule speaks of gets the default budget, counted from now on for all its calls.
+      if (this.budget === undefined) {
+        this.budget = new RetryBudget({}, this.e.clock);
+        this.overrides = new WeakMap();
+      }
+      const shape = this.firstRetry;
+      const backoff = shape === undefined ? {} : { backoffBaseMs: shape.backoffBaseMs, backoffCapMs: shape.backoffCapMs };
+      p = new RetryPolicy({ maxAttempts: o.maxAttempts, retryOn: o.retryOn, ...backoff }, this.budget, this.e.random);
+      this.overrides.set(o, p);
+    }
+    return p;
   }
 
   refresh(version: number, traffic: CompiledTraffic, rules: readonly OutboundRule[]): void {
@@ -239,6 +275,8 @@ class Callee {
       this.budget = budgetOpts ? new RetryBudget(budgetOpts, e.clock) : undefined;
       this.retries.clear(); // policies hold the old budget
     }
+    if (JSON.stringify(firstRetry) !== JSON.stringify(this.firstRetry)) this.overrides = new WeakMap();
+    this.firstRetry = firstRetry;
 
     const seenGroups = new Set<string>();
     const seenBulkheads = new Set<string>();
@@ -631,7 +669,8 @@ class CallRun<R, A, T> implements TryReceiver<R>, TryContext {
       this.list = c.routes.length === 0 ? laneList : routeCandidates(c.routes, laneList, call, e.random);
       this.hashKey = call.hashKey ?? c.hashKey(call.headers, call.baggage);
 
-      if (plan.retry !== undefined && call.retryable !== false && RetryPolicy.isIdempotent(call.method, call.hasIdempotencyKey)) this.retry = plan.retry;
+      const retry = call.retry === undefined ? plan.retry : c.retryFor(call.retry);
+      if (retry !== undefined && call.retryable !== false && RetryPolicy.isIdempotent(call.method, call.hasIdempotencyKey)) this.retry = retry;
       c.budget?.onRequest(now);
       this.next();
     } catch (err) {
