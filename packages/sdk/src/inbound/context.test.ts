@@ -34,6 +34,16 @@ describe('buildContext', () => {
     }
   });
 
+  it('draws the trace once: every read of one context sees the same ids', () => {
+    for (const headers of [{}, { traceparent: PARENT }]) {
+      const ctx = build(headers);
+      const first = ctx.trace;
+      assert.equal(ctx.trace, first);
+      assert.deepEqual({ ...ctx.trace }, { ...first });
+    }
+    assert.notEqual(build({}).trace?.traceId, build({}).trace?.traceId, 'each request its own trace');
+  });
+
   it('mesh mode keeps internal baggage from Plinth callers and drops it from anonymous requests', () => {
     const baggage = 'plinth.lane=gray,plinth.stress=1,user.id=u1,biz=keep';
     const fromService = build({ baggage, 'plinth-caller': 'web' });

@@ -1,8 +1,10 @@
 import type { IncomingHttpHeaders } from 'node:http';
+import type { Span } from '@opentelemetry/api';
 import { Headers } from '@plinth/core';
 import { getLane, getUserId, isInternalBaggageKey, parseBaggage, setLane, stripInternal, type Baggage } from '../balancing/baggage.js';
 import { childContext, newTraceContext, parseTraceparent, type TraceContext } from '../balancing/traceparent.js';
 import type { RequestContext } from '../context.js';
+import { PlinthSpan } from '../tracing/span.js';
 import type { GovernanceSource } from '../governance/source.js';
 import { CompiledTraffic, type SubjectRef } from '../governance/traffic.js';
 import { monotonicClock, type Clock } from '../ratelimit/clock.js';
@@ -77,9 +79,46 @@ export function trustedBaggage(baggage: Baggage, trust: TrustMode, caller: strin
   return stripInternal(baggage, traffic.trustedKeys(subjectOf(identity)));
 }
 
-/** A RequestContext while the inbound runtime still fills in its trace. */
-export interface PendingContext extends RequestContext {
-  trace: TraceContext | undefined;
+/**
+ * The RequestContext of an inbound request. Its trace is worked out on first read, so a request that nothing
+ * reads the context of and nothing propagates from draws no random ids; once read it stays the same for
+ * the whole request. Until then it is the incoming `traceparent` (parsed then), or the server span the
+ * inbound runtime made for the request (`follow`).
+ */
+export class InboundContext implements RequestContext {
+  private known: TraceContext | undefined = undefined;
+  private span: Span | undefined = undefined;
+
+  constructor(
+    readonly baggage: Baggage,
+    readonly deadlineAt: number | undefined,
+    readonly caller: string | undefined,
+    /** The raw `traceparent` header, if any. */
+    private readonly traceparent: string | undefined,
+  ) {}
+
+  /** The hop's own span context: the server span's, else a new span of the caller's trace, else a new trace. */
+  get trace(): TraceContext {
+    return (this.known ??= this.draw());
+  }
+
+  /**
+   * The trace is `span`'s (the request's server span); with no span (tracing mode `off`) it is the parsed
+   * incoming `parent` as it came, or a new trace when there is none.
+   */
+  follow(span: Span | undefined, parent: TraceContext | undefined): void {
+    this.span = span;
+    if (span === undefined && parent !== undefined) this.known = parent;
+  }
+
+  private draw(): TraceContext {
+    const span = this.span;
+    if (span === undefined) return continueTrace(parseTraceparent(this.traceparent));
+    // Our own span's fields directly: its spanContext() would allocate an object for this one read.
+    if (span instanceof PlinthSpan) return { traceId: span.traceId, spanId: span.spanId, flags: span.traceFlags };
+    const sc = span.spanContext();
+    return { traceId: sc.traceId, spanId: sc.spanId, flags: sc.traceFlags };
+  }
 }
 
 /**
@@ -89,9 +128,7 @@ export interface PendingContext extends RequestContext {
  * malformed headers: each bad one is treated as absent.
  */
 export function buildContext(req: ContextRequest, opts: ContextOptions = {}): RequestContext {
-  const ctx = untracedContext(req.method, req.path, req.headers, req.identity, opts);
-  ctx.trace = continueTrace(parseTraceparent(headerValue(req.headers, Headers.traceparent)));
-  return ctx;
+  return inboundContext(req.method, req.path, req.headers, req.identity, opts, headerValue(req.headers, Headers.traceparent));
 }
 
 /** The hop's own span context under `parent` (from the wire), or a new trace. */
@@ -100,10 +137,10 @@ export function continueTrace(parent: TraceContext | undefined): TraceContext {
 }
 
 /**
- * Everything of buildContext but the trace, which the caller sets: the inbound runtime takes it from the
- * server span when tracing is on, so a traced request parses its traceparent once and draws one set of ids.
+ * buildContext without the request object, for the inbound runtime (which has read `traceparent` already:
+ * a traced request parses it once, for the span and the context both).
  */
-export function untracedContext(method: string, path: string, h: IncomingHttpHeaders, identity: string | undefined, opts: ContextOptions): PendingContext {
+export function inboundContext(method: string, path: string, h: IncomingHttpHeaders, identity: string | undefined, opts: ContextOptions, traceparent: string | undefined): InboundContext {
   const traffic = opts.traffic ?? CompiledTraffic.empty;
   const caller = callerOf(h);
   let baggage = parseBaggage(h[Headers.baggage]);
@@ -115,7 +152,7 @@ export function untracedContext(method: string, path: string, h: IncomingHttpHea
   const timeout = h[Headers.timeout];
   const remaining = timeout === undefined ? undefined : parseTimeoutHeader(typeof timeout === 'string' ? timeout : timeout[0]);
   const deadlineAt = remaining === undefined ? undefined : (opts.clock ?? monotonicClock).now() + remaining;
-  return { trace: undefined, baggage, deadlineAt, caller };
+  return new InboundContext(baggage, deadlineAt, caller, traceparent);
 }
 
 const trafficCache = new WeakMap<GovernanceSource, { version: number; traffic: CompiledTraffic }>();

@@ -1,7 +1,7 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest, HookHandlerDoneFunction } from 'fastify';
+import type { ServerResponse } from 'node:http';
 import type { Admission } from '../inbound/pipeline.js';
-import { onResponseEnd } from './node.js';
-import { InboundRuntime, isPending, type PlinthOptions, type Started } from './runtime.js';
+import { InboundRuntime, isPending, type Call, type PlinthOptions } from './runtime.js';
 
 export interface PlinthFastifyOptions extends PlinthOptions {
   /** The authenticated subject of a request (`ServiceAccount:<ns>/<name>`). */
@@ -25,7 +25,7 @@ export function plinthFastify(fastify: FastifyInstance, opts: PlinthFastifyOptio
   const rt = new InboundRuntime(opts);
   const identify = opts.identify;
   fastify.addHook('onRequest', (request: FastifyRequest, reply: FastifyReply, next: HookHandlerDoneFunction) => {
-    let s: Started;
+    let s: Call;
     try {
       s = rt.start(request.method, request.url, request.headers, rt.governed ? request.ip : undefined, identify?.(request));
     } catch (err) {
@@ -34,46 +34,15 @@ export function plinthFastify(fastify: FastifyInstance, opts: PlinthFastifyOptio
     }
     const a = s.admission;
     if (!isPending(a) && a.ok && a.delayMs === 0) {
-      // Admitted at once (no rule, or none that waits): one closure for the end, and `next` runs as is.
-      const release = a.release;
-      const res = reply.raw;
-      let ended = false;
-      res.on('close', () => {
-        if (ended) return;
-        ended = true;
-        release();
-        rt.finish(s, routeOf(rt, s, request), res.writableFinished ? res.statusCode : 0);
-      });
+      // Admitted at once (no rule, or none that waits): `next` runs as is, and the end is watched only
+      // when there is something to do then (a release, metrics, a span).
+      if (rt.needsFinish(s)) watch(s, request, reply.raw, a.release);
       rt.run(s, next);
       return;
     }
-    let release: (() => void) | undefined;
-    let ended = false;
-    onResponseEnd(reply.raw, (status) => {
-      ended = true;
-      release?.();
-      rt.finish(s, routeOf(rt, s, request), status);
-    });
-    const serve = (a: Admission): void => {
-      if (!a.ok) {
-        // A Buffer: for a string with a JSON-like type fastify appends `; charset=utf-8` to the content type
-        // the rule (or RFC 9457) asked for.
-        void reply.code(a.status).headers(a.headers).header('content-type', a.contentType).send(Buffer.from(a.body));
-        return;
-      }
-      if (ended) {
-        a.release();
-        return;
-      }
-      release = a.release;
-      // The promise reaction inherits the context of the `then` call, so the delayed `next` runs inside it too.
-      rt.run(s, () => {
-        if (a.delayMs > 0) rt.wheel.delay(a.delayMs).then(() => next(), next);
-        else next();
-      });
-    };
-    if (isPending(a)) a.then(serve, next);
-    else serve(a);
+    watch(s, request, reply.raw, undefined);
+    if (isPending(a)) a.then((settled) => serve(s, reply, next, settled), next);
+    else serve(s, reply, next, a);
   });
 
   fastify.addHook('onClose', (_instance, next) => {
@@ -83,9 +52,50 @@ export function plinthFastify(fastify: FastifyInstance, opts: PlinthFastifyOptio
   done();
 }
 
-/** The route template, read only when `finish` uses it: fastify's `routeOptions` builds an object per read. */
-function routeOf(rt: InboundRuntime, s: Started, request: FastifyRequest): string | undefined {
-  return rt.wantsRoute(s) ? request.routeOptions.url : undefined;
+const CALL = Symbol('plinth.call');
+type WatchedResponse = ServerResponse & { [CALL]?: Call };
+
+/**
+ * Ends `s` once when the response is done: one listener function for every request, which finds the
+ * request on the response (see onResponseEnd for why 'close' alone).
+ */
+function watch(s: Call, request: FastifyRequest, res: WatchedResponse, release: (() => void) | undefined): void {
+  s.carrier = request;
+  s.release = release;
+  res[CALL] = s;
+  res.on('close', onClose);
+}
+
+function onClose(this: WatchedResponse): void {
+  const s = this[CALL];
+  // Node emits it once; a stand-in response (light-my-request, a test double) might not promise that.
+  if (s === undefined || s.ended) return;
+  s.ended = true;
+  s.release?.();
+  const rt = s.runtime;
+  // The route template only when `finish` uses it: fastify's `routeOptions` builds an object per read.
+  rt.finish(s, rt.wantsRoute(s) ? (s.carrier as FastifyRequest).routeOptions.url : undefined, this.writableFinished ? this.statusCode : 0);
+}
+
+/** An admission that was pending or has to wait: the refusal answered, or `next` run in the context once due. */
+function serve(s: Call, reply: FastifyReply, next: HookHandlerDoneFunction, a: Admission): void {
+  if (!a.ok) {
+    // A Buffer: for a string with a JSON-like type fastify appends `; charset=utf-8` to the content type
+    // the rule (or RFC 9457) asked for.
+    void reply.code(a.status).headers(a.headers).header('content-type', a.contentType).send(Buffer.from(a.body));
+    return;
+  }
+  if (s.ended) {
+    a.release();
+    return;
+  }
+  s.release = a.release;
+  const rt = s.runtime;
+  // The promise reaction inherits the context of the `then` call, so the delayed `next` runs inside it too.
+  rt.run(s, () => {
+    if (a.delayMs > 0) rt.wheel.delay(a.delayMs).then(() => next(), next);
+    else next();
+  });
 }
 
 // Hooks registered by this plugin apply to the app that registers it, not to a child context.

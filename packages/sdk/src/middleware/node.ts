@@ -61,12 +61,15 @@ export function onResponseEnd(res: ServerResponse, onEnd: (status: number) => vo
 export function admitOnResponse(rt: InboundRuntime, s: Started, res: ServerResponse, route: () => string | undefined, proceed: () => void, fail: (err: unknown) => void): void {
   const a = s.admission;
   if (!isPending(a) && a.ok && a.delayMs === 0) {
-    // Admitted at once: nothing can end the response before `proceed`, so no state to keep for it.
-    const done = a.release;
-    onResponseEnd(res, (status) => {
-      done();
-      rt.finish(s, route(), status);
-    });
+    // Admitted at once: nothing can end the response before `proceed`, so no state to keep for it, and
+    // nothing to watch for when its end has nothing to do (no release, metrics or span).
+    if (rt.needsFinish(s)) {
+      const done = a.release;
+      onResponseEnd(res, (status) => {
+        done();
+        rt.finish(s, route(), status);
+      });
+    }
     proceed();
     return;
   }

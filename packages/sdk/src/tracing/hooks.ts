@@ -198,7 +198,7 @@ function toException(error: unknown): Exception {
   return String(error);
 }
 
-function finish(span: Span, status: number | undefined, error: unknown, failed: boolean): void {
+function finish(span: Span, status: number | undefined, error: unknown, failed: boolean, endMs?: number): void {
   if (!span.isRecording()) {
     span.end();
     return;
@@ -209,7 +209,7 @@ function finish(span: Span, status: number | undefined, error: unknown, failed: 
     span.setAttribute('error.type', errorType(error, status));
   }
   if (error !== undefined) span.recordException(toException(error));
-  span.end();
+  span.end(endMs);
 }
 
 function toObject(list: AttributeList): SpanAttributes {
@@ -222,7 +222,7 @@ function toObject(list: AttributeList): SpanAttributes {
  * Starts `kind` under the active OpenTelemetry span when the app made one (its instrumentation's server
  * span, or a span around the call), else under `parent` (from the wire or the request context).
  */
-function start(t: Tracing, name: string, kind: SpanKind, parent: TraceContext | undefined, remote: boolean, attrs: AttributeList): Span {
+function start(t: Tracing, name: string, kind: SpanKind, parent: TraceContext | undefined, remote: boolean, attrs: AttributeList, startMs?: number): Span {
   // With Plinth's context manager registered, the active span is read off the scope without the api's lookups.
   const active = sharesRequestScope() ? (currentScope()?.getValue(SPAN_KEY) as Span | undefined) : trace.getSpan(context.active());
   if (t.foreign) {
@@ -235,10 +235,10 @@ function start(t: Tracing, name: string, kind: SpanKind, parent: TraceContext | 
   if (active !== undefined) {
     // Our own spans are valid by construction; spare them the id regexes.
     const sc = active.spanContext();
-    if (active instanceof PlinthSpan || active instanceof ContextSpan || isSpanContextValid(sc)) return t.own.begin(name, kind, sc.traceId, sc.spanId, sc.traceFlags, sc.isRemote === true, attrs);
+    if (active instanceof PlinthSpan || active instanceof ContextSpan || isSpanContextValid(sc)) return t.own.begin(name, kind, sc.traceId, sc.spanId, sc.traceFlags, sc.isRemote === true, attrs, startMs);
   }
-  if (parent !== undefined) return t.own.begin(name, kind, parent.traceId, parent.spanId, parent.flags, remote, attrs);
-  return t.own.begin(name, kind, undefined, undefined, 0, false, attrs);
+  if (parent !== undefined) return t.own.begin(name, kind, parent.traceId, parent.spanId, parent.flags, remote, attrs, startMs);
+  return t.own.begin(name, kind, undefined, undefined, 0, false, attrs, startMs);
 }
 
 function traceContextOf(span: Span): TraceContext {
@@ -268,9 +268,7 @@ export class ServerSpanHandle {
    */
   runWithRequest<T>(request: RequestContext, fn: () => T): T {
     const span = this.span;
-    if (span === undefined) return runWithContext(request, fn);
-    if (sharesRequestScope()) return runInScope(request, SPAN_KEY, span, fn);
-    return runWithContext(request, () => context.with(activeWithSpan(span), fn));
+    return span === undefined ? runWithContext(request, fn) : runInServerSpan(request, span, fn);
   }
 
   /**
@@ -278,8 +276,19 @@ export class ServerSpanHandle {
    * error status; an error is also recorded as an `exception` event.
    */
   end(status: number, error?: unknown): void {
-    if (this.span) finish(this.span, status, error, status >= 500 || (error !== undefined && !(status >= 400 && status < 500)));
+    if (this.span) endServerSpan(this.span, status, error);
   }
+}
+
+/** `runWithContext(request, () => context.with(<span active>, fn))`, in one scope when the context manager is Plinth's. */
+export function runInServerSpan<T>(request: RequestContext, span: Span, fn: () => T): T {
+  if (sharesRequestScope()) return runInScope(request, SPAN_KEY, span, fn);
+  return runWithContext(request, () => context.with(activeWithSpan(span), fn));
+}
+
+/** ServerSpanHandle.end without the handle; `endMs` (epoch ms) when the caller has just read the span's clock. */
+export function endServerSpan(span: Span, status: number, error?: unknown, endMs?: number): void {
+  finish(span, status, error, status >= 500 || (error !== undefined && !(status >= 400 && status < 500)), endMs);
 }
 
 /** What the outbound client holds for one call (one attempt). */
@@ -342,13 +351,30 @@ export function startServerSpan(t: Tracing, o: ServerSpanOptions): ServerSpanHan
 
 /** startServerSpan without the options object, for the inbound runtime (once per request). */
 export function serverSpan(t: Tracing, method: string, route: string, parent: TraceContext | undefined, lane: string | undefined, stress: boolean, caller: string | undefined): ServerSpanHandle {
+  return new ServerSpanHandle(beginServerSpan(t, method, route, parent, lane, stress, caller), parent);
+}
+
+/**
+ * The server span itself, for the inbound runtime, which holds it without a handle; undefined in mode `off`.
+ * `startMs` (epoch ms) when the caller has just read the span's clock.
+ */
+export function beginServerSpan(
+  t: Tracing,
+  method: string,
+  route: string,
+  parent: TraceContext | undefined,
+  lane: string | undefined,
+  stress: boolean,
+  caller: string | undefined,
+  startMs?: number,
+): Span | undefined {
   t.prepare();
-  if (t.mode === 'off') return new ServerSpanHandle(undefined, parent);
+  if (t.mode === 'off') return undefined;
   const attrs: AttributeList = ['http.request.method', method, 'http.route', route];
   if (lane !== undefined) attrs.push('plinth.lane', lane);
   if (stress) attrs.push('plinth.stress', 'true');
   if (caller !== undefined) attrs.push('plinth.caller', caller);
-  return new ServerSpanHandle(start(t, serverSpanName(method, route), SpanKind.SERVER, parent, true, attrs), parent);
+  return start(t, serverSpanName(method, route), SpanKind.SERVER, parent, true, attrs, startMs);
 }
 
 /** Starts the CLIENT span of an outbound call (`{method} {callee}`). */
