@@ -1,7 +1,7 @@
 // Builds Plinth clients for the benchmark from the BUILT packages, with one FaultTolerance rule set.
 import { FaultToleranceSpec } from '../../packages/core/dist/index.js';
 import { createClient } from '../../packages/sdk/dist/client/index.js';
-import { OutboundEngine } from '../../packages/sdk/dist/client/engine.js';
+import { OutboundEngine, outboundCall } from '../../packages/sdk/dist/client/engine.js';
 import { StaticGovernance } from '../../packages/sdk/dist/governance/source.js';
 import { CHAIN } from './micro.mjs';
 
@@ -56,19 +56,7 @@ export function plinthClient({ addresses, ...options }) {
 }
 
 /** The call every engine-only micro call makes: what createClient would hand the engine for a bare GET. */
-const MICRO_CALL = Object.freeze({
-  method: 'GET',
-  path: '/micro',
-  headers: Object.freeze({}),
-  hasIdempotencyKey: false,
-  hashKey: undefined,
-  timeoutMs: undefined,
-  lane: undefined,
-  baggage: undefined,
-  deadlineAt: undefined,
-  stress: false,
-  retryable: true,
-});
+const MICRO_CALL = Object.freeze(outboundCall({ method: 'GET', path: '/micro', retryable: true }));
 
 /** What the no-op transport reports for every try: a 200 with a tiny body, as the peers' `work` answers. */
 const OK = Object.freeze({

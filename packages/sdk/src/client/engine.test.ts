@@ -7,22 +7,10 @@ import { describe, it } from 'node:test';
 import type { Endpoint } from '../balancing/endpoints.js';
 import { ManualClock } from '../ratelimit/clock.js';
 import { CallError } from './errors.js';
-import { OutboundEngine, type EngineResult, type OutboundCall, type OutboundMetrics, type SendCallback, type TryContext, type TryOutcome } from './engine.js';
+import { OutboundEngine, outboundCall, type EngineResult, type OutboundCall, type OutboundMetrics, type SendCallback, type TryContext, type TryOutcome } from './engine.js';
 import { ft, governance, RecordingWheel, tp } from './testkit.test.helpers.js';
 
-const call = (o: Partial<OutboundCall> = {}): OutboundCall => ({
-  method: 'GET',
-  path: '/',
-  headers: {},
-  hasIdempotencyKey: false,
-  hashKey: undefined,
-  timeoutMs: undefined,
-  lane: undefined,
-  baggage: undefined,
-  deadlineAt: undefined,
-  stress: false,
-  ...o,
-});
+const call = (o: Partial<OutboundCall> = {}): OutboundCall => outboundCall({ method: 'GET', path: '/', ...o });
 
 const answer = (status: number): TryOutcome<number> => ({ status, retryAfter: undefined, response: status, error: undefined, timedOut: false });
 const inst = (name: string) => ({ metadata: { name }, spec: { service: 'orders', version: '1.0.0', address: `${name}.invalid:80` } });

@@ -80,6 +80,23 @@ export interface OutboundCall {
   readonly retry?: RetryOverride | undefined;
 }
 
+/** An OutboundCall with nothing but what is given: no headers, key, timeout, lane, baggage or deadline. */
+export function outboundCall(o: Partial<OutboundCall> & Pick<OutboundCall, 'method' | 'path'>): OutboundCall {
+  return {
+    headers: NO_CALL_HEADERS,
+    hasIdempotencyKey: false,
+    hashKey: undefined,
+    timeoutMs: undefined,
+    lane: undefined,
+    baggage: undefined,
+    deadlineAt: undefined,
+    stress: false,
+    ...o,
+  };
+}
+
+const NO_CALL_HEADERS: Readonly<Record<string, string>> = Object.freeze({});
+
 /** Tries and statuses for one call; see OutboundCall.retry. */
 export interface RetryOverride {
   /** Total tries, the first included. */
