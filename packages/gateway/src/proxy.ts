@@ -2,7 +2,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { Headers, PROBLEM_CONTENT_TYPE, type FallbackAction } from '@plinth/core';
 import { type GovernanceSource, type RequestContext } from '@plinth/sdk';
 import { formatTraceparent, getLane, isStress, newTraceContext, parseTraceparent, serializeBaggage, type TraceContext } from '@plinth/sdk/balancing';
-import { isCallError, OutboundEngine, type EngineResult, type OutboundCall, type TryContext, type TryOutcome } from '@plinth/sdk/client';
+import { EndpointPools, isCallError, OutboundEngine, type EngineResult, type OutboundCall, type TryContext, type TryOutcome } from '@plinth/sdk/client';
 import { InboundRuntime, type Admission, type Rejection, type TrustMode } from '@plinth/sdk/middleware';
 import { formatTimeout, type TimerWheel } from '@plinth/sdk/resilience';
 import { startClientSpan, startServerSpan, type ServerSpanHandle, type Tracing } from '@plinth/sdk/tracing';
@@ -16,7 +16,7 @@ import { GatewayCodes, problemBody } from './errors.js';
 import { pushIdentity, pushIncomingIdentity, stripIncoming } from './identity-headers.js';
 import type { GatewayMetrics } from './metrics.js';
 import { normalizePath, type CompiledCors, type CompiledRoute, type LiveRoutes } from './routes.js';
-import { connectionTokens, Pools, UpstreamTry, type Sink } from './upstream.js';
+import { connectionTokens, UpstreamTry, type Sink } from './upstream.js';
 
 /** Request headers never forwarded: hop-by-hop (RFC 9110 §7.6.1), the host, and the ones the gateway sets itself. */
 const REQUEST_SKIP = new Set([
@@ -120,7 +120,7 @@ export interface ForwarderOptions {
 export class Forwarder {
   /** The one engine: every call shares its breakers, balancers, ejections and retry budgets. */
   readonly engine: OutboundEngine;
-  readonly pools: Pools;
+  readonly pools: EndpointPools;
   private readonly runtimes = new Map<string, InboundRuntime>();
   private readonly inboundGovernance: GovernanceSource;
   inFlight = 0;
@@ -128,7 +128,7 @@ export class Forwarder {
   private onIdle: (() => void) | undefined;
 
   constructor(readonly o: ForwarderOptions) {
-    const pools = (this.pools = new Pools(o.connectionsPerEndpoint));
+    const pools = (this.pools = new EndpointPools({ connectionsPerEndpoint: o.connectionsPerEndpoint, closedMessage: 'gateway closed' }));
     this.engine = new OutboundEngine({
       self: o.self,
       governance: o.governance,

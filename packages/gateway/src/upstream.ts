@@ -1,9 +1,8 @@
 import type { IncomingHttpHeaders, ServerResponse } from 'node:http';
-import type { EndpointSet } from '@plinth/sdk/balancing';
 import type { TryOutcome } from '@plinth/sdk/client';
 import type { Expirable, TimerWheel } from '@plinth/sdk/resilience';
 import type { ClientSpanHandle } from '@plinth/sdk/tracing';
-import { Pool, type Dispatcher } from 'undici';
+import type { Dispatcher } from 'undici';
 
 /** Raised into undici by the wheel when a try runs out of time; recognised by identity. */
 export const TRY_TIMEOUT = Object.freeze(new Error('upstream try timed out'));
@@ -196,54 +195,5 @@ export class UpstreamTry implements Dispatcher.DispatchHandler, Expirable {
     if (span === undefined) return;
     this.span = undefined;
     span.end(this.status === 0 ? undefined : this.status, error);
-  }
-}
-
-function originOf(address: string): string {
-  if (address.includes('://')) return new URL(address).origin;
-  return `http://${address}`;
-}
-
-/**
- * One undici Pool per upstream address, kept while some service lists the address and closed (in-flight
- * requests finish first) when the last one drops it.
- */
-export class Pools {
-  private readonly pools = new Map<string, { dispatcher: Dispatcher; users: Set<string> }>();
-  private closed = false;
-
-  constructor(private readonly connections: number) {}
-
-  get(service: string, address: string): Dispatcher {
-    let p = this.pools.get(address);
-    if (p === undefined) {
-      if (this.closed) throw new Error('gateway closed');
-      const dispatcher = new Pool(originOf(address), { connections: this.connections, pipelining: 1 });
-      this.pools.set(address, (p = { dispatcher, users: new Set() }));
-    }
-    p.users.add(service);
-    return p.dispatcher;
-  }
-
-  endpointsChanged(service: string, prev: EndpointSet, next: EndpointSet): void {
-    const still = new Set<string>();
-    for (const ep of next.all.items) still.add(ep.address);
-    for (const ep of prev.all.items) {
-      if (still.has(ep.address)) continue;
-      const p = this.pools.get(ep.address);
-      if (p === undefined) continue;
-      p.users.delete(service);
-      if (p.users.size === 0) {
-        this.pools.delete(ep.address);
-        p.dispatcher.close().catch(() => undefined);
-      }
-    }
-  }
-
-  async close(): Promise<void> {
-    this.closed = true;
-    const all = [...this.pools.values()];
-    this.pools.clear();
-    await Promise.all(all.map((p) => p.dispatcher.close().catch(() => undefined)));
   }
 }

@@ -1,9 +1,10 @@
 import type { IncomingHttpHeaders } from 'node:http';
-import { Pool, type Dispatcher } from 'undici';
+import type { Dispatcher } from 'undici';
 import type { EndpointSet } from '../balancing/endpoints.js';
 import type { Clock } from '../ratelimit/clock.js';
 import type { Expirable } from '../resilience/timer-wheel.js';
 import type { TryContext, TryOutcome, TryReceiver, Wheel } from './engine.js';
+import { EndpointPools } from './pools.js';
 
 /** One HTTP exchange, fully buffered: what the client hands back. */
 export interface HttpResult {
@@ -181,30 +182,13 @@ function errorOutcome(error: unknown): TryOutcome<HttpResult> {
   return { status: 0, retryAfter: undefined, response: undefined, error, timedOut: false };
 }
 
-interface PoolEntry {
-  readonly address: string;
-  readonly dispatcher: Dispatcher;
-  /** Callees that list the address: the pool closes when the last one drops it. */
-  readonly users: Set<string>;
-}
-
-function originOf(address: string): string {
-  if (address.includes('://')) return new URL(address).origin;
-  return `http://${address}`;
-}
-
-/**
- * The thin HTTP part: one undici Pool per endpoint address (pipelining 1), kept while some callee lists the
- * address and closed (gracefully: in-flight requests finish) when the last one drops it.
- */
+/** The thin HTTP part: tries as undici dispatches, on the pools of EndpointPools. */
 export class HttpTransport {
-  private readonly pools = new Map<string, PoolEntry>();
-  /** The pool of the last try and the callee it was for. */
-  private last: PoolEntry | undefined;
-  private lastService = '';
-  private closed = false;
+  private readonly pools: EndpointPools;
 
-  constructor(private readonly o: HttpTransportOptions) {}
+  constructor(private readonly o: HttpTransportOptions) {
+    this.pools = new EndpointPools({ connectionsPerEndpoint: o.connectionsPerEndpoint, dispatcherFactory: o.dispatcherFactory, closedMessage: 'client closed' });
+  }
 
   send(t: TryContext, req: HttpTryRequest): Promise<TryOutcome<HttpResult>> {
     const dispatcher = this.dispatcherFor(t.service, t.endpoint.address);
@@ -270,45 +254,15 @@ export class HttpTransport {
   }
 
   private dispatcherFor(service: string, address: string): Dispatcher {
-    // Calls mostly repeat the last (callee, address) pair: two string compares instead of a Map and a Set lookup.
-    const hit = this.last;
-    if (hit !== undefined && hit.address === address && this.lastService === service) return hit.dispatcher;
-    let p = this.pools.get(address);
-    if (p === undefined) {
-      if (this.closed) throw new Error('client closed');
-      const origin = originOf(address);
-      const dispatcher = this.o.dispatcherFactory?.(origin) ?? new Pool(origin, { connections: this.o.connectionsPerEndpoint, pipelining: 1 });
-      this.pools.set(address, (p = { address, dispatcher, users: new Set() }));
-    }
-    // Calls spread over several instances miss the one-entry cache often: a miss allocates nothing.
-    if (!p.users.has(service)) p.users.add(service);
-    this.last = p;
-    this.lastService = service;
-    return p.dispatcher;
+    return this.pools.get(service, address);
   }
 
   /** A callee's endpoints changed: pools of addresses no callee uses any more are closed. */
   endpointsChanged(service: string, prev: EndpointSet, next: EndpointSet): void {
-    this.last = undefined;
-    const still = new Set<string>();
-    for (const ep of next.all.items) still.add(ep.address);
-    for (const ep of prev.all.items) {
-      if (still.has(ep.address)) continue;
-      const p = this.pools.get(ep.address);
-      if (p === undefined) continue;
-      p.users.delete(service);
-      if (p.users.size === 0) {
-        this.pools.delete(ep.address);
-        p.dispatcher.close().catch(() => undefined);
-      }
-    }
+    this.pools.endpointsChanged(service, prev, next);
   }
 
-  async close(): Promise<void> {
-    this.closed = true;
-    this.last = undefined;
-    const all = [...this.pools.values()];
-    this.pools.clear();
-    await Promise.all(all.map((p) => p.dispatcher.close().catch(() => undefined)));
+  close(): Promise<void> {
+    return this.pools.close();
   }
 }
