@@ -1,33 +1,12 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { PlinthError } from '../errors.js';
-import { validateResource } from '../validate.js';
 import { getKind } from './index.js';
 import { DEFAULT_BURN_RATE_ALERTS, windowMs, type AlertRuleSpec, type SloSpec } from './observability.js';
+import { edit, specErrors, specFields, validateSpec } from './validation.test.helpers.js';
 
-// Documents go through validateResource, as the server's PUT does, so the paths asserted are the ones users see.
-function validate(kind: string, spec: unknown): unknown {
-  return validateResource({ apiVersion: 'plinth.dev/v1', kind, metadata: { namespace: 'retail', name: 'p' }, spec }, { kind, namespace: 'retail', name: 'p' }).spec;
-}
-
-function errorsOf(kind: string, spec: unknown): { field: string; message: string }[] {
-  try {
-    validate(kind, spec);
-  } catch (e) {
-    assert.ok(e instanceof PlinthError, String(e));
-    assert.equal(e.code, 'validation_failed');
-    return e.errors ?? [];
-  }
-  assert.fail('expected a validation error');
-}
-
-const fieldsOf = (kind: string, spec: unknown): string[] => errorsOf(kind, spec).map((e) => e.field);
-
-function edit<T>(base: T, change: (d: any) => void): T {
-  const d = structuredClone(base);
-  change(d);
-  return d;
-}
+const validate = validateSpec;
+const errorsOf = specErrors;
+const fieldsOf = specFields;
 
 const slo = {
   target: { service: 'gateway', journey: { name: 'checkout', endpoints: ['POST /checkout', 'POST /payments'] } },

@@ -1,32 +1,11 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { PlinthError } from '../errors.js';
-import { validateResource } from '../validate.js';
 import { templateParams, type RouteSpec } from './route.js';
+import { edit, specErrors, specFields, validateSpec } from './validation.test.helpers.js';
 
-// Through validateResource, as the server's PUT does, so the paths asserted are the ones users see.
-function validate(spec: unknown): RouteSpec {
-  return validateResource({ apiVersion: 'plinth.dev/v1', kind: 'Route', metadata: { namespace: 'edge', name: 'r' }, spec }, { kind: 'Route', namespace: 'edge', name: 'r' }).spec as RouteSpec;
-}
-
-function errorsOf(spec: unknown): { field: string; message: string }[] {
-  try {
-    validate(spec);
-  } catch (e) {
-    assert.ok(e instanceof PlinthError, String(e));
-    assert.equal(e.code, 'validation_failed');
-    return e.errors ?? [];
-  }
-  assert.fail('expected a validation error');
-}
-
-const fieldsOf = (spec: unknown): string[] => errorsOf(spec).map((e) => e.field);
-
-function edit<T>(base: T, change: (d: any) => void): T {
-  const d = structuredClone(base);
-  change(d);
-  return d;
-}
+const validate = (spec: unknown): RouteSpec => validateSpec('Route', spec, 'edge') as RouteSpec;
+const errorsOf = (spec: unknown) => specErrors('Route', spec, 'edge');
+const fieldsOf = (spec: unknown): string[] => specFields('Route', spec, 'edge');
 
 const full = {
   hosts: ['shop.example.com', '*.example.com'],
