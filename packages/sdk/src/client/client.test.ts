@@ -191,6 +191,20 @@ describe('retries', () => {
     assert.equal(bad.count, 3);
   });
 
+  it("takes a call's own retry tries, with or without a rule, over HTTP", async () => {
+    const { instances } = await pair();
+    const ONCE = Object.freeze({ maxAttempts: 1, retryOn: [503] });
+    const TWICE = Object.freeze({ maxAttempts: 2, retryOn: [503] });
+    const ruled = client({ governance: governance({ instances, faultTolerance: [retryRule()], trafficPolicies: [RR] }), random: first, wheel: new RecordingWheel() });
+    const once = await ruled.request('orders', { path: '/', retry: ONCE });
+    assert.deepEqual([once.status, once.attempts], [503, 1], 'the rule would retry; the call says once');
+    const bare = () => client({ governance: governance({ instances, trafficPolicies: [RR] }), random: first, wheel: new RecordingWheel() });
+    const plain = await bare().request('orders', { path: '/' });
+    assert.deepEqual([plain.status, plain.attempts], [503, 1], 'no rule, no retry');
+    const twice = await bare().request('orders', { path: '/', retry: TWICE });
+    assert.deepEqual([twice.status, twice.attempts, twice.endpoint], [200, 2, 'b'], 'no rule, and the call asks for a retry');
+  });
+
   it('prefers another instance on a retry, even when the balancer would pick the same one', async () => {
     const { good, instances } = await pair();
     const hashed = tp('lb', { loadBalancing: [{ service: 'orders', policy: 'consistentHash', hashKey: { source: 'header', name: 'x-user' } }] });
