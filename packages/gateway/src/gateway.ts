@@ -74,6 +74,11 @@ export interface GatewayOptions {
   connectionsPerEndpoint?: number;
   /** How long close() waits for requests in flight. Default 10 s. */
   drainTimeoutMs?: number;
+  /**
+   * A proxied WebSocket with no traffic either way for this long is closed (clients keep theirs alive with
+   * pings). Default 300 s, as Envoy's stream idle timeout; 0 keeps idle connections forever.
+   */
+  websocketIdleTimeoutMs?: number;
   /** How long startup waits for a first snapshot (server or cache file). Default 30 s. */
   startTimeoutMs?: number;
   server?: ServerLimits;
@@ -169,6 +174,7 @@ export async function startGateway(o: GatewayOptions): Promise<Gateway> {
     trustProxy,
     connectionsPerEndpoint: o.connectionsPerEndpoint ?? 64,
     defaultTimeoutMs: o.defaultTimeoutMs ?? 30_000,
+    websocketIdleTimeoutMs: o.websocketIdleTimeoutMs ?? 300_000,
     tracing: o.tracing,
     redis: o.redis,
     zone: o.zone,

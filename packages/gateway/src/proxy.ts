@@ -107,6 +107,8 @@ export interface ForwarderOptions {
   trustProxy: number;
   connectionsPerEndpoint: number;
   defaultTimeoutMs: number;
+  /** A proxied WebSocket with no traffic either way for this long is closed; 0: never. */
+  websocketIdleTimeoutMs: number;
   tracing: Tracing | undefined;
   redis: Redis | undefined;
   zone: string | undefined;

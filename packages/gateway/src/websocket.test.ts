@@ -8,6 +8,7 @@ import { FaultToleranceSpec } from '@plinth/core';
 import type { StaticGovernance } from '@plinth/sdk';
 import type { StaticFeed } from './feed.js';
 import type { Gateway } from './gateway.js';
+import WebSocket from 'ws';
 import { startGateway } from './gateway.js';
 import { closed, controlPlane, instance, open, opened, raw, refused, resource, roundTrip, route, sleep, staticGateway, wsUpstream, type TestControlPlane, type WsUpstream } from './testkit.test.helpers.js';
 
@@ -127,6 +128,30 @@ describe('gateway WebSocket proxying', () => {
     const code = closed(ws);
     await local.close();
     assert.equal(await code, 1006, 'the TCP connection closed under the client');
+  });
+});
+
+describe('gateway WebSocket idle timeout', () => {
+  it('keeps a WebSocket with traffic open and closes one that goes quiet, saying why in the log', async () => {
+    const up = await wsUpstream('up');
+    const { gw, governance, routes, log } = await staticGateway({ websocketIdleTimeoutMs: 400 });
+    governance.set({ instances: [instance('up-1', 'up', up.address)] });
+    routes.set([route('up', { ...anon, match: { path: { exact: '/live' } }, service: 'up' })]);
+    await sleep(50);
+    const ws = await opened(`${gw.url.replace('http:', 'ws:')}/live`);
+    const code = closed(ws);
+    // Busy for well over the timeout: a message every 100 ms keeps it open.
+    for (let i = 0; i < 10; i++) {
+      assert.equal(await roundTrip(ws, `m${i}`), `up:m${i}`);
+      await sleep(100);
+    }
+    assert.equal(ws.readyState, WebSocket.OPEN);
+    // Then quiet: closed under the client.
+    assert.equal(await code, 1006);
+    await sleep(30);
+    assert.ok(log.some((l) => l.route === 'edge/up' && l.status === 101 && l.reason === 'idle_timeout'));
+    await gw.close();
+    await up.close();
   });
 });
 

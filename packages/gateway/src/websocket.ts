@@ -254,14 +254,14 @@ export class WebSocketProxy {
       hs.socket.destroy();
       return this.log(entry, 499, started, upstream, 0, 0, trace.traceId, 'client_closed');
     }
-    this.splice(client, head, hs, () => {
+    this.splice(client, head, hs, (reason) => {
       release();
-      this.log(entry, 101, started, upstream, bytesRead(client), bytesWritten(client), trace.traceId, undefined);
+      this.log(entry, 101, started, upstream, bytesRead(client), bytesWritten(client), trace.traceId, reason);
     });
   }
 
   /** Answers the client's handshake with the upstream's 101 and joins the two sockets. */
-  private splice(client: Duplex, head: Buffer, hs: Extract<Handshake, { upgraded: true }>, closed: () => void): void {
+  private splice(client: Duplex, head: Buffer, hs: Extract<Handshake, { upgraded: true }>, closed: (reason: string | undefined) => void): void {
     const up = hs.socket;
     up.on('error', noop);
     this.open.add(client);
@@ -271,16 +271,25 @@ export class WebSocketProxy {
     client.pipe(up);
     up.pipe(client);
     let done = false;
+    let reason: string | undefined;
     const end = (): void => {
       if (done) return;
       done = true;
       this.open.delete(client);
       client.destroy();
       up.destroy();
-      closed();
+      closed(reason);
     };
     client.on('close', end);
     up.on('close', end);
+    // Traffic either way is activity on the client's socket: one timer per connection, none per message.
+    const idleMs = this.f.o.websocketIdleTimeoutMs;
+    if (idleMs > 0) {
+      (client as Socket).setTimeout?.(idleMs, () => {
+        reason = 'idle_timeout';
+        end();
+      });
+    }
   }
 
   private log(e: { method: string; host: string; path: string; route: string | undefined; identity: string | undefined }, status: number, started: number, upstream: string | undefined, bytesIn: number, bytesOut: number, traceId: string | undefined, reason: string | undefined): void {
