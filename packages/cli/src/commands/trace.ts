@@ -1,39 +1,18 @@
+import type { SpanRecord, TraceSummary } from '@plinth/server';
 import { InvalidArgumentError, type Command } from 'commander';
 import type { PlinthClient } from '../client.js';
 import { ApiError, CliError, ExitCode, UsageError } from '../errors.js';
 import { formatAge, json, renderTable, yaml, type OutputFormat } from '../output.js';
 import { clientOf, collect, namespaceOf, note, out, outputOf } from './common.js';
 
-/** The fields of the server's SpanRecord (packages/server/src/apm/types.ts) the waterfall reads. */
-export interface WaterfallSpan {
-  spanId: string;
-  parentSpanId?: string | undefined;
-  service: string;
-  name: string;
-  startMs: number;
-  durationMs: number;
-  status: 'unset' | 'ok' | 'error' | string;
-  httpStatus?: number | undefined;
-  lane?: string | undefined;
-  stress?: boolean | undefined;
-}
+/** The fields of the server's SpanRecord the waterfall reads; JSON leaves out the ones that are undefined. */
+export type WaterfallSpan = Pick<SpanRecord, 'spanId' | 'service' | 'name' | 'startMs' | 'durationMs' | 'status'> &
+  Partial<Pick<SpanRecord, 'parentSpanId' | 'httpStatus' | 'lane' | 'stress'>>;
 
 /** `GET /v1/traces/:traceId`. */
 export interface TraceDocument {
   traceId: string;
   spans: (WaterfallSpan & Record<string, unknown>)[];
-}
-
-/** One row of `GET /v1/traces`. */
-export interface TraceSummary {
-  traceId: string;
-  rootService: string;
-  rootName: string;
-  startMs: number;
-  durationMs: number;
-  spanCount: number;
-  errorCount: number;
-  services: string[];
 }
 
 export const DEFAULT_WIDTH = 100;
