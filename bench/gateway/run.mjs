@@ -11,11 +11,10 @@
 // Sizes: BENCH_DURATION_S, BENCH_CONNECTIONS, BENCH_ROUNDS, BENCH_UNLOADED_REQUESTS.
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
-import { cpus, release } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { request } from 'undici';
-import { cpuSeconds, guardRun, machineBusySeconds, removeTempDir, replaceDocBlock, round, runMain, sleep, spawnReady, stopChild, tempDir, verdict } from '../push/lib.mjs';
+import { cpuSeconds, guardRun, machineBusySeconds, machineInfo, removeTempDir, replaceDocBlock, round, runMain, sleep, spawnReady, stopChild, tempDir, verdict } from '../push/lib.mjs';
 import { unloaded, wrk } from './load.mjs';
 import { startNginx } from './nginx.mjs';
 import { applyPolicy, NAMESPACE, PATH } from './policy.mjs';
@@ -132,7 +131,7 @@ async function main() {
 
     let gateway;
     if (runs('plinth')) {
-      const [cCmd, cArgs] = node(CORE.rest, [join(here, 'control-plane-child.mjs'), join(work, 'cp')]);
+      const [cCmd, cArgs] = node(CORE.rest, [join(here, '..', 'push', 'plinth-child.mjs'), join(work, 'cp'), '3600']);
       const cp = await spawnReady(cCmd, cArgs, { name: 'plinth server' });
       stops.push(() => stopChild(cp.child));
       const { jwt } = await applyPolicy(cp.info, { upstreamAddress: `127.0.0.1:${up.info.port}`, grayAddress: `127.0.0.1:${up.info.grayPort}` });
@@ -342,7 +341,7 @@ function buildResults({ best, rounds, lat, unloadedOtherPct, features, notes, to
   r.unloaded_other_cpu_pct = round(unloadedOtherPct, 0);
   r.unloaded_method = { connections: 1, warmup: UNLOADED.warmup, rounds: UNLOADED.rounds, per_round: UNLOADED.perRound };
   r.pinning = tools.taskset ? { proxy_core: CORE.proxy, upstream_core: CORE.rest, wrk_core: CORE.rest, control_plane_core: CORE.rest } : null;
-  r.machine = { nproc, cpu: cpus()[0]?.model, node: process.version, kernel: release(), nginx: nginxVer ?? null, date: new Date().toISOString() };
+  r.machine = machineInfo({ nproc, nginx: nginxVer ?? null });
   r.notes = notes;
   return r;
 }

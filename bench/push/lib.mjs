@@ -2,7 +2,7 @@
 // the generated blocks of docs/benchmarks.md.
 import { spawn, execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { cpus, release, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 
@@ -137,6 +137,21 @@ export function replaceDocBlock(file, name, lines) {
   if (a < 0 || b < a) return `${file} has no ${begin} … ${end} block: not updated`;
   writeFileSync(file, doc.slice(0, a) + [begin, ...lines, end].join('\n') + doc.slice(b + end.length));
   return `updated ${file}`;
+}
+
+/**
+ * The machine a run was on, for the results. `nproc --all`: a benchmark that pinned itself to one core
+ * would otherwise count only that core.
+ */
+export function machineInfo(extra = {}) {
+  return {
+    nproc: Number(execFileSync('nproc', ['--all'], { encoding: 'utf8' }).trim()),
+    cpu: cpus()[0]?.model,
+    node: process.version,
+    kernel: release(),
+    date: new Date().toISOString(),
+    ...extra,
+  };
 }
 
 /** How a target fared, for the docs' tables. */

@@ -6,9 +6,11 @@
 import { readFileSync } from 'node:fs';
 import { startServer } from '../../packages/server/dist/index.js';
 
-const dataDir = process.argv[2];
-if (!dataDir) throw new Error('usage: node plinth-child.mjs DATA_DIR');
-const server = await startServer({ dataDir, listen: '127.0.0.1:0', logLevel: 'silent' });
+// argv[3], optional: the lifetime of issued tokens in seconds (the gateway benchmark's JWT must not expire
+// in the middle of a measurement).
+const [dataDir, tokenTtl] = process.argv.slice(2);
+if (!dataDir) throw new Error('usage: node plinth-child.mjs DATA_DIR [TOKEN_TTL_SECONDS]');
+const server = await startServer({ dataDir, listen: '127.0.0.1:0', logLevel: 'silent', ...(tokenTtl ? { tokenTtlSeconds: Number(tokenTtl) } : {}) });
 const token = readFileSync(server.adminTokenFile, 'utf8').trim();
 process.stdout.write(`${JSON.stringify({ url: server.url, token, pid: process.pid })}\n`);
 

@@ -4,14 +4,12 @@
 // Other shapes: BENCH_SUBSCRIBERS, BENCH_CHANGES, BENCH_INSTANCES, BENCH_MEASURE_S, BENCH_ETCD_CONNECTIONS,
 // BENCH_ONLY=plinth,etcd,leases (partial runs write bench/.work/push.partial.json and leave the doc).
 // BENCH_CPU_PROF=1 starts each plinth child under `node --cpu-prof` (profiles in bench/.work/profiles/).
-import { execFileSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
-import { cpus, release } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startEtcd } from './etcd.mjs';
 import { leaseLoad } from './leases.mjs';
-import { guardRun, memoryMiB, removeTempDir, replaceDocBlock, round, runMain, spawnReady, stopChild, tempDir, verdict } from './lib.mjs';
+import { guardRun, machineInfo, memoryMiB, removeTempDir, replaceDocBlock, round, runMain, spawnReady, stopChild, tempDir, verdict } from './lib.mjs';
 import { etcdHttpPush, etcdPush, plinthPush } from './push.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -154,13 +152,7 @@ async function main() {
     subscribers: PUSH.subscribers,
     changes: PUSH.changes,
     change_spacing_ms: PUSH.spacingMs,
-    machine: {
-      nproc: Number(execFileSync('nproc', { encoding: 'utf8' }).trim()),
-      cpu: cpus()[0]?.model,
-      node: process.version,
-      kernel: release(),
-      date: new Date().toISOString(),
-    },
+    machine: machineInfo(),
     notes,
   });
   // The keys readers rely on are always there; null when that part did not run.

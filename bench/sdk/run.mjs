@@ -7,12 +7,10 @@
 // for `node --cpu-prof`, see profile-top.mjs).
 // Sizes: BENCH_MICRO_CALLS, BENCH_E2E_S, BENCH_CONCURRENCY, BENCH_CONNECTIONS.
 // BENCH_DOC_ONLY=1: rewrites the docs block from bench/results/sdk.json without measuring.
-import { execFileSync } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { cpus, release } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { cpuSeconds, guardRun, machineBusySeconds, replaceDocBlock, round, runMain, spawnReady, stopChild, verdict } from '../push/lib.mjs';
+import { cpuSeconds, guardRun, machineBusySeconds, machineInfo, replaceDocBlock, round, runMain, spawnReady, stopChild, verdict } from '../push/lib.mjs';
 import { endToEnd } from './e2e.mjs';
 import { BURST_GAP_MS, killOne } from './fault.mjs';
 import { bareDispatch, FakeDispatcher } from './fake-dispatcher.mjs';
@@ -211,13 +209,7 @@ async function main() {
       fault: { ...FAULT, instances: 3, burstGapMs: BURST_GAP_MS },
       chain: { ...CHAIN },
     },
-    machine: {
-      nproc: Number(execFileSync('nproc', { encoding: 'utf8' }).trim()),
-      cpu: cpus()[0]?.model,
-      node: process.version,
-      kernel: release(),
-      date: new Date().toISOString(),
-    },
+    machine: machineInfo(),
     notes,
   });
   const KEYS = ['chain_ns', 'client_ns', 'dispatch_floor_ns', 'cockatiel_ns', 'opossum_ns', 'cockatiel_over_chain', 'opossum_over_chain', 'sdk_rps', 'undici_rps', 'sdk_over_undici', 'kill_error_pct', 'ejection_ms'];

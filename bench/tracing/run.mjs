@@ -9,10 +9,9 @@
 // Sizes: BENCH_INGEST_S, BENCH_INGEST_EXPORTERS, BENCH_ROUND_S, BENCH_ROUNDS, BENCH_CONCURRENCY.
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { cpus, release } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { guardRun, memoryMiB, removeTempDir, replaceDocBlock, round, runMain, spawnReady, stopChild, tempDir, verdict } from '../push/lib.mjs';
+import { guardRun, machineInfo, memoryMiB, removeTempDir, replaceDocBlock, round, runMain, spawnReady, stopChild, tempDir, verdict } from '../push/lib.mjs';
 import { ingestLoad, SPANS_PER_TRACE } from './ingest.mjs';
 import { overheadLoad } from './overhead.mjs';
 
@@ -196,15 +195,7 @@ async function main() {
     ingest: { exporters: INGEST.exporters, batch_sizes: INGEST.sizes, spans_per_trace: SPANS_PER_TRACE, warmup_s: INGEST.warmupMs / 1000, measure_s: INGEST.durationMs / 1000, encoding: 'protobuf, uncompressed' },
     overhead: { variants: VARIANTS, concurrency: OVERHEAD.concurrency, warmup_s: OVERHEAD.warmupMs / 1000, rounds: OVERHEAD.rounds, round_s: OVERHEAD.roundMs / 1000 },
     pinned: pinnedSelf ? { server_and_service: SERVER_CORE, load_generator_and_sink: LOAD_CORE } : null,
-    machine: {
-      // --all: this process is pinned to one core by now, and plain nproc counts only those it may use.
-      nproc: Number(execFileSync('nproc', ['--all'], { encoding: 'utf8' }).trim()),
-      cpu: cpus()[0]?.model,
-      node: process.version,
-      kernel: release(),
-      date: new Date().toISOString(),
-      loadavg_at_end: readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).map(Number),
-    },
+    machine: machineInfo({ loadavg_at_end: readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).map(Number) }),
     notes,
   });
   const KEYS = ['ingest_spans_per_s', 'ingest_server_cpu_pct', 'none_rps', 'sdk100_rps', 'sdk1_rps', 'otel100_rps', 'otel1_rps',
