@@ -3,17 +3,16 @@
  * Children are spawned asynchronously: a synchronous spawn would block this event loop, and with it the server.
  */
 import assert from 'node:assert/strict';
-import { execFile, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { after, before, describe, it } from 'node:test';
 import { startServer, type RunningServer } from '@plinth/server';
 import { parse as parseYaml } from 'yaml';
+import { MAIN, runCli, type Run } from './cli.test.helpers.js';
 
-const MAIN = fileURLToPath(new URL('./main.js', import.meta.url));
 
 let tmp: string;
 let server: RunningServer;
@@ -21,20 +20,7 @@ let token: string;
 let tokenFile: string;
 let baseEnv: NodeJS.ProcessEnv;
 
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-function cli(args: string[], env: NodeJS.ProcessEnv = {}): Promise<Run> {
-  return new Promise((resolve) => {
-    execFile(process.execPath, [MAIN, ...args], { env: { ...baseEnv, ...env }, timeout: 30_000 }, (err, stdout, stderr) => {
-      const code = err ? (typeof err.code === 'number' ? err.code : -1) : 0;
-      resolve({ code, stdout, stderr });
-    });
-  });
-}
+const cli = (args: string[], env: NodeJS.ProcessEnv = {}): Promise<Run> => runCli(args, { ...baseEnv, ...env });
 
 function manifest(name: string): string {
   return join(tmp, name);

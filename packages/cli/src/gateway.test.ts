@@ -4,18 +4,17 @@
  * Children are spawned asynchronously: a synchronous spawn would block this event loop, and with it the server.
  */
 import assert from 'node:assert/strict';
-import { execFile, spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { createServer, type Server } from 'node:http';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { after, before, describe, it } from 'node:test';
 import { startServer, type RunningServer } from '@plinth/server';
 import { request } from 'undici';
+import { MAIN, runCli, type Run } from './cli.test.helpers.js';
 
-const MAIN = fileURLToPath(new URL('./main.js', import.meta.url));
 const NS = 'gw';
 
 let tmp: string;
@@ -28,20 +27,7 @@ let upstreamAddress: string;
 const held: (() => void)[] = [];
 const children = new Set<ChildProcessWithoutNullStreams>();
 
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-function cli(args: string[], env: NodeJS.ProcessEnv = {}): Promise<Run> {
-  return new Promise((resolve) => {
-    execFile(process.execPath, [MAIN, ...args], { env: { ...baseEnv, ...env }, timeout: 30_000 }, (err, stdout, stderr) => {
-      const code = err ? (typeof err.code === 'number' ? err.code : -1) : 0;
-      resolve({ code, stdout, stderr });
-    });
-  });
-}
+const cli = (args: string[], env: NodeJS.ProcessEnv = {}): Promise<Run> => runCli(args, { ...baseEnv, ...env });
 
 async function get(url: string): Promise<{ status: number; text: string }> {
   const r = await request(url);

@@ -1,10 +1,8 @@
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { after, before, describe, it } from 'node:test';
 import { ROOT_CONTEXT, SpanKind, SpanStatusCode, trace, TraceFlags, type Context, type Span } from '@opentelemetry/api';
 import { ExportResultCode, type ExportResult } from '@opentelemetry/core';
@@ -14,8 +12,8 @@ import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor, type Re
 import { startServer, type RunningServer } from '@plinth/server';
 import { parse as parseYaml } from 'yaml';
 import { formatMs, parseDurationMs, renderWaterfall, tagArg, waterfallRows, type WaterfallSpan } from './trace.js';
+import { runCli, type Run } from '../cli.test.helpers.js';
 
-const MAIN = fileURLToPath(new URL('../main.js', import.meta.url));
 
 const span = (spanId: string, parentSpanId: string | undefined, name: string, startMs: number, durationMs: number, extra: Partial<WaterfallSpan> = {}): WaterfallSpan => ({
   spanId,
@@ -143,12 +141,6 @@ void describe('renderWaterfall', () => {
 
 // ---- end to end: a real server, spans through the OpenTelemetry SDK's OTLP/HTTP exporter, the built CLI ----
 
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
 void describe('plinth trace / traces against a real server', () => {
   let tmp: string;
   let server: RunningServer;
@@ -156,12 +148,7 @@ void describe('plinth trace / traces against a real server', () => {
   let traceId: string;
   const NS = 'shop';
 
-  const cli = (args: string[]): Promise<Run> =>
-    new Promise((resolve) => {
-      execFile(process.execPath, [MAIN, ...args], { env, timeout: 30_000 }, (err, stdout, stderr) => {
-        resolve({ code: err ? (typeof err.code === 'number' ? err.code : -1) : 0, stdout, stderr });
-      });
-    });
+  const cli = (args: string[]): Promise<Run> => runCli(args, env);
 
   before(async () => {
     tmp = await mkdtemp(join(tmpdir(), 'plinth-cli-trace-'));
