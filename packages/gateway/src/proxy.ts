@@ -1,7 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { Headers, PROBLEM_CONTENT_TYPE, type FallbackAction } from '@plinth/core';
 import { type GovernanceSource, type RequestContext } from '@plinth/sdk';
-import { formatTraceparent, getLane, isStress, newTraceContext, parseTraceparent, serializeBaggage, type TraceContext } from '@plinth/sdk/balancing';
+import { formatTraceparent, newTraceContext, parseTraceparent, serializeBaggage, type TraceContext } from '@plinth/sdk/balancing';
 import { EndpointPools, isCallError, OutboundEngine, type EngineResult, type OutboundCall, type TryContext, type TryOutcome } from '@plinth/sdk/client';
 import { InboundRuntime, type Admission, type Rejection, type TrustMode } from '@plinth/sdk/middleware';
 import { formatTimeout, type TimerWheel } from '@plinth/sdk/resilience';
@@ -267,7 +267,8 @@ export class Forwarder {
   }
 
   /**
-   * Sends the request to `service` through the engine (or, with `direct`, to one fixed upstream, for the
+   * Sends the request to `service` through the engine (`ex.lane` and `ex.stress` already set from `ctx`, by
+   * admission or by the caller) (or, with `direct`, to one fixed upstream, for the
    * sidecar's app) and streams the answer back.
    */
   async forward(ex: Exchange, service: string, upPath: string, ctx: RequestContext, plan: BodyPlan, maxBody: number, timeoutMs: number | undefined, direct?: Dispatcher): Promise<void> {
@@ -287,8 +288,6 @@ export class Forwarder {
     if (body.replayable && body.data !== null) ex.bytesIn = body.data.length;
     ex.body = body;
     ex.upPath = upPath;
-    ex.lane = getLane(ctx.baggage);
-    ex.stress = isStress(ctx.baggage);
     const trace = ctx.trace ?? newTraceContext();
     ex.traceparent = formatTraceparent(trace);
     ex.traceId = trace.traceId;

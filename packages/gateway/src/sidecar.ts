@@ -1,6 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { Headers } from '@plinth/core';
 import { createService, type ControlPlaneClient, type Service } from '@plinth/sdk';
+import { getLane, isStress } from '@plinth/sdk/balancing';
 import { buildContext, compiledTrafficOf } from '@plinth/sdk/middleware';
 import { Pool } from 'undici';
 import { planBody } from './body.js';
@@ -165,6 +166,8 @@ async function serveEgress(f: Forwarder, ex: Exchange, self: string, maxBody: nu
   // The app is this service: its calls carry its name, and the baggage it passes on is trusted as ours.
   req.headers[Headers.caller] = self;
   const ctx = buildContext({ method: ex.method, path: to.path, headers: req.headers }, { trust: 'mesh', traffic: compiledTrafficOf(f.o.governance), clock: f.o.wheel.clock });
+  ex.lane = getLane(ctx.baggage);
+  ex.stress = isStress(ctx.baggage);
   const plan = planBody(req, maxBody);
   if (plan.kind === 'tooLarge') return f.tooLarge(ex, maxBody);
   await f.forward(ex, to.service, to.path + query, ctx, plan, maxBody, undefined);
