@@ -4,7 +4,8 @@ import { closeSync, constants, mkdtempSync, openSync, readFileSync, readSync, rm
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
-import { createAccessLog, type AccessEntry } from './access-log.js';
+import { pino } from 'pino';
+import { accessLine, createAccessLog, IsoClock, type AccessEntry } from './access-log.js';
 import { sleep } from './testkit.test.helpers.js';
 
 const entry = (i: number): AccessEntry => ({
@@ -76,5 +77,50 @@ describe('access log to a file', () => {
       await sleep(1);
     }
     closeSync(reader);
+  });
+});
+
+describe('access log lines', () => {
+  /** What pino itself writes for `info(e)` at `time`: the format the gateway's lines keep. */
+  const viaPino = (e: AccessEntry, time: string): string => {
+    let out = '';
+    const log = pino({ base: null, messageKey: 'msg', timestamp: () => `,"time":"${time}"` }, { write: (s: string) => void (out += s) });
+    log.info(e);
+    return out;
+  };
+  const time = '2026-12-01T13:32:48.007Z';
+
+  it('are the lines pino writes, field for field, with and without the optional fields', () => {
+    const full: AccessEntry = { ...entry(7), lane: 'canary', stress: true, reason: 'upstream_error', durationMs: 12.5, status: 503 };
+    const bare: AccessEntry = { ...entry(8), route: undefined, upstream: undefined, traceId: undefined, identity: undefined, status: 404 };
+    for (const e of [entry(1), full, bare]) assert.equal(accessLine(e, time), viaPino(e, time));
+  });
+
+  it('escape what clients send, so every line stays one valid JSON object', () => {
+    const e: AccessEntry = { ...entry(2), host: 'evil"host\\', path: '/a\nb\u0001c', identity: 'é ü 漢', lane: 'x\ud800y' };
+    const line = accessLine(e, time);
+    assert.equal(line.indexOf('\n'), line.length - 1, 'one line');
+    const parsed = JSON.parse(line) as Record<string, unknown>;
+    assert.equal(parsed.host, 'evil"host\\');
+    assert.equal(parsed.path, '/a\nb\u0001c');
+    assert.equal(parsed.identity, 'é ü 漢');
+    // A lone surrogate is escaped rather than written as a byte sequence that is not UTF-8.
+    assert.equal(parsed.lane, 'x\ud800y');
+    assert.match(line, /"lane":"x\\ud800y"/);
+    // pino agrees on everything else.
+    const { lane: _lane, ...rest } = parsed;
+    const { lane: _pinoLane, ...pinoRest } = JSON.parse(viaPino({ ...e, lane: 'x' }, time)) as Record<string, unknown>;
+    assert.deepEqual(rest, pinoRest);
+  });
+});
+
+describe('IsoClock', () => {
+  it('reads what Date#toISOString reads, across seconds and for every width of milliseconds', () => {
+    let t = 0;
+    const c = new IsoClock(() => t);
+    for (const at of [Date.UTC(2026, 11, 1, 13, 32, 48, 7), Date.UTC(2026, 11, 1, 13, 32, 48, 42), Date.UTC(2026, 11, 1, 13, 32, 48, 999), Date.UTC(2026, 11, 1, 13, 32, 49, 0), Date.UTC(2027, 0, 1, 0, 0, 0, 100), 0]) {
+      t = at;
+      assert.equal(c.now(), new Date(at).toISOString());
+    }
   });
 });

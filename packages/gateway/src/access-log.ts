@@ -1,4 +1,4 @@
-import { pino, type DestinationStream, type Logger } from 'pino';
+import { pino, type DestinationStream } from 'pino';
 
 /** One line per request. */
 export interface AccessEntry {
@@ -41,10 +41,15 @@ const MAX_BUFFERED = 16 * 1024 * 1024;
 const FLUSH_EVERY_MS = 1000;
 
 /**
- * pino JSON lines through sonic-boom's asynchronous destination: a request pays for one JSON serialization
- * into a buffer; the write to the file happens off the hot path in chunks of 16 KiB or more, and at least
- * once a second, so a line never waits for traffic to push it out. The buffer is bounded: a destination
- * that stops taking lines costs dropped lines (counted), never the gateway's memory.
+ * pino's line format (`level`, `time` as ISO 8601, then the entry's fields, undefined ones left out) through
+ * pino's asynchronous destination (sonic-boom): a request pays for one line of text; the write to the file
+ * happens off the hot path in chunks of 16 KiB or more, and at least once a second, so a line never waits for
+ * traffic to push it out. The buffer is bounded: a destination that stops taking lines costs dropped lines
+ * (counted), never the gateway's memory.
+ *
+ * The line is written by `accessLine` rather than by `logger.info(entry)`: the entry's shape is fixed, and
+ * pino's generic serializer (a walk over the keys, a type test and an escape scan per value, a new Date per
+ * line) cost about 2 µs a line against about 0.6 µs, on a proxy hop whose whole budget is tens of µs.
  */
 export function createAccessLog(o: AccessLogOptions = {}): AccessLog {
   const d = o.destination ?? 1;
@@ -57,10 +62,10 @@ export function createAccessLog(o: AccessLogOptions = {}): AccessLog {
     // A reader that went away (EPIPE on a piped stdout) costs the log, never the gateway.
     events.on('error', () => dropped++);
   }
-  const log: Logger = pino({ base: null, messageKey: 'msg', timestamp: pino.stdTimeFunctions.isoTime }, dest);
+  const clock = new IsoClock();
   return {
     write(e) {
-      log.info(e);
+      dest.write(accessLine(e, clock.now()));
     },
     get dropped() {
       return dropped;
@@ -82,6 +87,59 @@ export function createAccessLog(o: AccessLogOptions = {}): AccessLog {
       });
     },
   };
+}
+
+// What JSON must escape, and lone surrogates (which would otherwise reach the file as U+FFFD, or as text
+// that is not UTF-8). Hosts, paths and identities come from outside and may hold any of them.
+// eslint-disable-next-line no-control-regex
+const NEEDS_ESCAPE = /["\\\u0000-\u001f\ud800-\udfff]/;
+
+function str(s: string): string {
+  return NEEDS_ESCAPE.test(s) ? JSON.stringify(s) : `"${s}"`;
+}
+
+/** JSON has no NaN or Infinity; pino writes them as null. */
+function num(n: number): string {
+  return Number.isFinite(n) ? String(n) : 'null';
+}
+
+/** One access-log line, newline included: what pino's `info(e)` writes at `time`, with lone surrogates escaped. */
+export function accessLine(e: AccessEntry, time: string): string {
+  let line = `{"level":30,"time":"${time}","method":${str(e.method)},"host":${str(e.host)},"path":${str(e.path)}`;
+  if (e.route !== undefined) line += `,"route":${str(e.route)}`;
+  line += `,"status":${num(e.status)},"durationMs":${num(e.durationMs)}`;
+  if (e.upstream !== undefined) line += `,"upstream":${str(e.upstream)}`;
+  line += `,"bytesIn":${num(e.bytesIn)},"bytesOut":${num(e.bytesOut)}`;
+  if (e.traceId !== undefined) line += `,"traceId":${str(e.traceId)}`;
+  if (e.identity !== undefined) line += `,"identity":${str(e.identity)}`;
+  if (e.lane !== undefined) line += `,"lane":${str(e.lane)}`;
+  line += e.stress ? ',"stress":true' : ',"stress":false';
+  if (e.reason !== undefined) line += `,"reason":${str(e.reason)}`;
+  return `${line}}\n`;
+}
+
+/**
+ * `new Date().toISOString()` without a Date per line: the text up to the second is kept for the second it
+ * names, and the milliseconds are appended (a busy gateway writes thousands of lines a second).
+ */
+export class IsoClock {
+  private second = Number.NaN;
+  private prefix = '';
+
+  constructor(private readonly nowMs: () => number = Date.now) {}
+
+  now(): string {
+    const t = this.nowMs();
+    const second = Math.floor(t / 1000);
+    if (second !== this.second) {
+      this.second = second;
+      // `YYYY-MM-DDTHH:MM:SS.`; years past 9999 (or before 0) have a longer prefix, still ending in the dot.
+      const iso = new Date(second * 1000).toISOString();
+      this.prefix = iso.slice(0, iso.length - 4);
+    }
+    const ms = t - second * 1000;
+    return `${this.prefix}${ms < 10 ? '00' : ms < 100 ? '0' : ''}${Math.floor(ms)}Z`;
+  }
 }
 
 /** No access log at all. */
