@@ -4,15 +4,15 @@
  * Children are spawned asynchronously: a synchronous spawn would block this event loop, and with it the server.
  */
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { execFile, spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { createServer, type Server } from 'node:http';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { startServer, type RunningServer } from '@plinth/server';
-import { request } from 'undici';
+import { Agent, request } from 'undici';
 import { MAIN, runCli, type Run } from './cli.test.helpers.js';
 
 const NS = 'gw';
@@ -106,8 +106,8 @@ after(async () => {
 });
 
 /** A running `plinth gateway`, once it printed its addresses. */
-async function startGatewayProcess(): Promise<{ child: ChildProcessWithoutNullStreams; url: string; admin: string; output: () => { stdout: string; stderr: string }; exited: Promise<number | null> }> {
-  const child = spawn(process.execPath, [MAIN, 'gateway', '--listen', '127.0.0.1:0', '--admin', '127.0.0.1:0', '-n', NS], { env: { ...baseEnv, PLINTH_TOKEN: gatewayToken } });
+async function startGatewayProcess(extra: string[] = []): Promise<{ child: ChildProcessWithoutNullStreams; url: string; admin: string; output: () => { stdout: string; stderr: string }; exited: Promise<number | null> }> {
+  const child = spawn(process.execPath, [MAIN, 'gateway', '--listen', '127.0.0.1:0', '--admin', '127.0.0.1:0', '-n', NS, ...extra], { env: { ...baseEnv, PLINTH_TOKEN: gatewayToken } });
   children.add(child);
   let stdout = '';
   let stderr = '';
@@ -121,7 +121,7 @@ async function startGatewayProcess(): Promise<{ child: ChildProcessWithoutNullSt
     child.on('exit', (code) => reject(new Error(`gateway exited early (${code}): ${stderr}`)));
     setTimeout(() => reject(new Error(`gateway did not start within 20s: ${stdout} ${stderr}`)), 20_000).unref();
   });
-  const url = /listening on (http:\/\/\S+)/.exec(stdout)?.[1];
+  const url = /listening on (https?:\/\/\S+)/.exec(stdout)?.[1];
   const admin = /admin on (http:\/\/\S+)/.exec(stdout)?.[1];
   assert.ok(url && admin, stdout);
   return { child, url, admin, output: () => ({ stdout, stderr }), exited };
@@ -186,6 +186,9 @@ void describe('plinth gateway against a real server', () => {
       [['--trust-proxy', 'some'], /^error: --trust-proxy expects a number of hops/m],
       [['--app', 'http://127.0.0.1:5000'], /^error: --app only apply with --sidecar$/m],
       [['--sidecar', '--app', 'http://127.0.0.1:5000', '--service', 'hello'], /^error: --sidecar needs --app-version$/m],
+      [['--tls-cert', 'c.pem'], /^error: --tls-cert and --tls-key go together$/m],
+      [['--tls-key', 'k.pem'], /^error: --tls-cert and --tls-key go together$/m],
+      [['--sidecar', '--app', 'http://127.0.0.1:5000', '--service', 'hello', '--app-version', '1.0.0', '--tls-cert', 'c.pem', '--tls-key', 'k.pem'], /^error: --tls-cert and --tls-key apply to the edge gateway, not --sidecar$/m],
     ];
     const runs = await Promise.all(cases.map(([args]) => cli(['gateway', ...args])));
     runs.forEach((r, i) => {
@@ -196,5 +199,58 @@ void describe('plinth gateway against a real server', () => {
     const noToken = await cli(['gateway'], { PLINTH_TOKEN: '' });
     assert.equal(noToken.code, 2);
     assert.match(noToken.stderr, /no token: set \$PLINTH_TOKEN/);
+  });
+
+  void it('serves HTTPS with --tls-cert and --tls-key, and refuses a missing or mismatched file before connecting', async () => {
+    const dir = join(tmp, 'tls');
+    const cert = join(dir, 'c.pem');
+    const key = join(dir, 'k.pem');
+    const other = join(dir, 'other-k.pem');
+    await rm(dir, { recursive: true, force: true });
+    await mkdir(dir);
+    const openssl = (keyOut: string, certOut: string) =>
+      new Promise<void>((resolve, reject) =>
+        execFile('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-subj', '/CN=localhost', '-addext', 'subjectAltName=DNS:localhost,IP:127.0.0.1', '-days', '1', '-keyout', keyOut, '-out', certOut], (err, _o, stderr) =>
+          err ? reject(new Error(stderr)) : resolve(),
+        ),
+      );
+    await openssl(key, cert);
+    await openssl(other, join(dir, 'other-c.pem'));
+
+    const missing = join(dir, 'missing.pem');
+    const runs = await Promise.all([
+      cli(['gateway', '--listen', '127.0.0.1:0', '-n', NS, '--tls-cert', missing, '--tls-key', key], { PLINTH_TOKEN: gatewayToken }),
+      cli(['gateway', '--listen', '127.0.0.1:0', '-n', NS, '--tls-cert', cert, '--tls-key', missing], { PLINTH_TOKEN: gatewayToken }),
+      cli(['gateway', '--listen', '127.0.0.1:0', '-n', NS, '--tls-cert', cert, '--tls-key', other], { PLINTH_TOKEN: gatewayToken }),
+    ]);
+    const expected = [
+      `error: cannot read the TLS certificate ${missing}: no such file`,
+      `error: cannot read the TLS key ${missing}: no such file`,
+      `error: the TLS key ${other} does not belong to the certificate ${cert}`,
+    ];
+    runs.forEach((r, i) => {
+      assert.equal(r.code, 2, r.stderr);
+      assert.equal(r.stderr.trim(), expected[i]);
+      assert.equal(r.stdout, '');
+    });
+
+    const gw = await startGatewayProcess(['--tls-cert', cert, '--tls-key', key]);
+    const agent = new Agent({ connect: { ca: await readFile(cert, 'utf8') } });
+    try {
+      assert.match(gw.url, /^https:\/\/127\.0\.0\.1:\d+$/);
+      let r = { status: 0, text: '' };
+      for (let i = 0; i < 100 && r.status !== 200; i++) {
+        if (i > 0) await sleep(50);
+        const res = await request(`${gw.url}/hello/tls`, { dispatcher: agent });
+        r = { status: res.statusCode, text: await res.body.text() };
+      }
+      assert.equal(r.status, 200, r.text);
+      assert.equal(r.text, 'hello /hello/tls from gateway');
+      gw.child.kill('SIGTERM');
+      assert.equal(await gw.exited, 0, gw.output().stderr);
+    } finally {
+      await agent.close();
+      if (gw.child.exitCode === null && gw.child.signalCode === null) gw.child.kill('SIGKILL');
+    }
   });
 });

@@ -11,6 +11,7 @@
  * in workers, the default there): fork a new worker, then close the old one the same way.
  */
 import type { IncomingMessage, ServerResponse, Server } from 'node:http';
+import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { RoleBindingSpec } from '@plinth/core';
 import { controlPlaneGovernance, createControlPlaneClient, GOVERNANCE_KINDS, type ControlPlaneClient, type GovernanceSource, type Logger } from '@plinth/sdk';
@@ -22,11 +23,12 @@ import { createAccessLog, NO_ACCESS_LOG, type AccessLog, type AccessLogOptions }
 import { Authenticator, RoleIndex, type AuthOptions } from './auth.js';
 import { GatewayCodes, problemBody } from './errors.js';
 import { clientFeed, type ResourceFeed } from './feed.js';
-import { hardenedServer, listenOn, parseHostPort, urlOf, type ServerLimits } from './listen.js';
+import { hardenedServer, listenOn, parseHostPort, urlOf, type AnyServer, type ServerLimits } from './listen.js';
 import { GatewayMetrics, writeMetrics } from './metrics.js';
 import { EdgeProxy, Forwarder } from './proxy.js';
 import { LiveRoutes } from './routes.js';
 import { startSidecar, type RunningSidecar, type SidecarOptions } from './sidecar.js';
+import { loadTls, watchTls, type TlsOptions, type TlsWatcher } from './tls.js';
 import { edgeWebSocketResolver, WebSocketProxy } from './websocket.js';
 
 /** The kinds the gateway's control-plane client holds. */
@@ -55,6 +57,11 @@ export interface GatewayOptions {
   listen?: string;
   /** `host:port` of `/metrics`, `/healthz`, `/readyz`. None when absent. */
   adminListen?: string;
+  /**
+   * Terminate TLS on the proxy listener (edge mode only): PEM files, reloaded when they change. `url` is then
+   * https://, and upstreams see `X-Forwarded-Proto: https`. Plain HTTP when absent.
+   */
+  tls?: TlsOptions;
   /** The gateway's name: `plinth-caller` upstream, matched by rules' `callers`. Default `gateway` (sidecar: its service). */
   name?: string;
   /** Proxies in front whose X-Forwarded-For / Forwarded are believed: true = 1 hop. Default none. */
@@ -117,6 +124,9 @@ function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
 export async function startGateway(o: GatewayOptions): Promise<Gateway> {
   if ((o.controlPlane === undefined) === (o.governance === undefined)) throw new TypeError('startGateway: give either controlPlane or governance');
   const log = o.logger ?? noopLogger;
+  if (o.tls !== undefined && o.sidecar !== undefined) throw new TypeError('startGateway: tls is for the edge listener; the sidecar ingress serves plain HTTP');
+  // Before the control plane: a bad certificate should fail at once, not after the first snapshot.
+  const tlsContext = o.tls !== undefined ? loadTls(o.tls) : undefined;
   const closers: (() => Promise<void> | void)[] = [];
 
   let client: ControlPlaneClient | undefined;
@@ -181,7 +191,8 @@ export async function startGateway(o: GatewayOptions): Promise<Gateway> {
   });
 
   const listen = o.listen ?? '127.0.0.1:8080';
-  let edgeServer: Server | undefined;
+  let edgeServer: AnyServer | undefined;
+  let tlsWatcher: TlsWatcher | undefined;
   let websockets: WebSocketProxy | undefined;
   let running: RunningSidecar | undefined;
   let url: string;
@@ -197,10 +208,16 @@ export async function startGateway(o: GatewayOptions): Promise<Gateway> {
       const auth = serverUrl !== undefined ? new Authenticator({ ...o.identity, serverUrl }, roles) : undefined;
       const edge = new EdgeProxy(forwarder, { routes, auth, roles });
       const listener = edge.listener;
-      edgeServer = hardenedServer((req: IncomingMessage, res: ServerResponse) => {
+      const serve = (req: IncomingMessage, res: ServerResponse): void => {
         if (stopping) return shuttingDown(res);
         listener(req, res);
-      }, o.server);
+      };
+      edgeServer =
+        tlsContext === undefined
+          ? hardenedServer(serve, o.server)
+          : hardenedServer(serve, o.server, tlsContext, (err: NodeJS.ErrnoException, socket: Socket) =>
+              log.debug('TLS handshake failed', { code: err.code ?? err.message, remoteAddress: socket.remoteAddress }),
+            );
       const ws = (websockets = new WebSocketProxy(forwarder, edgeWebSocketResolver(routes, auth)));
       metrics.websockets(() => ws.size);
       edgeServer.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
@@ -208,7 +225,21 @@ export async function startGateway(o: GatewayOptions): Promise<Gateway> {
         ws.listener(req, socket, head);
       });
       const { host, port } = parseHostPort(listen);
-      url = urlOf(host, await listenOn(edgeServer, host, port));
+      url = urlOf(host, await listenOn(edgeServer, host, port), tlsContext !== undefined ? 'https' : 'http');
+      if (o.tls !== undefined && tlsContext !== undefined && 'setSecureContext' in edgeServer) {
+        const s = edgeServer;
+        const t = o.tls;
+        // A renewed pair applies to new connections; those open keep the certificate they shook hands with.
+        tlsWatcher = watchTls(
+          t,
+          tlsContext,
+          (ctx) => {
+            s.setSecureContext(ctx);
+            log.debug('TLS certificate reloaded', { cert: t.cert });
+          },
+          (e) => log.warn('the changed TLS certificate or key cannot be used; still serving the previous pair', { error: e.message }),
+        );
+      }
     }
   } catch (e) {
     await forwarder.close();
@@ -242,6 +273,7 @@ export async function startGateway(o: GatewayOptions): Promise<Gateway> {
       adminUrl = urlOf(host, await listenOn(adminServer, host, port));
     } catch (e) {
       await forwarder.close();
+      tlsWatcher?.close();
       edgeServer?.close();
       for (const c of closers.reverse()) await c();
       throw e;
@@ -253,6 +285,7 @@ export async function startGateway(o: GatewayOptions): Promise<Gateway> {
   const doClose = async (): Promise<void> => {
     stopping = true;
     forwarder.draining = true;
+    tlsWatcher?.close();
     if (running !== undefined) await running.close(drainMs);
     if (edgeServer !== undefined) {
       const s = edgeServer;

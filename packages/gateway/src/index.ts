@@ -8,4 +8,5 @@ export { GatewayCodes, problemBody, type GatewayCode } from './errors.js';
 export { createAccessLog, type AccessEntry, type AccessLog, type AccessLogOptions } from './access-log.js';
 export { GatewayMetrics } from './metrics.js';
 export { parseHostPort, type ServerLimits } from './listen.js';
+export { TlsConfigError, type TlsOptions } from './tls.js';
 export { REPLAYABLE_BYTES } from './body.js';

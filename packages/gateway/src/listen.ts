@@ -1,6 +1,8 @@
 import { createServer, type RequestListener, type Server } from 'node:http';
-import type { Socket } from 'node:net';
+import { createServer as createTlsServer, type Server as TlsServer } from 'node:https';
+import type { Server as NetServer, Socket } from 'node:net';
 import { GatewayCodes, rawProblem } from './errors.js';
+import type { TlsContext } from './tls.js';
 
 export interface ServerLimits {
   /** Time to receive the request headers; slower clients get 408. Default 20 s. */
@@ -24,21 +26,36 @@ export function parseHostPort(s: string, defaultHost = '127.0.0.1'): { host: str
   return { host: m[1] ?? (m[2] || defaultHost), port };
 }
 
+/** An HTTP or HTTPS server: what the gateway's listeners share. */
+export type AnyServer = Server | TlsServer;
+
 /**
- * A node:http server that never crashes on what clients send: headers over the limit get 431, a stalled
- * client 408, garbage 400, each as problem+json on a closing connection; a reset socket is just dropped.
+ * A node:http server (node:https with `tls`) that never crashes on what clients send: headers over the limit
+ * get 431, a stalled client 408, garbage 400, each as problem+json on a closing connection; a reset socket is
+ * just dropped. With TLS, a failed handshake (garbage, a plain-HTTP client, an unsupported version, or no
+ * handshake within the headers timeout) closes the socket and is reported to `onTlsError`.
  */
-export function hardenedServer(listener: RequestListener, limits: ServerLimits = {}): Server {
-  const server = createServer(
-    {
-      maxHeaderSize: limits.maxHeaderSize ?? 16 * 1024,
-      headersTimeout: limits.headersTimeoutMs ?? 20_000,
-      requestTimeout: limits.requestTimeoutMs ?? 300_000,
-      keepAliveTimeout: limits.keepAliveTimeoutMs ?? 65_000,
-      connectionsCheckingInterval: limits.connectionsCheckingIntervalMs ?? 1000,
-    },
-    listener,
-  );
+export function hardenedServer(listener: RequestListener, limits: ServerLimits | undefined, tls: TlsContext, onTlsError?: (err: Error, socket: Socket) => void): TlsServer;
+export function hardenedServer(listener: RequestListener, limits?: ServerLimits): Server;
+export function hardenedServer(listener: RequestListener, limits: ServerLimits = {}, tls?: TlsContext, onTlsError?: (err: Error, socket: Socket) => void): AnyServer {
+  const options = {
+    maxHeaderSize: limits.maxHeaderSize ?? 16 * 1024,
+    headersTimeout: limits.headersTimeoutMs ?? 20_000,
+    requestTimeout: limits.requestTimeoutMs ?? 300_000,
+    keepAliveTimeout: limits.keepAliveTimeoutMs ?? 65_000,
+    connectionsCheckingInterval: limits.connectionsCheckingIntervalMs ?? 1000,
+  };
+  let server: AnyServer;
+  if (tls === undefined) server = createServer(options, listener);
+  else {
+    // The http timeouts start once the handshake is done; until then a silent client is held this long.
+    const s = createTlsServer({ ...options, ...tls, handshakeTimeout: options.headersTimeout }, listener);
+    s.on('tlsClientError', (err: Error, socket: Socket) => {
+      socket.destroy();
+      onTlsError?.(err, socket);
+    });
+    server = s;
+  }
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
     if (err.code === 'ECONNRESET' || !socket.writable) {
       socket.destroy();
@@ -55,7 +72,7 @@ export function hardenedServer(listener: RequestListener, limits: ServerLimits =
   return server;
 }
 
-export function listenOn(server: Server, host: string, port: number): Promise<number> {
+export function listenOn(server: NetServer, host: string, port: number): Promise<number> {
   return new Promise((resolve, reject) => {
     const onError = (e: Error): void => reject(e);
     server.once('error', onError);
@@ -67,7 +84,7 @@ export function listenOn(server: Server, host: string, port: number): Promise<nu
   });
 }
 
-export function urlOf(host: string, port: number): string {
+export function urlOf(host: string, port: number, scheme: 'http' | 'https' = 'http'): string {
   const h = host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host.includes(':') ? `[${host}]` : host;
-  return `http://${h}:${port}`;
+  return `${scheme}://${h}:${port}`;
 }

@@ -18,6 +18,8 @@ interface GatewayFlags {
   lane?: string;
   egress?: string;
   traceSample?: string;
+  tlsCert?: string;
+  tlsKey?: string;
 }
 
 const HOST_PORT = /^(\[[^\]]+\]|[^:]*):\d+$/;
@@ -28,6 +30,8 @@ export function registerGateway(program: Command): void {
     .description('run the edge gateway (or, with --sidecar, a sidecar in front of one app) until SIGINT/SIGTERM')
     .option('--listen <host:port>', 'proxy address (the ingress in sidecar mode)', '127.0.0.1:8080')
     .option('--admin <host:port>', 'admin address: /metrics, /healthz, /readyz')
+    .option('--tls-cert <file>', 'serve HTTPS: PEM certificate (chain) file, reloaded when it changes; with --tls-key')
+    .option('--tls-key <file>', 'serve HTTPS: PEM private key file of --tls-cert')
     .option('-n, --namespace <ns>', 'namespace whose Routes and rules are served (default: $PLINTH_NAMESPACE or "default")')
     .option('--cache-file <file>', 'snapshot cache: start and route from it while the control plane is down')
     .option('--trust-proxy <hops>', 'proxies in front whose X-Forwarded-For is believed', undefined)
@@ -55,6 +59,8 @@ export function registerGateway(program: Command): void {
         const given = Object.entries(sidecarOnly).filter(([, v]) => v !== undefined).map(([k]) => k);
         if (given.length > 0) throw new UsageError(`${given.join(', ')} only apply with --sidecar`);
       }
+      if ((flags.tlsCert === undefined) !== (flags.tlsKey === undefined)) throw new UsageError('--tls-cert and --tls-key go together');
+      if (flags.tlsCert !== undefined && flags.sidecar) throw new UsageError('--tls-cert and --tls-key apply to the edge gateway, not --sidecar');
       const sample = flags.traceSample === undefined ? undefined : Number(flags.traceSample);
       if (sample !== undefined && !(sample >= 0 && sample <= 1)) throw new UsageError('--trace-sample expects a ratio from 0 to 1, e.g. 0.01');
       const namespace = flags.namespace ?? defaultNamespace();
@@ -77,6 +83,7 @@ export function registerGateway(program: Command): void {
           controlPlane: { url: conn.url, token: conn.token, ...(flags.cacheFile !== undefined ? { cacheFile: resolve(flags.cacheFile) } : {}) },
           listen: flags.listen,
           ...(flags.admin !== undefined ? { adminListen: flags.admin } : {}),
+          ...(flags.tlsCert !== undefined && flags.tlsKey !== undefined ? { tls: { cert: resolve(flags.tlsCert), key: resolve(flags.tlsKey) } } : {}),
           ...(trustProxy !== undefined ? { trustProxy } : {}),
           ...(flags.accessLog ? {} : { accessLog: false as const }),
           ...(tracing !== undefined ? { tracing } : {}),

@@ -1,0 +1,151 @@
+/**
+ * TLS at the edge: the certificate and key files, loaded and checked as a pair, and reloaded when they change
+ * so a renewed certificate is served without a restart.
+ */
+import { createPrivateKey, X509Certificate } from 'node:crypto';
+import { readFileSync, unwatchFile, watchFile, type Stats } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import { createSecureContext, type SecureContextOptions } from 'node:tls';
+
+export interface TlsOptions {
+  /** PEM certificate (chain) file: the server certificate first, then intermediates. */
+  cert: string;
+  /** PEM private key file of that certificate. */
+  key: string;
+  /** Oldest TLS version accepted. Default TLSv1.2. */
+  minVersion?: 'TLSv1.2' | 'TLSv1.3';
+  /** How often the two files are checked for a change. Default 5 s. */
+  reloadIntervalMs?: number;
+}
+
+/** What node:https and setSecureContext are given; the same object shape both times. */
+export type TlsContext = SecureContextOptions & { ALPNProtocols: string[] };
+
+/** An unusable certificate or key: a configuration error, so startGateway's callers treat it as bad input. */
+export class TlsConfigError extends TypeError {
+  constructor(message: string) {
+    super(message);
+    this.name = 'TlsConfigError';
+  }
+}
+
+function reason(e: unknown): string {
+  const err = e as NodeJS.ErrnoException;
+  if (err.code === 'ENOENT') return 'no such file';
+  if (err.code === 'EACCES' || err.code === 'EPERM') return 'permission denied';
+  if (err.code === 'EISDIR') return 'is a directory';
+  return err instanceof Error ? err.message : String(e);
+}
+
+/**
+ * Checks the pair as node would use it, naming the file at fault: each must parse on its own, and the key
+ * must belong to the certificate.
+ */
+export function tlsContext(o: TlsOptions, cert: Buffer, key: Buffer): TlsContext {
+  try {
+    new X509Certificate(cert);
+  } catch (e) {
+    throw new TlsConfigError(`the TLS certificate ${o.cert} is not a PEM certificate (${reason(e)})`);
+  }
+  try {
+    createPrivateKey(key);
+  } catch (e) {
+    throw new TlsConfigError(`the TLS key ${o.key} is not a PEM private key (${reason(e)})`);
+  }
+  const ctx: TlsContext = {
+    cert,
+    key,
+    minVersion: o.minVersion ?? 'TLSv1.2',
+    // HTTP/1.1 only, said explicitly: a client offering h2 falls back to it.
+    ALPNProtocols: ['http/1.1'],
+  };
+  try {
+    createSecureContext(ctx);
+  } catch (e) {
+    const mismatch = /key values mismatch/i.test(reason(e));
+    throw new TlsConfigError(mismatch ? `the TLS key ${o.key} does not belong to the certificate ${o.cert}` : `cannot use the TLS certificate ${o.cert} with the key ${o.key} (${reason(e)})`);
+  }
+  return ctx;
+}
+
+function read(path: string, what: string): Buffer {
+  try {
+    return readFileSync(path);
+  } catch (e) {
+    throw new TlsConfigError(`cannot read the TLS ${what} ${path}: ${reason(e)}`);
+  }
+}
+
+/** At startup: a missing, unreadable or mismatched file is an error naming it. */
+export function loadTls(o: TlsOptions): TlsContext {
+  return tlsContext(o, read(o.cert, 'certificate'), read(o.key, 'key'));
+}
+
+async function reload(o: TlsOptions): Promise<TlsContext> {
+  const [cert, key] = await Promise.all([
+    readFile(o.cert).catch((e: unknown) => {
+      throw new TlsConfigError(`cannot read the TLS certificate ${o.cert}: ${reason(e)}`);
+    }),
+    readFile(o.key).catch((e: unknown) => {
+      throw new TlsConfigError(`cannot read the TLS key ${o.key}: ${reason(e)}`);
+    }),
+  ]);
+  return tlsContext(o, cert, key);
+}
+
+export interface TlsWatcher {
+  close(): void;
+}
+
+/**
+ * Polls both files (stat, which follows symlinks: a Kubernetes secret volume swaps a symlink) and, once
+ * either changed, loads the pair again and hands it to `apply`. Renewal tools write the two files one after
+ * the other, so a reload waits a little for the second one; a pair that still does not work is reported and
+ * the one being served stays, until the next change.
+ */
+export function watchTls(o: TlsOptions, current: TlsContext, apply: (ctx: TlsContext) => void, onError: (e: Error) => void): TlsWatcher {
+  const interval = o.reloadIntervalMs ?? 5000;
+  const settleMs = Math.min(1000, Math.max(20, Math.floor(interval / 2)));
+  let timer: NodeJS.Timeout | undefined;
+  let running: Promise<void> = Promise.resolve();
+  let closed = false;
+  let served = current;
+  const run = (): void => {
+    timer = undefined;
+    running = running.then(async () => {
+      if (closed) return;
+      try {
+        const ctx = await reload(o);
+        // The second file's change often comes after both were read: nothing new then.
+        if (closed || (same(ctx.cert, served.cert) && same(ctx.key, served.key))) return;
+        apply(ctx);
+        served = ctx;
+      } catch (e) {
+        if (!closed) onError(e instanceof Error ? e : new Error(String(e)));
+      }
+    });
+  };
+  const changed = (curr: Stats, prev: Stats): void => {
+    // watchFile also reports reads (atime); only content, inode or a file appearing or vanishing matter.
+    if (curr.mtimeMs === prev.mtimeMs && curr.ino === prev.ino && curr.size === prev.size && curr.ctimeMs === prev.ctimeMs) return;
+    if (closed) return;
+    if (timer !== undefined) clearTimeout(timer);
+    timer = setTimeout(run, settleMs);
+    timer.unref();
+  };
+  // persistent: false, so a gateway that is otherwise done does not stay alive for its watcher.
+  watchFile(o.cert, { interval, persistent: false }, changed);
+  watchFile(o.key, { interval, persistent: false }, changed);
+  return {
+    close: () => {
+      closed = true;
+      if (timer !== undefined) clearTimeout(timer);
+      unwatchFile(o.cert, changed);
+      unwatchFile(o.key, changed);
+    },
+  };
+}
+
+function same(a: unknown, b: unknown): boolean {
+  return Buffer.isBuffer(a) && Buffer.isBuffer(b) && a.equals(b);
+}
