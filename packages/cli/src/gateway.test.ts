@@ -11,6 +11,7 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { connect as tlsConnect } from 'node:tls';
 import { startServer, type RunningServer } from '@plinth/server';
 import { Agent, request } from 'undici';
 import { MAIN, runCli, type Run } from './cli.test.helpers.js';
@@ -35,6 +36,18 @@ async function get(url: string): Promise<{ status: number; text: string }> {
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** The protocol a client offering h2 and HTTP/1.1 is given. */
+function alpnOf(url: string, ca: string): Promise<string> {
+  const u = new URL(url);
+  return new Promise((resolve, reject) => {
+    const s = tlsConnect({ host: u.hostname, port: Number(u.port), ca, ALPNProtocols: ['h2', 'http/1.1'] }, () => {
+      resolve(String(s.alpnProtocol));
+      s.destroy();
+    });
+    s.on('error', reject);
+  });
+}
 
 before(async () => {
   tmp = await mkdtemp(join(tmpdir(), 'plinth-cli-gateway-'));
@@ -189,6 +202,7 @@ void describe('plinth gateway against a real server', () => {
       [['--tls-cert', 'c.pem'], /^error: --tls-cert and --tls-key go together$/m],
       [['--tls-key', 'k.pem'], /^error: --tls-cert and --tls-key go together$/m],
       [['--sidecar', '--app', 'http://127.0.0.1:5000', '--service', 'hello', '--app-version', '1.0.0', '--tls-cert', 'c.pem', '--tls-key', 'k.pem'], /^error: --tls-cert and --tls-key apply to the edge gateway, not --sidecar$/m],
+      [['--no-http2'], /^error: --no-http2 applies with --tls-cert and --tls-key/m],
     ];
     const runs = await Promise.all(cases.map(([args]) => cli(['gateway', ...args])));
     runs.forEach((r, i) => {
@@ -246,11 +260,22 @@ void describe('plinth gateway against a real server', () => {
       }
       assert.equal(r.status, 200, r.text);
       assert.equal(r.text, 'hello /hello/tls from gateway');
+      // HTTP/2 is offered by default.
+      assert.equal(await alpnOf(gw.url, await readFile(cert, 'utf8')), 'h2');
       gw.child.kill('SIGTERM');
       assert.equal(await gw.exited, 0, gw.output().stderr);
     } finally {
       await agent.close();
       if (gw.child.exitCode === null && gw.child.signalCode === null) gw.child.kill('SIGKILL');
+    }
+
+    const http1 = await startGatewayProcess(['--tls-cert', cert, '--tls-key', key, '--no-http2']);
+    try {
+      assert.equal(await alpnOf(http1.url, await readFile(cert, 'utf8')), 'http/1.1');
+      http1.child.kill('SIGTERM');
+      assert.equal(await http1.exited, 0, http1.output().stderr);
+    } finally {
+      if (http1.child.exitCode === null && http1.child.signalCode === null) http1.child.kill('SIGKILL');
     }
   });
 });

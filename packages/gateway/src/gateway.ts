@@ -24,6 +24,7 @@ import { Authenticator, RoleIndex, type AuthOptions } from './auth.js';
 import { GatewayCodes, problemBody } from './errors.js';
 import { clientFeed, type ResourceFeed } from './feed.js';
 import { hardenedServer, listenOn, parseHostPort, urlOf, type AnyServer, type ServerLimits } from './listen.js';
+import { closeAllConnections, closeIdleConnections, goAway } from './http2.js';
 import { GatewayMetrics, writeMetrics } from './metrics.js';
 import { EdgeProxy, Forwarder } from './proxy.js';
 import { LiveRoutes } from './routes.js';
@@ -59,7 +60,8 @@ export interface GatewayOptions {
   adminListen?: string;
   /**
    * Terminate TLS on the proxy listener (edge mode only): PEM files, reloaded when they change. `url` is then
-   * https://, and upstreams see `X-Forwarded-Proto: https`. Plain HTTP when absent.
+   * https://, and upstreams see `X-Forwarded-Proto: https`. HTTP/2 is offered beside HTTP/1.1 on that port
+   * unless `tls.http2` is false (upstreams are still reached over HTTP/1.1). Plain HTTP when absent.
    */
   tls?: TlsOptions;
   /** The gateway's name: `plinth-caller` upstream, matched by rules' `callers`. Default `gateway` (sidecar: its service). */
@@ -208,6 +210,7 @@ export async function startGateway(o: GatewayOptions): Promise<Gateway> {
       const auth = serverUrl !== undefined ? new Authenticator({ ...o.identity, serverUrl }, roles) : undefined;
       const edge = new EdgeProxy(forwarder, { routes, auth, roles });
       const listener = edge.listener;
+      const tlsFailed = tlsContext !== undefined ? metrics.tlsHandshakeFailures() : undefined;
       const serve = (req: IncomingMessage, res: ServerResponse): void => {
         if (stopping) return shuttingDown(res);
         listener(req, res);
@@ -215,9 +218,10 @@ export async function startGateway(o: GatewayOptions): Promise<Gateway> {
       edgeServer =
         tlsContext === undefined
           ? hardenedServer(serve, o.server)
-          : hardenedServer(serve, o.server, tlsContext, (err: NodeJS.ErrnoException, socket: Socket) =>
-              log.debug('TLS handshake failed', { code: err.code ?? err.message, remoteAddress: socket.remoteAddress }),
-            );
+          : hardenedServer(serve, o.server, tlsContext, (err: NodeJS.ErrnoException, socket: Socket) => {
+              tlsFailed?.(err.code);
+              log.debug('TLS handshake failed', { code: err.code ?? err.message, remoteAddress: socket.remoteAddress });
+            });
       const ws = (websockets = new WebSocketProxy(forwarder, edgeWebSocketResolver(routes, auth)));
       metrics.websockets(() => ws.size);
       edgeServer.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
@@ -290,15 +294,17 @@ export async function startGateway(o: GatewayOptions): Promise<Gateway> {
     if (edgeServer !== undefined) {
       const s = edgeServer;
       const closed = new Promise<void>((r) => s.close(() => r()));
-      s.closeIdleConnections();
+      // HTTP/2 connections are told with a GOAWAY: no new streams, the open ones finish.
+      goAway(s);
+      closeIdleConnections(s);
       // Connections whose request is answering close once it is done; idle ones now and after each answer.
-      const sweep = setInterval(() => s.closeIdleConnections(), 50);
+      const sweep = setInterval(() => closeIdleConnections(s), 50);
       const done = await forwarder.drained(drainMs);
       clearInterval(sweep);
       if (!done) log.warn('requests still in flight after the drain timeout; closing their connections', { inFlight: forwarder.inFlight, drainTimeoutMs: drainMs });
       // A WebSocket has no "last answer" to end on: once requests are drained, its clients reconnect elsewhere.
       websockets?.closeAll();
-      s.closeAllConnections();
+      closeAllConnections(s);
       await closed;
     }
     await forwarder.close();

@@ -1,7 +1,9 @@
 import { createServer, type RequestListener, type Server } from 'node:http';
 import { createServer as createTlsServer, type Server as TlsServer } from 'node:https';
+import type { Http2SecureServer } from 'node:http2';
 import type { Server as NetServer, Socket } from 'node:net';
 import { GatewayCodes, rawProblem } from './errors.js';
+import { http2Server, type Http2Limits } from './http2.js';
 import type { TlsContext } from './tls.js';
 
 export interface ServerLimits {
@@ -13,8 +15,10 @@ export interface ServerLimits {
   keepAliveTimeoutMs?: number;
   /** How often node checks the two timeouts above. Default 1 s. */
   connectionsCheckingIntervalMs?: number;
-  /** Larger request headers get 431. Default 16 KiB. */
+  /** Larger request headers get 431 (over HTTP/2, the header list; once the client has the setting, node resets such a stream instead). Default 16 KiB. */
   maxHeaderSize?: number;
+  /** With TLS and HTTP/2: streams one client connection may have open at once. Default 100. */
+  http2?: Http2Limits;
 }
 
 /** `host:port`, `:port` or `port`; port 0 picks a free one. */
@@ -26,16 +30,17 @@ export function parseHostPort(s: string, defaultHost = '127.0.0.1'): { host: str
   return { host: m[1] ?? (m[2] || defaultHost), port };
 }
 
-/** An HTTP or HTTPS server: what the gateway's listeners share. */
-export type AnyServer = Server | TlsServer;
+/** An HTTP, HTTPS or HTTPS-with-HTTP/2 server: what the gateway's listeners share. */
+export type AnyServer = Server | TlsServer | Http2SecureServer;
 
 /**
  * A node:http server (node:https with `tls`) that never crashes on what clients send: headers over the limit
  * get 431, a stalled client 408, garbage 400, each as problem+json on a closing connection; a reset socket is
  * just dropped. With TLS, a failed handshake (garbage, a plain-HTTP client, an unsupported version, or no
- * handshake within the headers timeout) closes the socket and is reported to `onTlsError`.
+ * handshake within the headers timeout) closes the socket and is reported to `onTlsError`. A TLS context
+ * whose ALPN offers `h2` gets node:http2's server, serving HTTP/1.1 on the same port (http2.ts).
  */
-export function hardenedServer(listener: RequestListener, limits: ServerLimits | undefined, tls: TlsContext, onTlsError?: (err: Error, socket: Socket) => void): TlsServer;
+export function hardenedServer(listener: RequestListener, limits: ServerLimits | undefined, tls: TlsContext, onTlsError?: (err: Error, socket: Socket) => void): TlsServer | Http2SecureServer;
 export function hardenedServer(listener: RequestListener, limits?: ServerLimits): Server;
 export function hardenedServer(listener: RequestListener, limits: ServerLimits = {}, tls?: TlsContext, onTlsError?: (err: Error, socket: Socket) => void): AnyServer {
   const options = {
@@ -49,7 +54,9 @@ export function hardenedServer(listener: RequestListener, limits: ServerLimits =
   if (tls === undefined) server = createServer(options, listener);
   else {
     // The http timeouts start once the handshake is done; until then a silent client is held this long.
-    const s = createTlsServer({ ...options, ...tls, handshakeTimeout: options.headersTimeout }, listener);
+    const s = tls.ALPNProtocols.includes('h2') ? http2Server(listener, options, tls, limits.http2) : createTlsServer({ ...options, ...tls, handshakeTimeout: options.headersTimeout }, listener);
+    // http2's own listener would pass handshake failures on as clientError, answered below in plain HTTP.
+    s.removeAllListeners('tlsClientError');
     s.on('tlsClientError', (err: Error, socket: Socket) => {
       socket.destroy();
       onTlsError?.(err, socket);

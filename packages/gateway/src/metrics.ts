@@ -71,6 +71,18 @@ export class GatewayMetrics {
     });
   }
 
+  /**
+   * `plinth_gateway_tls_handshake_failures_total`, registered only where TLS is served. The reason is bounded:
+   * `timeout` (no handshake in time), `protocol` (not TLS, or TLS the gateway does not speak), `other`
+   * (resets and the rest). All three start at 0 so a dashboard has a series before the first failure.
+   */
+  tlsHandshakeFailures(): (code: string | undefined) => void {
+    const c = new Counter({ name: 'plinth_gateway_tls_handshake_failures_total', help: 'TLS handshakes on the proxy listener that failed, per reason.', labelNames: ['reason'], registers: [this.registry] });
+    const byReason = { timeout: c.labels('timeout'), protocol: c.labels('protocol'), other: c.labels('other') };
+    for (const child of Object.values(byReason)) child.inc(0);
+    return (code) => byReason[tlsFailureReason(code)].inc();
+  }
+
   /** `plinth_gateway_websockets_open`, read from `count` at each scrape. */
   websockets(count: () => number): void {
     new Gauge({
@@ -109,6 +121,13 @@ export class GatewayMetrics {
     if (this.children.has(route) || this.children.size < MAX_ROUTES) return route;
     return OTHER;
   }
+}
+
+/** OpenSSL's errors surface as ERR_SSL_*; node's own handshake timeout has its code. */
+export function tlsFailureReason(code: string | undefined): 'timeout' | 'protocol' | 'other' {
+  if (code === 'ERR_TLS_HANDSHAKE_TIMEOUT') return 'timeout';
+  if (code !== undefined && (code.startsWith('ERR_SSL_') || code === 'ERR_TLS_INVALID_PROTOCOL_VERSION')) return 'protocol';
+  return 'other';
 }
 
 /** Answers a scrape. */

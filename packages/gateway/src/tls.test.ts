@@ -3,7 +3,7 @@
  * node:http upstream, undici and node:tls clients, certificate files replaced under a running gateway.
  */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
+import { execFile, spawnSync } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
 import { mkdtemp, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { connect as netConnect } from 'node:net';
@@ -16,7 +16,7 @@ import { Agent, buildConnector, Client, request } from 'undici';
 import WebSocket from 'ws';
 import type { Gateway } from './gateway.js';
 import type { StaticFeed } from './feed.js';
-import { instance, route, sleep, staticGateway, upstream, wsUpstream, type Upstream, type WsUpstream } from './testkit.test.helpers.js';
+import { call, instance, route, sleep, staticGateway, upstream, wsUpstream, type Upstream, type WsUpstream } from './testkit.test.helpers.js';
 import { TlsConfigError } from './tls.js';
 
 const anon = { auth: { mode: 'anonymous' } };
@@ -66,6 +66,16 @@ async function until(what: string, check: () => Promise<boolean> | boolean, ms =
     await sleep(20);
   }
 }
+
+/** The handshake-failure counters on the admin listener, by reason. */
+async function handshakeFailures(adminUrl: string): Promise<Record<string, number>> {
+  const text = (await call(`${adminUrl}/metrics`)).text;
+  const out: Record<string, number> = {};
+  for (const m of text.matchAll(/^plinth_gateway_tls_handshake_failures_total\{reason="(\w+)"\} (\d+)$/gm)) out[m[1]!] = Number(m[2]);
+  return out;
+}
+
+const hasPromtool = spawnSync('promtool', ['--version'], { stdio: 'ignore' }).status === 0;
 
 async function get(url: string, dispatcher: Agent | Client): Promise<{ status: number; text: string }> {
   const r = await request(url, { dispatcher });
@@ -164,6 +174,8 @@ describe('gateway with TLS', () => {
         s.on('close', () => resolve(Date.now() - t0));
       });
     const before = debug.length;
+    const failuresBefore = await handshakeFailures(gw.adminUrl!);
+    assert.deepEqual(Object.keys(failuresBefore).sort(), ['other', 'protocol', 'timeout']);
     const garbage = Buffer.alloc(4096);
     for (let i = 0; i < garbage.length; i++) garbage[i] = (i * 131 + 7) & 0xff;
     // A record header that claims to be a ClientHello, followed by nonsense.
@@ -173,6 +185,16 @@ describe('gateway with TLS', () => {
     const silentMs = await closedAfter(undefined);
     assert.ok(silentMs < 3000, `a silent client was held ${silentMs} ms`);
     await until('the failed handshakes to be logged', () => debug.slice(before).filter((d) => d.message === 'TLS handshake failed').length >= 4);
+    // Garbage, the fake hello and plain HTTP are protocol failures; the silent client is a timeout.
+    const failures = await handshakeFailures(gw.adminUrl!);
+    assert.ok(failures.protocol! - failuresBefore.protocol! >= 3, JSON.stringify({ failuresBefore, failures }));
+    assert.equal(failures.timeout! - failuresBefore.timeout!, 1, JSON.stringify({ failuresBefore, failures }));
+    if (hasPromtool) {
+      const text = (await call(`${gw.adminUrl}/metrics`)).text;
+      const r = spawnSync('promtool', ['check', 'metrics'], { input: text, encoding: 'utf8' });
+      assert.equal(r.status, 0, `promtool check metrics: ${r.stdout}${r.stderr}`);
+      assert.equal(`${r.stdout}${r.stderr}`.trim(), '', 'promtool has no complaints about the gateway');
+    }
 
     const agent = new Agent({ connect: { ca: a.pem } });
     try {
@@ -302,7 +324,7 @@ describe('gateway TLS configuration', () => {
     await assert.rejects(staticGateway({ tls: { cert: a.cert, key: a.key }, sidecar: { app: 'http://127.0.0.1:1', service: 's', version: '1.0.0' } }), /tls is for the edge listener/);
   });
 
-  it('accepts TLS 1.2 by default and only TLS 1.3 with minVersion TLSv1.3', async () => {
+  it('accepts TLS 1.2 by default and only TLS 1.3 with minVersion TLSv1.3; offers h2 unless http2 is false', async () => {
     const handshake = (url: string, maxVersion: 'TLSv1.2' | 'TLSv1.3'): Promise<string> => {
       const u = new URL(url);
       return new Promise((resolve, reject) => {
@@ -317,24 +339,30 @@ describe('gateway TLS configuration', () => {
     };
     const { gw: plain } = await staticGateway({ tls: { cert: a.cert, key: a.key }, accessLog: false });
     const { gw: strict } = await staticGateway({ tls: { cert: a.cert, key: a.key, minVersion: 'TLSv1.3' }, accessLog: false });
+    const { gw: http1Only } = await staticGateway({ tls: { cert: a.cert, key: a.key, http2: false }, accessLog: false });
     try {
       assert.equal(await handshake(plain.url, 'TLSv1.2'), 'TLSv1.2 false');
       assert.equal(await handshake(plain.url, 'TLSv1.3'), 'TLSv1.3 false');
       await assert.rejects(handshake(strict.url, 'TLSv1.2'), /protocol version|alert/i);
       assert.equal(await handshake(strict.url, 'TLSv1.3'), 'TLSv1.3 false');
-      // An HTTP/2 client is offered HTTP/1.1.
-      const u = new URL(plain.url);
-      const alpn = await new Promise<string>((resolve, reject) => {
-        const s = tlsConnect({ host: u.hostname, port: Number(u.port), ca: a.pem, servername: 'localhost', ALPNProtocols: ['h2', 'http/1.1'] }, () => {
-          resolve(String(s.alpnProtocol));
-          s.destroy();
+      // An HTTP/2 client gets HTTP/2, unless it is turned off; an HTTP/1.1-only client gets HTTP/1.1.
+      const alpn = (url: string, offered: string[]): Promise<string> => {
+        const u = new URL(url);
+        return new Promise<string>((resolve, reject) => {
+          const s = tlsConnect({ host: u.hostname, port: Number(u.port), ca: a.pem, servername: 'localhost', ALPNProtocols: offered }, () => {
+            resolve(String(s.alpnProtocol));
+            s.destroy();
+          });
+          s.on('error', reject);
         });
-        s.on('error', reject);
-      });
-      assert.equal(alpn, 'http/1.1');
+      };
+      assert.equal(await alpn(plain.url, ['h2', 'http/1.1']), 'h2');
+      assert.equal(await alpn(plain.url, ['http/1.1']), 'http/1.1');
+      assert.equal(await alpn(http1Only.url, ['h2', 'http/1.1']), 'http/1.1');
     } finally {
       await plain.close();
       await strict.close();
+      await http1Only.close();
     }
   });
 });

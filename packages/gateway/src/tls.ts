@@ -16,6 +16,8 @@ export interface TlsOptions {
   minVersion?: 'TLSv1.2' | 'TLSv1.3';
   /** How often the two files are checked for a change. Default 5 s. */
   reloadIntervalMs?: number;
+  /** Offer HTTP/2 (ALPN `h2`) beside HTTP/1.1 on the same port. Default true. */
+  http2?: boolean;
 }
 
 /** What node:https and setSecureContext are given; the same object shape both times. */
@@ -56,8 +58,8 @@ export function tlsContext(o: TlsOptions, cert: Buffer, key: Buffer): TlsContext
     cert,
     key,
     minVersion: o.minVersion ?? 'TLSv1.2',
-    // HTTP/1.1 only, said explicitly: a client offering h2 falls back to it.
-    ALPNProtocols: ['http/1.1'],
+    // Said explicitly, and the same on every reload: without HTTP/2, a client offering h2 falls back to 1.1.
+    ALPNProtocols: o.http2 === false ? ['http/1.1'] : ['h2', 'http/1.1'],
   };
   try {
     createSecureContext(ctx);

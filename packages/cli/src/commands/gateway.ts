@@ -20,6 +20,7 @@ interface GatewayFlags {
   traceSample?: string;
   tlsCert?: string;
   tlsKey?: string;
+  http2: boolean;
 }
 
 const HOST_PORT = /^(\[[^\]]+\]|[^:]*):\d+$/;
@@ -32,6 +33,7 @@ export function registerGateway(program: Command): void {
     .option('--admin <host:port>', 'admin address: /metrics, /healthz, /readyz')
     .option('--tls-cert <file>', 'serve HTTPS: PEM certificate (chain) file, reloaded when it changes; with --tls-key')
     .option('--tls-key <file>', 'serve HTTPS: PEM private key file of --tls-cert')
+    .option('--no-http2', 'with --tls-cert: offer HTTP/1.1 only (HTTP/2 is offered beside it by default)')
     .option('-n, --namespace <ns>', 'namespace whose Routes and rules are served (default: $PLINTH_NAMESPACE or "default")')
     .option('--cache-file <file>', 'snapshot cache: start and route from it while the control plane is down')
     .option('--trust-proxy <hops>', 'proxies in front whose X-Forwarded-For is believed', undefined)
@@ -61,6 +63,7 @@ export function registerGateway(program: Command): void {
       }
       if ((flags.tlsCert === undefined) !== (flags.tlsKey === undefined)) throw new UsageError('--tls-cert and --tls-key go together');
       if (flags.tlsCert !== undefined && flags.sidecar) throw new UsageError('--tls-cert and --tls-key apply to the edge gateway, not --sidecar');
+      if (!flags.http2 && flags.tlsCert === undefined) throw new UsageError('--no-http2 applies with --tls-cert and --tls-key (plain HTTP is HTTP/1.1 only)');
       const sample = flags.traceSample === undefined ? undefined : Number(flags.traceSample);
       if (sample !== undefined && !(sample >= 0 && sample <= 1)) throw new UsageError('--trace-sample expects a ratio from 0 to 1, e.g. 0.01');
       const namespace = flags.namespace ?? defaultNamespace();
@@ -83,7 +86,7 @@ export function registerGateway(program: Command): void {
           controlPlane: { url: conn.url, token: conn.token, ...(flags.cacheFile !== undefined ? { cacheFile: resolve(flags.cacheFile) } : {}) },
           listen: flags.listen,
           ...(flags.admin !== undefined ? { adminListen: flags.admin } : {}),
-          ...(flags.tlsCert !== undefined && flags.tlsKey !== undefined ? { tls: { cert: resolve(flags.tlsCert), key: resolve(flags.tlsKey) } } : {}),
+          ...(flags.tlsCert !== undefined && flags.tlsKey !== undefined ? { tls: { cert: resolve(flags.tlsCert), key: resolve(flags.tlsKey), ...(flags.http2 ? {} : { http2: false }) } } : {}),
           ...(trustProxy !== undefined ? { trustProxy } : {}),
           ...(flags.accessLog ? {} : { accessLog: false as const }),
           ...(tracing !== undefined ? { tracing } : {}),

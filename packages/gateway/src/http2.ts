@@ -1,0 +1,258 @@
+/**
+ * HTTP/2 at the edge, on the TLS listener: node:http2's secure server with HTTP/1.1 on the same port (ALPN
+ * `h2` and `http/1.1`). HTTP/2 streams reach the same request listener as HTTP/1.1 requests, through node's
+ * compatibility objects, made to look like what the proxy reads from an HTTP/1.1 request: a `host` header
+ * (from `:authority`), no pseudo-headers, a body marker when the length is not declared, and answers that
+ * never carry the connection-specific headers HTTP/2 forbids. HTTP/1.1 connections on that port are node's
+ * http ones (the proxy's hot path is untouched), with the limits hardenedServer gives a node:http server.
+ */
+import { Server as HttpServer, type OutgoingHttpHeaders, type RequestListener } from 'node:http';
+import {
+  constants,
+  createSecureServer,
+  Http2ServerRequest,
+  Http2ServerResponse,
+  type Http2SecureServer,
+  type IncomingHttpHeaders,
+  type ServerHttp2Session,
+  type ServerHttp2Stream,
+} from 'node:http2';
+import type { ReadableOptions } from 'node:stream';
+import { PROBLEM_CONTENT_TYPE } from '@plinth/core';
+import { GatewayCodes, problemBody } from './errors.js';
+import type { TlsContext } from './tls.js';
+
+/** HTTP/2 settings and limits of the edge listener. */
+export interface Http2Limits {
+  /** Streams a client may have open at once on one connection. Default 100. */
+  maxConcurrentStreams?: number;
+}
+
+/** What an HTTP/2 message must not carry (RFC 9113 §8.2.2); node throws ERR_HTTP2_INVALID_CONNECTION_HEADERS on them. */
+const CONNECTION_SPECIFIC = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade', 'te', 'http2-settings']);
+
+function forbidden(name: string): boolean {
+  return CONNECTION_SPECIFIC.has(name) || CONNECTION_SPECIFIC.has(name.toLowerCase());
+}
+
+/**
+ * The request headers as an HTTP/1.1 request has them. `:authority` is the host (RFC 9113 §8.3.1: it wins over
+ * a `host` header). A body without a declared length is what `transfer-encoding: chunked` says over
+ * HTTP/1.1, so the body planner counts it against the route's limit as it streams; the marker is never
+ * forwarded (transfer-encoding is hop-by-hop).
+ */
+function http1Headers(h: IncomingHttpHeaders, stream: ServerHttp2Stream): IncomingHttpHeaders {
+  // No prototype: a header named __proto__ stays a header.
+  const out = Object.create(null) as IncomingHttpHeaders;
+  for (const name in h) if (name.charCodeAt(0) !== 58 /* : */) out[name] = h[name];
+  const authority = h[':authority'];
+  if (typeof authority === 'string' && authority !== '') out.host = authority;
+  if (out['content-length'] === undefined && !stream.endAfterHeaders) out['transfer-encoding'] = 'chunked';
+  return out;
+}
+
+function resetError(): Error {
+  return Object.assign(new Error('the client reset the HTTP/2 stream'), { code: 'ECONNRESET' });
+}
+
+/** An HTTP/2 request, read by the proxy as an HTTP/1.1 one. */
+export class EdgeHttp2Request extends Http2ServerRequest {
+  constructor(stream: ServerHttp2Stream, headers: IncomingHttpHeaders, options: ReadableOptions, rawHeaders: readonly string[]) {
+    super(stream, headers, options, rawHeaders);
+    // `method` and `url` read the pseudo-headers from node's own copy; `headers` is what the proxy reads.
+    Object.defineProperty(this, 'headers', { value: http1Headers(headers, stream), writable: true, enumerable: true, configurable: true });
+    // node ends the request body cleanly when the stream is reset: a cut-off upload must fail instead, as over
+    // HTTP/1.1, or it would be forwarded as if complete.
+    stream.once('close', () => {
+      if ((stream.aborted || stream.rstCode !== constants.NGHTTP2_NO_ERROR) && !this.readableEnded) this.destroy(resetError());
+    });
+  }
+
+  // As node's IncomingMessage: the error is only emitted to whoever listens for it (a body reader).
+  override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
+    callback(this.listenerCount('error') > 0 ? error : null);
+  }
+}
+
+/** An HTTP/2 answer that drops connection-specific headers instead of throwing on them. */
+export class EdgeHttp2Response extends Http2ServerResponse<EdgeHttp2Request> {
+  constructor(stream: ServerHttp2Stream) {
+    super(stream);
+    // node emits no 'close' for a HEAD whose stream closes before the answer ended: the exchange must end anyway.
+    stream.once('close', () => {
+      if ((stream as { headRequest?: boolean }).headRequest === true && !this.writableEnded) this.emit('close');
+    });
+    // A complete answer to a request still sending its body: tell the client to stop (RFC 9113 §8.1), as an
+    // HTTP/1.1 answer does with `connection: close`.
+    if (!stream.endAfterHeaders) stream.once('finish', () => setImmediate(closeUnread, stream));
+  }
+
+  override writeHead(statusCode: number, a?: string | OutgoingHttpHeaders | readonly string[], b?: OutgoingHttpHeaders | readonly string[]): this {
+    const headers = typeof a === 'string' ? b : a;
+    // node takes the flat list the proxy writes, though its types say an object only.
+    return super.writeHead(statusCode, (headers === undefined ? undefined : allowed(headers)) as OutgoingHttpHeaders | undefined);
+  }
+
+  override setHeader(name: string, value: number | string | readonly string[]): void {
+    if (!forbidden(name)) super.setHeader(name, value);
+  }
+
+  override appendHeader(name: string, value: string | string[]): void {
+    if (!forbidden(name)) super.appendHeader(name, value);
+  }
+}
+
+Object.defineProperties(EdgeHttp2Response.prototype, {
+  // The proxy checks `res.destroyed` (the client left) as on an http.ServerResponse.
+  destroyed: {
+    get(this: EdgeHttp2Response) {
+      return this.stream.destroyed;
+    },
+  },
+  // A reset stream's writable side is ended by node: finished means answered, not reset.
+  writableFinished: {
+    get(this: EdgeHttp2Response) {
+      const s = this.stream;
+      return s.writableFinished && !s.aborted && s.rstCode === constants.NGHTTP2_NO_ERROR;
+    },
+  },
+});
+
+function closeUnread(stream: ServerHttp2Stream): void {
+  if (!stream.closed && !stream.destroyed && !stream.readableEnded) stream.close(constants.NGHTTP2_NO_ERROR);
+}
+
+function allowed(headers: OutgoingHttpHeaders | readonly string[]): OutgoingHttpHeaders | readonly string[] {
+  if (isFlat(headers)) {
+    let i = 0;
+    while (i < headers.length && !forbidden(headers[i]!)) i += 2;
+    if (i >= headers.length) return headers;
+    const out: string[] = [];
+    for (let j = 0; j < headers.length; j += 2) if (!forbidden(headers[j]!)) out.push(headers[j]!, headers[j + 1]!);
+    return out;
+  }
+  let drop = false;
+  for (const name in headers) if (forbidden(name)) drop = true;
+  if (!drop) return headers;
+  const out: OutgoingHttpHeaders = {};
+  for (const name in headers) if (!forbidden(name)) out[name] = headers[name];
+  return out;
+}
+
+function isFlat(h: OutgoingHttpHeaders | readonly string[]): h is readonly string[] {
+  return Array.isArray(h);
+}
+
+/** The http.Server settings hardenedServer applies, for the HTTP/1.1 connections of the HTTP/2 server. */
+export interface Http1Settings {
+  maxHeaderSize: number;
+  headersTimeout: number;
+  requestTimeout: number;
+  keepAliveTimeout: number;
+  connectionsCheckingInterval: number;
+}
+
+const sessionsOf = new WeakMap<Http2SecureServer, Set<ServerHttp2Session>>();
+
+/**
+ * The secure server, HTTP/2 and HTTP/1.1. HTTP/2 gets the same limits in its own terms: the header list is
+ * bounded by `maxHeaderSize` (a larger one resets the stream), a request body still arriving after
+ * `requestTimeout` resets its stream, and a connection with no stream open for `keepAliveTimeout` is closed
+ * with a GOAWAY.
+ */
+export function http2Server(listener: RequestListener, http1: Http1Settings, tls: TlsContext, limits: Http2Limits = {}): Http2SecureServer {
+  const s = createSecureServer({
+    ...tls,
+    allowHTTP1: true,
+    // The http timeouts start once the handshake is done; until then a silent client is held this long.
+    handshakeTimeout: http1.headersTimeout,
+    noDelay: true,
+    Http2ServerRequest: EdgeHttp2Request,
+    Http2ServerResponse: EdgeHttp2Response,
+    // Header pairs as node's http parser allows (2,000), the list's size bounded as over HTTP/1.1.
+    maxHeaderListPairs: 2000,
+    settings: { maxConcurrentStreams: limits.maxConcurrentStreams ?? 100, maxHeaderListSize: http1.maxHeaderSize, enablePush: false },
+  });
+  // node's http2 server does not take http.Server's options: what its HTTP/1.1 connections read is set here.
+  Object.assign(s, { ...http1, requireHostHeader: true, joinDuplicateHeaders: false, rejectNonStandardBodyWrites: false, maxHeadersCount: null, maxRequestsPerSocket: 0, httpAllowHalfOpen: false });
+  s.on('request', listener as never);
+  // node applies the advertised header-list limit only once the client acknowledged it: a request of the
+  // first round trip is measured here (as HPACK counts, RFC 9113 §6.5.2) before node's compatibility layer
+  // (its 'stream' listener, installed by the 'request' one above) turns it into a request.
+  const compat = s.listeners('stream') as ((...args: unknown[]) => void)[];
+  s.removeAllListeners('stream');
+  s.on('stream', (stream: ServerHttp2Stream, headers: IncomingHttpHeaders, flags: number, rawHeaders: string[]) => {
+    if (headerListSize(rawHeaders) > http1.maxHeaderSize) return headersTooLarge(stream);
+    for (const l of compat) l.call(s, stream, headers, flags, rawHeaders);
+  });
+  const sessions = new Set<ServerHttp2Session>();
+  sessionsOf.set(s, sessions);
+  s.on('session', (session: ServerHttp2Session) => trackSession(session, sessions, http1));
+  // A session's protocol errors (garbage frames, a flood) end that session only; nothing to add.
+  s.on('sessionError', () => {});
+  return s;
+}
+
+function headerListSize(raw: readonly string[]): number {
+  let n = 0;
+  for (let i = 0; i < raw.length; i++) n += raw[i]!.length;
+  return n + (raw.length / 2) * 32;
+}
+
+const TOO_LARGE = problemBody(GatewayCodes.headersTooLarge, 431, 'Request Header Fields Too Large');
+
+function headersTooLarge(stream: ServerHttp2Stream): void {
+  stream.on('error', () => {});
+  if (stream.destroyed || stream.closed) return;
+  stream.respond({ ':status': 431, 'content-type': PROBLEM_CONTENT_TYPE, 'content-length': Buffer.byteLength(TOO_LARGE) });
+  if (!stream.endAfterHeaders) stream.once('finish', () => setImmediate(closeUnread, stream));
+  stream.end(TOO_LARGE);
+}
+
+function trackSession(session: ServerHttp2Session, sessions: Set<ServerHttp2Session>, http1: Http1Settings): void {
+  sessions.add(session);
+  let open = 0;
+  let idle: NodeJS.Timeout | undefined;
+  const arm = (): void => {
+    idle = setTimeout(() => session.close(), http1.keepAliveTimeout);
+    idle.unref();
+  };
+  session.on('stream', (stream: ServerHttp2Stream) => {
+    if (open++ === 0 && idle !== undefined) clearTimeout(idle);
+    let stalled: NodeJS.Timeout | undefined;
+    if (!stream.endAfterHeaders && http1.requestTimeout > 0) {
+      stalled = setTimeout(() => stream.close(constants.NGHTTP2_CANCEL), http1.requestTimeout);
+      stalled.unref();
+      stream.once('end', () => clearTimeout(stalled));
+    }
+    stream.once('close', () => {
+      if (stalled !== undefined) clearTimeout(stalled);
+      if (--open === 0 && !session.closed && !session.destroyed) arm();
+    });
+  });
+  session.once('close', () => {
+    if (idle !== undefined) clearTimeout(idle);
+    sessions.delete(session);
+  });
+  arm();
+}
+
+/** Shutdown, first step: a GOAWAY to every HTTP/2 connection; the streams they have open finish. */
+export function goAway(s: object): void {
+  const sessions = sessionsOf.get(s as Http2SecureServer);
+  if (sessions !== undefined) for (const session of sessions) session.close();
+}
+
+/** Idle HTTP/1.1 connections closed (node's http2 server has this too, for its HTTP/1.1 connections; its types do not say so). */
+export function closeIdleConnections(s: HttpServer | Http2SecureServer): void {
+  (s as HttpServer).closeIdleConnections();
+}
+
+/** Shutdown, last step: every connection, HTTP/1.1 and HTTP/2, closed now. */
+export function closeAllConnections(s: HttpServer | Http2SecureServer): void {
+  const sessions = sessionsOf.get(s as Http2SecureServer);
+  if (sessions === undefined) return (s as HttpServer).closeAllConnections();
+  // The HTTP/1.1 connections of the HTTP/2 server are tracked by node's http code, as on an http.Server.
+  HttpServer.prototype.closeAllConnections.call(s);
+  for (const session of sessions) session.destroy();
+}
