@@ -3,8 +3,7 @@
  * node:http upstreams (reached over HTTP/1.1), HTTP/1.1 and WebSocket clients on the same port.
  */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { connect as h2connect, constants, type ClientHttp2Session, type IncomingHttpHeaders, type OutgoingHttpHeaders } from 'node:http2';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -12,16 +11,11 @@ import { after, before, describe, it } from 'node:test';
 import { connect as tlsConnect } from 'node:tls';
 import type { StaticGovernance } from '@plinth/sdk';
 import { Agent, request } from 'undici';
-import WebSocket from 'ws';
 import type { StaticFeed } from './feed.js';
 import type { Gateway } from './gateway.js';
-import { instance, route, sleep, staticGateway, upstream, wsUpstream, type Upstream, type WsUpstream } from './testkit.test.helpers.js';
+import { instance, opened, roundTrip, route, selfSigned, sleep, staticGateway, until, upstream, wsUpstream, type Upstream, type WsUpstream } from './testkit.test.helpers.js';
 
 const anon = { auth: { mode: 'anonymous' } };
-
-function openssl(args: string[]): Promise<void> {
-  return new Promise((resolve, reject) => execFile('openssl', args, (err, _out, stderr) => (err ? reject(new Error(`openssl: ${stderr}`)) : resolve())));
-}
 
 interface H2Answer {
   status: number;
@@ -56,14 +50,6 @@ function h2request(session: ClientHttp2Session, headers: OutgoingHttpHeaders, bo
   });
 }
 
-async function until(what: string, check: () => boolean, ms = 5000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!check()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await sleep(10);
-  }
-}
-
 describe('gateway over HTTP/2', () => {
   let dir: string;
   let ca: string;
@@ -83,10 +69,8 @@ describe('gateway over HTTP/2', () => {
   before(async () => {
     process.on('warning', onWarning);
     dir = await mkdtemp(join(tmpdir(), 'plinth-gw-h2-'));
-    const cert = join(dir, 'gw.crt');
-    const key = join(dir, 'gw.key');
-    await openssl(['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-subj', '/CN=localhost', '-addext', 'subjectAltName=DNS:localhost,IP:127.0.0.1', '-days', '1', '-keyout', key, '-out', cert]);
-    ca = await readFile(cert, 'utf8');
+    const { cert, key, pem } = await selfSigned(dir, 'gw');
+    ca = pem;
     echo = await upstream('echo');
     // Answers with every connection-specific header HTTP/1.1 allows, streamed (chunked).
     hop = await upstream('hop', (_req, res) => {
@@ -319,17 +303,9 @@ describe('gateway over HTTP/2', () => {
     } finally {
       await agent.close();
     }
-    const ws = new WebSocket(`${gw.url.replace('https:', 'wss:')}/ws/room`, { ca });
-    await new Promise<void>((resolve, reject) => {
-      ws.once('open', () => resolve());
-      ws.once('error', reject);
-    });
+    const ws = await opened(`${gw.url.replace('https:', 'wss:')}/ws/room`, {}, ca);
     try {
-      const answer = await new Promise<string>((resolve) => {
-        ws.once('message', (d) => resolve(String(d)));
-        ws.send('hi');
-      });
-      assert.equal(answer, 'ws:hi');
+      assert.equal(await roundTrip(ws, 'hi'), 'ws:hi');
     } finally {
       ws.terminate();
     }
@@ -358,10 +334,8 @@ describe('gateway over HTTP/2: settings and idle connections', () => {
 
   before(async () => {
     dir = await mkdtemp(join(tmpdir(), 'plinth-gw-h2-idle-'));
-    const cert = join(dir, 'gw.crt');
-    const key = join(dir, 'gw.key');
-    await openssl(['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-subj', '/CN=localhost', '-addext', 'subjectAltName=DNS:localhost,IP:127.0.0.1', '-days', '1', '-keyout', key, '-out', cert]);
-    ca = await readFile(cert, 'utf8');
+    const { cert, key, pem } = await selfSigned(dir, 'gw');
+    ca = pem;
     ({ gw } = await staticGateway({ tls: { cert, key }, accessLog: false, server: { keepAliveTimeoutMs: 200, http2: { maxConcurrentStreams: 5 } } }));
   });
 

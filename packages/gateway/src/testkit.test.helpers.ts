@@ -1,5 +1,9 @@
+import { execFile } from 'node:child_process';
+import { X509Certificate } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
 import { createServer, type IncomingHttpHeaders, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { connect } from 'node:net';
+import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import type { Resource } from '@plinth/core';
 import { StaticGovernance } from '@plinth/sdk';
@@ -129,6 +133,32 @@ export function raw(url: string, data: string | Buffer, waitMs = 2000): Promise<
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/** Polls `check` until it holds, failing with `what` after `ms`. */
+export async function until(what: string, check: () => Promise<boolean> | boolean, ms = 5000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!(await check())) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await sleep(10);
+  }
+}
+
+export interface CertPair {
+  cert: string;
+  key: string;
+  pem: string;
+  fingerprint: string;
+}
+
+/** A throwaway self-signed certificate for localhost and 127.0.0.1 (P-256, one day), written to `dir/name.{crt,key}`. */
+export async function selfSigned(dir: string, name: string): Promise<CertPair> {
+  const cert = join(dir, `${name}.crt`);
+  const key = join(dir, `${name}.key`);
+  const args = ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-subj', '/CN=localhost', '-addext', 'subjectAltName=DNS:localhost,IP:127.0.0.1', '-days', '1', '-keyout', key, '-out', cert];
+  await new Promise<void>((resolve, reject) => execFile('openssl', args, (err, _out, stderr) => (err ? reject(new Error(`openssl: ${stderr}`)) : resolve())));
+  const pem = await readFile(cert, 'utf8');
+  return { cert, key, pem, fingerprint: new X509Certificate(pem).fingerprint256 };
+}
+
 // ---- WebSockets: `ws` servers as upstreams and `ws` clients ----
 
 export interface WsUpstream {
@@ -167,10 +197,10 @@ export async function wsUpstream(name: string, decline = false): Promise<WsUpstr
   };
 }
 
-/** Opens a client; resolves once open, or with the status of a refused handshake. */
-export function open(url: string, headers: Record<string, string> = {}): Promise<{ ws: WebSocket } | { status: number; body: string; headers: IncomingHttpHeaders }> {
+/** Opens a client; resolves once open, or with the status of a refused handshake. `ca` for wss://. */
+export function open(url: string, headers: Record<string, string> = {}, ca?: string): Promise<{ ws: WebSocket } | { status: number; body: string; headers: IncomingHttpHeaders }> {
   return new Promise((resolve, reject) => {
-    const ws = new WebSocket(url, { headers });
+    const ws = new WebSocket(url, ca === undefined ? { headers } : { headers, ca });
     ws.once('open', () => resolve({ ws }));
     ws.once('unexpected-response', (_req, res) => {
       const chunks: Buffer[] = [];
@@ -181,8 +211,8 @@ export function open(url: string, headers: Record<string, string> = {}): Promise
   });
 }
 
-export async function opened(url: string, headers: Record<string, string> = {}): Promise<WebSocket> {
-  const r = await open(url, headers);
+export async function opened(url: string, headers: Record<string, string> = {}, ca?: string): Promise<WebSocket> {
+  const r = await open(url, headers, ca);
   if (!('ws' in r)) throw new Error(`handshake refused: ${r.status} ${r.body}`);
   return r.ws;
 }

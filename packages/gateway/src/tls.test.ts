@@ -3,8 +3,7 @@
  * node:http upstream, undici and node:tls clients, certificate files replaced under a running gateway.
  */
 import assert from 'node:assert/strict';
-import { execFile, spawnSync } from 'node:child_process';
-import { X509Certificate } from 'node:crypto';
+import { spawnSync } from 'node:child_process';
 import { mkdtemp, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { connect as netConnect } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -13,32 +12,12 @@ import { after, before, describe, it } from 'node:test';
 import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import type { StaticGovernance } from '@plinth/sdk';
 import { Agent, buildConnector, Client, request } from 'undici';
-import WebSocket from 'ws';
 import type { Gateway } from './gateway.js';
 import type { StaticFeed } from './feed.js';
-import { call, instance, route, sleep, staticGateway, upstream, wsUpstream, type Upstream, type WsUpstream } from './testkit.test.helpers.js';
+import { call, instance, opened, roundTrip, route, selfSigned, sleep, staticGateway, until, upstream, wsUpstream, type CertPair, type Upstream, type WsUpstream } from './testkit.test.helpers.js';
 import { TlsConfigError } from './tls.js';
 
 const anon = { auth: { mode: 'anonymous' } };
-
-interface Pair {
-  cert: string;
-  key: string;
-  pem: string;
-  fingerprint: string;
-}
-
-function openssl(args: string[]): Promise<void> {
-  return new Promise((resolve, reject) => execFile('openssl', args, (err, _out, stderr) => (err ? reject(new Error(`openssl: ${stderr}`)) : resolve())));
-}
-
-async function selfSigned(dir: string, name: string): Promise<Pair> {
-  const cert = join(dir, `${name}.crt`);
-  const key = join(dir, `${name}.key`);
-  await openssl(['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-subj', '/CN=localhost', '-addext', 'subjectAltName=DNS:localhost,IP:127.0.0.1', '-days', '1', '-keyout', key, '-out', cert]);
-  const pem = await readFile(cert, 'utf8');
-  return { cert, key, pem, fingerprint: new X509Certificate(pem).fingerprint256 };
-}
 
 /** Replaced the way renewal tools do: a new file renamed over the old one. */
 async function replace(path: string, content: string | Buffer): Promise<void> {
@@ -59,14 +38,6 @@ function servedFingerprint(url: string): Promise<string> {
   });
 }
 
-async function until(what: string, check: () => Promise<boolean> | boolean, ms = 5000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!(await check())) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await sleep(20);
-  }
-}
-
 /** The handshake-failure counters on the admin listener, by reason. */
 async function handshakeFailures(adminUrl: string): Promise<Record<string, number>> {
   const text = (await call(`${adminUrl}/metrics`)).text;
@@ -84,9 +55,9 @@ async function get(url: string, dispatcher: Agent | Client): Promise<{ status: n
 
 describe('gateway with TLS', () => {
   let dir: string;
-  let a: Pair;
-  let b: Pair;
-  let c: Pair;
+  let a: CertPair;
+  let b: CertPair;
+  let c: CertPair;
   let live: { cert: string; key: string };
   let gw: Gateway;
   let governance: StaticGovernance;
@@ -144,17 +115,9 @@ describe('gateway with TLS', () => {
   });
 
   it('proxies WebSockets over wss, with X-Forwarded-Proto https', async () => {
-    const ws = new WebSocket(`${gw.url.replace('https:', 'wss:')}/ws/room`, { ca: a.pem });
-    await new Promise<void>((resolve, reject) => {
-      ws.once('open', () => resolve());
-      ws.once('error', reject);
-    });
+    const ws = await opened(`${gw.url.replace('https:', 'wss:')}/ws/room`, {}, a.pem);
     try {
-      const answer = await new Promise<string>((resolve) => {
-        ws.once('message', (d) => resolve(String(d)));
-        ws.send('hi');
-      });
-      assert.equal(answer, 'ws:hi');
+      assert.equal(await roundTrip(ws, 'hi'), 'ws:hi');
       assert.equal(wsEcho.handshakes.at(-1)!.headers['x-forwarded-proto'], 'https');
     } finally {
       ws.terminate();
@@ -287,8 +250,8 @@ describe('gateway with TLS', () => {
 
 describe('gateway TLS configuration', () => {
   let dir: string;
-  let a: Pair;
-  let b: Pair;
+  let a: CertPair;
+  let b: CertPair;
 
   before(async () => {
     dir = await mkdtemp(join(tmpdir(), 'plinth-gw-tls-conf-'));
