@@ -155,7 +155,7 @@ export function machineInfo(extra = {}) {
 }
 
 /** How a target fared, for the docs' tables. */
-export const verdict = (t) => (t?.met == null ? 'not measured' : t.met ? '**met**' : '**missed**');
+export const verdict = (t) => (t?.met == null ? (t?.unjudged ? 'not judged (see the notes)' : 'not measured') : t.met ? '**met**' : '**missed**');
 
 // ---- /proc readings of a child ----
 /** VmRSS and VmHWM (peak) in MiB. */

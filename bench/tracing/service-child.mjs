@@ -1,6 +1,8 @@
 // One fastify service for the tracing-overhead benchmark, in the variant named by argv[2], exporting (when
 // it traces) to the sink at argv[3]. Every variant answers GET /hello with the same small JSON.
 //   none         fastify alone
+//   als          + one AsyncLocalStorage.run per request and nothing else: the context propagation any
+//                tracer pays on Node 20 (async_hooks then work on every promise and resource), for reference
 //   sdk_off      + the Plinth SDK's inbound middleware (plinthFastify, empty StaticGovernance), no tracing
 //   sdk100/sdk1  + Plinth tracing: createTracing({ sampleRatio: 1 | 0.01, exporter: { url } })
 //   otel100/otel1  fastify under the OpenTelemetry NodeSDK with HttpInstrumentation,
@@ -9,7 +11,7 @@
 // OTLP exporters and Plinth's OtlpExporter alike): what a service gets unless it asks for gzip.
 // Prints {"port","pid","variant"} once listening; flushes and exits when its stdin closes.
 const [variant, sinkUrl] = process.argv.slice(2);
-const VARIANTS = ['none', 'sdk_off', 'sdk100', 'sdk1', 'otel100', 'otel1'];
+const VARIANTS = ['none', 'als', 'sdk_off', 'sdk100', 'sdk1', 'otel100', 'otel1'];
 if (!VARIANTS.includes(variant) || !sinkUrl) throw new Error(`usage: node service-child.mjs ${VARIANTS.join('|')} SINK_URL`);
 
 const SERVICE = 'bench-hello';
@@ -67,6 +69,13 @@ if (variant.startsWith('sdk')) {
     shutdown = () => tracing.shutdown();
   }
   await app.register(plinthFastify, options);
+}
+
+if (variant === 'als') {
+  const { AsyncLocalStorage } = await import('node:async_hooks');
+  const storage = new AsyncLocalStorage();
+  // Callback-style, as the SDK's hook: the rest of the request runs inside `run`.
+  app.addHook('onRequest', (request, _reply, done) => storage.run({ request }, done));
 }
 
 const body = { hello: 'world', service: SERVICE };
