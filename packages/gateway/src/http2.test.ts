@@ -327,21 +327,48 @@ describe('gateway over HTTP/2', () => {
   });
 });
 
-describe('gateway over HTTP/2: settings and idle connections', () => {
+describe('gateway over HTTP/2: settings, stalled uploads and idle connections', () => {
   let dir: string;
   let ca: string;
   let gw: Gateway;
+  let echo: Upstream;
 
   before(async () => {
     dir = await mkdtemp(join(tmpdir(), 'plinth-gw-h2-idle-'));
     const { cert, key, pem } = await selfSigned(dir, 'gw');
     ca = pem;
-    ({ gw } = await staticGateway({ tls: { cert, key }, accessLog: false, server: { keepAliveTimeoutMs: 200, http2: { maxConcurrentStreams: 5 } } }));
+    echo = await upstream('echo');
+    let governance: StaticGovernance;
+    let routes: StaticFeed;
+    ({ gw, governance, routes } = await staticGateway({ tls: { cert, key }, accessLog: false, server: { keepAliveTimeoutMs: 200, requestTimeoutMs: 300, http2: { maxConcurrentStreams: 5 } } }));
+    governance.set({ instances: [instance('echo-1', 'echo', echo.address)] });
+    routes.set([route('api', { ...anon, match: { path: { prefix: '/api' } }, service: 'echo' })]);
   });
 
   after(async () => {
     await gw?.close();
+    await echo?.close();
     if (dir) await rm(dir, { recursive: true, force: true });
+  });
+
+  it('resets a stream whose upload is still arriving after requestTimeoutMs, and keeps serving', async () => {
+    const s = h2connect(gw.url, { ca });
+    s.on('error', () => {});
+    try {
+      const req = s.request({ ':path': '/api/stalled', ':method': 'POST' }, { endStream: false });
+      req.on('error', () => {});
+      req.write('part of a body, then nothing');
+      const t0 = Date.now();
+      await until('the stalled stream to be reset', () => req.closed, 5000);
+      const ms = Date.now() - t0;
+      assert.equal(req.rstCode, constants.NGHTTP2_CANCEL);
+      assert.ok(ms >= 250 && ms < 3000, `reset after ${ms} ms`);
+      // A complete upload on the same connection still goes through.
+      const ok = await h2request(s, { ':path': '/api/after', ':method': 'POST' }, [Buffer.from('whole')]);
+      assert.equal(ok.status, 200);
+    } finally {
+      s.destroy();
+    }
   });
 
   it('takes maxConcurrentStreams from server.http2 and closes a connection idle for keepAliveTimeoutMs with a GOAWAY', async () => {

@@ -19,6 +19,7 @@ import {
 } from 'node:http2';
 import type { ReadableOptions } from 'node:stream';
 import { PROBLEM_CONTENT_TYPE } from '@plinth/core';
+import { sharedWheel, type Expirable, type TimerWheel } from '@plinth/sdk/resilience';
 import { GatewayCodes, problemBody } from './errors.js';
 import type { TlsContext } from './tls.js';
 
@@ -160,7 +161,7 @@ const sessionsOf = new WeakMap<Http2SecureServer, Set<ServerHttp2Session>>();
  * `requestTimeout` resets its stream, and a connection with no stream open for `keepAliveTimeout` is closed
  * with a GOAWAY.
  */
-export function http2Server(listener: RequestListener, http1: Http1Settings, tls: TlsContext, limits: Http2Limits = {}): Http2SecureServer {
+export function http2Server(listener: RequestListener, http1: Http1Settings, tls: TlsContext, limits: Http2Limits = {}, wheel: TimerWheel = sharedWheel): Http2SecureServer {
   const s = createSecureServer({
     ...tls,
     allowHTTP1: true,
@@ -187,7 +188,7 @@ export function http2Server(listener: RequestListener, http1: Http1Settings, tls
   });
   const sessions = new Set<ServerHttp2Session>();
   sessionsOf.set(s, sessions);
-  s.on('session', (session: ServerHttp2Session) => trackSession(session, sessions, http1));
+  s.on('session', (session: ServerHttp2Session) => trackSession(session, sessions, http1, wheel));
   // A session's protocol errors (garbage frames, a flood) end that session only; nothing to add.
   s.on('sessionError', () => {});
   return s;
@@ -209,7 +210,32 @@ function headersTooLarge(stream: ServerHttp2Stream): void {
   stream.end(TOO_LARGE);
 }
 
-function trackSession(session: ServerHttp2Session, sessions: Set<ServerHttp2Session>, http1: Http1Settings): void {
+/** Resets a stream whose request body is still arriving `ms` after its headers (HTTP/1.1's requestTimeout). */
+class StalledUpload implements Expirable {
+  private token: number;
+
+  constructor(
+    private readonly stream: ServerHttp2Stream,
+    private readonly wheel: TimerWheel,
+    ms: number,
+  ) {
+    this.token = wheel.add(wheel.clock.now() + ms, this);
+    stream.once('end', () => this.done());
+  }
+
+  onExpire(): void {
+    this.token = -1;
+    if (!this.stream.closed && !this.stream.destroyed) this.stream.close(constants.NGHTTP2_CANCEL);
+  }
+
+  done(): void {
+    if (this.token < 0) return;
+    this.wheel.remove(this.token, this);
+    this.token = -1;
+  }
+}
+
+function trackSession(session: ServerHttp2Session, sessions: Set<ServerHttp2Session>, http1: Http1Settings, wheel: TimerWheel): void {
   sessions.add(session);
   let open = 0;
   let idle: NodeJS.Timeout | undefined;
@@ -219,14 +245,10 @@ function trackSession(session: ServerHttp2Session, sessions: Set<ServerHttp2Sess
   };
   session.on('stream', (stream: ServerHttp2Stream) => {
     if (open++ === 0 && idle !== undefined) clearTimeout(idle);
-    let stalled: NodeJS.Timeout | undefined;
-    if (!stream.endAfterHeaders && http1.requestTimeout > 0) {
-      stalled = setTimeout(() => stream.close(constants.NGHTTP2_CANCEL), http1.requestTimeout);
-      stalled.unref();
-      stream.once('end', () => clearTimeout(stalled));
-    }
+    // On the shared wheel, not a timer per stream: uploads are per request.
+    const stalled = !stream.endAfterHeaders && http1.requestTimeout > 0 ? new StalledUpload(stream, wheel, http1.requestTimeout) : undefined;
     stream.once('close', () => {
-      if (stalled !== undefined) clearTimeout(stalled);
+      stalled?.done();
       if (--open === 0 && !session.closed && !session.destroyed) arm();
     });
   });
