@@ -5,6 +5,7 @@ export * from './diff.js';
 export * from './errors.js';
 export * from './headers.js';
 export * from './kinds/index.js';
+export * from './json-string.js';
 export * from './names.js';
 export * from './resource.js';
 export * from './selector.js';

@@ -1,3 +1,4 @@
+import { jsonString } from '@plinth/core';
 import { pino, type DestinationStream } from 'pino';
 
 /** One line per request. */
@@ -101,32 +102,27 @@ export function createAccessLog(o: AccessLogOptions = {}): AccessLog {
   };
 }
 
-// What JSON must escape, and lone surrogates (which would otherwise reach the file as U+FFFD, or as text
-// that is not UTF-8). Hosts, paths and identities come from outside and may hold any of them.
-// eslint-disable-next-line no-control-regex
-const NEEDS_ESCAPE = /["\\\u0000-\u001f\ud800-\udfff]/;
-
-function str(s: string): string {
-  return NEEDS_ESCAPE.test(s) ? JSON.stringify(s) : `"${s}"`;
-}
 
 /** JSON has no NaN or Infinity; pino writes them as null. */
 function num(n: number): string {
   return Number.isFinite(n) ? String(n) : 'null';
 }
 
-/** One access-log line, newline included: what pino's `info(e)` writes at `time`, with lone surrogates escaped. */
+/**
+ * One access-log line, newline included: what pino's `info(e)` writes at `time`, with lone surrogates escaped
+ * (hosts, paths and identities come from outside and may hold any character).
+ */
 export function accessLine(e: AccessEntry, time: string): string {
-  let line = `{"level":30,"time":"${time}","method":${str(e.method)},"host":${str(e.host)},"path":${str(e.path)}`;
-  if (e.route !== undefined) line += `,"route":${str(e.route)}`;
+  let line = `{"level":30,"time":"${time}","method":${jsonString(e.method)},"host":${jsonString(e.host)},"path":${jsonString(e.path)}`;
+  if (e.route !== undefined) line += `,"route":${jsonString(e.route)}`;
   line += `,"status":${num(e.status)},"durationMs":${num(e.durationMs)}`;
-  if (e.upstream !== undefined) line += `,"upstream":${str(e.upstream)}`;
+  if (e.upstream !== undefined) line += `,"upstream":${jsonString(e.upstream)}`;
   line += `,"bytesIn":${num(e.bytesIn)},"bytesOut":${num(e.bytesOut)}`;
-  if (e.traceId !== undefined) line += `,"traceId":${str(e.traceId)}`;
-  if (e.identity !== undefined) line += `,"identity":${str(e.identity)}`;
-  if (e.lane !== undefined) line += `,"lane":${str(e.lane)}`;
+  if (e.traceId !== undefined) line += `,"traceId":${jsonString(e.traceId)}`;
+  if (e.identity !== undefined) line += `,"identity":${jsonString(e.identity)}`;
+  if (e.lane !== undefined) line += `,"lane":${jsonString(e.lane)}`;
   line += e.stress ? ',"stress":true' : ',"stress":false';
-  if (e.reason !== undefined) line += `,"reason":${str(e.reason)}`;
+  if (e.reason !== undefined) line += `,"reason":${jsonString(e.reason)}`;
   return `${line}}\n`;
 }
 

@@ -70,27 +70,27 @@ export function tlsContext(o: TlsOptions, cert: Buffer, key: Buffer): TlsContext
   return ctx;
 }
 
-function read(path: string, what: string): Buffer {
+function unreadable(what: 'certificate' | 'key', path: string, e: unknown): TlsConfigError {
+  return new TlsConfigError(`cannot read the TLS ${what} ${path}: ${reason(e)}`);
+}
+
+function read(what: 'certificate' | 'key', path: string): Buffer {
   try {
     return readFileSync(path);
   } catch (e) {
-    throw new TlsConfigError(`cannot read the TLS ${what} ${path}: ${reason(e)}`);
+    throw unreadable(what, path, e);
   }
 }
 
 /** At startup: a missing, unreadable or mismatched file is an error naming it. */
 export function loadTls(o: TlsOptions): TlsContext {
-  return tlsContext(o, read(o.cert, 'certificate'), read(o.key, 'key'));
+  return tlsContext(o, read('certificate', o.cert), read('key', o.key));
 }
 
 async function reload(o: TlsOptions): Promise<TlsContext> {
   const [cert, key] = await Promise.all([
-    readFile(o.cert).catch((e: unknown) => {
-      throw new TlsConfigError(`cannot read the TLS certificate ${o.cert}: ${reason(e)}`);
-    }),
-    readFile(o.key).catch((e: unknown) => {
-      throw new TlsConfigError(`cannot read the TLS key ${o.key}: ${reason(e)}`);
-    }),
+    readFile(o.cert).catch((e: unknown) => Promise.reject(unreadable('certificate', o.cert, e))),
+    readFile(o.key).catch((e: unknown) => Promise.reject(unreadable('key', o.key, e))),
   ]);
   return tlsContext(o, cert, key);
 }
