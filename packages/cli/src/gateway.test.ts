@@ -6,6 +6,7 @@
 import assert from 'node:assert/strict';
 import { execFile, spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { createServer, type Server } from 'node:http';
+import { connect as connectHttp2 } from 'node:http2';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -203,6 +204,11 @@ void describe('plinth gateway against a real server', () => {
       [['--tls-key', 'k.pem'], /^error: --tls-cert and --tls-key go together$/m],
       [['--sidecar', '--app', 'http://127.0.0.1:5000', '--service', 'hello', '--app-version', '1.0.0', '--tls-cert', 'c.pem', '--tls-key', 'k.pem'], /^error: --tls-cert and --tls-key apply to the edge gateway, not --sidecar$/m],
       [['--no-http2'], /^error: --no-http2 applies with --tls-cert and --tls-key/m],
+      [['--tls-client-ca', 'ca.pem'], /^error: --tls-client-ca applies with --tls-cert and --tls-key/m],
+      [['--h2c', '--tls-cert', 'c.pem', '--tls-key', 'k.pem'], /^error: --h2c is cleartext HTTP\/2; with --tls-cert, HTTP\/2 is offered through TLS already$/m],
+      [['--h2c', '--sidecar', '--app', 'http://127.0.0.1:5000', '--service', 'hello', '--app-version', '1.0.0'], /^error: --h2c applies to the edge gateway, not --sidecar$/m],
+      [['--tls-cert', 'c.pem', '--tls-key', 'k.pem', '--tls-client-cert', 'require'], /^error: --tls-client-cert applies with --tls-client-ca$/m],
+      [['--tls-cert', 'c.pem', '--tls-key', 'k.pem', '--tls-client-ca', 'ca.pem', '--tls-client-cert', 'always'], /^error: --tls-client-cert expects request or require, not "always"$/m],
     ];
     const runs = await Promise.all(cases.map(([args]) => cli(['gateway', ...args])));
     runs.forEach((r, i) => {
@@ -276,6 +282,87 @@ void describe('plinth gateway against a real server', () => {
       assert.equal(await http1.exited, 0, http1.output().stderr);
     } finally {
       if (http1.child.exitCode === null && http1.child.signalCode === null) http1.child.kill('SIGKILL');
+    }
+  });
+
+  void it('serves cleartext HTTP/2 beside HTTP/1.1 with --h2c', async () => {
+    const gw = await startGatewayProcess(['--h2c']);
+    const session = connectHttp2(gw.url);
+    try {
+      const ask = () =>
+        new Promise<{ status: number; text: string }>((resolve, reject) => {
+          const s = session.request({ ':path': '/hello/h2c' });
+          let status = 0;
+          let text = '';
+          s.on('response', (h) => (status = Number(h[':status'])));
+          s.setEncoding('utf8');
+          s.on('data', (d: string) => (text += d));
+          s.on('end', () => resolve({ status, text }));
+          s.on('error', reject);
+        });
+      let r = await ask();
+      for (let i = 0; i < 100 && r.status !== 200; i++) {
+        await sleep(50);
+        r = await ask();
+      }
+      assert.equal(r.status, 200, r.text);
+      assert.equal(r.text, 'hello /hello/h2c from gateway');
+      assert.equal((await get(`${gw.url}/hello/h1`)).text, 'hello /hello/h1 from gateway');
+      session.close();
+      gw.child.kill('SIGTERM');
+      assert.equal(await gw.exited, 0, gw.output().stderr);
+    } finally {
+      session.destroy();
+      if (gw.child.exitCode === null && gw.child.signalCode === null) gw.child.kill('SIGKILL');
+    }
+  });
+
+  void it('verifies client certificates with --tls-client-ca, requires them with --tls-client-cert require, and refuses a bad bundle', async () => {
+    const dir = join(tmp, 'mtls');
+    await rm(dir, { recursive: true, force: true });
+    await mkdir(dir);
+    const openssl = (args: string[]) => new Promise<void>((resolve, reject) => execFile('openssl', args, (err, _o, stderr) => (err ? reject(new Error(stderr)) : resolve())));
+    const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
+    const [cert, key, ca, caKey, client, clientKey, csr, ext] = ['c.pem', 'k.pem', 'ca.pem', 'ca-key.pem', 'client.pem', 'client-key.pem', 'client.csr', 'client.ext'].map((f) => join(dir, f)) as [string, string, string, string, string, string, string, string];
+    await openssl(['req', '-x509', ...ec, '-subj', '/CN=localhost', '-addext', 'subjectAltName=DNS:localhost,IP:127.0.0.1', '-days', '1', '-keyout', key, '-out', cert]);
+    await openssl(['req', '-x509', ...ec, '-subj', '/CN=test CA', '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign', '-days', '1', '-keyout', caKey, '-out', ca]);
+    await openssl(['req', '-new', ...ec, '-subj', '/CN=billing', '-keyout', clientKey, '-out', csr]);
+    await writeFile(ext, `subjectAltName=URI:spiffe://test/ns/${NS}/sa/billing\nextendedKeyUsage=clientAuth\n`);
+    await openssl(['x509', '-req', '-in', csr, '-CA', ca, '-CAkey', caKey, '-set_serial', '7', '-days', '1', '-extfile', ext, '-out', client]);
+
+    const missing = join(dir, 'missing.pem');
+    const bad = await Promise.all([
+      cli(['gateway', '--listen', '127.0.0.1:0', '-n', NS, '--tls-cert', cert, '--tls-key', key, '--tls-client-ca', missing], { PLINTH_TOKEN: gatewayToken }),
+      cli(['gateway', '--listen', '127.0.0.1:0', '-n', NS, '--tls-cert', cert, '--tls-key', key, '--tls-client-ca', key], { PLINTH_TOKEN: gatewayToken }),
+    ]);
+    assert.deepEqual(
+      bad.map((r) => [r.code, r.stderr.trim(), r.stdout]),
+      [
+        [2, `error: cannot read the TLS client CA bundle ${missing}: no such file`, ''],
+        [2, `error: the TLS client CA bundle ${key} holds no PEM certificate`, ''],
+      ],
+    );
+
+    const gw = await startGatewayProcess(['--tls-cert', cert, '--tls-key', key, '--tls-client-ca', ca, '--tls-client-cert', 'require']);
+    const serverCa = await readFile(cert, 'utf8');
+    const withCert = new Agent({ connect: { ca: serverCa, cert: await readFile(client, 'utf8'), key: await readFile(clientKey, 'utf8') } });
+    const without = new Agent({ connect: { ca: serverCa } });
+    try {
+      let r = { status: 0, text: '' };
+      for (let i = 0; i < 100 && r.status !== 200; i++) {
+        if (i > 0) await sleep(50);
+        const res = await request(`${gw.url}/hello/mtls`, { dispatcher: withCert });
+        r = { status: res.statusCode, text: await res.body.text() };
+      }
+      assert.equal(r.status, 200, r.text);
+      await assert.rejects(request(`${gw.url}/hello/mtls`, { dispatcher: without }), /certificate required|other side closed|socket hang up|ECONNRESET/i);
+      assert.match((await get(`${gw.admin}/metrics`)).text, /^plinth_gateway_mtls_refusals_total\{reason="no_certificate"\} 1$/m);
+      gw.child.kill('SIGTERM');
+      assert.equal(await gw.exited, 0, gw.output().stderr);
+    } finally {
+      await withCert.close();
+      await without.close();
+      if (gw.child.exitCode === null && gw.child.signalCode === null) gw.child.kill('SIGKILL');
     }
   });
 });

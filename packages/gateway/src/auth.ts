@@ -9,7 +9,7 @@ import type { CompiledAuth } from './routes.js';
 export interface Identity {
   /** `ServiceAccount:<namespace>/<name>`. */
   readonly subject: string;
-  readonly via: 'jwt' | 'apiKey';
+  readonly via: 'jwt' | 'apiKey' | 'mtls';
   readonly audiences: readonly string[];
   /** Epoch seconds. */
   readonly expiresAt: number;
@@ -104,6 +104,8 @@ export class Authenticator {
   /** Decides a request for a route; a cached token or key answers synchronously. */
   authenticate(headers: IncomingHttpHeaders, auth: CompiledAuth): AuthOutcome | Promise<AuthOutcome> {
     if (auth.mode === 'anonymous') return NO_IDENTITY;
+    // Certificates are the edge's to check (client-cert.ts): no header can stand in for one.
+    if (auth.mode === 'mtls') return refuse('this route takes a client certificate (mutual TLS)');
     const authorization = headers.authorization;
     let bearer: string | undefined;
     let apiKey: string | undefined;
@@ -134,11 +136,7 @@ export class Authenticator {
     const id = o.identity;
     const wanted = auth.audiences ?? this.audiences;
     if (!id.audiences.some((a) => wanted.includes(a))) return refuse(`token audience is not ${wanted.join(' or ')}`);
-    if (auth.requiredRoles !== undefined) {
-      const held = this.roles?.rolesOf(id.subject) ?? [];
-      for (const r of auth.requiredRoles) if (!held.includes(r)) return refuse(`${id.subject} lacks the role ${r}`, 403, GatewayCodes.forbidden);
-    }
-    return o;
+    return checkRoles(o, auth, this.roles);
   }
 
   private verifyJwt(token: string, via: Identity['via']): AuthOutcome | Promise<AuthOutcome> {
@@ -220,6 +218,15 @@ export class Authenticator {
     if (this.keys.size >= MAX_CACHED) this.keys.clear();
     this.keys.set(key, e);
   }
+}
+
+/** The route's `requiredRoles` on a verified identity (any way it was verified): 403 for a missing one. */
+export function checkRoles(o: AuthOutcome, auth: CompiledAuth, roles: RoleIndex | undefined): AuthOutcome {
+  if (!o.ok || o.identity === undefined || auth.requiredRoles === undefined) return o;
+  const id = o.identity;
+  const held = roles?.rolesOf(id.subject) ?? [];
+  for (const r of auth.requiredRoles) if (!held.includes(r)) return refuse(`${id.subject} lacks the role ${r}`, 403, GatewayCodes.forbidden);
+  return o;
 }
 
 /**

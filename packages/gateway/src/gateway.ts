@@ -12,6 +12,7 @@
  */
 import type { IncomingMessage, ServerResponse, Server } from 'node:http';
 import type { Socket } from 'node:net';
+import type { TLSSocket } from 'node:tls';
 import type { Duplex } from 'node:stream';
 import type { RoleBindingSpec } from '@plinth/core';
 import { controlPlaneGovernance, createControlPlaneClient, GOVERNANCE_KINDS, type ControlPlaneClient, type GovernanceSource, type Logger } from '@plinth/sdk';
@@ -21,10 +22,11 @@ import type { Redis } from 'ioredis';
 import type { Registry } from 'prom-client';
 import { createAccessLog, NO_ACCESS_LOG, type AccessLog, type AccessLogOptions } from './access-log.js';
 import { Authenticator, RoleIndex, type AuthOptions } from './auth.js';
+import { handshakeRefusal } from './client-cert.js';
 import { GatewayCodes, problemBody } from './errors.js';
 import { clientFeed, type ResourceFeed } from './feed.js';
-import { hardenedServer, listenOn, parseHostPort, urlOf, type AnyServer, type ServerLimits } from './listen.js';
-import { closeAllConnections, closeIdleConnections, goAway } from './http2.js';
+import { hardenedServer, http1Settings, listenOn, parseHostPort, urlOf, type AnyServer, type ServerLimits } from './listen.js';
+import { closeAllConnections, closeIdleConnections, enableH2c, goAway } from './http2.js';
 import { GatewayMetrics, writeMetrics } from './metrics.js';
 import { EdgeProxy, Forwarder } from './proxy.js';
 import { LiveRoutes } from './routes.js';
@@ -61,9 +63,17 @@ export interface GatewayOptions {
   /**
    * Terminate TLS on the proxy listener (edge mode only): PEM files, reloaded when they change. `url` is then
    * https://, and upstreams see `X-Forwarded-Proto: https`. HTTP/2 is offered beside HTTP/1.1 on that port
-   * unless `tls.http2` is false (upstreams are still reached over HTTP/1.1). Plain HTTP when absent.
+   * unless `tls.http2` is false (upstreams are still reached over HTTP/1.1). With `tls.clientCa`, client
+   * certificates are verified (mutual TLS): routes of auth mode mtls take them as the caller's identity, and
+   * a verified one is passed upstream in `x-forwarded-client-cert`. Plain HTTP when absent.
    */
   tls?: TlsOptions;
+  /**
+   * Cleartext HTTP/2 with prior knowledge (h2c) on the plain proxy listener, beside HTTP/1.1: for gRPC and
+   * HTTP/2 clients behind a TLS-terminating load balancer. Each connection is told apart by its first bytes.
+   * Edge mode without `tls` only. Default false.
+   */
+  h2c?: boolean;
   /** The gateway's name: `plinth-caller` upstream, matched by rules' `callers`. Default `gateway` (sidecar: its service). */
   name?: string;
   /** Proxies in front whose X-Forwarded-For / Forwarded are believed: true = 1 hop. Default none. */
@@ -127,8 +137,11 @@ export async function startGateway(o: GatewayOptions): Promise<Gateway> {
   if ((o.controlPlane === undefined) === (o.governance === undefined)) throw new TypeError('startGateway: give either controlPlane or governance');
   const log = o.logger ?? noopLogger;
   if (o.tls !== undefined && o.sidecar !== undefined) throw new TypeError('startGateway: tls is for the edge listener; the sidecar ingress serves plain HTTP');
+  if (o.h2c === true && o.sidecar !== undefined) throw new TypeError('startGateway: h2c is for the edge listener; the sidecar ingress serves HTTP/1.1');
+  if (o.h2c === true && o.tls !== undefined) throw new TypeError('startGateway: h2c is cleartext HTTP/2; with tls, HTTP/2 is offered through ALPN (tls.http2)');
   // Before the control plane: a bad certificate should fail at once, not after the first snapshot.
   const tlsContext = o.tls !== undefined ? loadTls(o.tls) : undefined;
+  const clientCerts = tlsContext?.requestCert === true;
   const closers: (() => Promise<void> | void)[] = [];
 
   let client: ControlPlaneClient | undefined;
@@ -184,6 +197,7 @@ export async function startGateway(o: GatewayOptions): Promise<Gateway> {
     trustIdentityHeaders: sidecar !== undefined,
     injectFaults: sidecar !== undefined,
     trustProxy,
+    clientCerts,
     connectionsPerEndpoint: o.connectionsPerEndpoint ?? 64,
     defaultTimeoutMs: o.defaultTimeoutMs ?? 30_000,
     websocketIdleTimeoutMs: o.websocketIdleTimeoutMs ?? 300_000,
@@ -208,21 +222,32 @@ export async function startGateway(o: GatewayOptions): Promise<Gateway> {
       const serverUrl = o.identity?.serverUrl ?? o.controlPlane?.url;
       const roles = bindings ? new RoleIndex(bindings) : undefined;
       const auth = serverUrl !== undefined ? new Authenticator({ ...o.identity, serverUrl }, roles) : undefined;
-      const edge = new EdgeProxy(forwarder, { routes, auth, roles });
+      if (clientCerts) metrics.mtlsRefusals();
+      const edgeOptions = { routes, auth, roles, certs: { enabled: clientCerts, roles } };
+      const edge = new EdgeProxy(forwarder, edgeOptions);
       const listener = edge.listener;
       const tlsFailed = tlsContext !== undefined ? metrics.tlsHandshakeFailures() : undefined;
       const serve = (req: IncomingMessage, res: ServerResponse): void => {
         if (stopping) return shuttingDown(res);
         listener(req, res);
       };
-      edgeServer =
-        tlsContext === undefined
-          ? hardenedServer(serve, o.server)
-          : hardenedServer(serve, o.server, tlsContext, (err: NodeJS.ErrnoException, socket: Socket) => {
-              tlsFailed?.(err.code);
-              log.debug('TLS handshake failed', { code: err.code ?? err.message, remoteAddress: socket.remoteAddress });
-            });
-      const ws = (websockets = new WebSocketProxy(forwarder, edgeWebSocketResolver(routes, auth)));
+      if (tlsContext === undefined) {
+        const plain = hardenedServer(serve, o.server);
+        if (o.h2c === true) enableH2c(plain, serve, http1Settings(o.server), o.server?.http2, wheel);
+        edgeServer = plain;
+      } else {
+        edgeServer = hardenedServer(serve, o.server, tlsContext, (err: NodeJS.ErrnoException, socket: Socket) => {
+          const refusal = clientCerts ? handshakeRefusal(err, socket as TLSSocket) : undefined;
+          if (refusal !== undefined) {
+            metrics.mtlsRefused(refusal);
+            log.debug('client certificate refused at the TLS handshake', { reason: refusal, code: String((socket as TLSSocket).authorizationError ?? err.code ?? err.message), remoteAddress: socket.remoteAddress });
+            return;
+          }
+          tlsFailed?.(err.code);
+          log.debug('TLS handshake failed', { code: err.code ?? err.message, remoteAddress: socket.remoteAddress });
+        });
+      }
+      const ws = (websockets = new WebSocketProxy(forwarder, edgeWebSocketResolver(routes, edgeOptions, metrics)));
       metrics.websockets(() => ws.size);
       edgeServer.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
         if (stopping) return void socket.end(SHUTTING_DOWN_RAW);
@@ -239,9 +264,12 @@ export async function startGateway(o: GatewayOptions): Promise<Gateway> {
           tlsContext,
           (ctx) => {
             s.setSecureContext(ctx);
-            log.debug('TLS certificate reloaded', { cert: t.cert });
+            log.debug('TLS certificate reloaded', { cert: t.cert, ...(t.clientCa !== undefined ? { clientCa: t.clientCa } : {}) });
           },
-          (e) => log.warn('the changed TLS certificate or key cannot be used; still serving the previous pair', { error: e.message }),
+          (e) =>
+            log.warn(t.clientCa === undefined ? 'the changed TLS certificate or key cannot be used; still serving the previous pair' : 'the changed TLS certificate, key or client CA bundle cannot be used; still serving the previous ones', {
+              error: e.message,
+            }),
         );
       }
     }

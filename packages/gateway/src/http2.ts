@@ -1,18 +1,21 @@
 /**
  * HTTP/2 at the edge, on the TLS listener: node:http2's secure server with HTTP/1.1 on the same port (ALPN
- * `h2` and `http/1.1`). HTTP/2 streams reach the same request listener as HTTP/1.1 requests, through node's
+ * `h2` and `http/1.1`); and, when asked, cleartext HTTP/2 with prior knowledge (h2c) on the plain listener. HTTP/2 streams reach the same request listener as HTTP/1.1 requests, through node's
  * compatibility objects, made to look like what the proxy reads from an HTTP/1.1 request: a `host` header
  * (from `:authority`), no pseudo-headers, a body marker when the length is not declared, and answers that
  * never carry the connection-specific headers HTTP/2 forbids. HTTP/1.1 connections on that port are node's
  * http ones (the proxy's hot path is untouched), with the limits hardenedServer gives a node:http server.
  */
 import { Server as HttpServer, type OutgoingHttpHeaders, type RequestListener } from 'node:http';
+import type { Socket } from 'node:net';
 import {
   constants,
   createSecureServer,
+  createServer as createHttp2Server,
   Http2ServerRequest,
   Http2ServerResponse,
   type Http2SecureServer,
+  type Http2Server,
   type IncomingHttpHeaders,
   type ServerHttp2Session,
   type ServerHttp2Stream,
@@ -153,7 +156,8 @@ export interface Http1Settings {
   connectionsCheckingInterval: number;
 }
 
-const sessionsOf = new WeakMap<Http2SecureServer, Set<ServerHttp2Session>>();
+/** The HTTP/2 sessions of a listener: the secure server's own, or the h2c ones of a plain http.Server. */
+const sessionsOf = new WeakMap<object, Set<ServerHttp2Session>>();
 
 /**
  * The secure server, HTTP/2 and HTTP/1.1. HTTP/2 gets the same limits in its own terms: the header list is
@@ -176,6 +180,12 @@ export function http2Server(listener: RequestListener, http1: Http1Settings, tls
   });
   // node's http2 server does not take http.Server's options: what its HTTP/1.1 connections read is set here.
   Object.assign(s, { ...http1, requireHostHeader: true, joinDuplicateHeaders: false, rejectNonStandardBodyWrites: false, maxHeadersCount: null, maxRequestsPerSocket: 0, httpAllowHalfOpen: false });
+  serveStreams(s, s, listener, http1, wheel);
+  return s;
+}
+
+/** What both HTTP/2 servers do with their streams; the sessions are listed under `owner` (the listening server). */
+function serveStreams(s: Http2Server | Http2SecureServer, owner: object, listener: RequestListener, http1: Http1Settings, wheel: TimerWheel): void {
   s.on('request', listener as never);
   // node applies the advertised header-list limit only once the client acknowledged it: a request of the
   // first round trip is measured here (as HPACK counts, RFC 9113 §6.5.2) before node's compatibility layer
@@ -187,11 +197,94 @@ export function http2Server(listener: RequestListener, http1: Http1Settings, tls
     for (const l of compat) l.call(s, stream, headers, flags, rawHeaders);
   });
   const sessions = new Set<ServerHttp2Session>();
-  sessionsOf.set(s, sessions);
+  sessionsOf.set(owner, sessions);
   s.on('session', (session: ServerHttp2Session) => trackSession(session, sessions, http1, wheel));
   // A session's protocol errors (garbage frames, a flood) end that session only; nothing to add.
   s.on('sessionError', () => {});
-  return s;
+}
+
+/** The client connection preface of HTTP/2 (RFC 9113 §3.4): what an h2c client with prior knowledge sends first. */
+const PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1');
+
+/** Connections of a plain listener still being told apart, h2c or HTTP/1.1 (closed at shutdown). */
+const sniffingOf = new WeakMap<object, Set<Socket>>();
+
+/**
+ * h2c with prior knowledge on a plain http.Server: each new connection's first bytes are compared with the
+ * HTTP/2 preface; a match goes to a cleartext node:http2 server (never listening itself) with the same
+ * request path, limits and compatibility objects as HTTP/2 over TLS, anything else to the http.Server's own
+ * connection handling, with the bytes read put back. The cost is per connection, before its first request:
+ * once handed over, nothing of this stays on the socket, so HTTP/1.1 requests run exactly as without h2c.
+ * A connection that says nothing is dropped after `headersTimeout`, as node's http would drop it.
+ */
+export function enableH2c(server: HttpServer, listener: RequestListener, http1: Http1Settings, limits: Http2Limits = {}, wheel: TimerWheel = sharedWheel): void {
+  const h2 = createHttp2Server({
+    Http2ServerRequest: EdgeHttp2Request,
+    Http2ServerResponse: EdgeHttp2Response,
+    maxHeaderListPairs: 2000,
+    settings: { maxConcurrentStreams: limits.maxConcurrentStreams ?? 100, maxHeaderListSize: http1.maxHeaderSize, enablePush: false },
+  });
+  serveStreams(h2, server, listener, http1, wheel);
+  const http1Listeners = server.listeners('connection') as ((socket: Socket) => void)[];
+  server.removeAllListeners('connection');
+  const sniffing = new Set<Socket>();
+  sniffingOf.set(server, sniffing);
+  server.on('connection', (socket: Socket) => new Sniff(socket, sniffing, wheel, http1.headersTimeout, (sock, isH2) => {
+    if (isH2) h2.emit('connection', sock);
+    else for (const l of http1Listeners) l.call(server, sock);
+  }));
+}
+
+/** One connection being told apart. */
+class Sniff implements Expirable {
+  private buf: Buffer | undefined;
+  private token = -1;
+  private readonly onReadable = (): void => this.read();
+  private readonly onGone = (): void => this.stop(true);
+
+  constructor(
+    private readonly socket: Socket,
+    private readonly set: Set<Socket>,
+    private readonly wheel: TimerWheel,
+    timeoutMs: number,
+    private readonly handOver: (socket: Socket, h2: boolean) => void,
+  ) {
+    set.add(socket);
+    socket.on('readable', this.onReadable);
+    socket.on('error', this.onGone);
+    socket.on('close', this.onGone);
+    if (timeoutMs > 0) this.token = wheel.add(wheel.clock.now() + timeoutMs, this);
+  }
+
+  onExpire(): void {
+    this.token = -1;
+    this.stop(true);
+  }
+
+  private read(): void {
+    let chunk: Buffer | null;
+    while ((chunk = this.socket.read() as Buffer | null) !== null) this.buf = this.buf === undefined ? chunk : Buffer.concat([this.buf, chunk]);
+    const buf = this.buf;
+    if (buf === undefined) return;
+    const n = Math.min(buf.length, PREFACE.length);
+    const h2 = buf.compare(PREFACE, 0, n, 0, n) === 0;
+    // A prefix of the preface so far: wait for the rest (an HTTP/1.1 request line parts from it within its first bytes).
+    if (h2 && buf.length < PREFACE.length) return;
+    this.stop(false);
+    this.socket.unshift(buf);
+    this.handOver(this.socket, h2);
+  }
+
+  private stop(destroy: boolean): void {
+    const s = this.socket;
+    s.off('readable', this.onReadable);
+    s.off('error', this.onGone);
+    s.off('close', this.onGone);
+    this.set.delete(s);
+    if (this.token >= 0) this.wheel.remove(this.token, this);
+    this.token = -1;
+    if (destroy) s.destroy();
+  }
 }
 
 function headerListSize(raw: readonly string[]): number {
@@ -261,7 +354,7 @@ function trackSession(session: ServerHttp2Session, sessions: Set<ServerHttp2Sess
 
 /** Shutdown, first step: a GOAWAY to every HTTP/2 connection; the streams they have open finish. */
 export function goAway(s: object): void {
-  const sessions = sessionsOf.get(s as Http2SecureServer);
+  const sessions = sessionsOf.get(s);
   if (sessions !== undefined) for (const session of sessions) session.close();
 }
 
@@ -272,7 +365,9 @@ export function closeIdleConnections(s: HttpServer | Http2SecureServer): void {
 
 /** Shutdown, last step: every connection, HTTP/1.1 and HTTP/2, closed now. */
 export function closeAllConnections(s: HttpServer | Http2SecureServer): void {
-  const sessions = sessionsOf.get(s as Http2SecureServer);
+  const sniffing = sniffingOf.get(s);
+  if (sniffing !== undefined) for (const socket of [...sniffing]) socket.destroy();
+  const sessions = sessionsOf.get(s);
   if (sessions === undefined) return (s as HttpServer).closeAllConnections();
   // The HTTP/1.1 connections of the HTTP/2 server are tracked by node's http code, as on an http.Server.
   HttpServer.prototype.closeAllConnections.call(s);

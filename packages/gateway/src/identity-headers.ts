@@ -6,27 +6,30 @@ import type { Identity } from './auth.js';
 export const IDENTITY_HEADER = 'plinth-identity';
 /** The subject's roles (RoleBindings of the gateway's namespace), comma-separated, sorted. */
 export const IDENTITY_ROLES_HEADER = 'plinth-identity-roles';
-/** How the subject proved itself: `jwt` or `apiKey`. */
+/** How the subject proved itself: `jwt`, `apiKey` or `mtls`. */
 export const IDENTITY_VIA_HEADER = 'plinth-identity-via';
 
 const PREFIX = 'plinth-identity';
+/** The verified client certificate (client-cert.ts): only the gateway that verified it sets it. */
+const XFCC = 'x-forwarded-client-cert';
 
 export interface StripOptions {
-  /** Keep identity headers set by a hop before this one (a sidecar behind an edge gateway). Default false. */
+  /** Keep identity headers (and `x-forwarded-client-cert`) set by a hop before this one (a sidecar behind an edge gateway). Default false. */
   keepIdentity: boolean;
   /** Keep `plinth-caller` (mesh traffic names its caller; edge clients must not choose one). Default false. */
   keepCaller: boolean;
 }
 
 /**
- * Drops what a client must not be able to assert: the identity headers (only the gateway's own
- * verification sets them) and, at the edge, the caller name that rules' `callers` match on. Internal baggage
+ * Drops what a client must not be able to assert: the identity headers and the client certificate header
+ * (only the gateway's own verification sets them) and, at the edge, the caller name that rules' `callers` match on. Internal baggage
  * is dealt with by buildContext (kept only for trusted identities). Mutates `headers`; costs one scan
  * only when a `plinth-` header is present at all.
  */
 export function stripIncoming(headers: IncomingHttpHeaders, o: StripOptions): void {
   if (!o.keepCaller && headers[Headers.caller] !== undefined) delete headers[Headers.caller];
   if (o.keepIdentity) return;
+  if (headers[XFCC] !== undefined) delete headers[XFCC];
   if (headers[IDENTITY_HEADER] === undefined && headers[IDENTITY_ROLES_HEADER] === undefined && headers[IDENTITY_VIA_HEADER] === undefined) {
     // Cheap common case; a made-up plinth-identity-* name still goes through the scan below.
     let any = false;

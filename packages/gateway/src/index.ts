@@ -9,4 +9,5 @@ export { createAccessLog, type AccessEntry, type AccessLog, type AccessLogOption
 export { GatewayMetrics } from './metrics.js';
 export { parseHostPort, type ServerLimits } from './listen.js';
 export { TlsConfigError, type TlsOptions } from './tls.js';
+export { XFCC_HEADER, MTLS_REFUSALS, parseSpiffeId, type MtlsRefusal, type SpiffeId } from './client-cert.js';
 export { REPLAYABLE_BYTES } from './body.js';

@@ -3,7 +3,7 @@ import { createServer as createTlsServer, type Server as TlsServer } from 'node:
 import type { Http2SecureServer } from 'node:http2';
 import type { Server as NetServer, Socket } from 'node:net';
 import { GatewayCodes, rawProblem } from './errors.js';
-import { http2Server, type Http2Limits } from './http2.js';
+import { http2Server, type Http1Settings, type Http2Limits } from './http2.js';
 import type { TlsContext } from './tls.js';
 
 export interface ServerLimits {
@@ -17,7 +17,7 @@ export interface ServerLimits {
   connectionsCheckingIntervalMs?: number;
   /** Larger request headers get 431 (over HTTP/2, the header list; once the client has the setting, node resets such a stream instead). Default 16 KiB. */
   maxHeaderSize?: number;
-  /** With TLS and HTTP/2: streams one client connection may have open at once. Default 100. */
+  /** HTTP/2 (with TLS, or h2c): streams one client connection may have open at once. Default 100. */
   http2?: Http2Limits;
 }
 
@@ -43,13 +43,7 @@ export type AnyServer = Server | TlsServer | Http2SecureServer;
 export function hardenedServer(listener: RequestListener, limits: ServerLimits | undefined, tls: TlsContext, onTlsError?: (err: Error, socket: Socket) => void): TlsServer | Http2SecureServer;
 export function hardenedServer(listener: RequestListener, limits?: ServerLimits): Server;
 export function hardenedServer(listener: RequestListener, limits: ServerLimits = {}, tls?: TlsContext, onTlsError?: (err: Error, socket: Socket) => void): AnyServer {
-  const options = {
-    maxHeaderSize: limits.maxHeaderSize ?? 16 * 1024,
-    headersTimeout: limits.headersTimeoutMs ?? 20_000,
-    requestTimeout: limits.requestTimeoutMs ?? 300_000,
-    keepAliveTimeout: limits.keepAliveTimeoutMs ?? 65_000,
-    connectionsCheckingInterval: limits.connectionsCheckingIntervalMs ?? 1000,
-  };
+  const options = http1Settings(limits);
   let server: AnyServer;
   if (tls === undefined) server = createServer(options, listener);
   else {
@@ -77,6 +71,17 @@ export function hardenedServer(listener: RequestListener, limits: ServerLimits =
     socket.end(answer);
   });
   return server;
+}
+
+/** The node:http server settings of these limits, with their defaults. */
+export function http1Settings(limits: ServerLimits = {}): Http1Settings {
+  return {
+    maxHeaderSize: limits.maxHeaderSize ?? 16 * 1024,
+    headersTimeout: limits.headersTimeoutMs ?? 20_000,
+    requestTimeout: limits.requestTimeoutMs ?? 300_000,
+    keepAliveTimeout: limits.keepAliveTimeoutMs ?? 65_000,
+    connectionsCheckingInterval: limits.connectionsCheckingIntervalMs ?? 1000,
+  };
 }
 
 export function listenOn(server: NetServer, host: string, port: number): Promise<number> {

@@ -2,6 +2,7 @@ import type { ServerResponse } from 'node:http';
 import type { GovernanceSource } from '@plinth/sdk';
 import { outboundMetrics, type OutboundMetrics } from '@plinth/sdk/client';
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { MTLS_REFUSALS, type MtlsRefusal } from './client-cert.js';
 
 const BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
 /** Route ids come from resources, but keep a bound on label values anyway. */
@@ -81,6 +82,25 @@ export class GatewayMetrics {
     const byReason = { timeout: c.labels('timeout'), protocol: c.labels('protocol'), other: c.labels('other') };
     for (const child of Object.values(byReason)) child.inc(0);
     return (code) => byReason[tlsFailureReason(code)].inc();
+  }
+
+  private mtls: Record<MtlsRefusal, Inc> | undefined;
+
+  /**
+   * `plinth_gateway_mtls_refusals_total`, registered only where client certificates are verified: client
+   * certificates refused at the handshake (`tls.clientCert: 'require'`) or by a route of mode mtls, per
+   * reason (MTLS_REFUSALS). Every reason starts at 0.
+   */
+  mtlsRefusals(): void {
+    if (this.mtls !== undefined) return;
+    const c = new Counter({ name: 'plinth_gateway_mtls_refusals_total', help: 'Client certificates refused, at the TLS handshake or by a route of mode mtls, per reason.', labelNames: ['reason'], registers: [this.registry] });
+    const byReason = {} as Record<MtlsRefusal, Inc>;
+    for (const r of MTLS_REFUSALS) (byReason[r] = c.labels(r)).inc(0);
+    this.mtls = byReason;
+  }
+
+  mtlsRefused(reason: MtlsRefusal): void {
+    this.mtls?.[reason].inc();
   }
 
   /** `plinth_gateway_websockets_open`, read from `count` at each scrape. */

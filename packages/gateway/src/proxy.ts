@@ -9,8 +9,9 @@ import { startClientSpan, startServerSpan, type ServerSpanHandle, type Tracing }
 import type { Redis } from 'ioredis';
 import type { Dispatcher } from 'undici';
 import type { AccessLog } from './access-log.js';
-import type { Authenticator, Identity, RoleIndex } from './auth.js';
+import type { Authenticator, AuthOutcome, Identity, RoleIndex } from './auth.js';
 import { BodyTooLargeError, planBody, readBody, type BodyPlan, type UpstreamBody } from './body.js';
+import { authenticateCert, clientCertOf, forwardedCert, XFCC_HEADER, type CertAuth } from './client-cert.js';
 import { EdgeInboundGovernance } from './engine-governance.js';
 import { GatewayCodes, problemBody } from './errors.js';
 import { pushIdentity, pushIncomingIdentity, stripIncoming } from './identity-headers.js';
@@ -105,6 +106,8 @@ export interface ForwarderOptions {
   injectFaults: boolean;
   /** Proxy hops in front of the gateway whose X-Forwarded-For / Forwarded entries are believed. */
   trustProxy: number;
+  /** The listener verifies client certificates: a verified one is passed on in `x-forwarded-client-cert`. */
+  clientCerts: boolean;
   connectionsPerEndpoint: number;
   defaultTimeoutMs: number;
   /** A proxied WebSocket with no traffic either way for this long is closed; 0: never. */
@@ -420,7 +423,12 @@ export class Forwarder {
       else for (const x of v) out.push(name, x);
     }
     const trusted = this.o.trustProxy > 0;
-    const proto = (req.socket as { encrypted?: boolean }).encrypted === true ? 'https' : 'http';
+    const encrypted = (req.socket as { encrypted?: boolean }).encrypted === true;
+    const proto = encrypted ? 'https' : 'http';
+    if (encrypted && this.o.clientCerts) {
+      const xfcc = forwardedCert(clientCertOf(req), Date.now());
+      if (xfcc !== undefined) out.push(XFCC_HEADER, xfcc);
+    }
     const ip = req.socket.remoteAddress ?? '';
     const xff = trusted ? headerOf(req, 'x-forwarded-for') : undefined;
     out.push('x-forwarded-for', xff ? `${xff}, ${ip}` : ip);
@@ -542,7 +550,33 @@ export interface EdgeOptions {
   routes: LiveRoutes;
   auth: Authenticator | undefined;
   roles: RoleIndex | undefined;
+  certs: CertAuth;
 }
+
+/**
+ * A route's auth on a request: a certificate (mode mtls) or a token or key. Shared by requests and WebSocket
+ * handshakes; undefined when the route is anonymous.
+ */
+export function edgeAuthenticate(req: IncomingMessage, route: CompiledRoute, o: EdgeOptions, metrics: GatewayMetrics): AuthOutcome | Promise<AuthOutcome> | undefined {
+  const auth = route.auth;
+  if (auth.mode === 'anonymous') return undefined;
+  if (auth.mode === 'mtls') {
+    const c = authenticateCert(req, auth, o.certs);
+    if (c.reason !== undefined) metrics.mtlsRefused(c.reason);
+    return c.outcome;
+  }
+  if (o.auth === undefined) return NO_PROVIDER;
+  return o.auth.authenticate(req.headers, auth);
+}
+
+const NO_PROVIDER: AuthOutcome = { ok: false, status: 503, code: GatewayCodes.authUnavailable, detail: 'this gateway has no identity provider configured' };
+
+/** What a 401 says about how to authenticate: a bearer challenge for tokens; a certificate has no HTTP scheme. */
+export function challenge(route: CompiledRoute, status: number): readonly string[] {
+  return status === 401 && route.auth.mode !== 'mtls' ? BEARER_CHALLENGE : NO_HEADERS;
+}
+
+const BEARER_CHALLENGE: readonly string[] = Object.freeze(['www-authenticate', 'Bearer realm="plinth"']);
 
 /** The edge gateway's request listener. */
 export class EdgeProxy {
@@ -588,13 +622,12 @@ export class EdgeProxy {
       if (originAllowed(cors, origin)) ex.extraHeaders = corsHeaders(cors, origin);
     }
 
-    if (route.auth.mode !== 'anonymous') {
-      if (this.o.auth === undefined) return f.problem(ex, 503, GatewayCodes.authUnavailable, 'this gateway has no identity provider configured');
-      let a = this.o.auth.authenticate(req.headers, route.auth);
+    let a = edgeAuthenticate(req, route, this.o, f.o.metrics);
+    if (a !== undefined) {
       if (a instanceof Promise) a = await a;
       if (!a.ok) {
         f.o.metrics.rejected(route.id, a.code);
-        return f.problem(ex, a.status, a.code, a.detail, a.status === 401 ? ['www-authenticate', 'Bearer realm="plinth"'] : NO_HEADERS);
+        return f.problem(ex, a.status, a.code, a.detail, challenge(route, a.status));
       }
       ex.identity = a.identity;
     }

@@ -20,6 +20,8 @@ export interface CompiledAuth {
   readonly mode: AuthMode;
   readonly audiences: readonly string[] | undefined;
   readonly requiredRoles: readonly string[] | undefined;
+  /** mode mtls: the SPIFFE trust domains accepted; undefined, any. */
+  readonly trustDomains: ReadonlySet<string> | undefined;
 }
 
 /**
@@ -225,7 +227,7 @@ export function compileRoute(res: Resource<unknown>): { route: CompiledRoute; ra
     timeoutMs: spec.timeoutMs,
     maxBodyBytes: spec.maxBodyBytes,
     cors,
-    auth: { mode: spec.auth.mode, audiences: spec.auth.audiences, requiredRoles: spec.auth.requiredRoles },
+    auth: { mode: spec.auth.mode, audiences: spec.auth.audiences, requiredRoles: spec.auth.requiredRoles, trustDomains: spec.auth.trustDomains && new Set(spec.auth.trustDomains) },
     matchPath,
     matchRest,
     rewrite,

@@ -1,6 +1,6 @@
 import { execFile } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
-import { readFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import { createServer, type IncomingHttpHeaders, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { connect } from 'node:net';
 import { join } from 'node:path';
@@ -153,10 +153,53 @@ export interface CertPair {
 export async function selfSigned(dir: string, name: string): Promise<CertPair> {
   const cert = join(dir, `${name}.crt`);
   const key = join(dir, `${name}.key`);
-  const args = ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-subj', '/CN=localhost', '-addext', 'subjectAltName=DNS:localhost,IP:127.0.0.1', '-days', '1', '-keyout', key, '-out', cert];
-  await new Promise<void>((resolve, reject) => execFile('openssl', args, (err, _out, stderr) => (err ? reject(new Error(`openssl: ${stderr}`)) : resolve())));
+  await openssl(['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-subj', '/CN=localhost', '-addext', 'subjectAltName=DNS:localhost,IP:127.0.0.1', '-days', '1', '-keyout', key, '-out', cert]);
   const pem = await readFile(cert, 'utf8');
   return { cert, key, pem, fingerprint: new X509Certificate(pem).fingerprint256 };
+}
+
+function openssl(args: string[]): Promise<void> {
+  return new Promise<void>((resolve, reject) => execFile('openssl', args, (err, _out, stderr) => (err ? reject(new Error(`openssl: ${stderr}`)) : resolve())));
+}
+
+export interface Ca {
+  cert: string;
+  key: string;
+  pem: string;
+}
+
+/** A throwaway certificate authority (P-256, one day), written to `dir/name.{crt,key}`. */
+export async function certAuthority(dir: string, name: string): Promise<Ca> {
+  const cert = join(dir, `${name}.crt`);
+  const key = join(dir, `${name}.key`);
+  await openssl(['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-subj', `/CN=${name} CA`, '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign', '-days', '1', '-keyout', key, '-out', cert]);
+  return { cert, key, pem: await readFile(cert, 'utf8') };
+}
+
+export interface ClientCertFiles extends CertPair {
+  keyPem: string;
+  /** sha256 of the DER, lower-case hex: the `Hash` of x-forwarded-client-cert. */
+  hash: string;
+}
+
+/**
+ * A client certificate signed by `ca` (clientAuth), with these URI SANs (e.g. a SPIFFE ID) and subject;
+ * `expired` makes one whose notAfter has passed.
+ */
+export async function clientCertificate(dir: string, name: string, ca: Ca, o: { uris?: string[]; subject?: string; expired?: boolean } = {}): Promise<ClientCertFiles> {
+  const cert = join(dir, `${name}.crt`);
+  const key = join(dir, `${name}.key`);
+  const csr = join(dir, `${name}.csr`);
+  const ext = join(dir, `${name}.ext`);
+  await openssl(['req', '-new', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-subj', o.subject ?? `/CN=${name}`, '-keyout', key, '-out', csr]);
+  const lines = ['extendedKeyUsage=clientAuth', 'basicConstraints=CA:FALSE'];
+  if (o.uris !== undefined && o.uris.length > 0) lines.push(`subjectAltName=${o.uris.map((u) => `URI:${u}`).join(',')}`);
+  await writeFile(ext, lines.join('\n') + '\n');
+  // -days -1: notAfter a day before notBefore (now), so the certificate has expired.
+  await openssl(['x509', '-req', '-in', csr, '-CA', ca.cert, '-CAkey', ca.key, '-set_serial', String(Date.now() * 1000 + Math.floor(Math.random() * 1000)), '-days', o.expired ? '-1' : '1', '-extfile', ext, '-out', cert]);
+  const pem = await readFile(cert, 'utf8');
+  const x = new X509Certificate(pem);
+  return { cert, key, pem, keyPem: await readFile(key, 'utf8'), fingerprint: x.fingerprint256, hash: x.fingerprint256.replace(/:/g, '').toLowerCase() };
 }
 
 // ---- WebSockets: `ws` servers as upstreams and `ws` clients ----

@@ -1,6 +1,7 @@
 /**
  * TLS at the edge: the certificate and key files, loaded and checked as a pair, and reloaded when they change
- * so a renewed certificate is served without a restart.
+ * so a renewed certificate is served without a restart; with them, the client CA bundle that client
+ * certificates (mutual TLS) are verified against, reloaded the same way.
  */
 import { createPrivateKey, X509Certificate } from 'node:crypto';
 import { readFileSync, unwatchFile, watchFile, type Stats } from 'node:fs';
@@ -18,12 +19,25 @@ export interface TlsOptions {
   reloadIntervalMs?: number;
   /** Offer HTTP/2 (ALPN `h2`) beside HTTP/1.1 on the same port. Default true. */
   http2?: boolean;
+  /**
+   * PEM bundle of the CAs that client certificates are verified against (mutual TLS). Absent: no client
+   * certificate is asked for, and routes of auth mode mtls answer 503.
+   */
+  clientCa?: string;
+  /**
+   * With `clientCa`. `request` (the default): a certificate is asked for, a connection without one (or with
+   * one that does not verify) still shakes hands, and each route decides. `require`: the handshake fails
+   * without a certificate that verifies.
+   */
+  clientCert?: 'request' | 'require';
 }
 
-/** What node:https and setSecureContext are given; the same object shape both times. */
-export type TlsContext = SecureContextOptions & { ALPNProtocols: string[] };
+export const CLIENT_CERT_MODES = ['request', 'require'] as const;
 
-/** An unusable certificate or key: a configuration error, so startGateway's callers treat it as bad input. */
+/** What node:https and setSecureContext are given; the same object shape both times. */
+export type TlsContext = SecureContextOptions & { ALPNProtocols: string[]; requestCert?: boolean; rejectUnauthorized?: boolean };
+
+/** An unusable certificate, key or CA bundle: a configuration error, so startGateway's callers treat it as bad input. */
 export class TlsConfigError extends TypeError {
   constructor(message: string) {
     super(message);
@@ -43,7 +57,7 @@ function reason(e: unknown): string {
  * Checks the pair as node would use it, naming the file at fault: each must parse on its own, and the key
  * must belong to the certificate.
  */
-export function tlsContext(o: TlsOptions, cert: Buffer, key: Buffer): TlsContext {
+export function tlsContext(o: TlsOptions, cert: Buffer, key: Buffer, ca?: Buffer): TlsContext {
   try {
     new X509Certificate(cert);
   } catch (e) {
@@ -61,6 +75,13 @@ export function tlsContext(o: TlsOptions, cert: Buffer, key: Buffer): TlsContext
     // Said explicitly, and the same on every reload: without HTTP/2, a client offering h2 falls back to 1.1.
     ALPNProtocols: o.http2 === false ? ['http/1.1'] : ['h2', 'http/1.1'],
   };
+  if (o.clientCa !== undefined && ca !== undefined) {
+    checkCaBundle(o.clientCa, ca);
+    ctx.ca = ca;
+    ctx.requestCert = true;
+    // 'request': node still verifies, and says how it went in socket.authorized; the routes decide.
+    ctx.rejectUnauthorized = o.clientCert === 'require';
+  }
   try {
     createSecureContext(ctx);
   } catch (e) {
@@ -70,11 +91,28 @@ export function tlsContext(o: TlsOptions, cert: Buffer, key: Buffer): TlsContext
   return ctx;
 }
 
-function unreadable(what: 'certificate' | 'key', path: string, e: unknown): TlsConfigError {
+const PEM_CERT = /-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g;
+
+/** Each certificate of the bundle must parse; a bundle with none would make every client certificate fail. */
+function checkCaBundle(path: string, ca: Buffer): void {
+  const blocks = ca.toString('latin1').match(PEM_CERT) ?? [];
+  if (blocks.length === 0) throw new TlsConfigError(`the TLS client CA bundle ${path} holds no PEM certificate`);
+  blocks.forEach((pem, i) => {
+    try {
+      new X509Certificate(pem);
+    } catch (e) {
+      throw new TlsConfigError(`the TLS client CA bundle ${path} has a certificate that does not parse (number ${i + 1}: ${reason(e)})`);
+    }
+  });
+}
+
+type FileRole = 'certificate' | 'key' | 'client CA bundle';
+
+function unreadable(what: FileRole, path: string, e: unknown): TlsConfigError {
   return new TlsConfigError(`cannot read the TLS ${what} ${path}: ${reason(e)}`);
 }
 
-function read(what: 'certificate' | 'key', path: string): Buffer {
+function read(what: FileRole, path: string): Buffer {
   try {
     return readFileSync(path);
   } catch (e) {
@@ -84,15 +122,19 @@ function read(what: 'certificate' | 'key', path: string): Buffer {
 
 /** At startup: a missing, unreadable or mismatched file is an error naming it. */
 export function loadTls(o: TlsOptions): TlsContext {
-  return tlsContext(o, read('certificate', o.cert), read('key', o.key));
+  if (o.clientCert !== undefined && !(CLIENT_CERT_MODES as readonly string[]).includes(o.clientCert)) throw new TlsConfigError(`tls.clientCert is 'request' or 'require', not ${JSON.stringify(o.clientCert)}`);
+  if (o.clientCert !== undefined && o.clientCa === undefined) throw new TlsConfigError('tls.clientCert needs tls.clientCa: the CA bundle client certificates are verified against');
+  return tlsContext(o, read('certificate', o.cert), read('key', o.key), o.clientCa === undefined ? undefined : read('client CA bundle', o.clientCa));
 }
 
 async function reload(o: TlsOptions): Promise<TlsContext> {
-  const [cert, key] = await Promise.all([
+  const ca = o.clientCa;
+  const [cert, key, bundle] = await Promise.all([
     readFile(o.cert).catch((e: unknown) => Promise.reject(unreadable('certificate', o.cert, e))),
     readFile(o.key).catch((e: unknown) => Promise.reject(unreadable('key', o.key, e))),
+    ca === undefined ? undefined : readFile(ca).catch((e: unknown) => Promise.reject(unreadable('client CA bundle', ca, e))),
   ]);
-  return tlsContext(o, cert, key);
+  return tlsContext(o, cert, key, bundle);
 }
 
 export interface TlsWatcher {
@@ -100,7 +142,7 @@ export interface TlsWatcher {
 }
 
 /**
- * Polls both files (stat, which follows symlinks: a Kubernetes secret volume swaps a symlink) and, once
+ * Polls the files (the client CA bundle too; stat, which follows symlinks: a Kubernetes secret volume swaps a symlink) and, once
  * either changed, loads the pair again and hands it to `apply`. Renewal tools write the two files one after
  * the other, so a reload waits a little for the second one; a pair that still does not work is reported and
  * the one being served stays, until the next change.
@@ -119,7 +161,7 @@ export function watchTls(o: TlsOptions, current: TlsContext, apply: (ctx: TlsCon
       try {
         const ctx = await reload(o);
         // The second file's change often comes after both were read: nothing new then.
-        if (closed || (same(ctx.cert, served.cert) && same(ctx.key, served.key))) return;
+        if (closed || (same(ctx.cert, served.cert) && same(ctx.key, served.key) && (ctx.ca === undefined || same(ctx.ca, served.ca)))) return;
         apply(ctx);
         served = ctx;
       } catch (e) {
@@ -138,12 +180,14 @@ export function watchTls(o: TlsOptions, current: TlsContext, apply: (ctx: TlsCon
   // persistent: false, so a gateway that is otherwise done does not stay alive for its watcher.
   watchFile(o.cert, { interval, persistent: false }, changed);
   watchFile(o.key, { interval, persistent: false }, changed);
+  if (o.clientCa !== undefined) watchFile(o.clientCa, { interval, persistent: false }, changed);
   return {
     close: () => {
       closed = true;
       if (timer !== undefined) clearTimeout(timer);
       unwatchFile(o.cert, changed);
       unwatchFile(o.key, changed);
+      if (o.clientCa !== undefined) unwatchFile(o.clientCa, changed);
     },
   };
 }

@@ -6,10 +6,11 @@ import type { RequestContext } from '@plinth/sdk';
 import { formatTraceparent, getLane, isStress, newTraceContext } from '@plinth/sdk/balancing';
 import { isCallError, type OutboundCall, type RetryOverride, type TryContext, type TryOutcome } from '@plinth/sdk/client';
 import type { Admission } from '@plinth/sdk/middleware';
-import type { Authenticator, Identity } from './auth.js';
+import type { Identity } from './auth.js';
 import { GatewayCodes, problemBody } from './errors.js';
 import { stripIncoming } from './identity-headers.js';
-import { hostOf, type Forwarder } from './proxy.js';
+import { challenge, edgeAuthenticate, hostOf, type EdgeOptions, type Forwarder } from './proxy.js';
+import type { GatewayMetrics } from './metrics.js';
 import { normalizePath, type LiveRoutes } from './routes.js';
 
 /** Upstream answer headers never passed on a refused upgrade: hop-by-hop, and the framing the gateway redoes. */
@@ -55,7 +56,7 @@ export type WebSocketResolver = (req: IncomingMessage, path: string, query: stri
 export const wsRefusal = (status: number, code: string, detail: string, headers?: readonly string[], route?: string): WebSocketRefusal => ({ refused: true, status, code, detail, headers, route });
 
 /** The edge: the route table (matched as GET), the route's auth, then admission and the engine. */
-export function edgeWebSocketResolver(routes: LiveRoutes, auth: Authenticator | undefined): WebSocketResolver {
+export function edgeWebSocketResolver(routes: LiveRoutes, edge: EdgeOptions, metrics: GatewayMetrics): WebSocketResolver {
   return async (req, path, query) => {
     stripIncoming(req.headers, { keepIdentity: false, keepCaller: false });
     const host = hostOf(req);
@@ -64,11 +65,10 @@ export function edgeWebSocketResolver(routes: LiveRoutes, auth: Authenticator | 
     const route = m.route;
     if (route.service === undefined) return wsRefusal(400, GatewayCodes.badRequest, `route ${route.id} answers by itself and takes no WebSocket`, undefined, route.id);
     let identity: Identity | undefined;
-    if (route.auth.mode !== 'anonymous') {
-      if (auth === undefined) return wsRefusal(503, GatewayCodes.authUnavailable, 'this gateway has no identity provider configured', undefined, route.id);
-      let a = auth.authenticate(req.headers, route.auth);
+    let a = edgeAuthenticate(req, route, edge, metrics);
+    if (a !== undefined) {
       if (a instanceof Promise) a = await a;
-      if (!a.ok) return wsRefusal(a.status, a.code, a.detail, a.status === 401 ? ['www-authenticate', 'Bearer realm="plinth"'] : undefined, route.id);
+      if (!a.ok) return wsRefusal(a.status, a.code, a.detail, challenge(route, a.status), route.id);
       identity = a.identity;
     }
     return { service: route.service, path: route.rewrite(path, m.params), query, route: route.id, identity, admit: true, timeoutMs: route.timeoutMs, retry: route.retry };

@@ -20,7 +20,10 @@ interface GatewayFlags {
   traceSample?: string;
   tlsCert?: string;
   tlsKey?: string;
+  tlsClientCa?: string;
+  tlsClientCert?: string;
   http2: boolean;
+  h2c?: boolean;
 }
 
 const HOST_PORT = /^(\[[^\]]+\]|[^:]*):\d+$/;
@@ -33,7 +36,10 @@ export function registerGateway(program: Command): void {
     .option('--admin <host:port>', 'admin address: /metrics, /healthz, /readyz')
     .option('--tls-cert <file>', 'serve HTTPS: PEM certificate (chain) file, reloaded when it changes; with --tls-key')
     .option('--tls-key <file>', 'serve HTTPS: PEM private key file of --tls-cert')
+    .option('--tls-client-ca <file>', 'with --tls-cert: verify client certificates (mutual TLS) against this PEM CA bundle, reloaded when it changes')
+    .option('--tls-client-cert <mode>', 'with --tls-client-ca: "request" (default: routes of auth mode mtls decide) or "require" (no handshake without a valid certificate)')
     .option('--no-http2', 'with --tls-cert: offer HTTP/1.1 only (HTTP/2 is offered beside it by default)')
+    .option('--h2c', 'without --tls-cert: also serve cleartext HTTP/2 (prior knowledge) on --listen, beside HTTP/1.1')
     .option('-n, --namespace <ns>', 'namespace whose Routes and rules are served (default: $PLINTH_NAMESPACE or "default")')
     .option('--cache-file <file>', 'snapshot cache: start and route from it while the control plane is down')
     .option('--trust-proxy <hops>', 'proxies in front whose X-Forwarded-For is believed', undefined)
@@ -64,6 +70,14 @@ export function registerGateway(program: Command): void {
       if ((flags.tlsCert === undefined) !== (flags.tlsKey === undefined)) throw new UsageError('--tls-cert and --tls-key go together');
       if (flags.tlsCert !== undefined && flags.sidecar) throw new UsageError('--tls-cert and --tls-key apply to the edge gateway, not --sidecar');
       if (!flags.http2 && flags.tlsCert === undefined) throw new UsageError('--no-http2 applies with --tls-cert and --tls-key (plain HTTP is HTTP/1.1 only)');
+      if (flags.tlsClientCa !== undefined && flags.tlsCert === undefined) throw new UsageError('--tls-client-ca applies with --tls-cert and --tls-key (client certificates need TLS)');
+      if (flags.tlsClientCert !== undefined && flags.tlsClientCa === undefined) throw new UsageError('--tls-client-cert applies with --tls-client-ca');
+      if (flags.tlsClientCert !== undefined && flags.tlsClientCert !== 'request' && flags.tlsClientCert !== 'require') {
+        throw new UsageError(`--tls-client-cert expects request or require, not ${JSON.stringify(flags.tlsClientCert)}`);
+      }
+      const clientCert = flags.tlsClientCert as 'request' | 'require' | undefined;
+      if (flags.h2c === true && flags.tlsCert !== undefined) throw new UsageError('--h2c is cleartext HTTP/2; with --tls-cert, HTTP/2 is offered through TLS already');
+      if (flags.h2c === true && flags.sidecar) throw new UsageError('--h2c applies to the edge gateway, not --sidecar');
       const sample = flags.traceSample === undefined ? undefined : Number(flags.traceSample);
       if (sample !== undefined && !(sample >= 0 && sample <= 1)) throw new UsageError('--trace-sample expects a ratio from 0 to 1, e.g. 0.01');
       const namespace = flags.namespace ?? defaultNamespace();
@@ -86,7 +100,18 @@ export function registerGateway(program: Command): void {
           controlPlane: { url: conn.url, token: conn.token, ...(flags.cacheFile !== undefined ? { cacheFile: resolve(flags.cacheFile) } : {}) },
           listen: flags.listen,
           ...(flags.admin !== undefined ? { adminListen: flags.admin } : {}),
-          ...(flags.tlsCert !== undefined && flags.tlsKey !== undefined ? { tls: { cert: resolve(flags.tlsCert), key: resolve(flags.tlsKey), ...(flags.http2 ? {} : { http2: false }) } } : {}),
+          ...(flags.tlsCert !== undefined && flags.tlsKey !== undefined
+            ? {
+                tls: {
+                  cert: resolve(flags.tlsCert),
+                  key: resolve(flags.tlsKey),
+                  ...(flags.http2 ? {} : { http2: false }),
+                  ...(flags.tlsClientCa !== undefined ? { clientCa: resolve(flags.tlsClientCa) } : {}),
+                  ...(clientCert !== undefined ? { clientCert } : {}),
+                },
+              }
+            : {}),
+          ...(flags.h2c === true ? { h2c: true } : {}),
           ...(trustProxy !== undefined ? { trustProxy } : {}),
           ...(flags.accessLog ? {} : { accessLog: false as const }),
           ...(tracing !== undefined ? { tracing } : {}),

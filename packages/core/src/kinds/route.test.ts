@@ -38,6 +38,11 @@ describe('Route', () => {
     assert.deepEqual(r.cors, { allowOrigins: ['*'], allowMethods: ['GET', 'HEAD', 'POST'], allowHeaders: [], exposeHeaders: [], allowCredentials: false, maxAgeSec: 600 });
   });
 
+  it('accepts a client-certificate route with trust domains and roles', () => {
+    const auth = { mode: 'mtls', trustDomains: ['prod.example.com'], requiredRoles: ['billing'] };
+    assert.deepEqual(validate({ match: { path: { prefix: '/internal' } }, service: 'api', auth }).auth, auth);
+  });
+
   it('accepts a static answer', () => {
     const r = validate({ match: { path: { exact: '/robots.txt' } }, static: { status: 200, body: 'User-agent: *' }, auth: { mode: 'anonymous' } });
     assert.deepEqual(r.static, { status: 200, body: 'User-agent: *', headers: {} });
@@ -64,6 +69,9 @@ describe('Route', () => {
       [edit(full, (d) => (d.cors.allowOrigins = ['shop.example.com'])), ['spec.cors.allowOrigins[0]']],
       [edit(full, (d) => (d.auth = { mode: 'anonymous', requiredRoles: ['x'] })), ['spec.auth.requiredRoles']],
       [edit(full, (d) => (d.auth.mode = 'basic')), ['spec.auth.mode']],
+      [edit(full, (d) => (d.auth = { mode: 'mtls', audiences: ['plinth'] })), ['spec.auth.audiences']],
+      [edit(full, (d) => (d.auth = { mode: 'jwt', trustDomains: ['prod.example.com'] })), ['spec.auth.trustDomains']],
+      [edit(full, (d) => (d.auth = { mode: 'mtls', trustDomains: ['spiffe://prod.example.com'] })), ['spec.auth.trustDomains[0]']],
       [edit(full, (d) => (d.match.methods = ['FETCH'])), ['spec.match.methods[0]']],
       [edit(full, (d) => (d.timeotuMs = 5)), ['spec']],
     ];

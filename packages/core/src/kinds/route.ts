@@ -132,14 +132,26 @@ export const RouteCors = z.strictObject({
 });
 export type RouteCors = z.infer<typeof RouteCors>;
 
-export const AUTH_MODES = ['jwt', 'apiKey', 'anonymous', 'any'] as const;
+export const AUTH_MODES = ['jwt', 'apiKey', 'anonymous', 'any', 'mtls'] as const;
 export type AuthMode = (typeof AUTH_MODES)[number];
 
+/** A SPIFFE trust domain: lower-case letters, digits, dots, dashes and underscores (SPIFFE ID spec §2.1). */
+export const trustDomain = z
+  .string()
+  .min(1)
+  .max(255)
+  .regex(/^[a-z0-9._-]+$/, 'expected a SPIFFE trust domain such as prod.example.com (lower case, no scheme or path)');
+
 export const RouteAuth = z.strictObject({
-  /** jwt: a bearer JWT signed by the server. apiKey: a plinth_… credential. any: either. anonymous: no check. */
+  /**
+   * jwt: a bearer JWT signed by the server. apiKey: a plinth_… credential. any: either. mtls: a client
+   * certificate verified at the TLS handshake, naming a SPIFFE ID. anonymous: no check.
+   */
   mode: z.enum(AUTH_MODES).default('jwt'),
   /** The token's `aud` must be one of these; default the server's own audience, "plinth". */
   audiences: z.array(z.string().min(1).max(256)).min(1).max(32).optional(),
+  /** mtls only: the SPIFFE trust domains whose IDs this route accepts. Absent: any the client CA bundle vouches for. */
+  trustDomains: z.array(trustDomain).min(1).max(32).optional(),
   /** Roles (RoleBindings in the gateway's namespace) the identity must hold, all of them. */
   requiredRoles: z.array(dnsName).min(1).max(32).optional(),
 });
@@ -185,6 +197,9 @@ export const RouteSpec = z
       if (r.auth.audiences !== undefined) issue(ctx, ['auth', 'audiences'], 'not allowed when mode is anonymous');
       if (r.auth.requiredRoles !== undefined) issue(ctx, ['auth', 'requiredRoles'], 'not allowed when mode is anonymous');
     }
+    // A certificate carries no audience; a token no trust domain.
+    if (r.auth.mode === 'mtls' && r.auth.audiences !== undefined) issue(ctx, ['auth', 'audiences'], 'not allowed when mode is mtls (a certificate has no audience)');
+    if (r.auth.mode !== 'mtls' && r.auth.trustDomains !== undefined) issue(ctx, ['auth', 'trustDomains'], 'only allowed when mode is mtls');
     if (r.cors?.allowCredentials === true && r.cors.allowOrigins.includes('*')) {
       issue(ctx, ['cors', 'allowCredentials'], 'browsers refuse credentials with allowOrigins "*"; list the origins');
     }
