@@ -5,7 +5,6 @@
 import assert from 'node:assert/strict';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { connect as http2Connect, type ClientHttp2Session, type IncomingHttpHeaders as Http2Headers } from 'node:http2';
-import { connect as netConnect } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import type { StaticGovernance } from '@plinth/sdk';
 import { Client } from 'undici';
@@ -13,7 +12,7 @@ import type { StaticFeed } from './feed.js';
 import type { Gateway } from './gateway.js';
 import { enableH2c } from './http2.js';
 import { hardenedServer, http1Settings, listenOn } from './listen.js';
-import { call, instance, raw, route, staticGateway, upstream, type Upstream } from './testkit.test.helpers.js';
+import { call, closedAfter, instance, raw, route, staticGateway, upstream, type Upstream } from './testkit.test.helpers.js';
 
 const PREFACE = 'PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n';
 
@@ -43,19 +42,6 @@ function connected(url: string): Promise<ClientHttp2Session> {
   });
 }
 
-/** Milliseconds until the gateway closes a connection that sent `data`, then nothing. */
-function closedAfter(url: string, data: string | undefined): Promise<number> {
-  const u = new URL(url);
-  return new Promise((resolve) => {
-    const t0 = Date.now();
-    const s = netConnect(Number(u.port), u.hostname, () => {
-      if (data !== undefined) s.write(data);
-    });
-    s.on('data', () => {});
-    s.on('error', () => {});
-    s.on('close', () => resolve(Date.now() - t0));
-  });
-}
 
 describe('gateway with h2c', () => {
   let gw: Gateway;

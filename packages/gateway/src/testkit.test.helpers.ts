@@ -295,3 +295,17 @@ export async function controlPlane(): Promise<TestControlPlane> {
   const mod = (await import(new URL('../../sdk/dist/testing/control-plane.js', import.meta.url).href)) as { TestControlPlane: { start(): Promise<TestControlPlane> } };
   return mod.TestControlPlane.start();
 }
+
+/** Milliseconds until the gateway at `url` closes a connection that sent `data` (or nothing) and then went quiet. */
+export function closedAfter(url: string, data?: Buffer | string): Promise<number> {
+  const u = new URL(url);
+  return new Promise((resolve) => {
+    const t0 = Date.now();
+    const s = connect(Number(u.port), u.hostname, () => {
+      if (data !== undefined) s.write(data);
+    });
+    s.on('data', () => {});
+    s.on('error', () => {});
+    s.on('close', () => resolve(Date.now() - t0));
+  });
+}

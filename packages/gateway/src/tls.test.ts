@@ -5,7 +5,6 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { mkdtemp, readFile, rename, rm, writeFile } from 'node:fs/promises';
-import { connect as netConnect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -14,7 +13,7 @@ import type { StaticGovernance } from '@plinth/sdk';
 import { Agent, buildConnector, Client, request } from 'undici';
 import type { Gateway } from './gateway.js';
 import type { StaticFeed } from './feed.js';
-import { call, instance, opened, roundTrip, route, selfSigned, sleep, staticGateway, until, upstream, wsUpstream, type CertPair, type Upstream, type WsUpstream } from './testkit.test.helpers.js';
+import { call, closedAfter, instance, opened, roundTrip, route, selfSigned, sleep, staticGateway, until, upstream, wsUpstream, type CertPair, type Upstream, type WsUpstream } from './testkit.test.helpers.js';
 import { TlsConfigError } from './tls.js';
 
 const anon = { auth: { mode: 'anonymous' } };
@@ -125,17 +124,6 @@ describe('gateway with TLS', () => {
   });
 
   it('survives handshake garbage, plain HTTP and silent clients on the TLS port, then serves the next request', async () => {
-    const u = new URL(gw.url);
-    const closedAfter = (data: Buffer | string | undefined): Promise<number> =>
-      new Promise((resolve) => {
-        const t0 = Date.now();
-        const s = netConnect(Number(u.port), u.hostname, () => {
-          if (data !== undefined) s.write(data);
-        });
-        s.on('data', () => {});
-        s.on('error', () => {});
-        s.on('close', () => resolve(Date.now() - t0));
-      });
     const before = debug.length;
     const failuresBefore = await handshakeFailures(gw.adminUrl!);
     assert.deepEqual(Object.keys(failuresBefore).sort(), ['other', 'protocol', 'timeout']);
@@ -143,9 +131,9 @@ describe('gateway with TLS', () => {
     for (let i = 0; i < garbage.length; i++) garbage[i] = (i * 131 + 7) & 0xff;
     // A record header that claims to be a ClientHello, followed by nonsense.
     const fakeHello = Buffer.concat([Buffer.from([0x16, 0x03, 0x01, 0x00, 0x40, 0x01, 0x00, 0x00, 0x3c]), Buffer.alloc(60, 0xee)]);
-    await Promise.all([closedAfter(garbage), closedAfter(fakeHello), closedAfter('GET /api/x HTTP/1.1\r\nhost: localhost\r\n\r\n')]);
+    await Promise.all([closedAfter(gw.url, garbage), closedAfter(gw.url, fakeHello), closedAfter(gw.url, 'GET /api/x HTTP/1.1\r\nhost: localhost\r\n\r\n')]);
     // Connected and silent: dropped after the headers timeout (500 ms here), not held for node's 120 s.
-    const silentMs = await closedAfter(undefined);
+    const silentMs = await closedAfter(gw.url);
     assert.ok(silentMs < 3000, `a silent client was held ${silentMs} ms`);
     await until('the failed handshakes to be logged', () => debug.slice(before).filter((d) => d.message === 'TLS handshake failed').length >= 4);
     // Garbage, the fake hello and plain HTTP are protocol failures; the silent client is a timeout.
