@@ -102,7 +102,6 @@ export function createAccessLog(o: AccessLogOptions = {}): AccessLog {
   };
 }
 
-
 /** JSON has no NaN or Infinity; pino writes them as null. */
 function num(n: number): string {
   return Number.isFinite(n) ? String(n) : 'null';

@@ -28,8 +28,6 @@ export interface SpiffeId {
 
 /** A connection's client certificate, as read once. */
 export interface ClientCert {
-  /** Presented and verified against the client CA bundle at the handshake. */
-  readonly verified: boolean;
   /** Why it is no identity, before any route's own conditions (undefined: verified and mapped). */
   readonly refusal: MtlsRefusal | undefined;
   readonly detail: string;
@@ -46,7 +44,6 @@ const PEER = Symbol('plinth.gateway.clientCert');
 type Cached = { [PEER]?: ClientCert };
 
 const NONE: ClientCert = Object.freeze({
-  verified: false,
   refusal: 'no_certificate',
   detail: 'this route takes a client certificate (mutual TLS); the connection presented none',
   subject: undefined,
@@ -74,7 +71,7 @@ function readClientCert(socket: TLSSocket): ClientCert {
   if (socket.authorized !== true) {
     const code = typeof socket.authorizationError === 'string' ? socket.authorizationError : String(socket.authorizationError ?? 'unknown');
     const refusal = verifyRefusal(code);
-    return { verified: false, refusal, detail: verifyDetail(refusal, code), subject: undefined, spiffe: undefined, validTo, xfcc: undefined };
+    return { refusal, detail: verifyDetail(refusal, code), subject: undefined, spiffe: undefined, validTo, xfcc: undefined };
   }
   const xfcc = xfccOf(x509);
   const uris = sansOf(x509.subjectAltName, 'URI');
@@ -84,14 +81,14 @@ function readClientCert(socket: TLSSocket): ClientCert {
       ids.length === 0
         ? 'the client certificate names no SPIFFE ID (a URI SAN spiffe://<trust-domain>/ns/<namespace>/sa/<name>)'
         : 'the client certificate names more than one SPIFFE ID';
-    return { verified: true, refusal: 'unmapped', detail, subject: undefined, spiffe: undefined, validTo, xfcc };
+    return { refusal: 'unmapped', detail, subject: undefined, spiffe: undefined, validTo, xfcc };
   }
   const spiffe = parseSpiffeId(ids[0]!);
   if (spiffe === undefined) {
     const detail = `the client certificate's SPIFFE ID ${ids[0]!.slice(0, 200)} is not of the form spiffe://<trust-domain>/ns/<namespace>/sa/<name>`;
-    return { verified: true, refusal: 'unmapped', detail, subject: undefined, spiffe: undefined, validTo, xfcc };
+    return { refusal: 'unmapped', detail, subject: undefined, spiffe: undefined, validTo, xfcc };
   }
-  return { verified: true, refusal: undefined, detail: '', subject: `ServiceAccount:${spiffe.namespace}/${spiffe.name}`, spiffe, validTo, xfcc };
+  return { refusal: undefined, detail: '', subject: `ServiceAccount:${spiffe.namespace}/${spiffe.name}`, spiffe, validTo, xfcc };
 }
 
 /** OpenSSL's verify codes (as node names them) by what the operator can do about them. */
@@ -223,22 +220,16 @@ export function forwardedCert(cert: ClientCert | undefined, now: number): string
   return cert !== undefined && cert.xfcc !== undefined && now <= cert.validTo ? cert.xfcc : undefined;
 }
 
-export interface CertAuth {
-  /** The gateway verifies client certificates (`tls.clientCa`). */
-  readonly enabled: boolean;
-  readonly roles: RoleIndex | undefined;
-}
-
 /**
- * A route of mode mtls on one request: the connection's verified certificate as the identity, the route's
+ * A route of mode mtls on one request (`verifying`: the listener checks client certificates, `tls.clientCa`): the connection's verified certificate as the identity, the route's
  * trust domains and roles applied. `reason` is set for a refusal of the certificate itself.
  */
-export function authenticateCert(req: IncomingMessage, auth: CompiledAuth, o: CertAuth): { outcome: AuthOutcome; reason: MtlsRefusal | undefined } {
-  if (!o.enabled) {
+export function authenticateCert(req: IncomingMessage, auth: CompiledAuth, verifying: boolean, roles: RoleIndex | undefined): { outcome: AuthOutcome; reason: MtlsRefusal | undefined } {
+  if (!verifying) {
     return { outcome: { ok: false, status: 503, code: GatewayCodes.authUnavailable, detail: 'this gateway does not verify client certificates (it has no client CA bundle)' }, reason: undefined };
   }
   const r = certOutcome(clientCertOf(req), auth, Date.now());
-  return r.reason === undefined ? { outcome: checkRoles(r.outcome, auth, o.roles), reason: undefined } : r;
+  return r.reason === undefined ? { outcome: checkRoles(r.outcome, auth, roles), reason: undefined } : r;
 }
 
 /**

@@ -223,7 +223,7 @@ export async function startGateway(o: GatewayOptions): Promise<Gateway> {
       const roles = bindings ? new RoleIndex(bindings) : undefined;
       const auth = serverUrl !== undefined ? new Authenticator({ ...o.identity, serverUrl }, roles) : undefined;
       if (clientCerts) metrics.mtlsRefusals();
-      const edgeOptions = { routes, auth, roles, certs: { enabled: clientCerts, roles } };
+      const edgeOptions = { routes, auth, roles, clientCerts };
       const edge = new EdgeProxy(forwarder, edgeOptions);
       const listener = edge.listener;
       const tlsFailed = tlsContext !== undefined ? metrics.tlsHandshakeFailures() : undefined;

@@ -172,16 +172,23 @@ export function http2Server(listener: RequestListener, http1: Http1Settings, tls
     // The http timeouts start once the handshake is done; until then a silent client is held this long.
     handshakeTimeout: http1.headersTimeout,
     noDelay: true,
-    Http2ServerRequest: EdgeHttp2Request,
-    Http2ServerResponse: EdgeHttp2Response,
-    // Header pairs as node's http parser allows (2,000), the list's size bounded as over HTTP/1.1.
-    maxHeaderListPairs: 2000,
-    settings: { maxConcurrentStreams: limits.maxConcurrentStreams ?? 100, maxHeaderListSize: http1.maxHeaderSize, enablePush: false },
+    ...streamOptions(http1, limits),
   });
   // node's http2 server does not take http.Server's options: what its HTTP/1.1 connections read is set here.
   Object.assign(s, { ...http1, requireHostHeader: true, joinDuplicateHeaders: false, rejectNonStandardBodyWrites: false, maxHeadersCount: null, maxRequestsPerSocket: 0, httpAllowHalfOpen: false });
   serveStreams(s, s, listener, http1, wheel);
   return s;
+}
+
+/** What both HTTP/2 servers (over TLS and h2c) are created with: the compatibility classes and the limits. */
+function streamOptions(http1: Http1Settings, limits: Http2Limits) {
+  return {
+    Http2ServerRequest: EdgeHttp2Request,
+    Http2ServerResponse: EdgeHttp2Response,
+    // Header pairs as node's http parser allows (2,000), the list's size bounded as over HTTP/1.1.
+    maxHeaderListPairs: 2000,
+    settings: { maxConcurrentStreams: limits.maxConcurrentStreams ?? 100, maxHeaderListSize: http1.maxHeaderSize, enablePush: false },
+  };
 }
 
 /** What both HTTP/2 servers do with their streams; the sessions are listed under `owner` (the listening server). */
@@ -218,12 +225,7 @@ const sniffingOf = new WeakMap<object, Set<Socket>>();
  * A connection that says nothing is dropped after `headersTimeout`, as node's http would drop it.
  */
 export function enableH2c(server: HttpServer, listener: RequestListener, http1: Http1Settings, limits: Http2Limits = {}, wheel: TimerWheel = sharedWheel): void {
-  const h2 = createHttp2Server({
-    Http2ServerRequest: EdgeHttp2Request,
-    Http2ServerResponse: EdgeHttp2Response,
-    maxHeaderListPairs: 2000,
-    settings: { maxConcurrentStreams: limits.maxConcurrentStreams ?? 100, maxHeaderListSize: http1.maxHeaderSize, enablePush: false },
-  });
+  const h2 = createHttp2Server(streamOptions(http1, limits));
   serveStreams(h2, server, listener, http1, wheel);
   const http1Listeners = server.listeners('connection') as ((socket: Socket) => void)[];
   server.removeAllListeners('connection');

@@ -11,7 +11,7 @@ import type { Dispatcher } from 'undici';
 import type { AccessLog } from './access-log.js';
 import type { Authenticator, AuthOutcome, Identity, RoleIndex } from './auth.js';
 import { BodyTooLargeError, planBody, readBody, type BodyPlan, type UpstreamBody } from './body.js';
-import { authenticateCert, clientCertOf, forwardedCert, XFCC_HEADER, type CertAuth } from './client-cert.js';
+import { authenticateCert, clientCertOf, forwardedCert, XFCC_HEADER } from './client-cert.js';
 import { EdgeInboundGovernance } from './engine-governance.js';
 import { GatewayCodes, problemBody } from './errors.js';
 import { pushIdentity, pushIncomingIdentity, stripIncoming } from './identity-headers.js';
@@ -559,7 +559,8 @@ export interface EdgeOptions {
   routes: LiveRoutes;
   auth: Authenticator | undefined;
   roles: RoleIndex | undefined;
-  certs: CertAuth;
+  /** The listener verifies client certificates (`tls.clientCa`), so routes of mode mtls can take them. */
+  clientCerts: boolean;
 }
 
 /**
@@ -570,7 +571,7 @@ export function edgeAuthenticate(req: IncomingMessage, route: CompiledRoute, o: 
   const auth = route.auth;
   if (auth.mode === 'anonymous') return undefined;
   if (auth.mode === 'mtls') {
-    const c = authenticateCert(req, auth, o.certs);
+    const c = authenticateCert(req, auth, o.clientCerts, o.roles);
     if (c.reason !== undefined) metrics.mtlsRefused(c.reason);
     return c.outcome;
   }

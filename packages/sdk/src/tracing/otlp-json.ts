@@ -68,7 +68,6 @@ export function nanos(ms: number): string {
   return `${whole}${String(frac).padStart(6, '0')}`;
 }
 
-
 function anyValue(v: unknown): string {
   switch (typeof v) {
     case 'string':
