@@ -143,7 +143,12 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     cleanups.unshift(() => clearInterval(compactTimer));
 
     const router = new Router();
-    const guard = { identity, audit };
+    const settle = async (kind: string, revision: number): Promise<void> => {
+      if (AUTH_KINDS.has(kind) && !(await hub.reached(revision))) {
+        log.warn({ kind, revision }, 'a committed identity change is not yet enforced here: the change log could not be read');
+      }
+    };
+    const guard = { identity, audit, settle };
     registerResourceRoutes(router, { ...guard, store, keyring });
     registerWatchRoutes(router, {
       ...guard,
@@ -156,7 +161,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     });
     registerRegistryRoutes(router, { ...guard, store, leases });
     registerSecretKeyRoutes(router, { ...guard, store, keyring, log });
-    registerIdentityRoutes(router, { identity, audit, store });
+    registerIdentityRoutes(router, { identity, audit, store, settle });
     const apm = await startApm({ router, guard, store, hub, keyring, log, metrics, dataDir, storeSpec: options.store, options: options.apm ?? {} });
     cleanups.unshift(() => apm.close());
     router.add('GET', '/healthz', (ctx) => sendJson(ctx.res, 200, { status: 'ok' }), { public: true });

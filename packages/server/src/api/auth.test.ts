@@ -93,6 +93,30 @@ for (const { backend, skip } of backends()) {
       assert.equal(modest.status, 201, JSON.stringify(modest.body));
     });
 
+    it('enforces a binding, its removal and a revocation as soon as each response arrives', async () => {
+      await s.api('PUT', '/v1/resources/ServiceAccount/team-c/ops', resource('ServiceAccount', 'team-c', 'ops', {}));
+      await s.api('PUT', '/v1/resources/Role/team-c/reader', resource('Role', 'team-c', 'reader', {
+        rules: [{ verbs: ['get', 'list'], kinds: ['Config'], namespaces: ['team-c'] }],
+      }));
+      const binding = resource('RoleBinding', 'team-c', 'ops-reads', { role: 'reader', subjects: [{ kind: 'ServiceAccount', namespace: 'team-c', name: 'ops' }] });
+      const cred = await s.api('POST', '/v1/serviceaccounts/team-c/ops/credentials');
+      // Each round trips the server's verified-token cache and its RBAC index right after a write.
+      for (let i = 0; i < 10; i++) {
+        assert.equal((await as(cred.body.token, 'GET', '/v1/resources/Config?namespace=team-c')).status, 403, `round ${i}: before the binding`);
+        assert.equal((await s.api('PUT', '/v1/resources/RoleBinding/team-c/ops-reads', binding)).status, 201);
+        assert.equal((await as(cred.body.token, 'GET', '/v1/resources/Config?namespace=team-c')).status, 200, `round ${i}: with the binding`);
+        assert.equal((await s.api('DELETE', '/v1/resources/RoleBinding/team-c/ops-reads')).status, 200);
+      }
+      for (let i = 0; i < 10; i++) {
+        const c = await s.api('POST', '/v1/serviceaccounts/team-c/ops/credentials');
+        assert.equal((await as(c.body.token, 'GET', '/v1/whoami')).status, 200);
+        assert.equal((await s.api('DELETE', `/v1/serviceaccounts/team-c/ops/credentials/${c.body.id}`)).status, 200);
+        assert.equal((await as(c.body.token, 'GET', '/v1/whoami')).status, 401, `round ${i}: after the revocation`);
+      }
+      assert.equal((await s.api('DELETE', '/v1/resources/ServiceAccount/team-c/ops')).status, 200);
+      assert.equal((await as(cred.body.token, 'GET', '/v1/whoami')).status, 401, 'a deleted account keeps no cached session');
+    });
+
     it('records mutations and denials in a hash chain that verifies', async () => {
       const page = await s.api('GET', '/v1/audit?after=0&limit=5000');
       assert.equal(page.status, 200);

@@ -91,6 +91,7 @@ async function write(
         revisionAfter: put.resource.metadata.revision,
       });
     }
+    if (result !== 'unchanged') await deps.settle?.(kind, put.resource.metadata.revision);
     return { result, resource: put.resource };
   } catch (e) {
     if (e instanceof PlinthError && (e.code === 'revision_conflict' || e.code === 'already_exists')) {
@@ -163,6 +164,7 @@ export function registerResourceRoutes(router: Router, deps: ResourceApiDeps): v
       revisionBefore: before?.metadata.revision ?? null,
       revisionAfter: gone.metadata.revision,
     });
+    await deps.settle?.(kind, gone.metadata.revision);
     sendJson(ctx.res, 200, presentResource(gone));
   });
 

@@ -5,6 +5,12 @@ import type { RequestContext } from './router.js';
 export interface GuardDeps {
   identity: Identity;
   audit: AuditRecorder;
+  /**
+   * Waits until this server enforces a committed write of `kind` at `revision` (its identity caches follow
+   * the change log, a moment behind the commit): a revoked credential or a changed role binding is in force
+   * when the response arrives. Absent, writes answer at commit.
+   */
+  settle?: (kind: string, revision: number) => Promise<void>;
 }
 
 /** The authenticated caller; routes marked public have none. */

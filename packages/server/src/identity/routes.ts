@@ -1,6 +1,6 @@
 import { PlinthError, SYSTEM_NAMESPACE } from '@plinth/core';
 import { readDocument } from '../http/body.js';
-import { authorize, principalOf } from '../http/guard.js';
+import { authorize, principalOf, type GuardDeps } from '../http/guard.js';
 import { sendJson } from '../http/problem.js';
 import type { RequestContext, Router } from '../http/router.js';
 import type { Store } from '../store/types.js';
@@ -8,7 +8,7 @@ import type { IdentityService } from './identity-service.js';
 import { CREDENTIAL_KIND, SIGNING_KEY_KIND } from './kinds.js';
 import type { AuditRecorder, Principal } from './types.js';
 
-export interface IdentityRouteDeps {
+export interface IdentityRouteDeps extends Pick<GuardDeps, 'settle'> {
   identity: IdentityService;
   audit: AuditRecorder;
   store: Store;
@@ -136,6 +136,7 @@ export function registerIdentityRoutes(router: Router, deps: IdentityRouteDeps):
       revisionAfter: revs.revisionAfter,
       detail: `credential ${id}`,
     });
+    await deps.settle?.(CREDENTIAL_KIND, revs.revisionAfter);
     sendJson(ctx.res, 200, { id, namespace, name, revoked: true });
   });
 

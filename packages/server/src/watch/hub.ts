@@ -39,6 +39,7 @@ export class WatchHub {
   private heartbeatTimer: NodeJS.Timeout | undefined;
   private safetyTimer: NodeJS.Timeout | undefined;
   private stopped = false;
+  private waiters: { revision: number; done: (reached: boolean) => void }[] = [];
 
   constructor(
     private readonly store: Store,
@@ -94,6 +95,40 @@ export class WatchHub {
     }
   }
 
+  /**
+   * Resolves true once every change up to `revision` has reached the in-process listeners, so that a
+   * request which changed roles or credentials answers only after this server enforces the change; false
+   * after `timeoutMs` when the change log cannot be read (the write itself has already committed).
+   */
+  reached(revision: number, timeoutMs = 5000): Promise<boolean> {
+    if (this.lastRevision >= revision || this.stopped) return Promise.resolve(this.lastRevision >= revision);
+    return new Promise((resolve) => {
+      const w = {
+        revision,
+        done: (ok: boolean) => {
+          clearTimeout(timer);
+          resolve(ok);
+        },
+      };
+      const timer = setTimeout(() => {
+        this.waiters = this.waiters.filter((x) => x !== w);
+        resolve(false);
+      }, timeoutMs);
+      this.waiters.push(w);
+      this.pump();
+    });
+  }
+
+  private wake(): void {
+    if (this.waiters.length === 0) return;
+    const still: typeof this.waiters = [];
+    for (const w of this.waiters) {
+      if (w.revision <= this.lastRevision) w.done(true);
+      else still.push(w);
+    }
+    this.waiters = still;
+  }
+
   private async drain(): Promise<void> {
     try {
       for (;;) {
@@ -104,6 +139,7 @@ export class WatchHub {
           this.lastRevision = ch.revision;
           this.dispatch(ch);
         }
+        this.wake();
         if (batch.length < PAGE) return;
       }
     } catch (e) {
@@ -212,5 +248,7 @@ export class WatchHub {
     if (this.heartbeatTimer) clearInterval(this.heartbeatTimer);
     if (this.safetyTimer) clearInterval(this.safetyTimer);
     for (const s of [...this.subscribers]) this.drop(s, 'shutdown');
+    for (const w of this.waiters) w.done(false);
+    this.waiters = [];
   }
 }
