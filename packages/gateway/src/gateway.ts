@@ -32,6 +32,7 @@ import { EdgeProxy, Forwarder } from './proxy.js';
 import { LiveRoutes } from './routes.js';
 import { startSidecar, type RunningSidecar, type SidecarOptions } from './sidecar.js';
 import { loadTls, watchTls, type TlsOptions, type TlsWatcher } from './tls.js';
+import { UpstreamTls, type UpstreamTlsOptions } from './upstream-tls.js';
 import { edgeWebSocketResolver, WebSocketProxy } from './websocket.js';
 
 /** The kinds the gateway's control-plane client holds. */
@@ -61,11 +62,13 @@ export interface GatewayOptions {
   /** `host:port` of `/metrics`, `/healthz`, `/readyz`. None when absent. */
   adminListen?: string;
   /**
-   * Terminate TLS on the proxy listener (edge mode only): PEM files, reloaded when they change. `url` is then
-   * https://, and upstreams see `X-Forwarded-Proto: https`. HTTP/2 is offered beside HTTP/1.1 on that port
-   * unless `tls.http2` is false (upstreams are still reached over HTTP/1.1). With `tls.clientCa`, client
-   * certificates are verified (mutual TLS): routes of auth mode mtls take them as the caller's identity, and
-   * a verified one is passed upstream in `x-forwarded-client-cert`. Plain HTTP when absent.
+   * Terminate TLS on the proxy listener or the sidecar ingress: PEM files, reloaded when they change. `url` is
+   * then https://, and upstreams see `X-Forwarded-Proto: https`. At the edge, HTTP/2 is offered beside
+   * HTTP/1.1 unless `tls.http2` is false (upstreams are still reached over HTTP/1.1); the sidecar ingress
+   * serves HTTP/1.1 and registers its https:// address. With `tls.clientCa`, client certificates are verified
+   * (mutual TLS): routes of auth mode mtls take them as the caller's identity, a sidecar believes identity
+   * headers only from a verified peer, and a verified one is passed on in `x-forwarded-client-cert`. Plain
+   * HTTP when absent.
    */
   tls?: TlsOptions;
   /**
@@ -74,6 +77,13 @@ export interface GatewayOptions {
    * Edge mode without `tls` only. Default false.
    */
   h2c?: boolean;
+  /**
+   * TLS to instances registered with an `https://` address: the CA bundle they are verified against, the
+   * client certificate presented to them (mutual TLS between sidecars), and whether their certificate must
+   * name their host or a SPIFFE ID. Files reloaded when they change. Without it, https upstreams are
+   * verified against the system's roots by hostname.
+   */
+  upstreamTls?: UpstreamTlsOptions;
   /** The gateway's name: `plinth-caller` upstream, matched by rules' `callers`. Default `gateway` (sidecar: its service). */
   name?: string;
   /** Proxies in front whose X-Forwarded-For / Forwarded are believed: true = 1 hop. Default none. */
@@ -136,12 +146,12 @@ function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
 export async function startGateway(o: GatewayOptions): Promise<Gateway> {
   if ((o.controlPlane === undefined) === (o.governance === undefined)) throw new TypeError('startGateway: give either controlPlane or governance');
   const log = o.logger ?? noopLogger;
-  if (o.tls !== undefined && o.sidecar !== undefined) throw new TypeError('startGateway: tls is for the edge listener; the sidecar ingress serves plain HTTP');
   if (o.h2c === true && o.sidecar !== undefined) throw new TypeError('startGateway: h2c is for the edge listener; the sidecar ingress serves HTTP/1.1');
   if (o.h2c === true && o.tls !== undefined) throw new TypeError('startGateway: h2c is cleartext HTTP/2; with tls, HTTP/2 is offered through ALPN (tls.http2)');
   // Before the control plane: a bad certificate should fail at once, not after the first snapshot.
   const tlsContext = o.tls !== undefined ? loadTls(o.tls) : undefined;
   const clientCerts = tlsContext?.requestCert === true;
+  const upstreamTls = o.upstreamTls !== undefined ? UpstreamTls.load(o.upstreamTls) : undefined;
   const closers: (() => Promise<void> | void)[] = [];
 
   let client: ControlPlaneClient | undefined;
@@ -199,6 +209,7 @@ export async function startGateway(o: GatewayOptions): Promise<Gateway> {
     trustProxy,
     clientCerts,
     connectionsPerEndpoint: o.connectionsPerEndpoint ?? 64,
+    upstreamTls,
     defaultTimeoutMs: o.defaultTimeoutMs ?? 30_000,
     websocketIdleTimeoutMs: o.websocketIdleTimeoutMs ?? 300_000,
     tracing: o.tracing,
@@ -216,7 +227,19 @@ export async function startGateway(o: GatewayOptions): Promise<Gateway> {
   try {
     if (sidecar !== undefined) {
       if (client === undefined || o.controlPlane === undefined) throw new TypeError('startGateway: sidecar mode needs a controlPlane (it registers the app)');
-      running = await startSidecar(forwarder, sidecar, client, { url: o.controlPlane.url, token: o.controlPlane.token }, o.namespace, listen, o.server ?? {});
+      const t = o.tls;
+      const sidecarTls =
+        t !== undefined && tlsContext !== undefined
+          ? {
+              context: tlsContext,
+              options: t,
+              onTlsError: tlsFailureHandler(metrics, log, clientCerts),
+              onReloaded: () => log.debug('TLS certificate reloaded', { cert: t.cert, ...(t.clientCa !== undefined ? { clientCa: t.clientCa } : {}) }),
+              onReloadFailed: (e: Error) => log.warn(reloadFailure(t), { error: e.message }),
+            }
+          : undefined;
+      if (clientCerts) metrics.mtlsRefusals();
+      running = await startSidecar(forwarder, sidecar, client, { url: o.controlPlane.url, token: o.controlPlane.token }, o.namespace, listen, o.server ?? {}, sidecarTls);
       url = running.ingressUrl;
     } else {
       const serverUrl = o.identity?.serverUrl ?? o.controlPlane?.url;
@@ -226,7 +249,6 @@ export async function startGateway(o: GatewayOptions): Promise<Gateway> {
       const edgeOptions = { routes, auth, roles, clientCerts };
       const edge = new EdgeProxy(forwarder, edgeOptions);
       const listener = edge.listener;
-      const tlsFailed = tlsContext !== undefined ? metrics.tlsHandshakeFailures() : undefined;
       const serve = (req: IncomingMessage, res: ServerResponse): void => {
         if (stopping) return shuttingDown(res);
         listener(req, res);
@@ -236,16 +258,7 @@ export async function startGateway(o: GatewayOptions): Promise<Gateway> {
         if (o.h2c === true) enableH2c(plain, serve, http1Settings(o.server), o.server?.http2, wheel);
         edgeServer = plain;
       } else {
-        edgeServer = hardenedServer(serve, o.server, tlsContext, (err: NodeJS.ErrnoException, socket: Socket) => {
-          const refusal = clientCerts ? handshakeRefusal(err, socket as TLSSocket) : undefined;
-          if (refusal !== undefined) {
-            metrics.mtlsRefused(refusal);
-            log.debug('client certificate refused at the TLS handshake', { reason: refusal, code: String((socket as TLSSocket).authorizationError ?? err.code ?? err.message), remoteAddress: socket.remoteAddress });
-            return;
-          }
-          tlsFailed?.(err.code);
-          log.debug('TLS handshake failed', { code: err.code ?? err.message, remoteAddress: socket.remoteAddress });
-        });
+        edgeServer = hardenedServer(serve, o.server, tlsContext, tlsFailureHandler(metrics, log, clientCerts));
       }
       const ws = (websockets = new WebSocketProxy(forwarder, edgeWebSocketResolver(routes, edgeOptions, metrics)));
       metrics.websockets(() => ws.size);
@@ -266,10 +279,7 @@ export async function startGateway(o: GatewayOptions): Promise<Gateway> {
             s.setSecureContext(ctx);
             log.debug('TLS certificate reloaded', { cert: t.cert, ...(t.clientCa !== undefined ? { clientCa: t.clientCa } : {}) });
           },
-          (e) =>
-            log.warn(t.clientCa === undefined ? 'the changed TLS certificate or key cannot be used; still serving the previous pair' : 'the changed TLS certificate, key or client CA bundle cannot be used; still serving the previous ones', {
-              error: e.message,
-            }),
+          (e) => log.warn(reloadFailure(t), { error: e.message }),
         );
       }
     }
@@ -310,6 +320,16 @@ export async function startGateway(o: GatewayOptions): Promise<Gateway> {
       for (const c of closers.reverse()) await c();
       throw e;
     }
+  }
+
+  // Watched once the gateway is up: a failed start leaves no watcher behind.
+  if (upstreamTls !== undefined) {
+    closers.push(() => upstreamTls.close());
+    const files = { ...(o.upstreamTls?.ca !== undefined ? { ca: o.upstreamTls.ca } : {}), ...(o.upstreamTls?.cert !== undefined ? { cert: o.upstreamTls.cert } : {}) };
+    upstreamTls.watch(
+      () => log.debug('upstream TLS files reloaded', files),
+      (e) => log.warn('the changed upstream TLS files cannot be used; new upstream connections still use the previous ones', { error: e.message }),
+    );
   }
 
   const drainMs = o.drainTimeoutMs ?? 10_000;
@@ -356,6 +376,25 @@ export async function startGateway(o: GatewayOptions): Promise<Gateway> {
     inFlight: () => forwarder.inFlight,
     close: () => (closing ??= doClose()),
   };
+}
+
+/** A failed TLS handshake on a listener: counted as a client-certificate refusal or a handshake failure, and logged. */
+function tlsFailureHandler(metrics: GatewayMetrics, log: Logger, clientCerts: boolean): (err: NodeJS.ErrnoException, socket: Socket) => void {
+  const tlsFailed = metrics.tlsHandshakeFailures();
+  return (err, socket) => {
+    const refusal = clientCerts ? handshakeRefusal(err, socket as TLSSocket) : undefined;
+    if (refusal !== undefined) {
+      metrics.mtlsRefused(refusal);
+      log.debug('client certificate refused at the TLS handshake', { reason: refusal, code: String((socket as TLSSocket).authorizationError ?? err.code ?? err.message), remoteAddress: socket.remoteAddress });
+      return;
+    }
+    tlsFailed(err.code);
+    log.debug('TLS handshake failed', { code: err.code ?? err.message, remoteAddress: socket.remoteAddress });
+  };
+}
+
+function reloadFailure(t: TlsOptions): string {
+  return t.clientCa === undefined ? 'the changed TLS certificate or key cannot be used; still serving the previous pair' : 'the changed TLS certificate, key or client CA bundle cannot be used; still serving the previous ones';
 }
 
 const SHUTTING_DOWN = problemBody(GatewayCodes.unavailable, 503, 'this gateway is shutting down; retry');

@@ -10,7 +10,6 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { RoleBindingSpec } from '@plinth/core';
 import type { StaticGovernance } from '@plinth/sdk';
-import { Agent, request } from 'undici';
 import WebSocket from 'ws';
 import { certOutcome, forwardedCert, parseSpiffeId, sansOf, type ClientCert } from './client-cert.js';
 import type { CompiledAuth } from './routes.js';
@@ -26,12 +25,14 @@ import {
   route,
   selfSigned,
   staticGateway,
+  tlsGet,
   until,
   upstream,
   wsUpstream,
   type Ca,
   type CertPair,
   type ClientCertFiles,
+  type Got,
   type Upstream,
   type WsUpstream,
 } from './testkit.test.helpers.js';
@@ -59,22 +60,6 @@ async function handshakeFailures(adminUrl: string): Promise<number> {
   return n;
 }
 
-interface Got {
-  status: number;
-  headers: Record<string, string | string[] | undefined>;
-  text: string;
-}
-
-/** One request on a fresh connection presenting `client` (or no certificate). */
-async function get(url: string, serverCa: string, client?: { pem: string; keyPem: string }, headers: Record<string, string> = {}): Promise<Got> {
-  const agent = new Agent({ connect: { ca: serverCa, ...(client ? { cert: client.pem, key: client.keyPem } : {}) } });
-  try {
-    const r = await request(url, { dispatcher: agent, headers });
-    return { status: r.statusCode, headers: r.headers, text: await r.body.text() };
-  } finally {
-    await agent.close();
-  }
-}
 
 /** One HTTP/2 request presenting `client`. */
 async function get2(url: string, serverCa: string, client: { pem: string; keyPem: string } | undefined, path: string, headers: Record<string, string> = {}): Promise<Got> {
@@ -149,7 +134,7 @@ describe('gateway with client certificates (mTLS, request mode)', () => {
 
   it('takes a verified certificate as the identity and tells the upstream, over HTTP/1.1 and HTTP/2', async () => {
     const xfcc = `Hash=${good.hash};Subject="CN=billing,O=Plinth\\\\, Inc.";URI=${SPIFFE}`;
-    for (const r of [await get(`${gw.url}/mtls/a`, server.pem, good), await get2(gw.url, server.pem, good, '/mtls/b')]) {
+    for (const r of [await tlsGet(`${gw.url}/mtls/a`, server.pem, good), await get2(gw.url, server.pem, good, '/mtls/b')]) {
       assert.equal(r.status, 200, r.text);
       const seen = echo.seen.at(-1)!.headers;
       assert.equal(seen['plinth-identity'], 'ServiceAccount:retail/billing');
@@ -167,7 +152,7 @@ describe('gateway with client certificates (mTLS, request mode)', () => {
     const before = await refusals(gw.adminUrl!);
     assert.deepEqual(Object.keys(before).sort(), ['expired', 'invalid', 'no_certificate', 'trust_domain', 'unmapped', 'untrusted']);
     const seen = echo.seen.length;
-    for (const r of [await get(`${gw.url}/mtls/x`, server.pem), await get2(gw.url, server.pem, undefined, '/mtls/y')]) {
+    for (const r of [await tlsGet(`${gw.url}/mtls/x`, server.pem), await get2(gw.url, server.pem, undefined, '/mtls/y')]) {
       assert.equal(r.status, 401, r.text);
       assert.match(String(r.headers['content-type']), /application\/problem\+json/);
       const body = JSON.parse(r.text) as { code: string; detail: string };
@@ -190,7 +175,7 @@ describe('gateway with client certificates (mTLS, request mode)', () => {
       [staging, /^the client certificate's trust domain staging\.example\.com is not one this route accepts \(prod\.example\.com\)$/],
     ];
     for (const [cert, detail] of cases) {
-      const r = await get(`${gw.url}/mtls/z`, server.pem, cert);
+      const r = await tlsGet(`${gw.url}/mtls/z`, server.pem, cert);
       assert.equal(r.status, 401, r.text);
       assert.match((JSON.parse(r.text) as { detail: string }).detail, detail);
     }
@@ -199,18 +184,18 @@ describe('gateway with client certificates (mTLS, request mode)', () => {
     for (const reason of ['untrusted', 'expired', 'unmapped', 'trust_domain']) assert.equal(after[reason]! - before[reason]!, 1, reason);
 
     // A certificate that did not verify is not passed on either, even where no identity is needed.
-    const open = await get(`${gw.url}/open/foreign`, server.pem, foreign);
+    const open = await tlsGet(`${gw.url}/open/foreign`, server.pem, foreign);
     assert.equal(open.status, 200);
     assert.equal(echo.seen.at(-1)!.headers['x-forwarded-client-cert'], undefined);
   });
 
   it('applies the route roles to the certificate subject', async () => {
     bindings.set([]);
-    const r = await get(`${gw.url}/roles/pay`, server.pem, good);
+    const r = await tlsGet(`${gw.url}/roles/pay`, server.pem, good);
     assert.equal(r.status, 403, r.text);
     assert.match(r.text, /ServiceAccount:retail\/billing lacks the role payer/);
     bindings.set([resource('RoleBinding', 'payer', { role: 'payer', subjects: [{ kind: 'ServiceAccount', namespace: 'retail', name: 'billing' }] })]);
-    const ok = await get(`${gw.url}/roles/pay`, server.pem, good);
+    const ok = await tlsGet(`${gw.url}/roles/pay`, server.pem, good);
     assert.equal(ok.status, 200, ok.text);
     assert.equal(echo.seen.at(-1)!.headers['plinth-identity-roles'], 'payer');
   });
@@ -218,7 +203,7 @@ describe('gateway with client certificates (mTLS, request mode)', () => {
   it('strips identity and client-certificate headers sent from outside, keeping only its own', async () => {
     const spoof = { 'x-forwarded-client-cert': 'Hash=00;URI=spiffe://prod.example.com/ns/plinth-system/sa/admin', 'plinth-identity': 'ServiceAccount:plinth-system/admin', 'plinth-identity-via': 'mtls' };
     // No certificate: none of it arrives.
-    for (const r of [await get(`${gw.url}/open/a`, server.pem, undefined, spoof), await get2(gw.url, server.pem, undefined, '/open/b', spoof)]) {
+    for (const r of [await tlsGet(`${gw.url}/open/a`, server.pem, undefined, spoof), await get2(gw.url, server.pem, undefined, '/open/b', spoof)]) {
       assert.equal(r.status, 200, r.text);
       const h = echo.seen.at(-1)!.headers;
       assert.equal(h['x-forwarded-client-cert'], undefined);
@@ -226,14 +211,14 @@ describe('gateway with client certificates (mTLS, request mode)', () => {
       assert.equal(h['plinth-identity-via'], undefined);
     }
     // A verified certificate: the header is the gateway's, once, whatever the client sent.
-    for (const r of [await get(`${gw.url}/mtls/c`, server.pem, good, spoof), await get2(gw.url, server.pem, good, '/mtls/d', spoof)]) {
+    for (const r of [await tlsGet(`${gw.url}/mtls/c`, server.pem, good, spoof), await get2(gw.url, server.pem, good, '/mtls/d', spoof)]) {
       assert.equal(r.status, 200, r.text);
       const h = echo.seen.at(-1)!.headers;
       assert.equal(h['x-forwarded-client-cert'], `Hash=${good.hash};Subject="CN=billing,O=Plinth\\\\, Inc.";URI=${SPIFFE}`);
       assert.equal(h['plinth-identity'], 'ServiceAccount:retail/billing');
     }
     // An anonymous route still passes a verified certificate on.
-    assert.equal((await get(`${gw.url}/open/e`, server.pem, good)).status, 200);
+    assert.equal((await tlsGet(`${gw.url}/open/e`, server.pem, good)).status, 200);
     assert.match(String(echo.seen.at(-1)!.headers['x-forwarded-client-cert']), new RegExp(`^Hash=${good.hash};`));
   });
 
@@ -296,9 +281,9 @@ describe('gateway with client certificates required at the handshake', () => {
   it('refuses the handshake without a certificate or with one of another CA, and counts why', async () => {
     const before = await refusals(gw.adminUrl!);
     const failuresBefore = await handshakeFailures(gw.adminUrl!);
-    await assert.rejects(get(`${gw.url}/x`, server.pem), /certificate required|other side closed|socket hang up|ECONNRESET/i);
+    await assert.rejects(tlsGet(`${gw.url}/x`, server.pem), /certificate required|other side closed|socket hang up|ECONNRESET/i);
     await assert.rejects(get2(gw.url, server.pem, undefined, '/x'), /certificate required|other side closed|socket hang up|ECONNRESET|closed/i);
-    await assert.rejects(get(`${gw.url}/x`, server.pem, foreign), /other side closed|socket hang up|ECONNRESET|alert/i);
+    await assert.rejects(tlsGet(`${gw.url}/x`, server.pem, foreign), /other side closed|socket hang up|ECONNRESET|alert/i);
     assert.equal(echo.seen.length, 0);
     await until('the refusals to be counted', async () => {
       const now = await refusals(gw.adminUrl!);
@@ -306,7 +291,7 @@ describe('gateway with client certificates required at the handshake', () => {
     });
     assert.equal(await handshakeFailures(gw.adminUrl!), failuresBefore, 'a refused certificate is an mTLS refusal, not a handshake failure');
     // Anonymous routes still get only verified callers: the handshake saw to it.
-    const r = await get(`${gw.url}/ok`, server.pem, good);
+    const r = await tlsGet(`${gw.url}/ok`, server.pem, good);
     assert.equal(r.status, 200, r.text);
     assert.match(String(echo.seen.at(-1)!.headers['x-forwarded-client-cert']), new RegExp(`^Hash=${good.hash};`));
     assert.equal(echo.seen.at(-1)!.headers['plinth-identity'], undefined, 'an anonymous route names no identity');
@@ -344,12 +329,12 @@ describe('client CA bundle reload and configuration', () => {
     try {
       governance.set({ instances: [instance('echo-1', 'echo', echo.address)] });
       routes.set([route('mtls', { auth: { mode: 'mtls' }, match: { path: { prefix: '/' } }, service: 'echo' })]);
-      assert.equal((await get(`${gw.url}/a`, server.pem, fromA)).status, 200);
-      assert.equal((await get(`${gw.url}/b`, server.pem, fromB)).status, 401);
+      assert.equal((await tlsGet(`${gw.url}/a`, server.pem, fromA)).status, 200);
+      assert.equal((await tlsGet(`${gw.url}/b`, server.pem, fromB)).status, 401);
 
       await replace(live, b.pem);
-      await until('the new CA bundle to be used', async () => (await get(`${gw.url}/b`, server.pem, fromB)).status === 200);
-      const r = await get(`${gw.url}/a`, server.pem, fromA);
+      await until('the new CA bundle to be used', async () => (await tlsGet(`${gw.url}/b`, server.pem, fromB)).status === 200);
+      const r = await tlsGet(`${gw.url}/a`, server.pem, fromA);
       assert.equal(r.status, 401);
       assert.match(r.text, /not signed by a CA this gateway trusts/);
 
@@ -357,12 +342,12 @@ describe('client CA bundle reload and configuration', () => {
       await until('a warning about the broken bundle', () => warnings.length > 0);
       assert.match(warnings[0]!, /client CA bundle cannot be used; still serving the previous ones/);
       assert.ok(warnings[0]!.includes(`the TLS client CA bundle ${live} holds no PEM certificate`), warnings[0]);
-      assert.equal((await get(`${gw.url}/b`, server.pem, fromB)).status, 200, 'the served bundle stays');
+      assert.equal((await tlsGet(`${gw.url}/b`, server.pem, fromB)).status, 200, 'the served bundle stays');
 
       // Both CAs in one bundle: either is trusted.
       await replace(live, a.pem + b.pem);
-      await until('the two-CA bundle to be used', async () => (await get(`${gw.url}/a`, server.pem, fromA)).status === 200);
-      assert.equal((await get(`${gw.url}/b`, server.pem, fromB)).status, 200);
+      await until('the two-CA bundle to be used', async () => (await tlsGet(`${gw.url}/a`, server.pem, fromA)).status === 200);
+      assert.equal((await tlsGet(`${gw.url}/b`, server.pem, fromB)).status, 200);
     } finally {
       await gw.close();
       await echo.close();
@@ -402,7 +387,7 @@ describe('client CA bundle reload and configuration', () => {
         g.routes.set([route('mtls', { auth: { mode: 'mtls' }, match: { path: { prefix: '/' } }, service: 'echo' })]);
       }
       const r1 = await call(`${plain.gw.url}/x`);
-      const r2 = await get(`${tlsOnly.gw.url}/x`, server.pem, fromA);
+      const r2 = await tlsGet(`${tlsOnly.gw.url}/x`, server.pem, fromA);
       for (const r of [r1, r2]) {
         assert.equal(r.status, 503, r.text);
         assert.match(r.text, /this gateway does not verify client certificates/);
@@ -412,7 +397,7 @@ describe('client CA bundle reload and configuration', () => {
       for (const g of [plain, tlsOnly]) g.routes.set([route('open', { auth: { mode: 'anonymous' }, match: { path: { prefix: '/' } }, service: 'echo' })]);
       assert.equal((await call(`${plain.gw.url}/o`, { headers: { 'x-forwarded-client-cert': 'Hash=00' } })).status, 200);
       assert.equal(echo.seen.at(-1)!.headers['x-forwarded-client-cert'], undefined);
-      assert.equal((await get(`${tlsOnly.gw.url}/o`, server.pem, fromA)).status, 200);
+      assert.equal((await tlsGet(`${tlsOnly.gw.url}/o`, server.pem, fromA)).status, 200);
       assert.equal(echo.seen.at(-1)!.headers['x-forwarded-client-cert'], undefined);
     } finally {
       await plain.gw.close();

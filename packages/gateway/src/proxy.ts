@@ -16,6 +16,7 @@ import { EdgeInboundGovernance } from './engine-governance.js';
 import { GatewayCodes, problemBody } from './errors.js';
 import { pushIdentity, pushIncomingIdentity, stripIncoming } from './identity-headers.js';
 import type { GatewayMetrics } from './metrics.js';
+import type { UpstreamTls } from './upstream-tls.js';
 import { normalizePath, type CompiledCors, type CompiledRoute, type LiveRoutes } from './routes.js';
 import { connectionTokens, UpstreamTry, type Sink } from './upstream.js';
 
@@ -110,6 +111,8 @@ export interface ForwarderOptions {
   /** The listener verifies client certificates: a verified one is passed on in `x-forwarded-client-cert`. */
   clientCerts: boolean;
   connectionsPerEndpoint: number;
+  /** TLS to instances registered with an https:// address (CA, client certificate, server identity); default node's. */
+  upstreamTls?: UpstreamTls | undefined;
   defaultTimeoutMs: number;
   /** A proxied WebSocket with no traffic either way for this long is closed; 0: never. */
   websocketIdleTimeoutMs: number;
@@ -134,7 +137,12 @@ export class Forwarder {
   private onIdle: (() => void) | undefined;
 
   constructor(readonly o: ForwarderOptions) {
-    const pools = (this.pools = new EndpointPools({ connectionsPerEndpoint: o.connectionsPerEndpoint, closedMessage: 'gateway closed' }));
+    const tls = o.upstreamTls;
+    const pools = (this.pools = new EndpointPools({
+      connectionsPerEndpoint: o.connectionsPerEndpoint,
+      closedMessage: 'gateway closed',
+      dispatcherFactory: tls === undefined ? undefined : (origin) => tls.dispatcher(origin, o.connectionsPerEndpoint),
+    }));
     this.engine = new OutboundEngine({
       self: o.self,
       governance: o.governance,

@@ -5,9 +5,8 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { request } from 'undici';
 import { startGateway, type Gateway } from './gateway.js';
-import { call, controlPlane, sleep, upstream, type TestControlPlane as ControlPlane, type Upstream } from './testkit.test.helpers.js';
+import { call, controlPlane, relay, sleep, upstream, type TestControlPlane as ControlPlane, type Upstream } from './testkit.test.helpers.js';
 
 const NS = 'side';
 const PASS_ON = ['traceparent', 'baggage', 'plinth-timeout-ms'];
@@ -38,17 +37,7 @@ describe('gateway sidecar (real control plane)', () => {
       const viaHost = req.url.includes('host=1');
       const target = viaHost ? `${egress}/charge` : `${egress}/payments/charge`;
       if (viaHost) headers.host = 'payments';
-      request(target, { headers }).then(
-        async (r) => {
-          const text = await r.body.text();
-          res.writeHead(r.statusCode, { 'content-type': 'text/plain' });
-          res.end(text);
-        },
-        (e: Error) => {
-          res.writeHead(599);
-          res.end(e.message);
-        },
-      );
+      relay(res, target, headers);
     });
     base = await upstream('base', (_req, res) => {
       baseCalls++;

@@ -1,4 +1,6 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Server as TlsServer } from 'node:https';
+import type { Socket } from 'node:net';
 import { Headers } from '@plinth/core';
 import { createService, type ControlPlaneClient, type Service } from '@plinth/sdk';
 import { getLane, isStress } from '@plinth/sdk/balancing';
@@ -7,7 +9,9 @@ import { Pool } from 'undici';
 import { planBody } from './body.js';
 import { GatewayCodes } from './errors.js';
 import { stripIncoming } from './identity-headers.js';
-import { hardenedServer, listenOn, parseHostPort, urlOf, type ServerLimits } from './listen.js';
+import { hardenedServer, http1Settings, listenOn, parseHostPort, urlOf, type ServerLimits } from './listen.js';
+import { clientCertOf, forwardedCert } from './client-cert.js';
+import { watchTls, type TlsContext, type TlsOptions, type TlsWatcher } from './tls.js';
 import { hostOf, type Exchange, type Forwarder } from './proxy.js';
 import { normalizePath } from './routes.js';
 import { WebSocketProxy, wsRefusal } from './websocket.js';
@@ -36,6 +40,15 @@ export interface SidecarOptions {
   maxBodyBytes?: number;
 }
 
+/** HTTPS on the sidecar ingress (gateway's `tls`): the loaded context, what to reload, and handshake failures. */
+export interface SidecarTls {
+  context: TlsContext;
+  options: TlsOptions;
+  onTlsError: (err: Error, socket: Socket) => void;
+  onReloaded: () => void;
+  onReloadFailed: (e: Error) => void;
+}
+
 export interface RunningSidecar {
   readonly service: Service;
   readonly ingressUrl: string;
@@ -59,7 +72,16 @@ function serviceHost(host: string): string | undefined {
  *   discovery, lanes, version routing, balancing, breakers, retries and deadlines from the engine. The app
  *   passes on the `traceparent`, `baggage` and `plinth-timeout-ms` it received, as with any mesh.
  */
-export async function startSidecar(f: Forwarder, o: SidecarOptions, client: ControlPlaneClient, registry: { url: string; token: string }, namespace: string, listen: string, limits: ServerLimits): Promise<RunningSidecar> {
+export async function startSidecar(
+  f: Forwarder,
+  o: SidecarOptions,
+  client: ControlPlaneClient,
+  registry: { url: string; token: string },
+  namespace: string,
+  listen: string,
+  limits: ServerLimits,
+  tls?: SidecarTls,
+): Promise<RunningSidecar> {
   const app = new URL(o.app);
   if (app.protocol !== 'http:') throw new TypeError(`sidecar app must be an http:// URL, not ${o.app}`);
   const appPool = new Pool(app.origin, { connections: 64, pipelining: 1 });
@@ -88,11 +110,30 @@ export async function startSidecar(f: Forwarder, o: SidecarOptions, client: Cont
   };
   const appAddress = `${app.hostname}:${app.port || '80'}`;
   const wsIngress = new WebSocketProxy(f, (req, path, query) => {
-    stripIncoming(req.headers, { keepIdentity: true, keepCaller: true });
+    keepMeshHeaders(f, req);
     return { service: o.service, path, query, route: undefined, identity: undefined, admit: true, direct: appAddress, timeoutMs: undefined };
   });
   const { host, port } = parseHostPort(listen);
-  const bound = await service.listen(ingress, { host, port, upgrade: wsIngress.listener });
+  // HTTP/1.1 only: the engine's pools and other sidecars speak it to instances.
+  const serverTls = tls === undefined ? undefined : { ...tls.context, ALPNProtocols: ['http/1.1'], handshakeTimeout: http1Settings(limits).headersTimeout };
+  const bound = await service.listen(ingress, { host, port, upgrade: wsIngress.listener, ...(serverTls !== undefined ? { tls: serverTls } : {}) });
+  let tlsWatcher: TlsWatcher | undefined;
+  if (tls !== undefined) {
+    const s = bound.server as unknown as TlsServer;
+    s.on('tlsClientError', (err: Error, socket: Socket) => {
+      socket.destroy();
+      tls.onTlsError(err, socket);
+    });
+    tlsWatcher = watchTls(
+      tls.options,
+      tls.context,
+      (ctx) => {
+        s.setSecureContext(ctx);
+        tls.onReloaded();
+      },
+      tls.onReloadFailed,
+    );
+  }
 
   let egressUrl: string | undefined;
   let egressServer: ReturnType<typeof hardenedServer> | undefined;
@@ -118,9 +159,10 @@ export async function startSidecar(f: Forwarder, o: SidecarOptions, client: Cont
 
   return {
     service,
-    ingressUrl: urlOf(host, bound.port),
+    ingressUrl: urlOf(host, bound.port, tls === undefined ? 'http' : 'https'),
     egressUrl,
     async close(drainTimeoutMs) {
+      tlsWatcher?.close();
       const egressClosed = egressServer ? new Promise<void>((r) => egressServer!.close(() => r())) : Promise.resolve();
       egressServer?.closeIdleConnections();
       await service.shutdown('gateway closing');
@@ -143,8 +185,7 @@ async function serveIngress(f: Forwarder, ex: Exchange, service: string, maxBody
   ex.path = path;
   ex.host = hostOf(req);
   ex.ip = f.clientIp(req);
-  // Mesh traffic: callers name themselves and an edge gateway in front has set the identity.
-  stripIncoming(req.headers, { keepIdentity: true, keepCaller: true });
+  keepMeshHeaders(f, req);
   const plan = planBody(req, maxBody);
   if (plan.kind === 'tooLarge') return f.tooLarge(ex, maxBody);
   const ctx = await f.admit(ex, service, path);
@@ -171,6 +212,16 @@ async function serveEgress(f: Forwarder, ex: Exchange, self: string, maxBody: nu
   const plan = planBody(req, maxBody);
   if (plan.kind === 'tooLarge') return f.tooLarge(ex, maxBody);
   await f.forward(ex, to.service, to.path + query, ctx, plan, maxBody, undefined);
+}
+
+/**
+ * Mesh traffic: callers name themselves and an edge gateway in front has set the identity. When the ingress
+ * verifies client certificates, only a peer whose certificate verified is believed; the rest lose those
+ * headers, as at the edge.
+ */
+function keepMeshHeaders(f: Forwarder, req: IncomingMessage): void {
+  const trusted = !f.o.clientCerts || forwardedCert(clientCertOf(req), Date.now()) !== undefined;
+  stripIncoming(req.headers, { keepIdentity: trusted, keepCaller: trusted });
 }
 
 const NAME_THE_SERVICE = 'name the service: http://<egress>/<service>/<path>, or Host: <service>';

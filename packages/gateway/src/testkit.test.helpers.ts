@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import type { Resource } from '@plinth/core';
 import { StaticGovernance } from '@plinth/sdk';
-import { request } from 'undici';
+import { Agent, request } from 'undici';
 import WebSocket, { WebSocketServer } from 'ws';
 import { StaticFeed } from './feed.js';
 import { startGateway, type Gateway, type GatewayOptions } from './gateway.js';
@@ -142,6 +142,38 @@ export async function until(what: string, check: () => Promise<boolean> | boolea
   }
 }
 
+export interface Got {
+  status: number;
+  headers: Record<string, string | string[] | undefined>;
+  text: string;
+}
+
+/** One HTTPS request on a fresh connection trusting `serverCa`, presenting `client` (or no certificate). */
+export async function tlsGet(url: string, serverCa: string, client?: { pem: string; keyPem: string }, headers: Record<string, string> = {}): Promise<Got> {
+  const agent = new Agent({ connect: { ca: serverCa, ...(client ? { cert: client.pem, key: client.keyPem } : {}) } });
+  try {
+    const r = await request(url, { dispatcher: agent, headers });
+    return { status: r.statusCode, headers: r.headers, text: await r.body.text() };
+  } finally {
+    await agent.close();
+  }
+}
+
+/** An app's outbound call (through a sidecar's egress, say) answered back as the app's own answer: status and text; 599 when it failed. */
+export function relay(res: ServerResponse, target: string, headers: Record<string, string>): void {
+  request(target, { headers }).then(
+    async (r) => {
+      const text = await r.body.text();
+      res.writeHead(r.statusCode, { 'content-type': 'text/plain' });
+      res.end(text);
+    },
+    (e: Error) => {
+      res.writeHead(599);
+      res.end(e.message);
+    },
+  );
+}
+
 export interface CertPair {
   cert: string;
   key: string;
@@ -184,16 +216,23 @@ export interface ClientCertFiles extends CertPair {
 
 /**
  * A client certificate signed by `ca` (clientAuth), with these URI SANs (e.g. a SPIFFE ID) and subject;
- * `expired` makes one whose notAfter has passed.
+ * `expired` makes one whose notAfter has passed. `server` makes a mesh workload's certificate, good for
+ * both ends (serverAuth and clientAuth), naming `dns` and `ips` beside the URIs.
  */
-export async function clientCertificate(dir: string, name: string, ca: Ca, o: { uris?: string[]; subject?: string; expired?: boolean } = {}): Promise<ClientCertFiles> {
+export async function clientCertificate(
+  dir: string,
+  name: string,
+  ca: Ca,
+  o: { uris?: string[]; subject?: string; expired?: boolean; server?: boolean; dns?: string[]; ips?: string[] } = {},
+): Promise<ClientCertFiles> {
   const cert = join(dir, `${name}.crt`);
   const key = join(dir, `${name}.key`);
   const csr = join(dir, `${name}.csr`);
   const ext = join(dir, `${name}.ext`);
   await openssl(['req', '-new', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-subj', o.subject ?? `/CN=${name}`, '-keyout', key, '-out', csr]);
-  const lines = ['extendedKeyUsage=clientAuth', 'basicConstraints=CA:FALSE'];
-  if (o.uris !== undefined && o.uris.length > 0) lines.push(`subjectAltName=${o.uris.map((u) => `URI:${u}`).join(',')}`);
+  const lines = [o.server ? 'extendedKeyUsage=serverAuth,clientAuth' : 'extendedKeyUsage=clientAuth', 'basicConstraints=CA:FALSE'];
+  const sans = [...(o.uris ?? []).map((u) => `URI:${u}`), ...(o.dns ?? []).map((d) => `DNS:${d}`), ...(o.ips ?? []).map((i) => `IP:${i}`)];
+  if (sans.length > 0) lines.push(`subjectAltName=${sans.join(',')}`);
   await writeFile(ext, lines.join('\n') + '\n');
   // -days -1: notAfter a day before notBefore (now), so the certificate has expired.
   await openssl(['x509', '-req', '-in', csr, '-CA', ca.cert, '-CAkey', ca.key, '-set_serial', String(Date.now() * 1000 + Math.floor(Math.random() * 1000)), '-days', o.expired ? '-1' : '1', '-extfile', ext, '-out', cert]);

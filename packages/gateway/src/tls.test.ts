@@ -271,10 +271,6 @@ describe('gateway TLS configuration', () => {
     }
   });
 
-  it('refuses TLS in sidecar mode', async () => {
-    await assert.rejects(staticGateway({ tls: { cert: a.cert, key: a.key }, sidecar: { app: 'http://127.0.0.1:1', service: 's', version: '1.0.0' } }), /tls is for the edge listener/);
-  });
-
   it('accepts TLS 1.2 by default and only TLS 1.3 with minVersion TLSv1.3; offers h2 unless http2 is false', async () => {
     const handshake = (url: string, maxVersion: 'TLSv1.2' | 'TLSv1.3'): Promise<string> => {
       const u = new URL(url);

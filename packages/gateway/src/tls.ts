@@ -58,16 +58,7 @@ function reason(e: unknown): string {
  * must belong to the certificate.
  */
 export function tlsContext(o: TlsOptions, cert: Buffer, key: Buffer, ca?: Buffer): TlsContext {
-  try {
-    new X509Certificate(cert);
-  } catch (e) {
-    throw new TlsConfigError(`the TLS certificate ${o.cert} is not a PEM certificate (${reason(e)})`);
-  }
-  try {
-    createPrivateKey(key);
-  } catch (e) {
-    throw new TlsConfigError(`the TLS key ${o.key} is not a PEM private key (${reason(e)})`);
-  }
+  checkPair(o.cert, o.key, cert, key, 'TLS');
   const ctx: TlsContext = {
     cert,
     key,
@@ -76,43 +67,59 @@ export function tlsContext(o: TlsOptions, cert: Buffer, key: Buffer, ca?: Buffer
     ALPNProtocols: o.http2 === false ? ['http/1.1'] : ['h2', 'http/1.1'],
   };
   if (o.clientCa !== undefined && ca !== undefined) {
-    checkCaBundle(o.clientCa, ca);
+    checkCaBundle(o.clientCa, ca, 'TLS client CA bundle');
     ctx.ca = ca;
     ctx.requestCert = true;
     // 'request': node still verifies, and says how it went in socket.authorized; the routes decide.
     ctx.rejectUnauthorized = o.clientCert === 'require';
   }
+  return ctx;
+}
+
+/**
+ * A certificate and its key as node would use them, naming the file at fault: each must parse on its own,
+ * and the key must belong to the certificate. `what` names the pair in messages ("TLS", "upstream TLS client").
+ */
+export function checkPair(certPath: string, keyPath: string, cert: Buffer, key: Buffer, what: string): void {
   try {
-    createSecureContext(ctx);
+    new X509Certificate(cert);
+  } catch (e) {
+    throw new TlsConfigError(`the ${what} certificate ${certPath} is not a PEM certificate (${reason(e)})`);
+  }
+  try {
+    createPrivateKey(key);
+  } catch (e) {
+    throw new TlsConfigError(`the ${what} key ${keyPath} is not a PEM private key (${reason(e)})`);
+  }
+  try {
+    createSecureContext({ cert, key });
   } catch (e) {
     const mismatch = /key values mismatch/i.test(reason(e));
-    throw new TlsConfigError(mismatch ? `the TLS key ${o.key} does not belong to the certificate ${o.cert}` : `cannot use the TLS certificate ${o.cert} with the key ${o.key} (${reason(e)})`);
+    throw new TlsConfigError(mismatch ? `the ${what} key ${keyPath} does not belong to the certificate ${certPath}` : `cannot use the ${what} certificate ${certPath} with the key ${keyPath} (${reason(e)})`);
   }
-  return ctx;
 }
 
 const PEM_CERT = /-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g;
 
-/** Each certificate of the bundle must parse; a bundle with none would make every client certificate fail. */
-function checkCaBundle(path: string, ca: Buffer): void {
+/** Each certificate of the bundle must parse; a bundle with none would make every verification fail. */
+export function checkCaBundle(path: string, ca: Buffer, what: string): void {
   const blocks = ca.toString('latin1').match(PEM_CERT) ?? [];
-  if (blocks.length === 0) throw new TlsConfigError(`the TLS client CA bundle ${path} holds no PEM certificate`);
+  if (blocks.length === 0) throw new TlsConfigError(`the ${what} ${path} holds no PEM certificate`);
   blocks.forEach((pem, i) => {
     try {
       new X509Certificate(pem);
     } catch (e) {
-      throw new TlsConfigError(`the TLS client CA bundle ${path} has a certificate that does not parse (number ${i + 1}: ${reason(e)})`);
+      throw new TlsConfigError(`the ${what} ${path} has a certificate that does not parse (number ${i + 1}: ${reason(e)})`);
     }
   });
 }
 
-type FileRole = 'certificate' | 'key' | 'client CA bundle';
-
-function unreadable(what: FileRole, path: string, e: unknown): TlsConfigError {
-  return new TlsConfigError(`cannot read the TLS ${what} ${path}: ${reason(e)}`);
+/** A file's role in messages: "TLS certificate", "upstream TLS CA bundle", ... */
+export function unreadable(what: string, path: string, e: unknown): TlsConfigError {
+  return new TlsConfigError(`cannot read the ${what} ${path}: ${reason(e)}`);
 }
 
-function read(what: FileRole, path: string): Buffer {
+export function readPem(what: string, path: string): Buffer {
   try {
     return readFileSync(path);
   } catch (e) {
@@ -124,15 +131,15 @@ function read(what: FileRole, path: string): Buffer {
 export function loadTls(o: TlsOptions): TlsContext {
   if (o.clientCert !== undefined && !(CLIENT_CERT_MODES as readonly string[]).includes(o.clientCert)) throw new TlsConfigError(`tls.clientCert is 'request' or 'require', not ${JSON.stringify(o.clientCert)}`);
   if (o.clientCert !== undefined && o.clientCa === undefined) throw new TlsConfigError('tls.clientCert needs tls.clientCa: the CA bundle client certificates are verified against');
-  return tlsContext(o, read('certificate', o.cert), read('key', o.key), o.clientCa === undefined ? undefined : read('client CA bundle', o.clientCa));
+  return tlsContext(o, readPem('TLS certificate', o.cert), readPem('TLS key', o.key), o.clientCa === undefined ? undefined : readPem('TLS client CA bundle', o.clientCa));
 }
 
 async function reload(o: TlsOptions): Promise<TlsContext> {
   const ca = o.clientCa;
   const [cert, key, bundle] = await Promise.all([
-    readFile(o.cert).catch((e: unknown) => Promise.reject(unreadable('certificate', o.cert, e))),
-    readFile(o.key).catch((e: unknown) => Promise.reject(unreadable('key', o.key, e))),
-    ca === undefined ? undefined : readFile(ca).catch((e: unknown) => Promise.reject(unreadable('client CA bundle', ca, e))),
+    readPemAsync('TLS certificate', o.cert),
+    readPemAsync('TLS key', o.key),
+    ca === undefined ? undefined : readPemAsync('TLS client CA bundle', ca),
   ]);
   return tlsContext(o, cert, key, bundle);
 }
@@ -148,8 +155,16 @@ export interface TlsWatcher {
  * the one being served stays, until the next change.
  */
 export function watchTls(o: TlsOptions, current: TlsContext, apply: (ctx: TlsContext) => void, onError: (e: Error) => void): TlsWatcher {
-  const interval = o.reloadIntervalMs ?? 5000;
-  const settleMs = Math.min(1000, Math.max(20, Math.floor(interval / 2)));
+  const files = o.clientCa === undefined ? [o.cert, o.key] : [o.cert, o.key, o.clientCa];
+  return watchPemFiles(files, o.reloadIntervalMs ?? 5000, current, () => reload(o), (a, b) => same(a.cert, b.cert) && same(a.key, b.key) && (a.ca === undefined || same(a.ca, b.ca)), apply, onError);
+}
+
+/**
+ * The polling behind watchTls, for any set of PEM files loaded together: `load` reads and checks them all,
+ * `equal` tells a load that found nothing new (the second file of a pair often changes after both were read).
+ */
+export function watchPemFiles<T>(files: readonly string[], intervalMs: number, current: T, load: () => Promise<T>, equal: (a: T, b: T) => boolean, apply: (t: T) => void, onError: (e: Error) => void): TlsWatcher {
+  const settleMs = Math.min(1000, Math.max(20, Math.floor(intervalMs / 2)));
   let timer: NodeJS.Timeout | undefined;
   let running: Promise<void> = Promise.resolve();
   let closed = false;
@@ -159,11 +174,10 @@ export function watchTls(o: TlsOptions, current: TlsContext, apply: (ctx: TlsCon
     running = running.then(async () => {
       if (closed) return;
       try {
-        const ctx = await reload(o);
-        // The second file's change often comes after both were read: nothing new then.
-        if (closed || (same(ctx.cert, served.cert) && same(ctx.key, served.key) && (ctx.ca === undefined || same(ctx.ca, served.ca)))) return;
-        apply(ctx);
-        served = ctx;
+        const next = await load();
+        if (closed || equal(next, served)) return;
+        apply(next);
+        served = next;
       } catch (e) {
         if (!closed) onError(e instanceof Error ? e : new Error(String(e)));
       }
@@ -178,20 +192,20 @@ export function watchTls(o: TlsOptions, current: TlsContext, apply: (ctx: TlsCon
     timer.unref();
   };
   // persistent: false, so a gateway that is otherwise done does not stay alive for its watcher.
-  watchFile(o.cert, { interval, persistent: false }, changed);
-  watchFile(o.key, { interval, persistent: false }, changed);
-  if (o.clientCa !== undefined) watchFile(o.clientCa, { interval, persistent: false }, changed);
+  for (const f of files) watchFile(f, { interval: intervalMs, persistent: false }, changed);
   return {
     close: () => {
       closed = true;
       if (timer !== undefined) clearTimeout(timer);
-      unwatchFile(o.cert, changed);
-      unwatchFile(o.key, changed);
-      if (o.clientCa !== undefined) unwatchFile(o.clientCa, changed);
+      for (const f of files) unwatchFile(f, changed);
     },
   };
 }
 
-function same(a: unknown, b: unknown): boolean {
+export function readPemAsync(what: string, path: string): Promise<Buffer> {
+  return readFile(path).catch((e: unknown) => Promise.reject(unreadable(what, path, e)));
+}
+
+export function same(a: unknown, b: unknown): boolean {
   return Buffer.isBuffer(a) && Buffer.isBuffer(b) && a.equals(b);
 }

@@ -1,4 +1,5 @@
 import { request as httpRequest, STATUS_CODES, type ClientRequest, type IncomingMessage } from 'node:http';
+import { request as httpsRequest } from 'node:https';
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { PROBLEM_CONTENT_TYPE } from '@plinth/core';
@@ -12,6 +13,7 @@ import { stripIncoming } from './identity-headers.js';
 import { challenge, edgeAuthenticate, hostOf, type EdgeOptions, type Forwarder } from './proxy.js';
 import type { GatewayMetrics } from './metrics.js';
 import { normalizePath, type LiveRoutes } from './routes.js';
+import type { UpstreamTls } from './upstream-tls.js';
 
 /** Upstream answer headers never passed on a refused upgrade: hop-by-hop, and the framing the gateway redoes. */
 const ANSWER_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'transfer-encoding', 'upgrade']);
@@ -181,7 +183,7 @@ export class WebSocketProxy {
       // A try the engine moved on from (a 5xx it retries) must not hold its connection.
       if (losing !== undefined) discard(losing);
       pending?.destroy();
-      const h = handshake(address, target, headers, remainingMs);
+      const h = handshake(address, target, headers, remainingMs, f.o.upstreamTls);
       pending = h.request;
       return h.outcome.then((out) => {
         if (out.response !== undefined) losing = out.response;
@@ -315,10 +317,12 @@ export class WebSocketProxy {
 function noop(): void {}
 
 /** One handshake try with `address`: node:http, a connection of its own (an upgraded socket leaves any pool). */
-function handshake(address: string, path: string, headers: Record<string, string | string[]>, remainingMs: number): { request: ClientRequest; outcome: Promise<TryOutcome<Handshake>> } {
-  const { host, port } = splitAddress(address);
+function handshake(address: string, path: string, headers: Record<string, string | string[]>, remainingMs: number, tls: UpstreamTls | undefined): { request: ClientRequest; outcome: Promise<TryOutcome<Handshake>> } {
+  const { host, port, secure } = splitAddress(address);
   // Host: the instance, as undici sends it on every other upstream request.
-  const r = httpRequest({ host, port, method: 'GET', path, headers, agent: false });
+  const r = secure
+    ? httpsRequest({ ...tls?.requestOptions(), host, port, method: 'GET', path, headers, agent: false })
+    : httpRequest({ host, port, method: 'GET', path, headers, agent: false });
   const outcome = new Promise<TryOutcome<Handshake>>((resolve) => {
     let settled = false;
     const done = (out: TryOutcome<Handshake>): void => {
@@ -353,10 +357,17 @@ export function isWebSocketUpgrade(req: IncomingMessage): boolean {
   return req.method === 'GET' && typeof u === 'string' && u.split(',').some((p) => p.trim().toLowerCase() === 'websocket');
 }
 
-function splitAddress(address: string): { host: string; port: number } {
+/** An instance's address, `host:port` or a URL (`https://10.0.0.7:8443`), as node:http(s) wants it. */
+function splitAddress(address: string): { host: string; port: number; secure: boolean } {
+  if (address.includes('://')) {
+    const u = new URL(address);
+    const secure = u.protocol === 'https:';
+    const host = u.hostname.startsWith('[') ? u.hostname.slice(1, -1) : u.hostname;
+    return { host, port: u.port === '' ? (secure ? 443 : 80) : Number(u.port), secure };
+  }
   const i = address.lastIndexOf(':');
   const host = address.slice(0, i);
-  return { host: host.startsWith('[') ? host.slice(1, -1) : host, port: Number(address.slice(i + 1)) };
+  return { host: host.startsWith('[') ? host.slice(1, -1) : host, port: Number(address.slice(i + 1)), secure: false };
 }
 
 /** node:http wants an object; repeated names become arrays, as they arrived. */

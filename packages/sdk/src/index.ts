@@ -5,7 +5,7 @@ export { ControlPlaneError, isControlPlaneError } from './errors.js';
 export type { CacheContents } from './cache-file.js';
 export type { Logger } from './logger.js';
 export { createService, SERVICE_KINDS, ServiceError } from './runtime/index.js';
-export type { Service, ServiceOptions, ServiceEvent, ControlPlaneConnection, ListenOptions, NotReadyReason } from './runtime/index.js';
+export type { Service, ServiceOptions, ServiceEvent, ControlPlaneConnection, ListenOptions, Listening, NotReadyReason } from './runtime/index.js';
 export { currentContext, runWithContext, type RequestContext } from './context.js';
 export { controlPlaneGovernance, GOVERNANCE_KINDS, StaticGovernance, type GovernanceSource } from './governance/source.js';
 export { CompiledTraffic } from './governance/traffic.js';

@@ -24,6 +24,12 @@ interface GatewayFlags {
   tlsClientCert?: string;
   http2: boolean;
   h2c?: boolean;
+  advertise?: string;
+  upstreamCa?: string;
+  upstreamCert?: string;
+  upstreamKey?: string;
+  upstreamServerIdentity?: string;
+  upstreamTrustDomains?: string;
 }
 
 const HOST_PORT = /^(\[[^\]]+\]|[^:]*):\d+$/;
@@ -34,10 +40,15 @@ export function registerGateway(program: Command): void {
     .description('run the edge gateway (or, with --sidecar, a sidecar in front of one app) until SIGINT/SIGTERM')
     .option('--listen <host:port>', 'proxy address (the ingress in sidecar mode)', '127.0.0.1:8080')
     .option('--admin <host:port>', 'admin address: /metrics, /healthz, /readyz')
-    .option('--tls-cert <file>', 'serve HTTPS: PEM certificate (chain) file, reloaded when it changes; with --tls-key')
+    .option('--tls-cert <file>', 'serve HTTPS (the sidecar ingress too, which then registers an https:// address): PEM certificate (chain) file, reloaded when it changes; with --tls-key')
     .option('--tls-key <file>', 'serve HTTPS: PEM private key file of --tls-cert')
     .option('--tls-client-ca <file>', 'with --tls-cert: verify client certificates (mutual TLS) against this PEM CA bundle, reloaded when it changes')
-    .option('--tls-client-cert <mode>', 'with --tls-client-ca: "request" (default: routes of auth mode mtls decide) or "require" (no handshake without a valid certificate)')
+    .option('--tls-client-cert <mode>', 'with --tls-client-ca: "request" (default: routes of auth mode mtls decide; a sidecar believes identity headers only from verified peers) or "require" (no handshake without a valid certificate)')
+    .option('--upstream-ca <file>', 'verify https:// upstream instances against this PEM CA bundle instead of the system roots; reloaded when it changes')
+    .option('--upstream-cert <file>', 'present this PEM client certificate to https:// upstreams (mutual TLS); with --upstream-key, reloaded when it changes')
+    .option('--upstream-key <file>', 'PEM private key of --upstream-cert')
+    .option('--upstream-server-identity <mode>', '"hostname" (default): an upstream certificate must name the address\'s host; "spiffe": it must carry one SPIFFE ID instead')
+    .option('--upstream-trust-domains <list>', 'with --upstream-server-identity spiffe: comma-separated trust domains accepted (default any)')
     .option('--no-http2', 'with --tls-cert: offer HTTP/1.1 only (HTTP/2 is offered beside it by default)')
     .option('--h2c', 'without --tls-cert: also serve cleartext HTTP/2 (prior knowledge) on --listen, beside HTTP/1.1')
     .option('-n, --namespace <ns>', 'namespace whose Routes and rules are served (default: $PLINTH_NAMESPACE or "default")')
@@ -50,6 +61,7 @@ export function registerGateway(program: Command): void {
     .option('--app-version <version>', 'sidecar: the app\'s version (--version is the CLI\'s own)')
     .option('--lane <lane>', 'sidecar: the lane the app runs in')
     .option('--egress <host:port>', 'sidecar: where the app sends outbound calls, e.g. 127.0.0.1:15001')
+    .option('--advertise <address>', 'sidecar: the address other services reach the ingress at, e.g. https://10.0.0.7:8443 (default from --listen)')
     .option('--trace-sample <ratio>', 'export a span per hop to the control plane for this share of new traces (0..1; errors and slow requests are kept on demand); needs create on Span')
     .action(async (flags: GatewayFlags, cmd: Command) => {
       const globals = cmd.optsWithGlobals<{ url?: string; token?: string }>();
@@ -60,7 +72,7 @@ export function registerGateway(program: Command): void {
       }
       const trustProxy = flags.trustProxy === undefined ? undefined : Number(flags.trustProxy);
       if (trustProxy !== undefined && !(Number.isInteger(trustProxy) && trustProxy >= 0)) throw new UsageError('--trust-proxy expects a number of hops (0, 1, 2, …)');
-      const sidecarOnly = { '--app': flags.app, '--service': flags.service, '--app-version': flags.appVersion, '--lane': flags.lane, '--egress': flags.egress };
+      const sidecarOnly = { '--app': flags.app, '--service': flags.service, '--app-version': flags.appVersion, '--lane': flags.lane, '--egress': flags.egress, '--advertise': flags.advertise };
       if (flags.sidecar) {
         for (const k of ['--app', '--service', '--app-version'] as const) if (sidecarOnly[k] === undefined) throw new UsageError(`--sidecar needs ${k}`);
       } else {
@@ -68,7 +80,22 @@ export function registerGateway(program: Command): void {
         if (given.length > 0) throw new UsageError(`${given.join(', ')} only apply with --sidecar`);
       }
       if ((flags.tlsCert === undefined) !== (flags.tlsKey === undefined)) throw new UsageError('--tls-cert and --tls-key go together');
-      if (flags.tlsCert !== undefined && flags.sidecar) throw new UsageError('--tls-cert and --tls-key apply to the edge gateway, not --sidecar');
+      if ((flags.upstreamCert === undefined) !== (flags.upstreamKey === undefined)) throw new UsageError('--upstream-cert and --upstream-key go together');
+      const serverIdentity = flags.upstreamServerIdentity;
+      if (serverIdentity !== undefined && serverIdentity !== 'hostname' && serverIdentity !== 'spiffe') {
+        throw new UsageError(`--upstream-server-identity expects hostname or spiffe, not ${JSON.stringify(serverIdentity)}`);
+      }
+      const trustDomains = flags.upstreamTrustDomains?.split(',').map((d) => d.trim()).filter((d) => d !== '');
+      if (trustDomains !== undefined && serverIdentity !== 'spiffe') throw new UsageError('--upstream-trust-domains applies with --upstream-server-identity spiffe');
+      const upstreamTls =
+        flags.upstreamCa !== undefined || flags.upstreamCert !== undefined || serverIdentity !== undefined
+          ? {
+              ...(flags.upstreamCa !== undefined ? { ca: resolve(flags.upstreamCa) } : {}),
+              ...(flags.upstreamCert !== undefined && flags.upstreamKey !== undefined ? { cert: resolve(flags.upstreamCert), key: resolve(flags.upstreamKey) } : {}),
+              ...(serverIdentity !== undefined ? { serverIdentity: serverIdentity as 'hostname' | 'spiffe' } : {}),
+              ...(trustDomains !== undefined ? { trustDomains } : {}),
+            }
+          : undefined;
       if (!flags.http2 && flags.tlsCert === undefined) throw new UsageError('--no-http2 applies with --tls-cert and --tls-key (plain HTTP is HTTP/1.1 only)');
       if (flags.tlsClientCa !== undefined && flags.tlsCert === undefined) throw new UsageError('--tls-client-ca applies with --tls-cert and --tls-key (client certificates need TLS)');
       if (flags.tlsClientCert !== undefined && flags.tlsClientCa === undefined) throw new UsageError('--tls-client-cert applies with --tls-client-ca');
@@ -112,6 +139,7 @@ export function registerGateway(program: Command): void {
               }
             : {}),
           ...(flags.h2c === true ? { h2c: true } : {}),
+          ...(upstreamTls !== undefined ? { upstreamTls } : {}),
           ...(trustProxy !== undefined ? { trustProxy } : {}),
           ...(flags.accessLog ? {} : { accessLog: false as const }),
           ...(tracing !== undefined ? { tracing } : {}),
@@ -124,6 +152,7 @@ export function registerGateway(program: Command): void {
                   version: flags.appVersion!,
                   ...(flags.lane !== undefined ? { lane: flags.lane } : {}),
                   ...(flags.egress !== undefined ? { egress: flags.egress } : {}),
+                  ...(flags.advertise !== undefined ? { advertiseAddress: flags.advertise } : {}),
                 },
               }
             : {}),

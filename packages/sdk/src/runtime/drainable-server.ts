@@ -1,4 +1,5 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer as createTlsServer, type ServerOptions as TlsServerOptions } from 'node:https';
 import type { Duplex } from 'node:stream';
 
 export type NotReadyReason = 'registering' | 'no_snapshot' | 'draining';
@@ -54,6 +55,7 @@ export class DrainableServer {
     handler: RequestListener,
     private readonly notReady: () => NotReadyReason | undefined,
     upgrade?: UpgradeListener,
+    tls?: TlsServerOptions,
   ) {
     const inFlight = this.inFlight;
     const released = (res: ServerResponse) => {
@@ -63,7 +65,7 @@ export class DrainableServer {
     const onClose = function (this: ServerResponse) {
       released(this);
     };
-    this.server = createServer((req, res) => {
+    const listener = (req: IncomingMessage, res: ServerResponse): void => {
       const url = req.url;
       if (isPath(url, HEALTH_PATH)) return this.probe(res, 200, HEALTHY);
       if (isPath(url, READY_PATH)) {
@@ -81,7 +83,9 @@ export class DrainableServer {
       // 'close' fires once per response; `on` spares the wrapper `once` would allocate.
       res.on('close', onClose);
       handler(req, res);
-    });
+    };
+    // node:https's Server is a node:http Server with a TLS handshake in front: the same events and timeouts.
+    this.server = tls === undefined ? createServer(listener) : (createTlsServer(tls, listener) as unknown as Server);
     if (upgrade !== undefined) {
       const upgraded = this.upgraded;
       this.server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {

@@ -21,7 +21,7 @@ export function defaultInstanceId(service: string, host: string = hostname(), pi
 const WILDCARDS = new Set(['', '0.0.0.0', '::', '[::]']);
 
 /** Where others reach a server bound to host:port: the host itself when specific, else loopback. */
-export function derivedAddress(host: string, port: number): string {
+export function derivedAddress(host: string, port: number, scheme: 'http' | 'https' = 'http'): string {
   const h = WILDCARDS.has(host) ? '127.0.0.1' : host.includes(':') && !host.startsWith('[') ? `[${host}]` : host;
-  return `http://${h}:${port}`;
+  return `${scheme}://${h}:${port}`;
 }

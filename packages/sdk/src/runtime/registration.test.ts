@@ -2,13 +2,21 @@
  * Registration and leases against a REAL plinth server (TestControlPlane, lease sweep every second).
  */
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { test } from 'node:test';
+import { promisify } from 'node:util';
+import { Pool } from 'undici';
+import { createClient } from '../client/index.js';
 import { createControlPlaneClient } from '../control-plane-client.js';
 import { StaticGovernance } from '../governance/source.js';
 import { TestControlPlane, recordingLogger, until } from '../testing/control-plane.js';
 import { ALREADY_LISTENING, createService, type Service } from './index.js';
 import { FAST_BACKOFF, NS, eventsOf, get, serviceOn, spawnChild, watchInstances } from './testkit.test.helpers.js';
 
+const execFileAsync = promisify(execFile);
 const ok = (_req: unknown, res: { end(s: string): void }) => res.end('ok');
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -181,4 +189,35 @@ test('/readyz is 503 registering while the snapshot is current but registration 
   const probe = await get(port, '/readyz');
   assert.deepEqual([probe.status, JSON.parse(probe.text)], [503, { ready: false, reason: 'registering' }]);
   assert.equal(svc.ready, false);
+});
+
+test('serves HTTPS with tls, registers its https:// address, and a client trusting the CA calls it by name', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'plinth-sdk-tls-'));
+  t.after(() => rm(dir, { recursive: true, force: true }));
+  const cert = join(dir, 'svc.crt');
+  const key = join(dir, 'svc.key');
+  await execFileAsync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-subj', '/CN=orders', '-addext', 'subjectAltName=IP:127.0.0.1', '-days', '1', '-keyout', key, '-out', cert]);
+  const pem = await readFile(cert, 'utf8');
+  const cp = await TestControlPlane.start();
+  t.after(() => cp.destroy());
+  const w = await watchInstances(cp);
+  t.after(() => w.close());
+  const svc = serviceOn(cp);
+  t.after(() => stopAll(svc));
+
+  const { port, address } = await svc.listen((req, res) => res.end(`secure ${String((req.socket as { encrypted?: boolean }).encrypted)}`), { tls: { cert: pem, key: await readFile(key) } });
+  assert.equal(address, `https://127.0.0.1:${port}`);
+  await until(() => (w.client.get('Instance', NS, svc.instanceId)?.spec as { address?: string } | undefined)?.address === address, 'the https:// address registered');
+  await until(() => svc.ready, 'ready');
+
+  const client = createClient({ self: 'web', governance: svc.governance, dispatcherFactory: (origin) => new Pool(origin, { connect: { ca: pem } }) });
+  t.after(() => client.close());
+  await until(() => svc.governance.endpoints('orders').all.items.length > 0, 'the client sees the instance');
+  const r = await client.request('orders', { method: 'GET', path: '/hello' });
+  assert.equal(r.status, 200);
+  assert.equal(r.text(), 'secure true');
+  // A client that does not trust the service's CA gets no answer from it.
+  const strict = createClient({ self: 'web', governance: svc.governance });
+  t.after(() => strict.close());
+  await assert.rejects(strict.request('orders', { method: 'GET', path: '/hello', retry: { maxAttempts: 1, retryOn: [] } }));
 });

@@ -19,7 +19,8 @@
  */
 import { hostname } from 'node:os';
 import { InstanceSpec, nameError } from '@plinth/core';
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
+import type { ServerOptions as TlsServerOptions } from 'node:https';
 import type { BackoffOptions } from '../backoff.js';
 import { createControlPlaneClient, type ControlPlaneClient } from '../control-plane-client.js';
 import { TypedEmitter } from '../emitter.js';
@@ -100,6 +101,19 @@ export interface ListenOptions {
    * service drains get 503; connections still open are closed when it stops.
    */
   upgrade?: UpgradeListener;
+  /**
+   * Serve HTTPS with these node:https options (`cert`, `key`; `ca` with `requestCert` for client
+   * certificates). The registered address is then `https://…` and callers' pools speak TLS to it.
+   */
+  tls?: TlsServerOptions;
+}
+
+export interface Listening {
+  port: number;
+  /** The address registered (or that would be): `http(s)://host:port`, or `advertiseAddress`. */
+  address: string;
+  /** The server (a node:https one with `tls`: its `setSecureContext` swaps in a renewed certificate). */
+  server: Server;
 }
 
 export type ServiceEvent = 'registered' | 'lease_lost' | 'draining' | 'stopped';
@@ -113,7 +127,7 @@ export interface Service {
   /** For `plinth(handler, { tracing })` and `createClient({ tracing })`; flushed on shutdown. */
   readonly tracing: Tracing | undefined;
   /** Creates the HTTP server around `handler`; the runtime answers /healthz and /readyz and counts requests for draining. */
-  listen(handler: (req: IncomingMessage, res: ServerResponse) => void, opts?: ListenOptions): Promise<{ port: number; address: string }>;
+  listen(handler: (req: IncomingMessage, res: ServerResponse) => void, opts?: ListenOptions): Promise<Listening>;
   /** Registered AND the control-plane snapshot current AND not draining. */
   readonly ready: boolean;
   /** A snapshot is held (from the server or the cache file): governance is usable. */
@@ -265,10 +279,10 @@ class ServiceRuntime implements Service {
     return this.emitter.on(event, listener);
   }
 
-  async listen(handler: (req: IncomingMessage, res: ServerResponse) => void, opts: ListenOptions = {}): Promise<{ port: number; address: string }> {
+  async listen(handler: (req: IncomingMessage, res: ServerResponse) => void, opts: ListenOptions = {}): Promise<Listening> {
     if (this.stopping) throw new ServiceError(SERVICE_STOPPED, `service ${this.name} is shutting down`);
     if (this.http) throw new ServiceError(ALREADY_LISTENING, `service ${this.name} is already listening`);
-    const http = new DrainableServer(handler, () => this.notReady(), opts.upgrade);
+    const http = new DrainableServer(handler, () => this.notReady(), opts.upgrade, opts.tls);
     this.http = http;
     const host = opts.host ?? '127.0.0.1';
     let port: number;
@@ -278,7 +292,7 @@ class ServiceRuntime implements Service {
       this.http = undefined;
       throw e;
     }
-    const address = this.o.advertiseAddress ?? derivedAddress(host, port);
+    const address = this.o.advertiseAddress ?? derivedAddress(host, port, opts.tls === undefined ? 'http' : 'https');
     const registration = this.registration;
     if (registration) {
       // Registered only once a snapshot is held: a caller that finds us can count on our governance.
@@ -287,7 +301,7 @@ class ServiceRuntime implements Service {
         () => {},
       );
     }
-    return { port, address };
+    return { port, address, server: http.server };
   }
 
   shutdown(reason = 'shutdown'): Promise<void> {
