@@ -1,6 +1,6 @@
 import { Headers } from '@plinth/core';
 import type { Registry } from 'prom-client';
-import type { Dispatcher } from 'undici';
+import { Pool, type Dispatcher } from 'undici';
 import { getLane, isStress, serializeBaggage, setLane, type Baggage } from '../balancing/baggage.js';
 import type { Random } from '../balancing/balancer.js';
 import { childTraceparent, FLAG_SAMPLED, randomSpanId, randomTraceId, type TraceContext } from '../balancing/traceparent.js';
@@ -29,6 +29,12 @@ export interface ClientOptions {
   wheel?: Wheel;
   /** Default `new Pool(origin, { connections, pipelining: 1 })`. */
   dispatcherFactory?: (origin: string) => Dispatcher;
+  /**
+   * For instances registered with an https:// address: the CA bundle they are verified against (default the
+   * system's roots) and the client certificate presented to those that ask (mutual TLS, as a sidecar's
+   * ingress with `--tls-client-ca` does). PEM text or bytes. Ignored when `dispatcherFactory` is given.
+   */
+  tls?: { ca?: string | Buffer; cert?: string | Buffer; key?: string | Buffer };
   /** Outbound RED metrics, breaker states, retries and ejections are registered here. */
   metrics?: Registry;
   /** A client span per try (`createTracing` from `@plinth/sdk/tracing`); without it, context is only propagated. */
@@ -236,9 +242,10 @@ export class ServiceClient {
       metrics: o.metrics ? outboundMetrics(o.metrics) : undefined,
       onEndpointsChange: (service, prev, next) => transport?.endpointsChanged(service, prev, next),
     });
+    const connections = o.connectionsPerEndpoint ?? 64;
     this.transport = transport = new HttpTransport({
-      connectionsPerEndpoint: o.connectionsPerEndpoint ?? 64,
-      dispatcherFactory: o.dispatcherFactory,
+      connectionsPerEndpoint: connections,
+      dispatcherFactory: o.dispatcherFactory ?? (o.tls === undefined ? undefined : tlsDispatchers(o.tls, connections)),
       wheel: this.engine.wheel,
       clock: this.engine.clock,
     });
@@ -333,4 +340,11 @@ export class ServiceClient {
 
 export function createClient(opts: ClientOptions): ServiceClient {
   return new ServiceClient(opts);
+}
+
+/** Pools that speak TLS with `tls` to https:// origins, and plain HTTP to the rest. */
+function tlsDispatchers(tls: NonNullable<ClientOptions['tls']>, connections: number): (origin: string) => Dispatcher {
+  if ((tls.cert === undefined) !== (tls.key === undefined)) throw new TypeError('createClient: tls.cert and tls.key go together');
+  const connect = { ...(tls.ca !== undefined ? { ca: tls.ca } : {}), ...(tls.cert !== undefined ? { cert: tls.cert } : {}), ...(tls.key !== undefined ? { key: tls.key } : {}) };
+  return (origin) => (origin.startsWith('https:') ? new Pool(origin, { connections, pipelining: 1, connect }) : new Pool(origin, { connections, pipelining: 1 }));
 }

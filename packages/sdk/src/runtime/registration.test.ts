@@ -6,9 +6,10 @@ import { execFile } from 'node:child_process';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import { test } from 'node:test';
+import type { TLSSocket } from 'node:tls';
 import { promisify } from 'node:util';
-import { Pool } from 'undici';
 import { createClient } from '../client/index.js';
 import { createControlPlaneClient } from '../control-plane-client.js';
 import { StaticGovernance } from '../governance/source.js';
@@ -191,13 +192,15 @@ test('/readyz is 503 registering while the snapshot is current but registration 
   assert.equal(svc.ready, false);
 });
 
-test('serves HTTPS with tls, registers its https:// address, and a client trusting the CA calls it by name', async (t) => {
+test('serves HTTPS with tls, registers its https:// address, and a client with the CA and a certificate calls it by name', async (t) => {
   const dir = await mkdtemp(join(tmpdir(), 'plinth-sdk-tls-'));
   t.after(() => rm(dir, { recursive: true, force: true }));
-  const cert = join(dir, 'svc.crt');
-  const key = join(dir, 'svc.key');
-  await execFileAsync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-subj', '/CN=orders', '-addext', 'subjectAltName=IP:127.0.0.1', '-days', '1', '-keyout', key, '-out', cert]);
-  const pem = await readFile(cert, 'utf8');
+  const certFile = join(dir, 'svc.crt');
+  const keyFile = join(dir, 'svc.key');
+  // One self-signed certificate serves as the service's, as its CA for client certificates and as the client's.
+  await execFileAsync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-subj', '/CN=orders', '-addext', 'subjectAltName=IP:127.0.0.1', '-days', '1', '-keyout', keyFile, '-out', certFile]);
+  const cert = await readFile(certFile, 'utf8');
+  const key = await readFile(keyFile, 'utf8');
   const cp = await TestControlPlane.start();
   t.after(() => cp.destroy());
   const w = await watchInstances(cp);
@@ -205,19 +208,26 @@ test('serves HTTPS with tls, registers its https:// address, and a client trusti
   const svc = serviceOn(cp);
   t.after(() => stopAll(svc));
 
-  const { port, address } = await svc.listen((req, res) => res.end(`secure ${String((req.socket as { encrypted?: boolean }).encrypted)}`), { tls: { cert: pem, key: await readFile(key) } });
+  const handler = (req: IncomingMessage, res: ServerResponse): void => {
+    res.end(`verified ${String((req.socket as TLSSocket).authorized)}`);
+  };
+  const { port, address } = await svc.listen(handler, { tls: { cert, key, ca: cert, requestCert: true, rejectUnauthorized: true } });
   assert.equal(address, `https://127.0.0.1:${port}`);
   await until(() => (w.client.get('Instance', NS, svc.instanceId)?.spec as { address?: string } | undefined)?.address === address, 'the https:// address registered');
   await until(() => svc.ready, 'ready');
+  await until(() => svc.governance.endpoints('orders').all.items.length > 0, 'the clients see the instance');
 
-  const client = createClient({ self: 'web', governance: svc.governance, dispatcherFactory: (origin) => new Pool(origin, { connect: { ca: pem } }) });
+  const client = createClient({ self: 'web', governance: svc.governance, tls: { ca: cert, cert, key } });
   t.after(() => client.close());
-  await until(() => svc.governance.endpoints('orders').all.items.length > 0, 'the client sees the instance');
   const r = await client.request('orders', { method: 'GET', path: '/hello' });
   assert.equal(r.status, 200);
-  assert.equal(r.text(), 'secure true');
-  // A client that does not trust the service's CA gets no answer from it.
-  const strict = createClient({ self: 'web', governance: svc.governance });
-  t.after(() => strict.close());
-  await assert.rejects(strict.request('orders', { method: 'GET', path: '/hello', retry: { maxAttempts: 1, retryOn: [] } }));
+  assert.equal(r.text(), 'verified true');
+  // Without the CA the service is not trusted; without a certificate the service refuses the handshake.
+  const once = { maxAttempts: 1, retryOn: [] };
+  for (const tls of [undefined, { ca: cert }]) {
+    const other = createClient({ self: 'web', governance: svc.governance, ...(tls ? { tls } : {}) });
+    t.after(() => other.close());
+    await assert.rejects(other.request('orders', { method: 'GET', path: '/hello', retry: once }), JSON.stringify(Object.keys(tls ?? {})));
+  }
+  assert.throws(() => createClient({ self: 'web', governance: svc.governance, tls: { cert } }), /tls.cert and tls.key go together/);
 });
