@@ -42,7 +42,14 @@ describe('gateway (static sources)', () => {
       }, 400);
     });
     reset = await upstream('reset', (req) => req.socket.destroy());
-    hop = await upstream('hop', (_req, res) => {
+    hop = await upstream('hop', (req, res) => {
+      if (req.url === '/hop/trailers') {
+        res.writeHead(200, { 'content-type': 'text/plain' });
+        res.write('part');
+        res.addTrailers({ 'x-checksum': 'abc' });
+        res.end();
+        return;
+      }
       res.writeHead(200, [ 'connection', 'x-hop-resp', 'x-hop-resp', '1', 'keep-alive', 'timeout=1', 'x-fine', '1' ]);
       res.end('hop');
     });
@@ -77,7 +84,7 @@ describe('gateway (static sources)', () => {
       route('flaky-regex', { ...anon, match: { path: { regex: '^/re/[a-z]+$' } }, service: 'flaky', retries: { attempts: 2, on: [503] } }),
       route('slow', { ...anon, match: { path: { prefix: '/slow' } }, service: 'slow', timeoutMs: 100 }),
       route('reset', { ...anon, match: { path: { prefix: '/reset' } }, service: 'reset' }),
-      route('hop', { ...anon, match: { path: { exact: '/hop' } }, service: 'hop' }),
+      route('hop', { ...anon, match: { path: { prefix: '/hop' } }, service: 'hop' }),
       route('small', { ...anon, match: { path: { prefix: '/small' } }, service: 'echo', maxBodyBytes: 1000 }),
       route('cors', { ...anon, match: { path: { prefix: '/cors' } }, service: 'echo', cors: { allowOrigins: ['https://shop.example.com'], allowMethods: ['GET', 'PUT'], allowHeaders: ['content-type'], exposeHeaders: ['x-upstream'], allowCredentials: true } }),
     ]);
@@ -90,7 +97,7 @@ describe('gateway (static sources)', () => {
 
   it('forwards with X-Forwarded-* and Forwarded, drops hop-by-hop headers both ways, rewrites the prefix, keeps the query', async () => {
     const before = echo.seen.length;
-    const answer = await raw(gw.url, 'GET /api/orders?x=1 HTTP/1.1\r\nhost: shop.test\r\nconnection: close, x-hop\r\nx-hop: secret\r\nkeep-alive: timeout=5\r\nte: trailers\r\nx-keep: yes\r\n\r\n');
+    const answer = await raw(gw.url, 'GET /api/orders?x=1 HTTP/1.1\r\nhost: shop.test\r\nconnection: close, x-hop\r\nx-hop: secret\r\nkeep-alive: timeout=5\r\nte: gzip, trailers\r\nx-keep: yes\r\n\r\n');
     assert.match(answer, /^HTTP\/1\.1 200/);
     assert.match(answer, /x-upstream: echo/);
     const s = echo.seen[before]!;
@@ -99,6 +106,8 @@ describe('gateway (static sources)', () => {
     assert.equal(s.headers['x-hop'], undefined, 'a header named in Connection is hop-by-hop');
     assert.equal(s.headers['keep-alive'], undefined);
     assert.equal(s.headers.te, undefined);
+    await raw(gw.url, 'GET /api/te HTTP/1.1\r\nhost: shop.test\r\nconnection: close\r\nte: trailers\r\n\r\n');
+    assert.equal(echo.seen.at(-1)!.headers.te, 'trailers', 'TE: trailers alone, the one TE an HTTP/2 hop carries (gRPC asks for it), goes on');
     assert.equal(s.headers['x-forwarded-for'], '127.0.0.1');
     assert.equal(s.headers['x-forwarded-proto'], 'http');
     assert.equal(s.headers['x-forwarded-host'], 'shop.test');
@@ -110,6 +119,9 @@ describe('gateway (static sources)', () => {
     assert.match(hop, /x-fine: 1/);
     assert.doesNotMatch(hop, /x-hop-resp/i, 'a response header named in Connection is dropped');
     assert.doesNotMatch(hop, /keep-alive: timeout=1/i);
+    const withTrailers = await raw(gw.url, 'GET /hop/trailers HTTP/1.1\r\nhost: a\r\nconnection: close\r\nte: trailers\r\n\r\n');
+    assert.match(withTrailers, /transfer-encoding: chunked/i);
+    assert.match(withTrailers, /\r\n0\r\nx-checksum: abc\r\n\r\n$/, 'trailers of a chunked answer are passed on');
   });
 
   it('answers a static route itself and 404 problem+json when no route matches', async () => {

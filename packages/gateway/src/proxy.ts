@@ -21,6 +21,10 @@ import { normalizePath, type CompiledCors, type CompiledRoute, type LiveRoutes }
 import { connectionTokens, UpstreamTry, type Sink } from './upstream.js';
 
 /** Request headers never forwarded: hop-by-hop (RFC 9110 §7.6.1), the host, and the ones the gateway sets itself. */
+function isTrailers(v: string | string[] | undefined): boolean {
+  return typeof v === 'string' && v.trim().toLowerCase() === 'trailers';
+}
+
 const REQUEST_SKIP = new Set([
   'connection',
   'keep-alive',
@@ -432,7 +436,11 @@ export class Forwarder {
     // An API key is a long-lived credential: verified here, it goes no further (the identity headers say who it was).
     const viaKey = identity?.via === 'apiKey';
     for (const name in h) {
-      if (REQUEST_SKIP.has(name) || (drop !== undefined && drop.includes(name))) continue;
+      if (REQUEST_SKIP.has(name) || (drop !== undefined && drop.includes(name))) {
+        // The one TE an HTTP/2 hop may carry, and what gRPC servers ask of their callers (RFC 9113 §8.2.2).
+        if (name === 'te' && isTrailers(h.te)) out.push('te', 'trailers');
+        continue;
+      }
       if (viaKey && (name === 'x-api-key' || name === 'authorization')) continue;
       const v = h[name];
       if (v === undefined) continue;

@@ -29,6 +29,12 @@ export interface UpstreamTlsOptions {
   trustDomains?: string[];
   /** Oldest TLS version offered. Default TLSv1.2. */
   minVersion?: 'TLSv1.2' | 'TLSv1.3';
+  /**
+   * Offer HTTP/2 (ALPN `h2`) beside HTTP/1.1 to https:// upstreams, which then pick: gRPC services need it
+   * (their answers end in trailers). One connection per upstream then carries many requests at once.
+   * Default false.
+   */
+  http2?: boolean;
   /** How often the files are checked for a change. Default 5 s. */
   reloadIntervalMs?: number;
 }
@@ -79,7 +85,9 @@ export class UpstreamTls {
 
   /** The dispatcher of one upstream origin: TLS through `connect` for https, plain otherwise. */
   dispatcher(origin: string, connections: number): Dispatcher {
-    return origin.startsWith('https:') ? new Pool(origin, { connections, pipelining: 1, connect: this.connect }) : new Pool(origin, { connections, pipelining: 1 });
+    if (!origin.startsWith('https:')) return new Pool(origin, { connections, pipelining: 1 });
+    // Over HTTP/2 an upstream takes many streams on one connection; undici opens more only past its limit.
+    return this.o.http2 === true ? new Pool(origin, { connections, allowH2: true, connect: this.connect }) : new Pool(origin, { connections, pipelining: 1, connect: this.connect });
   }
 
   /** node:https request options for a one-off connection (a WebSocket handshake). */
@@ -130,11 +138,12 @@ export class UpstreamTls {
 
   private build(m: Material): Connector {
     this.current = m;
-    return buildConnector(this.options(m) as buildConnector.BuildOptions);
+    return buildConnector({ ...this.options(m), allowH2: this.o.http2 === true } as buildConnector.BuildOptions);
   }
 
   private options(m: Material): ConnectorOptions {
-    const opts: ConnectorOptions = { minVersion: this.o.minVersion ?? 'TLSv1.2', ALPNProtocols: ['http/1.1'] };
+    // ALPN is buildConnector's: http/1.1, and h2 with allowH2.
+    const opts: ConnectorOptions = { minVersion: this.o.minVersion ?? 'TLSv1.2' };
     if (m.ca !== undefined) opts.ca = m.ca;
     if (m.cert !== undefined) opts.cert = m.cert;
     if (m.key !== undefined) opts.key = m.key;

@@ -12,6 +12,9 @@ const DISCARDED = Object.freeze(new Error('upstream answer discarded'));
 /** Response headers that belong to one connection, never forwarded (RFC 9110 §7.6.1). */
 const RESPONSE_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'transfer-encoding', 'upgrade']);
 
+/** What a gRPC status is made of (the gRPC over HTTP/2 protocol's Status, Status-Message and details). */
+const GRPC_STATUS = new Set(['grpc-status', 'grpc-message', 'grpc-status-details-bin']);
+
 /** Names listed in a Connection header are hop-by-hop too. */
 export function connectionTokens(v: string | string[] | undefined): string[] | undefined {
   // What nearly every hop sends: no header names to drop, and nothing to split.
@@ -53,6 +56,10 @@ export class UpstreamTry implements Dispatcher.DispatchHandler, Expirable {
   private queue: Buffer[] | undefined;
   private ended = false;
   private failure: Error | undefined;
+  /** Trailers that came before the answer was attached. */
+  private trailers: IncomingHttpHeaders | undefined;
+  /** A trailers-only gRPC status moved out of the head, sent as trailers at the end. */
+  private statusTrailers: IncomingHttpHeaders | undefined;
   private drainListener: (() => void) | undefined;
 
   constructor(
@@ -91,11 +98,19 @@ export class UpstreamTry implements Dispatcher.DispatchHandler, Expirable {
     }
   }
 
-  onResponseEnd(): void {
+  onResponseEnd(c: Dispatcher.DispatchController, trailers: IncomingHttpHeaders | null | undefined): void {
     this.finish(undefined);
     if (this.discarding) return;
-    if (this.sink !== undefined) this.sink.res.end();
-    else this.ended = true;
+    // gRPC's status travels in trailers: passed on as they came (HTTP/2, or a chunked HTTP/1.1 answer).
+    const t = trailersOf(c, trailers);
+    if (this.sink !== undefined) {
+      const all = this.statusTrailers === undefined ? t : { ...this.statusTrailers, ...t };
+      if (all !== undefined) addTrailers(this.sink.res, all);
+      this.sink.res.end();
+    } else {
+      this.ended = true;
+      this.trailers = t;
+    }
   }
 
   onResponseError(_c: Dispatcher.DispatchController | undefined, error: Error): void {
@@ -136,6 +151,10 @@ export class UpstreamTry implements Dispatcher.DispatchHandler, Expirable {
   attach(sink: Sink, head: readonly string[]): void {
     this.sink = sink;
     const res = sink.res;
+    // gRPC puts its status in the headers only when there is nothing else to send ("trailers-only", one
+    // HEADERS frame that ends the stream). Node's HTTP/2 compatibility layer cannot end a stream with its
+    // headers, so the status goes in trailers after them, the other form gRPC allows.
+    if (this.headers?.['grpc-status'] !== undefined && (res as { stream?: unknown }).stream !== undefined) head = this.statusToTrailers(head);
     res.writeHead(this.status, head as string[]);
     const q = this.queue;
     this.queue = undefined;
@@ -143,9 +162,24 @@ export class UpstreamTry implements Dispatcher.DispatchHandler, Expirable {
       sink.bytesOut += c.length;
       res.write(c);
     }
-    if (this.ended) res.end();
-    else if (this.failure !== undefined) res.destroy(this.failure);
+    if (this.ended) {
+      const all = this.statusTrailers === undefined ? this.trailers : { ...this.statusTrailers, ...this.trailers };
+      if (all !== undefined) addTrailers(res, all);
+      res.end();
+    } else if (this.failure !== undefined) res.destroy(this.failure);
     else this.controller?.resume();
+  }
+
+  private statusToTrailers(head: readonly string[]): string[] {
+    const kept: string[] = [];
+    const moved: IncomingHttpHeaders = {};
+    for (let i = 0; i + 1 < head.length; i += 2) {
+      const name = head[i]!;
+      if (GRPC_STATUS.has(name)) moved[name] = head[i + 1];
+      else kept.push(name, head[i + 1]!);
+    }
+    this.statusTrailers = moved;
+    return kept;
   }
 
   /** Not the answer after all (retried): read and drop the rest, keeping the connection if it ends soon. */
@@ -195,5 +229,35 @@ export class UpstreamTry implements Dispatcher.DispatchHandler, Expirable {
     if (span === undefined) return;
     this.span = undefined;
     span.end(this.status === 0 ? undefined : this.status, error);
+  }
+}
+
+/**
+ * The answer's trailers, if any. undici 7 hands HTTP/2 trailers (node's object, not a raw list) through a
+ * parser of raw lists, which yields `{}`; its controller still holds them as `rawTrailers`.
+ */
+function trailersOf(c: Dispatcher.DispatchController, parsed: IncomingHttpHeaders | null | undefined): IncomingHttpHeaders | undefined {
+  if (parsed !== null && parsed !== undefined && hasAny(parsed)) return parsed;
+  const raw = (c as { rawTrailers?: unknown }).rawTrailers;
+  return raw !== null && typeof raw === 'object' && !Array.isArray(raw) && hasAny(raw) ? (raw as IncomingHttpHeaders) : undefined;
+}
+
+function hasAny(o: object): boolean {
+  for (const _ in o) return true;
+  return false;
+}
+
+/** The upstream's trailers, minus what no message may carry; a name node refuses is dropped, not fatal. */
+function addTrailers(res: Sink['res'], trailers: IncomingHttpHeaders): void {
+  const out: Record<string, string | string[]> = {};
+  for (const name in trailers) {
+    const v = trailers[name];
+    if (v === undefined || RESPONSE_HOP.has(name) || name.charCodeAt(0) === 58 /* : */) continue;
+    out[name] = v;
+  }
+  try {
+    res.addTrailers(out);
+  } catch {
+    // An invalid trailer from upstream: the answer still ends, without them.
   }
 }

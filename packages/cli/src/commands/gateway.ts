@@ -30,6 +30,7 @@ interface GatewayFlags {
   upstreamKey?: string;
   upstreamServerIdentity?: string;
   upstreamTrustDomains?: string;
+  upstreamHttp2?: boolean;
 }
 
 const HOST_PORT = /^(\[[^\]]+\]|[^:]*):\d+$/;
@@ -48,6 +49,7 @@ export function registerGateway(program: Command): void {
     .option('--upstream-cert <file>', 'present this PEM client certificate to https:// upstreams (mutual TLS); with --upstream-key, reloaded when it changes')
     .option('--upstream-key <file>', 'PEM private key of --upstream-cert')
     .option('--upstream-server-identity <mode>', '"hostname" (default): an upstream certificate must name the address\'s host; "spiffe": it must carry one SPIFFE ID instead')
+    .option('--upstream-http2', 'offer HTTP/2 to https:// upstreams (ALPN h2), as gRPC services need')
     .option('--upstream-trust-domains <list>', 'with --upstream-server-identity spiffe: comma-separated trust domains accepted (default any)')
     .option('--no-http2', 'with --tls-cert: offer HTTP/1.1 only (HTTP/2 is offered beside it by default)')
     .option('--h2c', 'without --tls-cert: also serve cleartext HTTP/2 (prior knowledge) on --listen, beside HTTP/1.1')
@@ -88,8 +90,9 @@ export function registerGateway(program: Command): void {
       const trustDomains = flags.upstreamTrustDomains?.split(',').map((d) => d.trim()).filter((d) => d !== '');
       if (trustDomains !== undefined && serverIdentity !== 'spiffe') throw new UsageError('--upstream-trust-domains applies with --upstream-server-identity spiffe');
       const upstreamTls =
-        flags.upstreamCa !== undefined || flags.upstreamCert !== undefined || serverIdentity !== undefined
+        flags.upstreamCa !== undefined || flags.upstreamCert !== undefined || serverIdentity !== undefined || flags.upstreamHttp2 === true
           ? {
+              ...(flags.upstreamHttp2 === true ? { http2: true } : {}),
               ...(flags.upstreamCa !== undefined ? { ca: resolve(flags.upstreamCa) } : {}),
               ...(flags.upstreamCert !== undefined && flags.upstreamKey !== undefined ? { cert: resolve(flags.upstreamCert), key: resolve(flags.upstreamKey) } : {}),
               ...(serverIdentity !== undefined ? { serverIdentity: serverIdentity as 'hostname' | 'spiffe' } : {}),
