@@ -145,7 +145,7 @@ export class Forwarder {
     const pools = (this.pools = new EndpointPools({
       connectionsPerEndpoint: o.connectionsPerEndpoint,
       closedMessage: 'gateway closed',
-      dispatcherFactory: tls === undefined ? undefined : (origin) => tls.dispatcher(origin, o.connectionsPerEndpoint),
+      dispatcherFactory: tls === undefined ? undefined : (origin, protocol) => tls.dispatcher(origin, protocol, o.connectionsPerEndpoint),
     }));
     this.engine = new OutboundEngine({
       self: o.self,
@@ -389,7 +389,7 @@ export class Forwarder {
       ex.current = h;
       let dispatcher: Dispatcher;
       try {
-        dispatcher = direct ?? this.pools.get(t.service, t.endpoint.address);
+        dispatcher = direct ?? this.pools.get(t.service, t.endpoint.address, t.endpoint.metadata);
       } catch (e) {
         h.fail(e instanceof Error ? e : new Error(String(e)));
         return;

@@ -56,8 +56,11 @@ export async function upstream(name: string, handler?: (req: IncomingMessage, re
   };
 }
 
-export function instance(id: string, service: string, address: string, extra: { lane?: string; version?: string } = {}) {
-  return { metadata: { name: id }, spec: { service, version: extra.version ?? '1.0.0', address, ...(extra.lane ? { lane: extra.lane } : {}) } };
+export function instance(id: string, service: string, address: string, extra: { lane?: string; version?: string; metadata?: Record<string, string> } = {}) {
+  return {
+    metadata: { name: id },
+    spec: { service, version: extra.version ?? '1.0.0', address, ...(extra.lane ? { lane: extra.lane } : {}), ...(extra.metadata ? { metadata: extra.metadata } : {}) },
+  };
 }
 
 export function resource<S>(kind: string, name: string, spec: S, namespace = 'edge'): Resource<S> {

@@ -8,6 +8,7 @@
  */
 import type { ConnectionOptions, PeerCertificate } from 'node:tls';
 import { trustDomain } from '@plinth/core';
+import { defaultPool, type UpstreamProtocol } from '@plinth/sdk/client';
 import { Pool, buildConnector, type Dispatcher } from 'undici';
 import { parseSpiffeId, sansOf } from './client-cert.js';
 import { checkCaBundle, checkPair, readPem, readPemAsync, same, TlsConfigError, watchPemFiles, type TlsWatcher } from './tls.js';
@@ -83,9 +84,9 @@ export class UpstreamTls {
     this.connector(opts, cb);
   };
 
-  /** The dispatcher of one upstream origin: TLS through `connect` for https, plain otherwise. */
-  dispatcher(origin: string, connections: number): Dispatcher {
-    if (!origin.startsWith('https:')) return new Pool(origin, { connections, pipelining: 1 });
+  /** The dispatcher of one upstream origin: TLS through `connect` for https, plain (HTTP/1.1 or h2c) otherwise. */
+  dispatcher(origin: string, protocol: UpstreamProtocol, connections: number): Dispatcher {
+    if (!origin.startsWith('https:')) return defaultPool(origin, protocol, connections);
     // Over HTTP/2 an upstream takes many streams on one connection; undici opens more only past its limit.
     return this.o.http2 === true ? new Pool(origin, { connections, allowH2: true, connect: this.connect }) : new Pool(origin, { connections, pipelining: 1, connect: this.connect });
   }

@@ -39,3 +39,8 @@ export type InstanceSpec = z.infer<typeof InstanceSpec>;
 /** Label the server puts on every Instance so that `plinth.dev/service=<name>` selects a service's fleet. */
 export const SERVICE_LABEL = 'plinth.dev/service';
 export const LANE_LABEL = 'plinth.dev/lane';
+/**
+ * Instance metadata naming how a plain (http://, host:port) address is spoken to: `h2c` for cleartext HTTP/2
+ * with prior knowledge (gRPC servers without TLS); absent or `http`: HTTP/1.1. Over https://, ALPN decides.
+ */
+export const PROTOCOL_METADATA = 'plinth.dev/protocol';

@@ -1,6 +1,7 @@
 import { Headers } from '@plinth/core';
 import type { Registry } from 'prom-client';
 import { Pool, type Dispatcher } from 'undici';
+import { defaultPool, type UpstreamProtocol } from './pools.js';
 import { getLane, isStress, serializeBaggage, setLane, type Baggage } from '../balancing/baggage.js';
 import type { Random } from '../balancing/balancer.js';
 import { childTraceparent, FLAG_SAMPLED, randomSpanId, randomTraceId, type TraceContext } from '../balancing/traceparent.js';
@@ -27,8 +28,11 @@ export interface ClientOptions {
   clock?: Clock;
   random?: Random;
   wheel?: Wheel;
-  /** Default `new Pool(origin, { connections, pipelining: 1 })`. */
-  dispatcherFactory?: (origin: string) => Dispatcher;
+  /**
+   * Default `new Pool(origin, { connections, pipelining: 1 })`, or cleartext HTTP/2 for an instance whose
+   * metadata says `plinth.dev/protocol: h2c`.
+   */
+  dispatcherFactory?: (origin: string, protocol: UpstreamProtocol) => Dispatcher;
   /**
    * For instances registered with an https:// address: the CA bundle they are verified against (default the
    * system's roots) and the client certificate presented to those that ask (mutual TLS, as a sidecar's
@@ -343,8 +347,8 @@ export function createClient(opts: ClientOptions): ServiceClient {
 }
 
 /** Pools that speak TLS with `tls` to https:// origins, and plain HTTP to the rest. */
-function tlsDispatchers(tls: NonNullable<ClientOptions['tls']>, connections: number): (origin: string) => Dispatcher {
+function tlsDispatchers(tls: NonNullable<ClientOptions['tls']>, connections: number): (origin: string, protocol: UpstreamProtocol) => Dispatcher {
   if ((tls.cert === undefined) !== (tls.key === undefined)) throw new TypeError('createClient: tls.cert and tls.key go together');
   const connect = { ...(tls.ca !== undefined ? { ca: tls.ca } : {}), ...(tls.cert !== undefined ? { cert: tls.cert } : {}), ...(tls.key !== undefined ? { key: tls.key } : {}) };
-  return (origin) => (origin.startsWith('https:') ? new Pool(origin, { connections, pipelining: 1, connect }) : new Pool(origin, { connections, pipelining: 1 }));
+  return (origin, protocol) => (origin.startsWith('https:') ? new Pool(origin, { connections, pipelining: 1, connect }) : defaultPool(origin, protocol, connections));
 }

@@ -4,7 +4,7 @@ import type { EndpointSet } from '../balancing/endpoints.js';
 import type { Clock } from '../ratelimit/clock.js';
 import type { Expirable } from '../resilience/timer-wheel.js';
 import type { TryContext, TryOutcome, TryReceiver, Wheel } from './engine.js';
-import { EndpointPools } from './pools.js';
+import { EndpointPools, type UpstreamProtocol } from './pools.js';
 
 /** One HTTP exchange, fully buffered: what the client hands back. */
 export interface HttpResult {
@@ -36,7 +36,7 @@ export interface HttpTrySource {
 
 export interface HttpTransportOptions {
   connectionsPerEndpoint: number;
-  dispatcherFactory: ((origin: string) => Dispatcher) | undefined;
+  dispatcherFactory: ((origin: string, protocol: UpstreamProtocol) => Dispatcher) | undefined;
   wheel: Wheel;
   clock: Clock;
 }
@@ -191,7 +191,7 @@ export class HttpTransport {
   }
 
   send(t: TryContext, req: HttpTryRequest): Promise<TryOutcome<HttpResult>> {
-    const dispatcher = this.dispatcherFor(t.service, t.endpoint.address);
+    const dispatcher = this.pools.get(t.service, t.endpoint.address, t.endpoint.metadata);
     const receiver = new PromiseReceiver();
     const promise = new Promise<TryOutcome<HttpResult>>((resolve) => (receiver.resolve = resolve));
     let headers: readonly string[];
@@ -215,7 +215,7 @@ export class HttpTransport {
     let dispatcher: Dispatcher;
     let headers: readonly string[];
     try {
-      dispatcher = this.dispatcherFor(t.service, t.endpoint.address);
+      dispatcher = this.pools.get(t.service, t.endpoint.address, t.endpoint.metadata);
       headers = req.headersFor(t);
     } catch (error) {
       receiver.tryDone(errorOutcome(error));
@@ -251,10 +251,6 @@ export class HttpTransport {
     } catch (error) {
       handler.fail(error instanceof Error ? error : new Error(String(error)));
     }
-  }
-
-  private dispatcherFor(service: string, address: string): Dispatcher {
-    return this.pools.get(service, address);
   }
 
   /** A callee's endpoints changed: pools of addresses no callee uses any more are closed. */

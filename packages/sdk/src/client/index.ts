@@ -8,4 +8,4 @@ export { outboundMetrics } from './metrics.js';
 export { drawSplit, hashKeyOf, restrictToSplit, routeCandidates, type HashKeyOf } from './routing.js';
 export { outboundRules, ruleMatches, type OutboundRule } from './rules.js';
 export { BreakerGroup, SERVICE_UPSTREAM, type BreakerHooks } from './breakers.js';
-export { EndpointPools, originOf, type EndpointPoolsOptions } from './pools.js';
+export { defaultPool, EndpointPools, originOf, protocolOf, type EndpointPoolsOptions, type UpstreamProtocol } from './pools.js';

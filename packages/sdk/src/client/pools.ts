@@ -1,5 +1,9 @@
-import { Pool, type Dispatcher } from 'undici';
+import { PROTOCOL_METADATA } from '@plinth/core';
+import { buildConnector, Pool, type Dispatcher } from 'undici';
 import type { EndpointSet } from '../balancing/endpoints.js';
+
+/** How an upstream origin is spoken to: HTTP/1.1 (or what ALPN picks over TLS), or cleartext HTTP/2. */
+export type UpstreamProtocol = 'http' | 'h2c';
 
 interface PoolEntry {
   readonly address: string;
@@ -10,10 +14,29 @@ interface PoolEntry {
 
 export interface EndpointPoolsOptions {
   connectionsPerEndpoint: number;
-  /** Makes the dispatcher of an origin; default an undici Pool with `connectionsPerEndpoint`, pipelining 1. */
-  dispatcherFactory?: ((origin: string) => Dispatcher) | undefined;
+  /**
+   * Makes the dispatcher of an origin; default an undici Pool with `connectionsPerEndpoint`, pipelining 1
+   * (HTTP/2 with prior knowledge for `h2c`).
+   */
+  dispatcherFactory?: ((origin: string, protocol: UpstreamProtocol) => Dispatcher) | undefined;
   /** The error's text once closed ("client closed", "gateway closed"). */
   closedMessage?: string;
+}
+
+/** The protocol an endpoint's metadata names for its plain address (PROTOCOL_METADATA). */
+export function protocolOf(metadata: Readonly<Record<string, string>> | undefined): UpstreamProtocol {
+  return metadata?.[PROTOCOL_METADATA] === 'h2c' ? 'h2c' : 'http';
+}
+
+/** An undici Pool for `origin`: HTTP/1.1 with pipelining 1, or cleartext HTTP/2 for `h2c` (many streams per connection). */
+export function defaultPool(origin: string, protocol: UpstreamProtocol, connections: number): Pool {
+  if (protocol === 'h2c' && origin.startsWith('http:')) {
+    // A Pool builds its connector without useH2c (which marks a plain socket as h2, prior knowledge), so it
+    // is given one; undici's types do not list the option yet.
+    const connect = buildConnector({ allowH2: true, useH2c: true } as buildConnector.BuildOptions);
+    return new Pool(origin, { connections, allowH2: true, connect });
+  }
+  return new Pool(origin, { connections, pipelining: 1 });
 }
 
 /** `host:port` (or a URL) → its origin. */
@@ -36,8 +59,11 @@ export class EndpointPools {
 
   constructor(private readonly o: EndpointPoolsOptions) {}
 
-  /** The dispatcher for `address` on behalf of `service`; throws once closed. */
-  get(service: string, address: string): Dispatcher {
+  /**
+   * The dispatcher for `address` on behalf of `service`; throws once closed. `metadata` (the endpoint's) is
+   * read only when the pool is made, for its protocol.
+   */
+  get(service: string, address: string, metadata?: Readonly<Record<string, string>>): Dispatcher {
     // Calls mostly repeat the last (callee, address) pair: two string compares instead of a Map and a Set lookup.
     const hit = this.last;
     if (hit !== undefined && hit.address === address && this.lastService === service) return hit.dispatcher;
@@ -45,7 +71,8 @@ export class EndpointPools {
     if (p === undefined) {
       if (this.closed) throw new Error(this.o.closedMessage ?? 'closed');
       const origin = originOf(address);
-      const dispatcher = this.o.dispatcherFactory?.(origin) ?? new Pool(origin, { connections: this.o.connectionsPerEndpoint, pipelining: 1 });
+      const protocol = protocolOf(metadata);
+      const dispatcher = this.o.dispatcherFactory?.(origin, protocol) ?? defaultPool(origin, protocol, this.o.connectionsPerEndpoint);
       this.pools.set(address, (p = { address, dispatcher, users: new Set() }));
     }
     // Calls spread over several instances miss the one-entry cache often: a miss allocates nothing.
