@@ -5,6 +5,8 @@ export const Headers = {
   baggage: 'baggage',
   /** Remaining time budget in milliseconds, shrunk at each hop. */
   timeout: 'plinth-timeout-ms',
+  /** gRPC's own time budget (`5S`, `250m`): taken as the deadline when `plinth-timeout-ms` is absent, rewritten at each hop. */
+  grpcTimeout: 'grpc-timeout',
   /** The calling service's registered name, set by the SDK client on every outbound call. */
   caller: 'plinth-caller',
   idempotencyKey: 'idempotency-key',

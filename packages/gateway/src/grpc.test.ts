@@ -5,30 +5,34 @@
  */
 import assert from 'node:assert/strict';
 import { mkdtemp, rm } from 'node:fs/promises';
+import { connect as http2Connect } from 'node:http2';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
 import { PROTOCOL_METADATA } from '@plinth/core';
 import type { Gateway } from './gateway.js';
-import { certAuthority, clientCertificate, instance, route, selfSigned, staticGateway, type Ca, type CertPair, type ClientCertFiles } from './testkit.test.helpers.js';
+import { certAuthority, clientCertificate, instance, resource, route, selfSigned, staticGateway, type Ca, type CertPair, type ClientCertFiles } from './testkit.test.helpers.js';
 
 const raw = (b: Buffer): Buffer => b;
 const SAY = '/plinth.test.Echo/Say';
 const FAIL = '/plinth.test.Echo/Fail';
 const LIST = '/plinth.test.Echo/List';
+const SLOW = '/plinth.test.Echo/Slow';
+const LIMITED = '/plinth.test.Echo/Limited';
 
 const definition: grpc.ServiceDefinition = {
   Say: { path: SAY, requestStream: false, responseStream: false, requestSerialize: raw, requestDeserialize: raw, responseSerialize: raw, responseDeserialize: raw },
   Fail: { path: FAIL, requestStream: false, responseStream: false, requestSerialize: raw, requestDeserialize: raw, responseSerialize: raw, responseDeserialize: raw },
   List: { path: LIST, requestStream: false, responseStream: true, requestSerialize: raw, requestDeserialize: raw, responseSerialize: raw, responseDeserialize: raw },
+  Slow: { path: SLOW, requestStream: false, responseStream: false, requestSerialize: raw, requestDeserialize: raw, responseSerialize: raw, responseDeserialize: raw },
 };
 
 /** A unary call; resolves at its status, whose metadata is the answer's trailers. */
-function unary(client: grpc.Client, path: string, body: string, metadata = new grpc.Metadata()): Promise<{ value: string; trailers: grpc.Metadata }> {
+function unary(client: grpc.Client, path: string, body: string, metadata = new grpc.Metadata(), timeoutMs = 5000): Promise<{ value: string; trailers: grpc.Metadata }> {
   return new Promise((resolve, reject) => {
     let value: Buffer | undefined;
-    const call = client.makeUnaryRequest(path, raw, raw, Buffer.from(body), metadata, { deadline: Date.now() + 5000 }, (err, v) => {
+    const call = client.makeUnaryRequest(path, raw, raw, Buffer.from(body), metadata, { deadline: Date.now() + timeoutMs }, (err, v) => {
       if (err) reject(err);
       else value = v;
     });
@@ -50,11 +54,19 @@ function serverStream(client: grpc.Client, path: string, body: string): Promise<
 }
 
 /** The echo service; each call is remembered in `seen` with the caller its metadata named. */
-function echoServer(seen: { path: string; caller: string | undefined }[]): grpc.Server {
+/** What the echo service saw of a call: its path, the caller its metadata named, the deadline it was given. */
+interface Seen {
+  path: string;
+  caller: string | undefined;
+  deadline: number;
+}
+
+function echoServer(seen: Seen[]): grpc.Server {
   const server = new grpc.Server();
   const remember = (call: grpc.ServerUnaryCall<Buffer, Buffer> | grpc.ServerWritableStream<Buffer, Buffer>): void => {
     const md = call.metadata.getMap();
-    seen.push({ path: call.getPath(), caller: typeof md['plinth-caller'] === 'string' ? md['plinth-caller'] : undefined });
+    const d = call.getDeadline();
+    seen.push({ path: call.getPath(), caller: typeof md['plinth-caller'] === 'string' ? md['plinth-caller'] : undefined, deadline: d instanceof Date ? d.getTime() : Number(d) });
   };
   server.addService(definition, {
     Say: (call: grpc.ServerUnaryCall<Buffer, Buffer>, cb: grpc.sendUnaryData<Buffer>) => {
@@ -66,6 +78,10 @@ function echoServer(seen: { path: string; caller: string | undefined }[]): grpc.
     Fail: (call: grpc.ServerUnaryCall<Buffer, Buffer>, cb: grpc.sendUnaryData<Buffer>) => {
       remember(call);
       cb({ code: grpc.status.NOT_FOUND, details: `no ${call.request.toString()} here` });
+    },
+    Slow: (call: grpc.ServerUnaryCall<Buffer, Buffer>, cb: grpc.sendUnaryData<Buffer>) => {
+      remember(call);
+      setTimeout(() => cb(null, Buffer.from('late')), 1500).unref();
     },
     List: (call: grpc.ServerWritableStream<Buffer, Buffer>) => {
       remember(call);
@@ -84,7 +100,7 @@ describe('gRPC through the edge gateway (HTTP/2 both ways)', () => {
   let server: grpc.Server;
   let gw: Gateway;
   let client: grpc.Client;
-  const seen: { path: string; caller: string | undefined }[] = [];
+  const seen: Seen[] = [];
   let upstreamAddress = '';
 
   before(async () => {
@@ -98,7 +114,12 @@ describe('gRPC through the edge gateway (HTTP/2 both ways)', () => {
     upstreamAddress = `https://127.0.0.1:${port}`;
     const started = await staticGateway({ accessLog: false, tls: { cert: edgeCert.cert, key: edgeCert.key }, upstreamTls: { ca: mesh.cert, http2: true } });
     gw = started.gw;
-    started.governance.set({ instances: [instance('echo-1', 'echo', upstreamAddress)] });
+    started.governance.set({
+      instances: [instance('echo-1', 'echo', upstreamAddress)],
+      faultTolerance: [
+        resource<any>('FaultTolerance', 'limits', { rules: [{ name: 'limited', targets: [{ service: 'echo', endpoints: [LIMITED] }], strategies: [{ type: 'rateLimit', threshold: 1, statDurationSec: 60 }] }] }),
+      ],
+    });
     started.routes.set([route('grpc', { auth: { mode: 'anonymous' }, match: { path: { prefix: '/plinth.test.Echo/' } }, service: 'echo' })]);
     client = new grpc.Client(new URL(gw.url).host, grpc.credentials.createSsl(Buffer.from(edgeCert.pem)), { 'grpc.ssl_target_name_override': 'localhost' });
   });
@@ -127,10 +148,36 @@ describe('gRPC through the edge gateway (HTTP/2 both ways)', () => {
     assert.deepEqual(await serverStream(client, LIST, 'all'), ['item-1', 'item-2', 'item-3']);
   });
 
-  it('answers calls to no route with an HTTP error a gRPC client reads as a failed call, and keeps serving', async () => {
-    // gRPC's mapping of HTTP statuses: 404 is UNIMPLEMENTED.
-    await assert.rejects(unary(client, '/plinth.test.Other/Nope', 'x'), (e: grpc.ServiceError) => e.code === grpc.status.UNIMPLEMENTED);
+  it('answers its own refusals as gRPC statuses: no route UNIMPLEMENTED, a rate limit RESOURCE_EXHAUSTED', async () => {
+    await assert.rejects(unary(client, '/plinth.test.Other/Nope', 'x'), (e: grpc.ServiceError) => e.code === grpc.status.UNIMPLEMENTED && /^no route for POST /.test(e.details));
+    // The first call is let through (the server has no such method); the second is over the limit.
+    await assert.rejects(unary(client, LIMITED, 'x'), (e: grpc.ServiceError) => e.code === grpc.status.UNIMPLEMENTED && !/rate/.test(e.details));
+    await assert.rejects(unary(client, LIMITED, 'x'), (e: grpc.ServiceError) => e.code === grpc.status.RESOURCE_EXHAUSTED && e.details === 'rate_limited');
     assert.equal((await unary(client, SAY, 'again')).value, 'echo:again');
+  });
+
+  it('takes grpc-timeout as the deadline: the upstream gets what is left, and a late answer is DEADLINE_EXCEEDED', async () => {
+    const before = Date.now();
+    await unary(client, SAY, 'timed', new grpc.Metadata(), 3000);
+    const told = seen.at(-1)!.deadline;
+    assert.ok(told > before && told <= before + 3000 + 50, `the upstream's deadline ${told - before} ms after the call began`);
+    // A raw HTTP/2 request, so that only the gateway enforces the 300 ms (grpc-js would give up by itself).
+    const s = http2Connect(gw.url, { ca: edgeCert.pem, servername: 'localhost' });
+    try {
+      const started = Date.now();
+      const trailers = await new Promise<Record<string, unknown>>((resolve, reject) => {
+        const st = s.request({ ':method': 'POST', ':path': SLOW, 'content-type': 'application/grpc', te: 'trailers', 'grpc-timeout': '300m' });
+        st.on('trailers', (t) => resolve(t));
+        st.on('error', reject);
+        st.on('data', () => {});
+        st.end(Buffer.from([0, 0, 0, 0, 0]));
+      });
+      const took = Date.now() - started;
+      assert.equal(trailers['grpc-status'], String(grpc.status.DEADLINE_EXCEEDED));
+      assert.ok(took >= 250 && took < 1400, `answered after ${took} ms`);
+    } finally {
+      s.close();
+    }
   });
 
   it('takes gRPC clients over cleartext HTTP/2 (h2c) as well', async () => {
@@ -152,7 +199,7 @@ describe('gRPC to a cleartext HTTP/2 (h2c) upstream, by its instance metadata', 
   let server: grpc.Server;
   let gw: Gateway;
   let client: grpc.Client;
-  const seen: { path: string; caller: string | undefined }[] = [];
+  const seen: Seen[] = [];
 
   before(async () => {
     server = echoServer(seen);

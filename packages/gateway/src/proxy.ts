@@ -4,7 +4,7 @@ import { type GovernanceSource, type RequestContext } from '@plinth/sdk';
 import { formatTraceparent, newTraceContext, parseTraceparent, serializeBaggage, type TraceContext } from '@plinth/sdk/balancing';
 import { EndpointPools, isCallError, OutboundEngine, type EngineResult, type OutboundCall, type TryContext, type TryOutcome } from '@plinth/sdk/client';
 import { InboundRuntime, type Admission, type Rejection, type TrustMode } from '@plinth/sdk/middleware';
-import { formatTimeout, type TimerWheel } from '@plinth/sdk/resilience';
+import { formatGrpcTimeout, formatTimeout, type TimerWheel } from '@plinth/sdk/resilience';
 import { startClientSpan, startServerSpan, type ServerSpanHandle, type Tracing } from '@plinth/sdk/tracing';
 import type { Redis } from 'ioredis';
 import type { Dispatcher } from 'undici';
@@ -14,6 +14,7 @@ import { BodyTooLargeError, planBody, readBody, type BodyPlan, type UpstreamBody
 import { authenticateCert, clientCertOf, forwardedCert, XFCC_HEADER } from './client-cert.js';
 import { EdgeInboundGovernance } from './engine-governance.js';
 import { GatewayCodes, problemBody } from './errors.js';
+import { grpcMessage, grpcStatusOf, isGrpcRequest } from './grpc-status.js';
 import { pushIdentity, pushIncomingIdentity, stripIncoming } from './identity-headers.js';
 import type { GatewayMetrics } from './metrics.js';
 import type { UpstreamTls } from './upstream-tls.js';
@@ -21,11 +22,19 @@ import { normalizePath, type CompiledCors, type CompiledRoute, type LiveRoutes }
 import { connectionTokens, UpstreamTry, type Sink } from './upstream.js';
 
 /** Request headers never forwarded: hop-by-hop (RFC 9110 §7.6.1), the host, and the ones the gateway sets itself. */
+/** `headers` and the budget left, as plinth-timeout-ms and, for a gRPC client's request, grpc-timeout. */
+function deadlineHeaders(headers: string[], grpc: boolean, remaining: number): string[] {
+  const left = Math.max(0, remaining);
+  return grpc ? headers.concat(Headers.timeout, formatTimeout(left), Headers.grpcTimeout, formatGrpcTimeout(left)) : headers.concat(Headers.timeout, formatTimeout(left));
+}
+
 function isTrailers(v: string | string[] | undefined): boolean {
   return typeof v === 'string' && v.trim().toLowerCase() === 'trailers';
 }
 
 const REQUEST_SKIP = new Set([
+  // Rewritten per try with what is left of the budget.
+  Headers.grpcTimeout,
   'connection',
   'keep-alive',
   'proxy-connection',
@@ -85,6 +94,10 @@ export class Exchange implements Sink {
   clientSpans = false;
   /** The fixed upstream of a sidecar's app (no discovery), else undefined: the engine picks the endpoint. */
   direct: Dispatcher | undefined;
+  /** The client sent grpc-timeout: each try sends it again with the budget left. */
+  grpcTimeout = false;
+  /** A refusal answered as a gRPC status (HTTP 200): the HTTP status it stands for, for metrics, log and span. */
+  refusedAs = 0;
 
   constructor(
     readonly forwarder: Forwarder,
@@ -177,7 +190,7 @@ export class Forwarder {
     ex.current?.abort();
     ex.release?.();
     ex.release = undefined;
-    const status = finished ? res.statusCode : 0;
+    const status = finished ? ex.refusedAs || res.statusCode : 0;
     const seconds = (this.o.wheel.clock.now() - ex.startedAt) / 1000;
     this.o.metrics.end(ex.route?.id, status, seconds);
     ex.span?.end(status === 0 ? 499 : status);
@@ -186,7 +199,7 @@ export class Forwarder {
       host: ex.host,
       path: ex.path,
       route: ex.route?.id,
-      status: finished ? res.statusCode : 499,
+      status: finished ? status : 499,
       durationMs: Math.round(seconds * 1e6) / 1000,
       upstream: ex.upstream,
       bytesIn: ex.bytesIn,
@@ -279,7 +292,7 @@ export class Forwarder {
     this.o.metrics.rejected(ex.route?.id, r.code);
     const head: string[] = [];
     for (const k in r.headers) head.push(k, r.headers[k]!);
-    this.answer(ex, r.status, r.contentType, r.body, head);
+    this.answer(ex, r.status, r.contentType, r.body, head, r.code);
   }
 
   /**
@@ -314,6 +327,7 @@ export class Forwarder {
       ex.clientParent = ex.span !== undefined ? ex.span.traceContext : parseTraceparent(headerOf(req, Headers.traceparent));
     }
     ex.wire = this.wireHeaders(req, ex.identity, ctx, direct !== undefined, ex.clientSpans ? undefined : ex.traceparent);
+    ex.grpcTimeout = req.headers[Headers.grpcTimeout] !== undefined;
     ex.direct = direct;
 
     if (direct !== undefined) return this.forwardDirect(ex, service, ctx, timeoutMs);
@@ -401,11 +415,11 @@ export class Forwarder {
         const tp = span.traceparent ?? ex.traceparent;
         if (t.deadlineAt !== undefined) {
           h.token = wheel.add(t.deadlineAt, h);
-          headers = headers.concat(Headers.traceparent, tp, Headers.timeout, formatTimeout(Math.max(0, t.deadlineAt - wheel.clock.now())));
+          headers = deadlineHeaders(headers.concat(Headers.traceparent, tp), ex.grpcTimeout, t.deadlineAt - wheel.clock.now());
         } else headers = headers.concat(Headers.traceparent, tp);
       } else if (t.deadlineAt !== undefined) {
         h.token = wheel.add(t.deadlineAt, h);
-        headers = headers.concat(Headers.timeout, formatTimeout(Math.max(0, t.deadlineAt - wheel.clock.now())));
+        headers = deadlineHeaders(headers, ex.grpcTimeout, t.deadlineAt - wheel.clock.now());
       }
       try {
         dispatcher.dispatch(
@@ -503,17 +517,21 @@ export class Forwarder {
 
   problem(ex: Exchange, status: number, code: string, detail: string, headers: readonly string[] = NO_HEADERS): void {
     ex.reason = code;
-    this.answer(ex, status, PROBLEM_CONTENT_TYPE, problemBody(code, status, detail), headers);
+    this.answer(ex, status, PROBLEM_CONTENT_TYPE, problemBody(code, status, detail), headers, detail);
   }
 
-  /** A complete answer from the gateway itself; CORS headers of the exchange included. */
-  answer(ex: Exchange, status: number, contentType: string, body: string | Buffer, headers: readonly string[]): void {
+  /**
+   * A complete answer from the gateway itself; CORS headers of the exchange included. To a gRPC client, a
+   * refusal (4xx, 5xx) is a gRPC status instead, with `detail` (else the reason) as its message.
+   */
+  answer(ex: Exchange, status: number, contentType: string, body: string | Buffer, headers: readonly string[], detail?: string): void {
     const res = ex.res;
     if (res.headersSent) {
       res.destroy();
       return;
     }
     if (res.destroyed) return;
+    if (status >= 400 && isGrpcRequest(ex.req, res)) return this.grpcRefusal(ex, status, detail ?? ex.reason ?? `HTTP ${status}`, headers);
     const len = typeof body === 'string' ? Buffer.byteLength(body) : body.length;
     const head: string[] = ['content-type', contentType, 'content-length', String(len)];
     for (let i = 0; i < headers.length; i++) head.push(headers[i]!);
@@ -522,6 +540,21 @@ export class Forwarder {
     ex.bytesOut += len;
     res.writeHead(status, head);
     res.end(body);
+  }
+
+  /** HTTP 200, the status in trailers (after the headers, as node's HTTP/2 compatibility API sends them). */
+  private grpcRefusal(ex: Exchange, status: number, message: string, headers: readonly string[]): void {
+    ex.refusedAs = status;
+    // A stream closed with unread request data is reset, which would drop the trailers: the rest of the request
+    // is read and discarded (a stream still uploading after the request timeout is reset, as any).
+    ex.req.resume();
+    const head: string[] = ['content-type', 'application/grpc'];
+    // Retry-After, RateLimit-*, CORS: kept; connection-level ones mean nothing on an HTTP/2 stream.
+    for (let i = 0; i + 1 < headers.length; i += 2) if (headers[i] !== 'connection') head.push(headers[i]!, headers[i + 1]!);
+    for (let i = 0; i < ex.extraHeaders.length; i++) head.push(ex.extraHeaders[i]!);
+    ex.res.writeHead(200, head);
+    ex.res.addTrailers({ 'grpc-status': String(grpcStatusOf(status, ex.reason)), 'grpc-message': grpcMessage(message) });
+    ex.res.end();
   }
 
   async close(): Promise<void> {

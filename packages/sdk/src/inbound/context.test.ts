@@ -77,6 +77,13 @@ describe('buildContext', () => {
     assert.equal(build({ 'plinth-timeout-ms': '99999999999999999999999' }, { clock }).deadlineAt, 5000 + 86_400_000);
   });
 
+  it("takes a gRPC client's grpc-timeout as the deadline when no plinth-timeout-ms came", () => {
+    const clock = new ManualClock(5000);
+    assert.equal(build({ 'grpc-timeout': '2S' }, { clock }).deadlineAt, 7000);
+    assert.equal(build({ 'grpc-timeout': '2S', 'plinth-timeout-ms': '300' }, { clock }).deadlineAt, 5300, 'a Plinth hop says what is left');
+    assert.equal(build({ 'grpc-timeout': '2 seconds' }, { clock }).deadlineAt, undefined);
+  });
+
   it('ignores a caller header that is not a service name, and survives huge baggage', () => {
     assert.equal(build({ 'plinth-caller': 'Bad Name!' }).caller, undefined);
     const huge = Array.from({ length: 2000 }, (_, i) => `k${i}=${'v'.repeat(20)}`).join(',');

@@ -8,7 +8,7 @@ import { PlinthSpan } from '../tracing/span.js';
 import type { GovernanceSource } from '../governance/source.js';
 import { CompiledTraffic, type SubjectRef } from '../governance/traffic.js';
 import { monotonicClock, type Clock } from '../ratelimit/clock.js';
-import { parseTimeoutHeader } from '../resilience/deadline.js';
+import { parseGrpcTimeout, parseTimeoutHeader } from '../resilience/deadline.js';
 
 /**
  * Who may send internal baggage (`plinth.lane`, `plinth.stress`, `user.id`):
@@ -150,7 +150,8 @@ export function inboundContext(method: string, path: string, h: IncomingHttpHead
     if (lane !== undefined) setLane(baggage, lane);
   }
   const timeout = h[Headers.timeout];
-  const remaining = timeout === undefined ? undefined : parseTimeoutHeader(typeof timeout === 'string' ? timeout : timeout[0]);
+  // A gRPC client states its deadline in grpc-timeout; a Plinth hop's plinth-timeout-ms wins when both came.
+  const remaining = timeout !== undefined ? parseTimeoutHeader(typeof timeout === 'string' ? timeout : timeout[0]) : h[Headers.grpcTimeout] === undefined ? undefined : parseGrpcTimeout(h[Headers.grpcTimeout]);
   const deadlineAt = remaining === undefined ? undefined : (opts.clock ?? monotonicClock).now() + remaining;
   return new InboundContext(baggage, deadlineAt, caller, traceparent);
 }

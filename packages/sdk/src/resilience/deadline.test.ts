@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { deadlineAt, formatTimeout, MAX_TIMEOUT_MS, parseTimeoutHeader, remainingMs } from './deadline.js';
+import { deadlineAt, formatGrpcTimeout, formatTimeout, MAX_TIMEOUT_MS, parseGrpcTimeout, parseTimeoutHeader, remainingMs } from './deadline.js';
 
 describe('parseTimeoutHeader', () => {
   it('reads a non-negative integer of ms', () => {
@@ -75,5 +75,20 @@ describe('formatTimeout', () => {
 
   it('round-trips through parseTimeoutHeader', () => {
     for (const v of [0, 1, 999.99, 30_000, MAX_TIMEOUT_MS]) assert.equal(parseTimeoutHeader(formatTimeout(v)), Math.floor(v));
+  });
+});
+
+describe('parseGrpcTimeout and formatGrpcTimeout', () => {
+  it('reads every unit of gRPC over HTTP/2 into ms, and writes whole ms back', () => {
+    assert.deepEqual(['1H', '2M', '5S', '250m', '1500u', '2000000n'].map((v) => parseGrpcTimeout(v)), [3_600_000, 120_000, 5000, 250, 1.5, 2]);
+    assert.equal(formatGrpcTimeout(1234.9), '1234m');
+    assert.equal(formatGrpcTimeout(-5), '0m');
+    assert.equal(parseGrpcTimeout(formatGrpcTimeout(4321)), 4321);
+  });
+
+  it('refuses what the grammar does not allow, and caps what is too long to honour', () => {
+    for (const bad of [undefined, '', '5', 'S', '5s', '5 S', '-5S', '1.5S', '123456789S', '5S, 6S']) assert.equal(parseGrpcTimeout(bad), undefined, String(bad));
+    assert.equal(parseGrpcTimeout(['5S']), undefined, 'a repeated header is not one timeout');
+    assert.equal(parseGrpcTimeout('99999999H'), MAX_TIMEOUT_MS);
   });
 });

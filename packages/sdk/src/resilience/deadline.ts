@@ -41,6 +41,25 @@ function parseOne(raw: string): number | undefined {
   return Math.min(Number(v), MAX_TIMEOUT_MS);
 }
 
+/** gRPC's `grpc-timeout` units (gRPC over HTTP/2: TimeoutValue, at most 8 digits, then the unit), in ms. */
+const GRPC_UNITS: Record<string, number> = { H: 3_600_000, M: 60_000, S: 1000, m: 1, u: 0.001, n: 0.000001 };
+
+/**
+ * The budget a gRPC client sent in `grpc-timeout` (`5S`, `250m`, `100000u`), in ms, capped at
+ * MAX_TIMEOUT_MS; undefined when absent or malformed. What gRPC clients send instead of `plinth-timeout-ms`.
+ */
+export function parseGrpcTimeout(value: string | string[] | undefined): number | undefined {
+  if (typeof value !== 'string') return undefined;
+  const m = /^(\d{1,8})([HMSmun])$/.exec(value.trim());
+  if (m === null) return undefined;
+  return Math.min(Number(m[1]) * GRPC_UNITS[m[2]!]!, MAX_TIMEOUT_MS);
+}
+
+/** The `grpc-timeout` value for the next hop: whole ms, floored, as `<n>m`. */
+export function formatGrpcTimeout(remaining: number): string {
+  return `${formatTimeout(remaining)}m`;
+}
+
 /**
  * The absolute deadline `now + min(budgets)`, ignoring undefined (and NaN or Infinity: no budget); a
  * negative budget counts as 0. Undefined when no budget applies.

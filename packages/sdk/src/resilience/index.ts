@@ -20,6 +20,6 @@ export {
   type RetryBudgetOptions,
   type RetryOptions,
 } from './retry.js';
-export { MAX_TIMEOUT_MS, deadlineAt, formatTimeout, parseTimeoutHeader, remainingMs } from './deadline.js';
+export { MAX_TIMEOUT_MS, deadlineAt, formatGrpcTimeout, formatTimeout, parseGrpcTimeout, parseTimeoutHeader, remainingMs } from './deadline.js';
 export { TimerWheel, sharedWheel, type Expirable, type Schedule, type TimerWheelOptions } from './timer-wheel.js';
 export { BULKHEAD_DEFAULTS, Bulkhead, type BulkheadOptions } from './bulkhead.js';
