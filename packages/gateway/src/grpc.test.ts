@@ -11,8 +11,8 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
 import { PROTOCOL_METADATA } from '@plinth/core';
-import type { Gateway } from './gateway.js';
-import { certAuthority, clientCertificate, instance, resource, route, selfSigned, staticGateway, type Ca, type CertPair, type ClientCertFiles } from './testkit.test.helpers.js';
+import { startGateway, type Gateway } from './gateway.js';
+import { certAuthority, clientCertificate, controlPlane, instance, resource, route, selfSigned, staticGateway, upstream, type Ca, type CertPair, type ClientCertFiles, type TestControlPlane, type Upstream } from './testkit.test.helpers.js';
 
 const raw = (b: Buffer): Buffer => b;
 const SAY = '/plinth.test.Echo/Say';
@@ -223,6 +223,50 @@ describe('gRPC to a cleartext HTTP/2 (h2c) upstream, by its instance metadata', 
     assert.equal(r.trailers.get('x-echo-count')[0], String(seen.length));
     assert.equal(seen.at(-1)!.caller, 'gateway');
     await assert.rejects(unary(client, FAIL, 'item'), (e: grpc.ServiceError) => e.code === grpc.status.NOT_FOUND && e.details === 'no item here');
+    assert.deepEqual(await serverStream(client, LIST, 'all'), ['item-1', 'item-2', 'item-3']);
+  });
+});
+
+describe('gRPC from an app through its sidecar egress (real control plane)', () => {
+  let cp: TestControlPlane;
+  let server: grpc.Server;
+  let app: Upstream;
+  let sidecar: Gateway;
+  let client: grpc.Client;
+  const seen: Seen[] = [];
+
+  before(async () => {
+    cp = await controlPlane();
+    server = echoServer(seen);
+    const port = await new Promise<number>((resolve, reject) => server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (e, p) => (e ? reject(e) : resolve(p))));
+    await cp.api('PUT', '/v1/resources/Instance/grpc/inventory-1', {
+      spec: { service: 'inventory', version: '3.1.0', address: `127.0.0.1:${port}`, metadata: { [PROTOCOL_METADATA]: 'h2c' }, leaseTtlSeconds: 3600 },
+    });
+    app = await upstream('orders-app');
+    sidecar = await startGateway({
+      namespace: 'grpc',
+      controlPlane: { url: cp.url, token: cp.token },
+      listen: '127.0.0.1:0',
+      accessLog: false,
+      sidecar: { app: app.url, service: 'orders', version: '1.0.0', egress: '127.0.0.1:0', deregisterDelayMs: 0 },
+    });
+    // The app's gRPC client names the service as the authority, and speaks cleartext HTTP/2 to the egress.
+    client = new grpc.Client(new URL(sidecar.egressUrl!).host, grpc.credentials.createInsecure(), { 'grpc.default_authority': 'inventory' });
+  });
+
+  after(async () => {
+    client?.close();
+    await sidecar?.close();
+    await app?.close();
+    if (server) await new Promise<void>((r) => server.tryShutdown(() => r()));
+    await cp?.destroy();
+  });
+
+  it('reaches the service by name over HTTP/2 both ways, as the app\'s service', async () => {
+    const r = await unary(client, SAY, 'from-orders');
+    assert.equal(r.value, 'echo:from-orders');
+    assert.equal(seen.at(-1)!.caller, 'orders');
+    await assert.rejects(unary(client, FAIL, 'stock'), (e: grpc.ServiceError) => e.code === grpc.status.NOT_FOUND && e.details === 'no stock here');
     assert.deepEqual(await serverStream(client, LIST, 'all'), ['item-1', 'item-2', 'item-3']);
   });
 });

@@ -11,6 +11,7 @@ import { GatewayCodes } from './errors.js';
 import { stripIncoming } from './identity-headers.js';
 import { hardenedServer, http1Settings, listenOn, parseHostPort, urlOf, type ServerLimits } from './listen.js';
 import { clientCertOf, forwardedCert } from './client-cert.js';
+import { closeAllConnections, closeIdleConnections, enableH2c, goAway } from './http2.js';
 import { watchTls, type TlsContext, type TlsOptions, type TlsWatcher } from './tls.js';
 import { hostOf, type Exchange, type Forwarder } from './proxy.js';
 import { normalizePath } from './routes.js';
@@ -140,10 +141,13 @@ export async function startSidecar(
   let wsEgress: WebSocketProxy | undefined;
   if (o.egress !== undefined) {
     const e = parseHostPort(o.egress);
-    egressServer = hardenedServer((req, res) => {
+    const egressListener = (req: IncomingMessage, res: ServerResponse): void => {
       const ex = f.begin(req, res);
       serveEgress(f, ex, o.service, maxBody).catch(() => f.problem(ex, 500, GatewayCodes.internal, 'the sidecar failed to handle the request'));
-    }, limits);
+    };
+    egressServer = hardenedServer(egressListener, limits);
+    // The app may speak HTTP/1.1 or cleartext HTTP/2 (a gRPC client): each connection is told apart by its first bytes.
+    enableH2c(egressServer, egressListener, http1Settings(limits), limits.http2, f.o.wheel);
     const self = o.service;
     wsEgress = new WebSocketProxy(f, (req, path, query) => {
       const to = egressTarget(hostOf(req), path);
@@ -164,12 +168,15 @@ export async function startSidecar(
     async close(drainTimeoutMs) {
       tlsWatcher?.close();
       const egressClosed = egressServer ? new Promise<void>((r) => egressServer!.close(() => r())) : Promise.resolve();
-      egressServer?.closeIdleConnections();
+      if (egressServer !== undefined) {
+        goAway(egressServer);
+        closeIdleConnections(egressServer);
+      }
       await service.shutdown('gateway closing');
       await f.drained(drainTimeoutMs);
       wsIngress.closeAll();
       wsEgress?.closeAll();
-      egressServer?.closeAllConnections();
+      if (egressServer !== undefined) closeAllConnections(egressServer);
       await egressClosed;
       await appPool.close().catch(() => undefined);
     },
