@@ -21,7 +21,6 @@ import type { UpstreamTls } from './upstream-tls.js';
 import { normalizePath, type CompiledCors, type CompiledRoute, type LiveRoutes } from './routes.js';
 import { connectionTokens, UpstreamTry, type Sink } from './upstream.js';
 
-/** Request headers never forwarded: hop-by-hop (RFC 9110 §7.6.1), the host, and the ones the gateway sets itself. */
 /** `headers` and the budget left, as plinth-timeout-ms and, for a gRPC client's request, grpc-timeout. */
 function deadlineHeaders(headers: string[], grpc: boolean, remaining: number): string[] {
   const left = Math.max(0, remaining);
@@ -32,6 +31,7 @@ function isTrailers(v: string | string[] | undefined): boolean {
   return typeof v === 'string' && v.trim().toLowerCase() === 'trailers';
 }
 
+/** Request headers never forwarded: hop-by-hop (RFC 9110 §7.6.1), the host, and the ones the gateway sets itself. */
 const REQUEST_SKIP = new Set([
   // Rewritten per try with what is left of the budget.
   Headers.grpcTimeout,

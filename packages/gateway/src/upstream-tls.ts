@@ -54,7 +54,7 @@ type Connector = ReturnType<typeof buildConnector>;
 type ConnectorOptions = ConnectionOptions;
 
 /**
- * The gateway's TLS client side. `dispatcher(origin)` makes the pool of one upstream; every pool connects
+ * The gateway's TLS client side. `dispatcher(origin, …)` makes the pool of one upstream; every pool connects
  * through `connect`, which reads the current material, so a reload reaches pools already made.
  */
 export class UpstreamTls {
@@ -120,10 +120,14 @@ export class UpstreamTls {
   }
 
   private checked(): this {
-    const m = this.current;
+    this.check(this.current);
+    return this;
+  }
+
+  /** The bundle must hold certificates, and the key belong to the certificate (messages name the file). */
+  private check(m: Material): void {
     if (this.o.ca !== undefined && m.ca !== undefined) checkCaBundle(this.o.ca, m.ca, 'upstream TLS CA bundle');
     if (this.o.cert !== undefined && this.o.key !== undefined && m.cert !== undefined && m.key !== undefined) checkPair(this.o.cert, this.o.key, m.cert, m.key, 'upstream TLS');
-    return this;
   }
 
   private async reload(): Promise<Material> {
@@ -132,9 +136,9 @@ export class UpstreamTls {
       this.o.cert === undefined ? undefined : readPemAsync('upstream TLS certificate', this.o.cert),
       this.o.key === undefined ? undefined : readPemAsync('upstream TLS key', this.o.key),
     ]);
-    if (this.o.ca !== undefined && ca !== undefined) checkCaBundle(this.o.ca, ca, 'upstream TLS CA bundle');
-    if (this.o.cert !== undefined && this.o.key !== undefined && cert !== undefined && key !== undefined) checkPair(this.o.cert, this.o.key, cert, key, 'upstream TLS');
-    return { ca, cert, key };
+    const m = { ca, cert, key };
+    this.check(m);
+    return m;
   }
 
   private build(m: Material): Connector {
