@@ -91,7 +91,7 @@ describe('access log lines', () => {
   const time = '2026-12-01T13:32:48.007Z';
 
   it('are the lines pino writes, field for field, with and without the optional fields', () => {
-    const full: AccessEntry = { ...entry(7), lane: 'canary', stress: true, reason: 'upstream_error', durationMs: 12.5, status: 503 };
+    const full: AccessEntry = { ...entry(7), lane: 'canary', stress: true, reason: 'upstream_error', durationMs: 12.5, status: 503, grpcStatus: 14 };
     const bare: AccessEntry = { ...entry(8), route: undefined, upstream: undefined, traceId: undefined, identity: undefined, status: 404 };
     for (const e of [entry(1), full, bare]) assert.equal(accessLine(e, time), viaPino(e, time));
   });

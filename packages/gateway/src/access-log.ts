@@ -18,6 +18,8 @@ export interface AccessEntry {
   stress: boolean;
   /** The stable code of a refusal or failure (`rate_limited`, `upstream_error`, …). */
   reason: string | undefined;
+  /** A gRPC call's status code (0 OK), from the upstream's trailers or the gateway's own refusal. */
+  grpcStatus?: number | undefined;
 }
 
 export interface AccessLogOptions {
@@ -122,6 +124,7 @@ export function accessLine(e: AccessEntry, time: string): string {
   if (e.lane !== undefined) line += `,"lane":${jsonString(e.lane)}`;
   line += e.stress ? ',"stress":true' : ',"stress":false';
   if (e.reason !== undefined) line += `,"reason":${jsonString(e.reason)}`;
+  if (e.grpcStatus !== undefined) line += `,"grpcStatus":${num(e.grpcStatus)}`;
   return `${line}}\n`;
 }
 

@@ -12,7 +12,7 @@ import { after, before, describe, it } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
 import { PROTOCOL_METADATA } from '@plinth/core';
 import { startGateway, type Gateway } from './gateway.js';
-import { certAuthority, clientCertificate, controlPlane, instance, resource, route, selfSigned, staticGateway, upstream, type Ca, type CertPair, type ClientCertFiles, type TestControlPlane, type Upstream } from './testkit.test.helpers.js';
+import { certAuthority, clientCertificate, controlPlane, instance, resource, route, selfSigned, staticGateway, until, upstream, type Ca, type CertPair, type ClientCertFiles, type TestControlPlane, type Upstream } from './testkit.test.helpers.js';
 
 const raw = (b: Buffer): Buffer => b;
 const SAY = '/plinth.test.Echo/Say';
@@ -102,6 +102,13 @@ describe('gRPC through the edge gateway (HTTP/2 both ways)', () => {
   let client: grpc.Client;
   const seen: Seen[] = [];
   let upstreamAddress = '';
+  let log: Record<string, unknown>[] = [];
+  /** The access-log line of the next request to `path` after `from` lines (lines are written asynchronously). */
+  const lineFor = async (path: string, from: number): Promise<Record<string, unknown>> => {
+    let found: Record<string, unknown> | undefined;
+    await until(`an access-log line for ${path}`, () => (found = log.slice(from).find((l) => l.path === path)) !== undefined, 3000);
+    return found!;
+  };
 
   before(async () => {
     dir = await mkdtemp(join(tmpdir(), 'plinth-gw-grpc-'));
@@ -112,8 +119,9 @@ describe('gRPC through the edge gateway (HTTP/2 both ways)', () => {
       server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createSsl(null, [{ cert_chain: Buffer.from(serverCert.pem), private_key: Buffer.from(serverCert.keyPem) }]), (e, p) => (e ? reject(e) : resolve(p))),
     );
     upstreamAddress = `https://127.0.0.1:${port}`;
-    const started = await staticGateway({ accessLog: false, tls: { cert: edgeCert.cert, key: edgeCert.key }, upstreamTls: { ca: mesh.cert, http2: true } });
+    const started = await staticGateway({ tls: { cert: edgeCert.cert, key: edgeCert.key }, upstreamTls: { ca: mesh.cert, http2: true } });
     gw = started.gw;
+    log = started.log;
     started.governance.set({
       instances: [instance('echo-1', 'echo', upstreamAddress)],
       faultTolerance: [
@@ -140,8 +148,12 @@ describe('gRPC through the edge gateway (HTTP/2 both ways)', () => {
     assert.equal(last.caller, 'gateway');
   });
 
-  it('passes on a gRPC error status and message', async () => {
+  it('passes on a gRPC error status and message, and logs the call with its gRPC status', async () => {
+    const from = log.length;
     await assert.rejects(unary(client, FAIL, 'order 42'), (e: grpc.ServiceError) => e.code === grpc.status.NOT_FOUND && e.details === 'no order 42 here');
+    const line = await lineFor(FAIL, from);
+    assert.equal(line.status, 200);
+    assert.equal(line.grpcStatus, grpc.status.NOT_FOUND);
   });
 
   it('streams a server-streaming answer message by message to its OK status', async () => {
@@ -152,7 +164,10 @@ describe('gRPC through the edge gateway (HTTP/2 both ways)', () => {
     await assert.rejects(unary(client, '/plinth.test.Other/Nope', 'x'), (e: grpc.ServiceError) => e.code === grpc.status.UNIMPLEMENTED && /^no route for POST /.test(e.details));
     // The first call is let through (the server has no such method); the second is over the limit.
     await assert.rejects(unary(client, LIMITED, 'x'), (e: grpc.ServiceError) => e.code === grpc.status.UNIMPLEMENTED && !/rate/.test(e.details));
+    const from = log.length;
     await assert.rejects(unary(client, LIMITED, 'x'), (e: grpc.ServiceError) => e.code === grpc.status.RESOURCE_EXHAUSTED && e.details === 'rate_limited');
+    const line = await lineFor(LIMITED, from);
+    assert.deepEqual([line.status, line.grpcStatus, line.reason], [429, grpc.status.RESOURCE_EXHAUSTED, 'rate_limited'], 'logged as the refusal it stands for');
     assert.equal((await unary(client, SAY, 'again')).value, 'echo:again');
   });
 

@@ -98,6 +98,7 @@ export class Exchange implements Sink {
   grpcTimeout = false;
   /** A refusal answered as a gRPC status (HTTP 200): the HTTP status it stands for, for metrics, log and span. */
   refusedAs = 0;
+  grpcStatus: number | undefined;
 
   constructor(
     readonly forwarder: Forwarder,
@@ -209,6 +210,7 @@ export class Forwarder {
       lane: ex.lane,
       stress: ex.stress,
       reason: finished ? ex.reason : (ex.reason ?? 'client_closed'),
+      grpcStatus: ex.grpcStatus,
     });
     this.inFlight--;
     if (this.draining) this.onIdle?.();
@@ -553,7 +555,8 @@ export class Forwarder {
     for (let i = 0; i + 1 < headers.length; i += 2) if (headers[i] !== 'connection') head.push(headers[i]!, headers[i + 1]!);
     for (let i = 0; i < ex.extraHeaders.length; i++) head.push(ex.extraHeaders[i]!);
     ex.res.writeHead(200, head);
-    ex.res.addTrailers({ 'grpc-status': String(grpcStatusOf(status, ex.reason)), 'grpc-message': grpcMessage(message) });
+    ex.grpcStatus = grpcStatusOf(status, ex.reason);
+    ex.res.addTrailers({ 'grpc-status': String(ex.grpcStatus), 'grpc-message': grpcMessage(message) });
     ex.res.end();
   }
 

@@ -33,6 +33,8 @@ export interface Sink {
   /** Headers added to the answer (CORS), flat pairs; may be empty. */
   readonly extraHeaders: readonly string[];
   bytesOut: number;
+  /** The gRPC status the answer ended with, when it was a gRPC one. */
+  grpcStatus: number | undefined;
 }
 
 /**
@@ -105,7 +107,7 @@ export class UpstreamTry implements Dispatcher.DispatchHandler, Expirable {
     const t = trailersOf(c, trailers);
     if (this.sink !== undefined) {
       const all = this.statusTrailers === undefined ? t : { ...this.statusTrailers, ...t };
-      if (all !== undefined) addTrailers(this.sink.res, all);
+      if (all !== undefined) this.endWith(this.sink, all);
       this.sink.res.end();
     } else {
       this.ended = true;
@@ -164,10 +166,17 @@ export class UpstreamTry implements Dispatcher.DispatchHandler, Expirable {
     }
     if (this.ended) {
       const all = this.statusTrailers === undefined ? this.trailers : { ...this.statusTrailers, ...this.trailers };
-      if (all !== undefined) addTrailers(res, all);
+      if (all !== undefined) this.endWith(sink, all);
       res.end();
     } else if (this.failure !== undefined) res.destroy(this.failure);
     else this.controller?.resume();
+  }
+
+  /** The trailers onto the answer, and its gRPC status noted for the access log. */
+  private endWith(sink: Sink, trailers: IncomingHttpHeaders): void {
+    const st = trailers['grpc-status'];
+    if (typeof st === 'string') sink.grpcStatus = Number(st);
+    addTrailers(sink.res, trailers);
   }
 
   private statusToTrailers(head: readonly string[]): string[] {
