@@ -207,6 +207,7 @@ void describe('plinth gateway against a real server', () => {
       [['--upstream-trust-domains', 'mesh.example.com'], /^error: --upstream-trust-domains applies with --upstream-server-identity spiffe$/m],
       [['--upstream-ca', '/nonexistent/ca.pem'], /^error: cannot read the upstream TLS CA bundle \/nonexistent\/ca\.pem: no such file$/m],
       [['--advertise', 'https://10.0.0.7:8443'], /^error: --advertise only apply with --sidecar$/m],
+      [['--sidecar', '--app', 'http://127.0.0.1:5000', '--service', 'hello', '--app-version', '1.0.0', '--app-protocol', 'grpc'], /^error: --app-protocol expects http or h2c, not "grpc"$/m],
       [['--no-http2'], /^error: --no-http2 applies with --tls-cert and --tls-key/m],
       [['--tls-client-ca', 'ca.pem'], /^error: --tls-client-ca applies with --tls-cert and --tls-key/m],
       [['--h2c', '--tls-cert', 'c.pem', '--tls-key', 'k.pem'], /^error: --h2c is cleartext HTTP\/2; with --tls-cert, HTTP\/2 is offered through TLS already$/m],

@@ -146,6 +146,7 @@ function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
 export async function startGateway(o: GatewayOptions): Promise<Gateway> {
   if ((o.controlPlane === undefined) === (o.governance === undefined)) throw new TypeError('startGateway: give either controlPlane or governance');
   const log = o.logger ?? noopLogger;
+  if (o.sidecar?.appProtocol === 'h2c' && o.tls !== undefined) throw new TypeError('startGateway: sidecar appProtocol h2c needs a plain ingress: the TLS ingress speaks HTTP/1.1 only');
   if (o.h2c === true && o.sidecar !== undefined) throw new TypeError('startGateway: h2c is for the edge listener; the sidecar ingress serves HTTP/1.1');
   if (o.h2c === true && o.tls !== undefined) throw new TypeError('startGateway: h2c is cleartext HTTP/2; with tls, HTTP/2 is offered through ALPN (tls.http2)');
   // Before the control plane: a bad certificate should fail at once, not after the first snapshot.

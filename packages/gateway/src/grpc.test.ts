@@ -12,7 +12,7 @@ import { after, before, describe, it } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
 import { PROTOCOL_METADATA } from '@plinth/core';
 import { startGateway, type Gateway } from './gateway.js';
-import { certAuthority, clientCertificate, controlPlane, instance, resource, route, selfSigned, staticGateway, until, upstream, type Ca, type CertPair, type ClientCertFiles, type TestControlPlane, type Upstream } from './testkit.test.helpers.js';
+import { call, certAuthority, clientCertificate, controlPlane, instance, resource, route, selfSigned, staticGateway, until, upstream, type Ca, type CertPair, type ClientCertFiles, type TestControlPlane, type Upstream } from './testkit.test.helpers.js';
 
 const raw = (b: Buffer): Buffer => b;
 const SAY = '/plinth.test.Echo/Say';
@@ -242,46 +242,76 @@ describe('gRPC to a cleartext HTTP/2 (h2c) upstream, by its instance metadata', 
   });
 });
 
-describe('gRPC from an app through its sidecar egress (real control plane)', () => {
+describe('gRPC between apps behind sidecars (real control plane)', () => {
   let cp: TestControlPlane;
   let server: grpc.Server;
-  let app: Upstream;
-  let sidecar: Gateway;
-  let client: grpc.Client;
+  let ordersApp: Upstream;
+  let inventory: Gateway;
+  let orders: Gateway;
+  let viaEgress: grpc.Client;
   const seen: Seen[] = [];
 
   before(async () => {
     cp = await controlPlane();
     server = echoServer(seen);
     const port = await new Promise<number>((resolve, reject) => server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (e, p) => (e ? reject(e) : resolve(p))));
-    await cp.api('PUT', '/v1/resources/Instance/grpc/inventory-1', {
-      spec: { service: 'inventory', version: '3.1.0', address: `127.0.0.1:${port}`, metadata: { [PROTOCOL_METADATA]: 'h2c' }, leaseTtlSeconds: 3600 },
-    });
-    app = await upstream('orders-app');
-    sidecar = await startGateway({
+    // The gRPC app's sidecar: cleartext HTTP/2 to the app and on its ingress, registered as such.
+    inventory = await startGateway({
       namespace: 'grpc',
       controlPlane: { url: cp.url, token: cp.token },
       listen: '127.0.0.1:0',
       accessLog: false,
-      sidecar: { app: app.url, service: 'orders', version: '1.0.0', egress: '127.0.0.1:0', deregisterDelayMs: 0 },
+      sidecar: { app: `http://127.0.0.1:${port}`, appProtocol: 'h2c', service: 'inventory', version: '3.1.0', deregisterDelayMs: 0, instanceId: 'inventory-1' },
     });
-    // The app's gRPC client names the service as the authority, and speaks cleartext HTTP/2 to the egress.
-    client = new grpc.Client(new URL(sidecar.egressUrl!).host, grpc.credentials.createInsecure(), { 'grpc.default_authority': 'inventory' });
+    ordersApp = await upstream('orders-app');
+    orders = await startGateway({
+      namespace: 'grpc',
+      controlPlane: { url: cp.url, token: cp.token },
+      listen: '127.0.0.1:0',
+      accessLog: false,
+      sidecar: { app: ordersApp.url, service: 'orders', version: '1.0.0', egress: '127.0.0.1:0', deregisterDelayMs: 0 },
+    });
+    // The orders app's gRPC client names the service as the authority, and speaks cleartext HTTP/2 to its egress.
+    viaEgress = new grpc.Client(new URL(orders.egressUrl!).host, grpc.credentials.createInsecure(), { 'grpc.default_authority': 'inventory' });
   });
 
   after(async () => {
-    client?.close();
-    await sidecar?.close();
-    await app?.close();
+    viaEgress?.close();
+    await orders?.close();
+    await inventory?.close();
+    await ordersApp?.close();
     if (server) await new Promise<void>((r) => server.tryShutdown(() => r()));
     await cp?.destroy();
   });
 
-  it('reaches the service by name over HTTP/2 both ways, as the app\'s service', async () => {
-    const r = await unary(client, SAY, 'from-orders');
-    assert.equal(r.value, 'echo:from-orders');
+  it('registers the gRPC app with plinth.dev/protocol h2c; its ingress still answers HTTP/1.1 probes', async () => {
+    let found: { spec: Record<string, unknown> } | undefined;
+    await until('the inventory instance', async () => (found = (await cp.list('Instance', 'grpc')).items.find((i) => i.metadata.name === 'inventory-1')) !== undefined, 10_000);
+    assert.deepEqual(found!.spec.metadata, { [PROTOCOL_METADATA]: 'h2c' });
+    assert.equal(found!.spec.address, inventory.url);
+    await until('the ingress ready', async () => (await call(`${inventory.url}/readyz`)).status === 200, 10_000);
+  });
+
+  it('carries calls from one app to the other through both sidecars, as the calling app\'s service', async () => {
+    let r: { value: string } | undefined;
+    // The orders sidecar learns of the inventory instance through its watch: the first calls may race it.
+    await until('a call through both sidecars', async () => (r = await unary(viaEgress, SAY, 'from-orders').catch(() => undefined)) !== undefined, 10_000);
+    assert.equal(r!.value, 'echo:from-orders');
     assert.equal(seen.at(-1)!.caller, 'orders');
-    await assert.rejects(unary(client, FAIL, 'stock'), (e: grpc.ServiceError) => e.code === grpc.status.NOT_FOUND && e.details === 'no stock here');
-    assert.deepEqual(await serverStream(client, LIST, 'all'), ['item-1', 'item-2', 'item-3']);
+    await assert.rejects(unary(viaEgress, FAIL, 'stock'), (e: grpc.ServiceError) => e.code === grpc.status.NOT_FOUND && e.details === 'no stock here');
+    assert.deepEqual(await serverStream(viaEgress, LIST, 'all'), ['item-1', 'item-2', 'item-3']);
+  });
+
+  it('drains and stops while a caller holds an HTTP/2 connection to the ingress', async () => {
+    const direct = new grpc.Client(new URL(inventory.url).host, grpc.credentials.createInsecure());
+    try {
+      assert.equal((await unary(direct, SAY, 'direct')).value, 'echo:direct');
+      const t0 = Date.now();
+      await inventory.close();
+      assert.ok(Date.now() - t0 < 5000, `closed in ${Date.now() - t0} ms`);
+      assert.equal((await cp.list('Instance', 'grpc')).items.some((i) => i.metadata.name === 'inventory-1'), false, 'deregistered');
+    } finally {
+      direct.close();
+    }
   });
 });

@@ -1,11 +1,12 @@
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { Server as TlsServer } from 'node:https';
 import type { Socket } from 'node:net';
-import { Headers } from '@plinth/core';
+import { Headers, PROTOCOL_METADATA } from '@plinth/core';
 import { createService, type ControlPlaneClient, type Service } from '@plinth/sdk';
 import { getLane, isStress } from '@plinth/sdk/balancing';
+import { defaultPool } from '@plinth/sdk/client';
 import { buildContext, compiledTrafficOf } from '@plinth/sdk/middleware';
-import { Pool } from 'undici';
+import type { Dispatcher } from 'undici';
 import { planBody } from './body.js';
 import { GatewayCodes } from './errors.js';
 import { stripIncoming } from './identity-headers.js';
@@ -21,6 +22,12 @@ import { DEFAULT_MAX_BODY_BYTES } from '@plinth/core';
 export interface SidecarOptions {
   /** The app behind the sidecar, e.g. `http://127.0.0.1:5000`. */
   app: string;
+  /**
+   * How the app is spoken to: `http` (HTTP/1.1, the default) or `h2c` (cleartext HTTP/2, a gRPC server). With
+   * `h2c` the ingress takes cleartext HTTP/2 beside HTTP/1.1, and the Instance says so in its metadata
+   * (`plinth.dev/protocol: h2c`), so callers speak HTTP/2 to it. Not with a TLS ingress (HTTP/1.1 only).
+   */
+  appProtocol?: 'http' | 'h2c';
   /** The app's service name and version, as registered. */
   service: string;
   version: string;
@@ -85,8 +92,11 @@ export async function startSidecar(
 ): Promise<RunningSidecar> {
   const app = new URL(o.app);
   if (app.protocol !== 'http:') throw new TypeError(`sidecar app must be an http:// URL, not ${o.app}`);
-  const appPool = new Pool(app.origin, { connections: 64, pipelining: 1 });
+  const appProtocol = o.appProtocol ?? 'http';
+  if (appProtocol !== 'http' && appProtocol !== 'h2c') throw new TypeError(`sidecar appProtocol is http or h2c, not ${JSON.stringify(appProtocol)}`);
+  const appPool = defaultPool(app.origin, appProtocol, 64);
   const maxBody = o.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
+  const metadata = appProtocol === 'h2c' ? { ...o.metadata, [PROTOCOL_METADATA]: 'h2c' } : o.metadata;
   const service = createService({
     name: o.service,
     version: o.version,
@@ -99,7 +109,7 @@ export async function startSidecar(
     ...(o.zone !== undefined ? { zone: o.zone } : {}),
     ...(o.region !== undefined ? { region: o.region } : {}),
     ...(o.weight !== undefined ? { weight: o.weight } : {}),
-    ...(o.metadata !== undefined ? { metadata: o.metadata } : {}),
+    ...(metadata !== undefined ? { metadata } : {}),
     ...(o.advertiseAddress !== undefined ? { advertiseAddress: o.advertiseAddress } : {}),
     ...(o.instanceId !== undefined ? { instanceId: o.instanceId } : {}),
     ...(o.leaseTtlSeconds !== undefined ? { leaseTtlSeconds: o.leaseTtlSeconds } : {}),
@@ -117,7 +127,21 @@ export async function startSidecar(
   const { host, port } = parseHostPort(listen);
   // HTTP/1.1 only: the engine's pools and other sidecars speak it to instances.
   const serverTls = tls === undefined ? undefined : { ...tls.context, ALPNProtocols: ['http/1.1'], handshakeTimeout: http1Settings(limits).headersTimeout };
-  const bound = await service.listen(ingress, { host, port, upgrade: wsIngress.listener, ...(serverTls !== undefined ? { tls: serverTls } : {}) });
+  // Cleartext HTTP/2 sessions live beside node's HTTP/1.1 connections: the service's drain is told of them.
+  let h2cServer: Server | undefined;
+  const sessions = appProtocol === 'h2c' ? { stopAccepting: () => h2cServer && goAway(h2cServer), closeAll: () => h2cServer && closeAllConnections(h2cServer) } : undefined;
+  const bound = await service.listen(ingress, {
+    host,
+    port,
+    upgrade: wsIngress.listener,
+    ...(serverTls !== undefined ? { tls: serverTls } : {}),
+    ...(sessions !== undefined ? { sessions } : {}),
+  });
+  if (appProtocol === 'h2c') {
+    const s = (h2cServer = bound.server);
+    // HTTP/2 requests go through the service's own request listener: probes, draining and in-flight counts as for HTTP/1.1.
+    enableH2c(s, (req, res) => s.emit('request', req, res), http1Settings(limits), limits.http2, f.o.wheel);
+  }
   let tlsWatcher: TlsWatcher | undefined;
   if (tls !== undefined) {
     const s = bound.server as unknown as TlsServer;
@@ -183,7 +207,7 @@ export async function startSidecar(
   };
 }
 
-async function serveIngress(f: Forwarder, ex: Exchange, service: string, maxBody: number, appPool: Pool): Promise<void> {
+async function serveIngress(f: Forwarder, ex: Exchange, service: string, maxBody: number, appPool: Dispatcher): Promise<void> {
   const req = ex.req;
   const url = req.url ?? '/';
   if (url.charCodeAt(0) !== 47) return f.problem(ex, 400, GatewayCodes.badRequest, 'expected a request target starting with /');

@@ -271,6 +271,13 @@ describe('gateway TLS configuration', () => {
     }
   });
 
+  it('refuses a TLS sidecar ingress in front of an app spoken to in h2c (the TLS ingress is HTTP/1.1 only)', async () => {
+    await assert.rejects(
+      staticGateway({ tls: { cert: a.cert, key: a.key }, sidecar: { app: 'http://127.0.0.1:1', appProtocol: 'h2c', service: 's', version: '1.0.0' } }),
+      /appProtocol h2c needs a plain ingress/,
+    );
+  });
+
   it('accepts TLS 1.2 by default and only TLS 1.3 with minVersion TLSv1.3; offers h2 unless http2 is false', async () => {
     const handshake = (url: string, maxVersion: 'TLSv1.2' | 'TLSv1.3'): Promise<string> => {
       const u = new URL(url);

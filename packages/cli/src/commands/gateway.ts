@@ -25,6 +25,7 @@ interface GatewayFlags {
   http2: boolean;
   h2c?: boolean;
   advertise?: string;
+  appProtocol?: string;
   upstreamCa?: string;
   upstreamCert?: string;
   upstreamKey?: string;
@@ -63,6 +64,7 @@ export function registerGateway(program: Command): void {
     .option('--app-version <version>', 'sidecar: the app\'s version (--version is the CLI\'s own)')
     .option('--lane <lane>', 'sidecar: the lane the app runs in')
     .option('--egress <host:port>', 'sidecar: where the app sends outbound calls, e.g. 127.0.0.1:15001')
+    .option('--app-protocol <protocol>', 'sidecar: "http" (default) or "h2c", cleartext HTTP/2 to the app (a gRPC server); the ingress then takes h2c too and the instance says so')
     .option('--advertise <address>', 'sidecar: the address other services reach the ingress at, e.g. https://10.0.0.7:8443 (default from --listen)')
     .option('--trace-sample <ratio>', 'export a span per hop to the control plane for this share of new traces (0..1; errors and slow requests are kept on demand); needs create on Span')
     .action(async (flags: GatewayFlags, cmd: Command) => {
@@ -74,7 +76,7 @@ export function registerGateway(program: Command): void {
       }
       const trustProxy = flags.trustProxy === undefined ? undefined : Number(flags.trustProxy);
       if (trustProxy !== undefined && !(Number.isInteger(trustProxy) && trustProxy >= 0)) throw new UsageError('--trust-proxy expects a number of hops (0, 1, 2, …)');
-      const sidecarOnly = { '--app': flags.app, '--service': flags.service, '--app-version': flags.appVersion, '--lane': flags.lane, '--egress': flags.egress, '--advertise': flags.advertise };
+      const sidecarOnly = { '--app': flags.app, '--service': flags.service, '--app-version': flags.appVersion, '--lane': flags.lane, '--egress': flags.egress, '--advertise': flags.advertise, '--app-protocol': flags.appProtocol };
       if (flags.sidecar) {
         for (const k of ['--app', '--service', '--app-version'] as const) if (sidecarOnly[k] === undefined) throw new UsageError(`--sidecar needs ${k}`);
       } else {
@@ -82,6 +84,9 @@ export function registerGateway(program: Command): void {
         if (given.length > 0) throw new UsageError(`${given.join(', ')} only apply with --sidecar`);
       }
       if ((flags.tlsCert === undefined) !== (flags.tlsKey === undefined)) throw new UsageError('--tls-cert and --tls-key go together');
+      if (flags.appProtocol !== undefined && flags.appProtocol !== 'http' && flags.appProtocol !== 'h2c') {
+        throw new UsageError(`--app-protocol expects http or h2c, not ${JSON.stringify(flags.appProtocol)}`);
+      }
       if ((flags.upstreamCert === undefined) !== (flags.upstreamKey === undefined)) throw new UsageError('--upstream-cert and --upstream-key go together');
       const serverIdentity = flags.upstreamServerIdentity;
       if (serverIdentity !== undefined && serverIdentity !== 'hostname' && serverIdentity !== 'spiffe') {
@@ -156,6 +161,7 @@ export function registerGateway(program: Command): void {
                   ...(flags.lane !== undefined ? { lane: flags.lane } : {}),
                   ...(flags.egress !== undefined ? { egress: flags.egress } : {}),
                   ...(flags.advertise !== undefined ? { advertiseAddress: flags.advertise } : {}),
+                  ...(flags.appProtocol !== undefined ? { appProtocol: flags.appProtocol as 'http' | 'h2c' } : {}),
                 },
               }
             : {}),

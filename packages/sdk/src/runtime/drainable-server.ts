@@ -9,6 +9,15 @@ export type RequestListener = (req: IncomingMessage, res: ServerResponse) => voi
 /** node:http's `upgrade` listener: the socket is the handler's once called. */
 export type UpgradeListener = (req: IncomingMessage, socket: Duplex, head: Buffer) => void;
 
+/**
+ * Connections served on the server's sockets that node's http server does not track (HTTP/2 sessions a
+ * caller set up on it): asked to finish when the server stops accepting, closed when it closes.
+ */
+export interface UntrackedSessions {
+  stopAccepting(): void;
+  closeAll(): void;
+}
+
 export const HEALTH_PATH = '/healthz';
 export const READY_PATH = '/readyz';
 
@@ -30,6 +39,11 @@ const SHUTTING_DOWN = Buffer.from(
     detail: 'this instance no longer accepts requests; retry on another instance',
   }),
 );
+
+/** A response on an HTTP/2 stream (node's compatibility API), which must not carry connection headers. */
+function isHttp2(res: ServerResponse): boolean {
+  return (res as { stream?: unknown }).stream !== undefined;
+}
 
 function isPath(url: string | undefined, path: string): boolean {
   return url !== undefined && url.startsWith(path) && (url.length === path.length || url.charCodeAt(path.length) === 63 /* ? */);
@@ -56,6 +70,7 @@ export class DrainableServer {
     private readonly notReady: () => NotReadyReason | undefined,
     upgrade?: UpgradeListener,
     tls?: TlsServerOptions,
+    private readonly sessions?: UntrackedSessions,
   ) {
     const inFlight = this.inFlight;
     const released = (res: ServerResponse) => {
@@ -75,7 +90,7 @@ export class DrainableServer {
       if (!this.accepting) {
         // Arrived on a kept-alive connection after we stopped accepting: refuse it in a way a client retries
         // elsewhere, and close the connection so it goes elsewhere.
-        res.writeHead(503, { 'content-type': 'application/problem+json', 'content-length': SHUTTING_DOWN.length, connection: 'close', 'retry-after': '0' });
+        res.writeHead(503, { 'content-type': 'application/problem+json', 'content-length': SHUTTING_DOWN.length, ...(isHttp2(res) ? {} : { connection: 'close' }), 'retry-after': '0' });
         res.end(SHUTTING_DOWN);
         return;
       }
@@ -129,8 +144,10 @@ export class DrainableServer {
     this.accepting = false;
     if (this.server.listening) this.server.close(() => this.markClosed());
     else this.markClosed();
-    for (const res of this.inFlight) if (!res.headersSent) res.setHeader('connection', 'close');
+    // HTTP/2 has no `connection` header (its sessions are told with a GOAWAY instead).
+    for (const res of this.inFlight) if (!res.headersSent && !isHttp2(res)) res.setHeader('connection', 'close');
     this.server.closeIdleConnections();
+    this.sessions?.stopAccepting();
   }
 
   /** Resolves true once no request is in flight, or false after `timeoutMs` with some still running. */
@@ -153,6 +170,7 @@ export class DrainableServer {
   async close(): Promise<void> {
     this.stopAccepting();
     this.server.closeAllConnections();
+    this.sessions?.closeAll();
     // The server's close waits for every socket it accepted, upgraded ones included.
     for (const s of this.upgraded) s.destroy();
     this.upgraded.clear();
@@ -168,7 +186,7 @@ export class DrainableServer {
 
   private probe(res: ServerResponse, status: number, body: Buffer): void {
     const headers: Record<string, string | number> = { 'content-type': JSON_TYPE, 'content-length': body.length, 'cache-control': 'no-store' };
-    if (!this.accepting) headers.connection = 'close';
+    if (!this.accepting && !isHttp2(res)) headers.connection = 'close';
     res.writeHead(status, headers);
     res.end(body);
   }

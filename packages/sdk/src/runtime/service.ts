@@ -28,7 +28,7 @@ import { controlPlaneGovernance, GOVERNANCE_KINDS, StaticGovernance, type Govern
 import { defaultLogger, errorMessage, type Logger } from '../logger.js';
 import { createTracing, Tracing, type TracingOptions } from '../tracing/hooks.js';
 import { CREDENTIAL_PREFIX, TokenSource } from '../token-source.js';
-import { DrainableServer, type NotReadyReason, type UpgradeListener } from './drainable-server.js';
+import { DrainableServer, type NotReadyReason, type UntrackedSessions, type UpgradeListener } from './drainable-server.js';
 import { ALREADY_LISTENING, SERVICE_STOPPED, ServiceError } from './errors.js';
 import { defaultInstanceId, derivedAddress } from './instance.js';
 import { Registration } from './registration.js';
@@ -106,6 +106,11 @@ export interface ListenOptions {
    * certificates). The registered address is then `https://…` and callers' pools speak TLS to it.
    */
   tls?: TlsServerOptions;
+  /**
+   * HTTP/2 sessions the caller serves on this server's sockets (cleartext HTTP/2 told apart from HTTP/1.1 by a
+   * proxy in front of the handler): told to finish when the service stops accepting, closed when it stops.
+   */
+  sessions?: UntrackedSessions;
 }
 
 export interface Listening {
@@ -282,7 +287,7 @@ class ServiceRuntime implements Service {
   async listen(handler: (req: IncomingMessage, res: ServerResponse) => void, opts: ListenOptions = {}): Promise<Listening> {
     if (this.stopping) throw new ServiceError(SERVICE_STOPPED, `service ${this.name} is shutting down`);
     if (this.http) throw new ServiceError(ALREADY_LISTENING, `service ${this.name} is already listening`);
-    const http = new DrainableServer(handler, () => this.notReady(), opts.upgrade, opts.tls);
+    const http = new DrainableServer(handler, () => this.notReady(), opts.upgrade, opts.tls, opts.sessions);
     this.http = http;
     const host = opts.host ?? '127.0.0.1';
     let port: number;
