@@ -154,6 +154,9 @@ describe('gRPC through the edge gateway (HTTP/2 both ways)', () => {
     const line = await lineFor(FAIL, from);
     assert.equal(line.status, 200);
     assert.equal(line.grpcStatus, grpc.status.NOT_FOUND);
+    const metrics = (await call(`${gw.adminUrl}/metrics`)).text;
+    assert.match(metrics, /^plinth_gateway_grpc_requests_total\{route="edge\/grpc",grpc_code="5"\} [1-9]/m);
+    assert.match(metrics, /^plinth_gateway_grpc_requests_total\{route="edge\/grpc",grpc_code="0"\} [1-9]/m);
   });
 
   it('streams a server-streaming answer message by message to its OK status', async () => {

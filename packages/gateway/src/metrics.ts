@@ -58,6 +58,29 @@ export class GatewayMetrics {
     this.inFlight.inc();
   }
 
+  private grpc: Counter<string> | undefined;
+  private readonly grpcChildren = new Map<string, Inc[]>();
+
+  /**
+   * A gRPC call ended with `code` (0 OK … 16): `plinth_gateway_grpc_requests_total{route, grpc_code}`,
+   * registered at the first gRPC call, so a gateway without gRPC traffic shows no such series. Its HTTP
+   * status is 200 whatever the outcome, hence a figure of its own for error rates.
+   */
+  grpcEnd(route: string | undefined, code: number): void {
+    this.grpc ??= new Counter({
+      name: 'plinth_gateway_grpc_requests_total',
+      help: 'gRPC calls through the gateway, per route and gRPC status code (0 OK).',
+      labelNames: ['route', 'grpc_code'],
+      registers: [this.registry],
+    });
+    const r = this.routeLabel(route);
+    let byCode = this.grpcChildren.get(r);
+    if (byCode === undefined) this.grpcChildren.set(r, (byCode = []));
+    // Codes are 0..16; anything else from an upstream is one bucket.
+    const c = Number.isInteger(code) && code >= 0 && code <= 16 ? code : 17;
+    (byCode[c] ??= this.grpc.labels(r, c === 17 ? OTHER : String(c))).inc();
+  }
+
   /** `plinth_gateway_access_log_dropped_total`, read from `count` at each scrape. */
   accessLogDropped(count: () => number): void {
     new Counter({

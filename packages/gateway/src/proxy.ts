@@ -194,6 +194,7 @@ export class Forwarder {
     const status = finished ? ex.refusedAs || res.statusCode : 0;
     const seconds = (this.o.wheel.clock.now() - ex.startedAt) / 1000;
     this.o.metrics.end(ex.route?.id, status, seconds);
+    if (ex.grpcStatus !== undefined) this.o.metrics.grpcEnd(ex.route?.id, ex.grpcStatus);
     ex.span?.end(status === 0 ? 499 : status);
     this.o.accessLog.write({
       method: ex.method,
