@@ -64,8 +64,9 @@ export interface GatewayOptions {
   /**
    * Terminate TLS on the proxy listener or the sidecar ingress: PEM files, reloaded when they change. `url` is
    * then https://, and upstreams see `X-Forwarded-Proto: https`. At the edge, HTTP/2 is offered beside
-   * HTTP/1.1 unless `tls.http2` is false (upstreams are still reached over HTTP/1.1); the sidecar ingress
-   * serves HTTP/1.1 and registers its https:// address. With `tls.clientCa`, client certificates are verified
+   * HTTP/1.1 unless `tls.http2` is false (upstreams are reached over HTTP/1.1 unless `upstreamTls.http2`);
+   * the sidecar ingress serves HTTP/1.1 (and HTTP/2 for an app of `appProtocol` h2c) and registers its https://
+   * address. With `tls.clientCa`, client certificates are verified
    * (mutual TLS): routes of auth mode mtls take them as the caller's identity, a sidecar believes identity
    * headers only from a verified peer, and a verified one is passed on in `x-forwarded-client-cert`. Plain
    * HTTP when absent.
@@ -146,8 +147,8 @@ function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
 export async function startGateway(o: GatewayOptions): Promise<Gateway> {
   if ((o.controlPlane === undefined) === (o.governance === undefined)) throw new TypeError('startGateway: give either controlPlane or governance');
   const log = o.logger ?? noopLogger;
-  if (o.sidecar?.appProtocol === 'h2c' && o.tls !== undefined) throw new TypeError('startGateway: sidecar appProtocol h2c needs a plain ingress: the TLS ingress speaks HTTP/1.1 only');
-  if (o.h2c === true && o.sidecar !== undefined) throw new TypeError('startGateway: h2c is for the edge listener; the sidecar ingress serves HTTP/1.1');
+  if (o.sidecar?.appProtocol === 'h2c' && o.tls?.http2 === false) throw new TypeError('startGateway: sidecar appProtocol h2c needs HTTP/2 on the ingress: tls.http2 must not be false');
+  if (o.h2c === true && o.sidecar !== undefined) throw new TypeError('startGateway: h2c is for the edge listener; a sidecar takes cleartext HTTP/2 on its ingress with sidecar.appProtocol h2c');
   if (o.h2c === true && o.tls !== undefined) throw new TypeError('startGateway: h2c is cleartext HTTP/2; with tls, HTTP/2 is offered through ALPN (tls.http2)');
   // Before the control plane: a bad certificate should fail at once, not after the first snapshot.
   const tlsContext = o.tls !== undefined ? loadTls(o.tls) : undefined;

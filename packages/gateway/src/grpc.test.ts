@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
 import { PROTOCOL_METADATA } from '@plinth/core';
-import { startGateway, type Gateway } from './gateway.js';
+import { startGateway, type Gateway, type GatewayOptions } from './gateway.js';
 import { call, certAuthority, clientCertificate, controlPlane, instance, resource, route, selfSigned, staticGateway, until, upstream, type Ca, type CertPair, type ClientCertFiles, type TestControlPlane, type Upstream } from './testkit.test.helpers.js';
 
 const raw = (b: Buffer): Buffer => b;
@@ -59,6 +59,7 @@ interface Seen {
   path: string;
   caller: string | undefined;
   deadline: number;
+  clientCert: string | undefined;
 }
 
 function echoServer(seen: Seen[]): grpc.Server {
@@ -66,7 +67,8 @@ function echoServer(seen: Seen[]): grpc.Server {
   const remember = (call: grpc.ServerUnaryCall<Buffer, Buffer> | grpc.ServerWritableStream<Buffer, Buffer>): void => {
     const md = call.metadata.getMap();
     const d = call.getDeadline();
-    seen.push({ path: call.getPath(), caller: typeof md['plinth-caller'] === 'string' ? md['plinth-caller'] : undefined, deadline: d instanceof Date ? d.getTime() : Number(d) });
+    const text = (k: string): string | undefined => (typeof md[k] === 'string' ? md[k] : undefined);
+    seen.push({ path: call.getPath(), caller: text('plinth-caller'), deadline: d instanceof Date ? d.getTime() : Number(d), clientCert: text('x-forwarded-client-cert') });
   };
   server.addService(definition, {
     Say: (call: grpc.ServerUnaryCall<Buffer, Buffer>, cb: grpc.sendUnaryData<Buffer>) => {
@@ -245,45 +247,60 @@ describe('gRPC to a cleartext HTTP/2 (h2c) upstream, by its instance metadata', 
   });
 });
 
+/** A gRPC app behind the inventory sidecar and a plain app behind the orders sidecar, whose gRPC client calls through its egress. */
+interface SidecarPair {
+  server: grpc.Server;
+  inventory: Gateway;
+  orders: Gateway;
+  ordersApp: Upstream;
+  /** The orders app's gRPC client: it names the service as the authority and speaks cleartext HTTP/2 to its egress. */
+  viaEgress: grpc.Client;
+  close(): Promise<void>;
+}
+
+async function sidecarPair(cp: TestControlPlane, namespace: string, seen: Seen[], inventoryExtra: Partial<GatewayOptions>, ordersExtra: Partial<GatewayOptions>, instanceId?: string): Promise<SidecarPair> {
+  const server = echoServer(seen);
+  const port = await new Promise<number>((resolve, reject) => server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (e, p) => (e ? reject(e) : resolve(p))));
+  const common = { namespace, controlPlane: { url: cp.url, token: cp.token }, listen: '127.0.0.1:0', accessLog: false as const };
+  const inventory = await startGateway({
+    ...common,
+    ...inventoryExtra,
+    sidecar: { app: `http://127.0.0.1:${port}`, appProtocol: 'h2c', service: 'inventory', version: '3.1.0', deregisterDelayMs: 0, ...(instanceId !== undefined ? { instanceId } : {}) },
+  });
+  const ordersApp = await upstream('orders-app');
+  const orders = await startGateway({ ...common, ...ordersExtra, sidecar: { app: ordersApp.url, service: 'orders', version: '1.0.0', egress: '127.0.0.1:0', deregisterDelayMs: 0 } });
+  const viaEgress = new grpc.Client(new URL(orders.egressUrl!).host, grpc.credentials.createInsecure(), { 'grpc.default_authority': 'inventory' });
+  return {
+    server,
+    inventory,
+    orders,
+    ordersApp,
+    viaEgress,
+    async close() {
+      viaEgress.close();
+      await orders.close();
+      await inventory.close();
+      await ordersApp.close();
+      await new Promise<void>((r) => server.tryShutdown(() => r()));
+    },
+  };
+}
+
 describe('gRPC between apps behind sidecars (real control plane)', () => {
   let cp: TestControlPlane;
-  let server: grpc.Server;
-  let ordersApp: Upstream;
+  let pair: SidecarPair;
   let inventory: Gateway;
-  let orders: Gateway;
   let viaEgress: grpc.Client;
   const seen: Seen[] = [];
 
   before(async () => {
     cp = await controlPlane();
-    server = echoServer(seen);
-    const port = await new Promise<number>((resolve, reject) => server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (e, p) => (e ? reject(e) : resolve(p))));
-    // The gRPC app's sidecar: cleartext HTTP/2 to the app and on its ingress, registered as such.
-    inventory = await startGateway({
-      namespace: 'grpc',
-      controlPlane: { url: cp.url, token: cp.token },
-      listen: '127.0.0.1:0',
-      accessLog: false,
-      sidecar: { app: `http://127.0.0.1:${port}`, appProtocol: 'h2c', service: 'inventory', version: '3.1.0', deregisterDelayMs: 0, instanceId: 'inventory-1' },
-    });
-    ordersApp = await upstream('orders-app');
-    orders = await startGateway({
-      namespace: 'grpc',
-      controlPlane: { url: cp.url, token: cp.token },
-      listen: '127.0.0.1:0',
-      accessLog: false,
-      sidecar: { app: ordersApp.url, service: 'orders', version: '1.0.0', egress: '127.0.0.1:0', deregisterDelayMs: 0 },
-    });
-    // The orders app's gRPC client names the service as the authority, and speaks cleartext HTTP/2 to its egress.
-    viaEgress = new grpc.Client(new URL(orders.egressUrl!).host, grpc.credentials.createInsecure(), { 'grpc.default_authority': 'inventory' });
+    pair = await sidecarPair(cp, 'grpc', seen, {}, {}, 'inventory-1');
+    ({ inventory, viaEgress } = pair);
   });
 
   after(async () => {
-    viaEgress?.close();
-    await orders?.close();
-    await inventory?.close();
-    await ordersApp?.close();
-    if (server) await new Promise<void>((r) => server.tryShutdown(() => r()));
+    await pair?.close();
     await cp?.destroy();
   });
 
@@ -316,5 +333,51 @@ describe('gRPC between apps behind sidecars (real control plane)', () => {
     } finally {
       direct.close();
     }
+  });
+});
+
+describe('gRPC between sidecars over mutual TLS (real control plane)', () => {
+  const ORDERS_ID = 'spiffe://mesh.example.com/ns/grpc-mtls/sa/orders';
+  let dir: string;
+  let cp: TestControlPlane;
+  let pair: SidecarPair;
+  let inventory: Gateway;
+  let viaEgress: grpc.Client;
+  const seen: Seen[] = [];
+
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'plinth-gw-grpc-mtls-'));
+    const mesh = await certAuthority(dir, 'mesh');
+    const [inventoryCert, ordersCert] = await Promise.all([
+      clientCertificate(dir, 'inventory', mesh, { server: true, uris: ['spiffe://mesh.example.com/ns/grpc-mtls/sa/inventory'] }),
+      clientCertificate(dir, 'orders', mesh, { server: true, uris: [ORDERS_ID] }),
+    ]);
+    cp = await controlPlane();
+    pair = await sidecarPair(
+      cp,
+      'grpc-mtls',
+      seen,
+      { tls: { cert: inventoryCert.cert, key: inventoryCert.key, clientCa: mesh.cert, clientCert: 'require' } },
+      { upstreamTls: { ca: mesh.cert, cert: ordersCert.cert, key: ordersCert.key, http2: true, serverIdentity: 'spiffe' } },
+    );
+    ({ inventory, viaEgress } = pair);
+  });
+
+  after(async () => {
+    await pair?.close();
+    await cp?.destroy();
+    if (dir) await rm(dir, { recursive: true, force: true });
+  });
+
+  it('carries the call over HTTP/2 with TLS between the sidecars, the callee told the caller\'s verified certificate', async () => {
+    assert.match(inventory.url, /^https:/);
+    let r: { value: string } | undefined;
+    await until('a call through both sidecars', async () => (r = await unary(viaEgress, SAY, 'secure').catch(() => undefined)) !== undefined, 10_000);
+    assert.equal(r!.value, 'echo:secure');
+    const last = seen.at(-1)!;
+    assert.equal(last.caller, 'orders');
+    assert.match(String(last.clientCert), new RegExp(`URI=${ORDERS_ID}$`));
+    await assert.rejects(unary(viaEgress, FAIL, 'key'), (e: grpc.ServiceError) => e.code === grpc.status.NOT_FOUND && e.details === 'no key here');
+    assert.deepEqual(await serverStream(viaEgress, LIST, 'all'), ['item-1', 'item-2', 'item-3']);
   });
 });

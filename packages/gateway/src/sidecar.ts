@@ -1,5 +1,4 @@
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
-import type { Server as TlsServer } from 'node:https';
 import type { Socket } from 'node:net';
 import { Headers, PROTOCOL_METADATA } from '@plinth/core';
 import { createService, type ControlPlaneClient, type Service } from '@plinth/sdk';
@@ -10,7 +9,7 @@ import type { Dispatcher } from 'undici';
 import { planBody } from './body.js';
 import { GatewayCodes } from './errors.js';
 import { stripIncoming } from './identity-headers.js';
-import { hardenedServer, http1Settings, listenOn, parseHostPort, urlOf, type ServerLimits } from './listen.js';
+import { hardenedServer, http1Settings, listenOn, parseHostPort, urlOf, type AnyServer, type ServerLimits } from './listen.js';
 import { clientCertOf, forwardedCert } from './client-cert.js';
 import { closeAllConnections, closeIdleConnections, enableH2c, goAway } from './http2.js';
 import { watchTls, type TlsContext, type TlsOptions, type TlsWatcher } from './tls.js';
@@ -25,7 +24,7 @@ export interface SidecarOptions {
   /**
    * How the app is spoken to: `http` (HTTP/1.1, the default) or `h2c` (cleartext HTTP/2, a gRPC server). With
    * `h2c` the ingress takes cleartext HTTP/2 beside HTTP/1.1, and the Instance says so in its metadata
-   * (`plinth.dev/protocol: h2c`), so callers speak HTTP/2 to it. Not with a TLS ingress (HTTP/1.1 only).
+   * (`plinth.dev/protocol: h2c`), so callers speak HTTP/2 to it; a TLS ingress offers HTTP/2 by ALPN instead.
    */
   appProtocol?: 'http' | 'h2c';
   /** The app's service name and version, as registered. */
@@ -125,30 +124,33 @@ export async function startSidecar(
     return { service: o.service, path, query, route: undefined, identity: undefined, admit: true, direct: appAddress, timeoutMs: undefined };
   });
   const { host, port } = parseHostPort(listen);
-  // HTTP/1.1 only: the engine's pools and other sidecars speak it to instances.
-  const serverTls = tls === undefined ? undefined : { ...tls.context, ALPNProtocols: ['http/1.1'], handshakeTimeout: http1Settings(limits).headersTimeout };
-  // Cleartext HTTP/2 sessions live beside node's HTTP/1.1 connections: the service's drain is told of them.
-  let h2cServer: Server | undefined;
-  const sessions = appProtocol === 'h2c' ? { stopAccepting: () => h2cServer && goAway(h2cServer), closeAll: () => h2cServer && closeAllConnections(h2cServer) } : undefined;
+  // HTTP/2 sessions live beside node's HTTP/1.1 connections (cleartext ones told apart per connection, TLS
+  // ones by ALPN): the service's drain is told of them.
+  let ingressServer: AnyServer | undefined;
+  const sessions = appProtocol === 'h2c' || tls !== undefined ? { stopAccepting: () => ingressServer && goAway(ingressServer), closeAll: () => ingressServer && closeAllConnections(ingressServer) } : undefined;
   const bound = await service.listen(ingress, {
     host,
     port,
     upgrade: wsIngress.listener,
-    ...(serverTls !== undefined ? { tls: serverTls } : {}),
     ...(sessions !== undefined ? { sessions } : {}),
+    // With TLS, the gateway's own hardened server (HTTP/2 by ALPN only for an HTTP/2 app: other sidecars and
+    // SDK pools speak HTTP/1.1 to an instance unless told otherwise); `tls` then only makes the address https://.
+    ...(tls !== undefined
+      ? {
+          tls: tls.context,
+          createServer: (l: (req: IncomingMessage, res: ServerResponse) => void) =>
+            (ingressServer = hardenedServer(l, limits, appProtocol === 'h2c' ? tls.context : { ...tls.context, ALPNProtocols: ['http/1.1'] }, tls.onTlsError)) as unknown as Server,
+        }
+      : {}),
   });
-  if (appProtocol === 'h2c') {
-    const s = (h2cServer = bound.server);
+  if (appProtocol === 'h2c' && tls === undefined) {
+    const s = (ingressServer = bound.server);
     // HTTP/2 requests go through the service's own request listener: probes, draining and in-flight counts as for HTTP/1.1.
     enableH2c(s, (req, res) => s.emit('request', req, res), http1Settings(limits), limits.http2, f.o.wheel);
   }
   let tlsWatcher: TlsWatcher | undefined;
-  if (tls !== undefined) {
-    const s = bound.server as unknown as TlsServer;
-    s.on('tlsClientError', (err: Error, socket: Socket) => {
-      socket.destroy();
-      tls.onTlsError(err, socket);
-    });
+  if (tls !== undefined && ingressServer !== undefined && 'setSecureContext' in ingressServer) {
+    const s = ingressServer;
     tlsWatcher = watchTls(
       tls.options,
       tls.context,

@@ -271,10 +271,10 @@ describe('gateway TLS configuration', () => {
     }
   });
 
-  it('refuses a TLS sidecar ingress in front of an app spoken to in h2c (the TLS ingress is HTTP/1.1 only)', async () => {
+  it('refuses a TLS sidecar ingress without HTTP/2 in front of an app spoken to in h2c', async () => {
     await assert.rejects(
-      staticGateway({ tls: { cert: a.cert, key: a.key }, sidecar: { app: 'http://127.0.0.1:1', appProtocol: 'h2c', service: 's', version: '1.0.0' } }),
-      /appProtocol h2c needs a plain ingress/,
+      staticGateway({ tls: { cert: a.cert, key: a.key, http2: false }, sidecar: { app: 'http://127.0.0.1:1', appProtocol: 'h2c', service: 's', version: '1.0.0' } }),
+      /appProtocol h2c needs HTTP\/2 on the ingress/,
     );
   });
 

@@ -71,6 +71,7 @@ export class DrainableServer {
     upgrade?: UpgradeListener,
     tls?: TlsServerOptions,
     private readonly sessions?: UntrackedSessions,
+    serverFactory?: (listener: RequestListener) => Server,
   ) {
     const inFlight = this.inFlight;
     const released = (res: ServerResponse) => {
@@ -100,7 +101,7 @@ export class DrainableServer {
       handler(req, res);
     };
     // node:https's Server is a node:http Server with a TLS handshake in front: the same events and timeouts.
-    this.server = tls === undefined ? createServer(listener) : (createTlsServer(tls, listener) as unknown as Server);
+    this.server = serverFactory !== undefined ? serverFactory(listener) : tls === undefined ? createServer(listener) : (createTlsServer(tls, listener) as unknown as Server);
     if (upgrade !== undefined) {
       const upgraded = this.upgraded;
       this.server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
@@ -169,7 +170,8 @@ export class DrainableServer {
   /** Destroys whatever connection is left (requests past the drain timeout) and waits for the server to close. */
   async close(): Promise<void> {
     this.stopAccepting();
-    this.server.closeAllConnections();
+    // A server from `serverFactory` may be node:http2's, which leaves this to `sessions`.
+    if (typeof this.server.closeAllConnections === 'function') this.server.closeAllConnections();
     this.sessions?.closeAll();
     // The server's close waits for every socket it accepted, upgraded ones included.
     for (const s of this.upgraded) s.destroy();

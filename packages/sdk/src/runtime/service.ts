@@ -111,6 +111,12 @@ export interface ListenOptions {
    * proxy in front of the handler): told to finish when the service stops accepting, closed when it stops.
    */
   sessions?: UntrackedSessions;
+  /**
+   * Builds the server around the service's request listener instead of node:http (node:https with `tls`):
+   * for a proxy in front that brings its own (the gateway's sidecar: hardened, HTTP/2 over TLS). With `tls`
+   * also given, the registered address is https://.
+   */
+  createServer?: (listener: (req: IncomingMessage, res: ServerResponse) => void) => Server;
 }
 
 export interface Listening {
@@ -287,7 +293,7 @@ class ServiceRuntime implements Service {
   async listen(handler: (req: IncomingMessage, res: ServerResponse) => void, opts: ListenOptions = {}): Promise<Listening> {
     if (this.stopping) throw new ServiceError(SERVICE_STOPPED, `service ${this.name} is shutting down`);
     if (this.http) throw new ServiceError(ALREADY_LISTENING, `service ${this.name} is already listening`);
-    const http = new DrainableServer(handler, () => this.notReady(), opts.upgrade, opts.tls, opts.sessions);
+    const http = new DrainableServer(handler, () => this.notReady(), opts.upgrade, opts.tls, opts.sessions, opts.createServer);
     this.http = http;
     const host = opts.host ?? '127.0.0.1';
     let port: number;
