@@ -289,14 +289,11 @@ async function sidecarPair(cp: TestControlPlane, namespace: string, seen: Seen[]
 describe('gRPC between apps behind sidecars (real control plane)', () => {
   let cp: TestControlPlane;
   let pair: SidecarPair;
-  let inventory: Gateway;
-  let viaEgress: grpc.Client;
   const seen: Seen[] = [];
 
   before(async () => {
     cp = await controlPlane();
     pair = await sidecarPair(cp, 'grpc', seen, {}, {}, 'inventory-1');
-    ({ inventory, viaEgress } = pair);
   });
 
   after(async () => {
@@ -308,26 +305,26 @@ describe('gRPC between apps behind sidecars (real control plane)', () => {
     let found: { spec: Record<string, unknown> } | undefined;
     await until('the inventory instance', async () => (found = (await cp.list('Instance', 'grpc')).items.find((i) => i.metadata.name === 'inventory-1')) !== undefined, 10_000);
     assert.deepEqual(found!.spec.metadata, { [PROTOCOL_METADATA]: 'h2c' });
-    assert.equal(found!.spec.address, inventory.url);
-    await until('the ingress ready', async () => (await call(`${inventory.url}/readyz`)).status === 200, 10_000);
+    assert.equal(found!.spec.address, pair.inventory.url);
+    await until('the ingress ready', async () => (await call(`${pair.inventory.url}/readyz`)).status === 200, 10_000);
   });
 
   it('carries calls from one app to the other through both sidecars, as the calling app\'s service', async () => {
     let r: { value: string } | undefined;
     // The orders sidecar learns of the inventory instance through its watch: the first calls may race it.
-    await until('a call through both sidecars', async () => (r = await unary(viaEgress, SAY, 'from-orders').catch(() => undefined)) !== undefined, 10_000);
+    await until('a call through both sidecars', async () => (r = await unary(pair.viaEgress, SAY, 'from-orders').catch(() => undefined)) !== undefined, 10_000);
     assert.equal(r!.value, 'echo:from-orders');
     assert.equal(seen.at(-1)!.caller, 'orders');
-    await assert.rejects(unary(viaEgress, FAIL, 'stock'), (e: grpc.ServiceError) => e.code === grpc.status.NOT_FOUND && e.details === 'no stock here');
-    assert.deepEqual(await serverStream(viaEgress, LIST, 'all'), ['item-1', 'item-2', 'item-3']);
+    await assert.rejects(unary(pair.viaEgress, FAIL, 'stock'), (e: grpc.ServiceError) => e.code === grpc.status.NOT_FOUND && e.details === 'no stock here');
+    assert.deepEqual(await serverStream(pair.viaEgress, LIST, 'all'), ['item-1', 'item-2', 'item-3']);
   });
 
   it('drains and stops while a caller holds an HTTP/2 connection to the ingress', async () => {
-    const direct = new grpc.Client(new URL(inventory.url).host, grpc.credentials.createInsecure());
+    const direct = new grpc.Client(new URL(pair.inventory.url).host, grpc.credentials.createInsecure());
     try {
       assert.equal((await unary(direct, SAY, 'direct')).value, 'echo:direct');
       const t0 = Date.now();
-      await inventory.close();
+      await pair.inventory.close();
       assert.ok(Date.now() - t0 < 5000, `closed in ${Date.now() - t0} ms`);
       assert.equal((await cp.list('Instance', 'grpc')).items.some((i) => i.metadata.name === 'inventory-1'), false, 'deregistered');
     } finally {
@@ -341,8 +338,6 @@ describe('gRPC between sidecars over mutual TLS (real control plane)', () => {
   let dir: string;
   let cp: TestControlPlane;
   let pair: SidecarPair;
-  let inventory: Gateway;
-  let viaEgress: grpc.Client;
   const seen: Seen[] = [];
 
   before(async () => {
@@ -360,7 +355,6 @@ describe('gRPC between sidecars over mutual TLS (real control plane)', () => {
       { tls: { cert: inventoryCert.cert, key: inventoryCert.key, clientCa: mesh.cert, clientCert: 'require' } },
       { upstreamTls: { ca: mesh.cert, cert: ordersCert.cert, key: ordersCert.key, http2: true, serverIdentity: 'spiffe' } },
     );
-    ({ inventory, viaEgress } = pair);
   });
 
   after(async () => {
@@ -370,14 +364,14 @@ describe('gRPC between sidecars over mutual TLS (real control plane)', () => {
   });
 
   it('carries the call over HTTP/2 with TLS between the sidecars, the callee told the caller\'s verified certificate', async () => {
-    assert.match(inventory.url, /^https:/);
+    assert.match(pair.inventory.url, /^https:/);
     let r: { value: string } | undefined;
-    await until('a call through both sidecars', async () => (r = await unary(viaEgress, SAY, 'secure').catch(() => undefined)) !== undefined, 10_000);
+    await until('a call through both sidecars', async () => (r = await unary(pair.viaEgress, SAY, 'secure').catch(() => undefined)) !== undefined, 10_000);
     assert.equal(r!.value, 'echo:secure');
     const last = seen.at(-1)!;
     assert.equal(last.caller, 'orders');
     assert.match(String(last.clientCert), new RegExp(`URI=${ORDERS_ID}$`));
-    await assert.rejects(unary(viaEgress, FAIL, 'key'), (e: grpc.ServiceError) => e.code === grpc.status.NOT_FOUND && e.details === 'no key here');
-    assert.deepEqual(await serverStream(viaEgress, LIST, 'all'), ['item-1', 'item-2', 'item-3']);
+    await assert.rejects(unary(pair.viaEgress, FAIL, 'key'), (e: grpc.ServiceError) => e.code === grpc.status.NOT_FOUND && e.details === 'no key here');
+    assert.deepEqual(await serverStream(pair.viaEgress, LIST, 'all'), ['item-1', 'item-2', 'item-3']);
   });
 });
