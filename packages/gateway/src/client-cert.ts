@@ -74,21 +74,24 @@ function readClientCert(socket: TLSSocket): ClientCert {
     return { refusal, detail: verifyDetail(refusal, code), subject: undefined, spiffe: undefined, validTo, xfcc: undefined };
   }
   const xfcc = xfccOf(x509);
-  const uris = sansOf(x509.subjectAltName, 'URI');
-  const ids = uris.filter((u) => u.startsWith('spiffe://'));
+  const spiffe = spiffeIdOf(x509.subjectAltName, 'client');
+  if (typeof spiffe === 'string') return { refusal: 'unmapped', detail: spiffe, subject: undefined, spiffe: undefined, validTo, xfcc };
+  return { refusal: undefined, detail: '', subject: `ServiceAccount:${spiffe.namespace}/${spiffe.name}`, spiffe, validTo, xfcc };
+}
+
+/**
+ * The one SPIFFE ID of Plinth's form among a certificate's URI SANs (node's `subjectAltName` text), or why
+ * there is none; `whose` names the certificate in that reason (`client`, `upstream`).
+ */
+export function spiffeIdOf(subjectAltName: string | undefined, whose: string): SpiffeId | string {
+  const ids = sansOf(subjectAltName, 'URI').filter((u) => u.startsWith('spiffe://'));
   if (ids.length !== 1) {
-    const detail =
-      ids.length === 0
-        ? 'the client certificate names no SPIFFE ID (a URI SAN spiffe://<trust-domain>/ns/<namespace>/sa/<name>)'
-        : 'the client certificate names more than one SPIFFE ID';
-    return { refusal: 'unmapped', detail, subject: undefined, spiffe: undefined, validTo, xfcc };
+    return ids.length === 0
+      ? `the ${whose} certificate names no SPIFFE ID (a URI SAN spiffe://<trust-domain>/ns/<namespace>/sa/<name>)`
+      : `the ${whose} certificate names more than one SPIFFE ID`;
   }
   const spiffe = parseSpiffeId(ids[0]!);
-  if (spiffe === undefined) {
-    const detail = `the client certificate's SPIFFE ID ${ids[0]!.slice(0, 200)} is not of the form spiffe://<trust-domain>/ns/<namespace>/sa/<name>`;
-    return { refusal: 'unmapped', detail, subject: undefined, spiffe: undefined, validTo, xfcc };
-  }
-  return { refusal: undefined, detail: '', subject: `ServiceAccount:${spiffe.namespace}/${spiffe.name}`, spiffe, validTo, xfcc };
+  return spiffe ?? `the ${whose} certificate's SPIFFE ID ${ids[0]!.slice(0, 200)} is not of the form spiffe://<trust-domain>/ns/<namespace>/sa/<name>`;
 }
 
 /** OpenSSL's verify codes (as node names them) by what the operator can do about them. */

@@ -227,27 +227,16 @@ export async function startGateway(o: GatewayOptions): Promise<Gateway> {
   let url: string;
   let stopping = false;
   try {
+    if (clientCerts) metrics.mtlsRefusals();
     if (sidecar !== undefined) {
       if (client === undefined || o.controlPlane === undefined) throw new TypeError('startGateway: sidecar mode needs a controlPlane (it registers the app)');
-      const t = o.tls;
-      const sidecarTls =
-        t !== undefined && tlsContext !== undefined
-          ? {
-              context: tlsContext,
-              options: t,
-              onTlsError: tlsFailureHandler(metrics, log, clientCerts),
-              onReloaded: () => log.debug('TLS certificate reloaded', { cert: t.cert, ...(t.clientCa !== undefined ? { clientCa: t.clientCa } : {}) }),
-              onReloadFailed: (e: Error) => log.warn(reloadFailure(t), { error: e.message }),
-            }
-          : undefined;
-      if (clientCerts) metrics.mtlsRefusals();
+      const sidecarTls = tlsContext !== undefined ? { context: tlsContext, onTlsError: tlsFailureHandler(metrics, log, clientCerts) } : undefined;
       running = await startSidecar(forwarder, sidecar, client, { url: o.controlPlane.url, token: o.controlPlane.token }, o.namespace, listen, o.server ?? {}, sidecarTls);
       url = running.ingressUrl;
     } else {
       const serverUrl = o.identity?.serverUrl ?? o.controlPlane?.url;
       const roles = bindings ? new RoleIndex(bindings) : undefined;
       const auth = serverUrl !== undefined ? new Authenticator({ ...o.identity, serverUrl }, roles) : undefined;
-      if (clientCerts) metrics.mtlsRefusals();
       const edgeOptions = { routes, auth, roles, clientCerts };
       const edge = new EdgeProxy(forwarder, edgeOptions);
       const listener = edge.listener;
@@ -270,20 +259,24 @@ export async function startGateway(o: GatewayOptions): Promise<Gateway> {
       });
       const { host, port } = parseHostPort(listen);
       url = urlOf(host, await listenOn(edgeServer, host, port), tlsContext !== undefined ? 'https' : 'http');
-      if (o.tls !== undefined && tlsContext !== undefined && 'setSecureContext' in edgeServer) {
-        const s = edgeServer;
-        const t = o.tls;
-        // A renewed pair applies to new connections; those open keep the certificate they shook hands with.
-        tlsWatcher = watchTls(
-          t,
-          tlsContext,
-          (ctx) => {
-            s.setSecureContext(ctx);
-            log.debug('TLS certificate reloaded', { cert: t.cert, ...(t.clientCa !== undefined ? { clientCa: t.clientCa } : {}) });
-          },
-          (e) => log.warn(reloadFailure(t), { error: e.message }),
-        );
-      }
+    }
+    const tlsServer = running !== undefined ? running.tlsServer : edgeServer;
+    if (o.tls !== undefined && tlsContext !== undefined && tlsServer !== undefined && 'setSecureContext' in tlsServer) {
+      const s = tlsServer;
+      const t = o.tls;
+      // A renewed pair applies to new connections; those open keep the certificate they shook hands with.
+      tlsWatcher = watchTls(
+        t,
+        tlsContext,
+        (ctx) => {
+          s.setSecureContext(ctx);
+          log.debug('TLS certificate reloaded', { cert: t.cert, ...(t.clientCa !== undefined ? { clientCa: t.clientCa } : {}) });
+        },
+        (e) =>
+          log.warn(t.clientCa === undefined ? 'the changed TLS certificate or key cannot be used; still serving the previous pair' : 'the changed TLS certificate, key or client CA bundle cannot be used; still serving the previous ones', {
+            error: e.message,
+          }),
+      );
     }
   } catch (e) {
     await forwarder.close();
@@ -393,10 +386,6 @@ function tlsFailureHandler(metrics: GatewayMetrics, log: Logger, clientCerts: bo
     tlsFailed(err.code);
     log.debug('TLS handshake failed', { code: err.code ?? err.message, remoteAddress: socket.remoteAddress });
   };
-}
-
-function reloadFailure(t: TlsOptions): string {
-  return t.clientCa === undefined ? 'the changed TLS certificate or key cannot be used; still serving the previous pair' : 'the changed TLS certificate, key or client CA bundle cannot be used; still serving the previous ones';
 }
 
 const SHUTTING_DOWN = problemBody(GatewayCodes.unavailable, 503, 'this gateway is shutting down; retry');

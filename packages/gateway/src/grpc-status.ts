@@ -4,6 +4,7 @@
  * a code guessed from the HTTP status.
  */
 import type { IncomingMessage } from 'node:http';
+import { isHttp2Response } from './http2.js';
 
 /** gRPC status codes (grpc/doc/statuscodes.md) the gateway answers with. */
 export const GrpcStatus = {
@@ -63,7 +64,7 @@ export function grpcStatusOf(httpStatus: number, code: string | undefined): numb
  */
 export function isGrpcRequest(req: IncomingMessage, res: object): boolean {
   const ct = req.headers['content-type'];
-  return typeof ct === 'string' && ct.startsWith('application/grpc') && !ct.startsWith('application/grpc-web') && (res as { stream?: unknown }).stream !== undefined;
+  return typeof ct === 'string' && ct.startsWith('application/grpc') && !ct.startsWith('application/grpc-web') && isHttp2Response(res);
 }
 
 /** `grpc-message`: printable ASCII but `%` as is, everything else as percent-encoded UTF-8 bytes. */

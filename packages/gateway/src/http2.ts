@@ -354,6 +354,11 @@ function trackSession(session: ServerHttp2Session, sessions: Set<ServerHttp2Sess
   arm();
 }
 
+/** An answer on an HTTP/2 stream (over TLS or h2c): trailers go out in a HEADERS frame, no connection headers. */
+export function isHttp2Response(res: object): boolean {
+  return res instanceof Http2ServerResponse;
+}
+
 /** Shutdown, first step: a GOAWAY to every HTTP/2 connection; the streams they have open finish. */
 export function goAway(s: object): void {
   const sessions = sessionsOf.get(s);

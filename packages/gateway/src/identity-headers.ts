@@ -1,6 +1,7 @@
 import type { IncomingHttpHeaders } from 'node:http';
 import { Headers } from '@plinth/core';
 import type { Identity } from './auth.js';
+import { XFCC_HEADER } from './client-cert.js';
 
 /** The verified subject, `ServiceAccount:<namespace>/<name>`, as the upstream reads it. */
 export const IDENTITY_HEADER = 'plinth-identity';
@@ -10,8 +11,6 @@ export const IDENTITY_ROLES_HEADER = 'plinth-identity-roles';
 export const IDENTITY_VIA_HEADER = 'plinth-identity-via';
 
 const PREFIX = 'plinth-identity';
-/** The verified client certificate (client-cert.ts): only the gateway that verified it sets it. */
-const XFCC = 'x-forwarded-client-cert';
 
 export interface StripOptions {
   /** Keep identity headers (and `x-forwarded-client-cert`) set by a hop before this one (a sidecar behind an edge gateway). Default false. */
@@ -29,7 +28,8 @@ export interface StripOptions {
 export function stripIncoming(headers: IncomingHttpHeaders, o: StripOptions): void {
   if (!o.keepCaller && headers[Headers.caller] !== undefined) delete headers[Headers.caller];
   if (o.keepIdentity) return;
-  if (headers[XFCC] !== undefined) delete headers[XFCC];
+  // The verified client certificate: only the gateway that verified it sets it.
+  if (headers[XFCC_HEADER] !== undefined) delete headers[XFCC_HEADER];
   if (headers[IDENTITY_HEADER] === undefined && headers[IDENTITY_ROLES_HEADER] === undefined && headers[IDENTITY_VIA_HEADER] === undefined) {
     // Cheap common case; a made-up plinth-identity-* name still goes through the scan below.
     let any = false;

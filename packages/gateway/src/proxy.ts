@@ -369,7 +369,7 @@ export class Forwarder {
     const budget = timeoutMs ?? this.o.defaultTimeoutMs;
     deadline = deadline === undefined ? now + budget : Math.min(deadline, now + budget);
     if (deadline <= now) return this.problem(ex, 504, 'deadline_exceeded', `the deadline passed before the request reached ${service}`);
-    const out = await this.sendTry(ex, { service, endpoint: undefined as never, attempt: 1, deadlineAt: deadline, remainingMs: deadline - now }, ex.direct);
+    const out = await this.sendTry(ex, { service, endpoint: undefined as never, attempt: 1, deadlineAt: deadline, remainingMs: deadline - now });
     if (out.status === 0 || out.response === undefined) {
       if (out.error instanceof BodyTooLargeError) return this.tooLarge(ex, out.error.limit);
       if (out.timedOut) return this.problem(ex, 504, 'deadline_exceeded', `${service} did not answer in time`);
@@ -392,9 +392,9 @@ export class Forwarder {
    * the bytes the gateway allocated survived each young-generation collection instead of under 2 %, at
    * 13 ms a collection and 30-40 µs a request on V8's helper threads (docs/benchmarks.md).
    */
-  private readonly sendOf = (t: TryContext, ex: Exchange): Promise<TryOutcome<UpstreamTry>> => this.sendTry(ex, t, ex.direct);
+  private readonly sendOf = (t: TryContext, ex: Exchange): Promise<TryOutcome<UpstreamTry>> => this.sendTry(ex, t);
 
-  private sendTry(ex: Exchange, t: TryContext, direct: Dispatcher | undefined): Promise<TryOutcome<UpstreamTry>> {
+  private sendTry(ex: Exchange, t: TryContext): Promise<TryOutcome<UpstreamTry>> {
     const prev = ex.current;
     if (prev !== undefined) {
       ex.current = undefined;
@@ -406,7 +406,7 @@ export class Forwarder {
       ex.current = h;
       let dispatcher: Dispatcher;
       try {
-        dispatcher = direct ?? this.pools.get(t.service, t.endpoint.address, t.endpoint.metadata);
+        dispatcher = ex.direct ?? this.pools.get(t.service, t.endpoint.address, t.endpoint.metadata);
       } catch (e) {
         h.fail(e instanceof Error ? e : new Error(String(e)));
         return;

@@ -12,7 +12,7 @@ import { stripIncoming } from './identity-headers.js';
 import { hardenedServer, http1Settings, listenOn, parseHostPort, urlOf, type AnyServer, type ServerLimits } from './listen.js';
 import { clientCertOf, forwardedCert } from './client-cert.js';
 import { closeAllConnections, closeIdleConnections, enableH2c, goAway } from './http2.js';
-import { watchTls, type TlsContext, type TlsOptions, type TlsWatcher } from './tls.js';
+import type { TlsContext } from './tls.js';
 import { hostOf, type Exchange, type Forwarder } from './proxy.js';
 import { normalizePath } from './routes.js';
 import { WebSocketProxy, wsRefusal } from './websocket.js';
@@ -47,17 +47,16 @@ export interface SidecarOptions {
   maxBodyBytes?: number;
 }
 
-/** HTTPS on the sidecar ingress (gateway's `tls`): the loaded context, what to reload, and handshake failures. */
+/** HTTPS on the sidecar ingress (gateway's `tls`): the loaded context, and what to do with failed handshakes. */
 export interface SidecarTls {
   context: TlsContext;
-  options: TlsOptions;
   onTlsError: (err: Error, socket: Socket) => void;
-  onReloaded: () => void;
-  onReloadFailed: (e: Error) => void;
 }
 
 export interface RunningSidecar {
   readonly service: Service;
+  /** The ingress server when it serves TLS (its certificate is reloaded by the gateway, as the edge's). */
+  readonly tlsServer: AnyServer | undefined;
   readonly ingressUrl: string;
   readonly egressUrl: string | undefined;
   close(drainTimeoutMs: number): Promise<void>;
@@ -148,20 +147,6 @@ export async function startSidecar(
     // HTTP/2 requests go through the service's own request listener: probes, draining and in-flight counts as for HTTP/1.1.
     enableH2c(s, (req, res) => s.emit('request', req, res), http1Settings(limits), limits.http2, f.o.wheel);
   }
-  let tlsWatcher: TlsWatcher | undefined;
-  if (tls !== undefined && ingressServer !== undefined && 'setSecureContext' in ingressServer) {
-    const s = ingressServer;
-    tlsWatcher = watchTls(
-      tls.options,
-      tls.context,
-      (ctx) => {
-        s.setSecureContext(ctx);
-        tls.onReloaded();
-      },
-      tls.onReloadFailed,
-    );
-  }
-
   let egressUrl: string | undefined;
   let egressServer: ReturnType<typeof hardenedServer> | undefined;
   let wsEgress: WebSocketProxy | undefined;
@@ -189,10 +174,10 @@ export async function startSidecar(
 
   return {
     service,
+    tlsServer: tls !== undefined ? ingressServer : undefined,
     ingressUrl: urlOf(host, bound.port, tls === undefined ? 'http' : 'https'),
     egressUrl,
     async close(drainTimeoutMs) {
-      tlsWatcher?.close();
       const egressClosed = egressServer ? new Promise<void>((r) => egressServer!.close(() => r())) : Promise.resolve();
       if (egressServer !== undefined) {
         goAway(egressServer);

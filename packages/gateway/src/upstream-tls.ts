@@ -10,7 +10,7 @@ import type { ConnectionOptions, PeerCertificate } from 'node:tls';
 import { trustDomain } from '@plinth/core';
 import { defaultPool, type UpstreamProtocol } from '@plinth/sdk/client';
 import { Pool, buildConnector, type Dispatcher } from 'undici';
-import { parseSpiffeId, sansOf } from './client-cert.js';
+import { spiffeIdOf } from './client-cert.js';
 import { checkCaBundle, checkPair, readPem, readPemAsync, same, TlsConfigError, watchPemFiles, type TlsWatcher } from './tls.js';
 
 export interface UpstreamTlsOptions {
@@ -165,10 +165,8 @@ export class UpstreamTls {
  * SPIFFE ID of Plinth's form, in an accepted trust domain. An Error refuses the connection.
  */
 export function spiffeServerCheck(cert: PeerCertificate, trustDomains: ReadonlySet<string> | undefined): Error | undefined {
-  const ids = sansOf(cert.subjectaltname, 'URI').filter((u) => u.startsWith('spiffe://'));
-  if (ids.length !== 1) return new Error(ids.length === 0 ? 'the upstream certificate names no SPIFFE ID' : 'the upstream certificate names more than one SPIFFE ID');
-  const id = parseSpiffeId(ids[0]!);
-  if (id === undefined) return new Error(`the upstream certificate's SPIFFE ID ${ids[0]!.slice(0, 200)} is not of the form spiffe://<trust-domain>/ns/<namespace>/sa/<name>`);
+  const id = spiffeIdOf(cert.subjectaltname, 'upstream');
+  if (typeof id === 'string') return new Error(id);
   if (trustDomains !== undefined && !trustDomains.has(id.trustDomain)) return new Error(`the upstream certificate's trust domain ${id.trustDomain} is not accepted (${[...trustDomains].join(', ')})`);
   return undefined;
 }

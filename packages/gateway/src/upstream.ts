@@ -3,6 +3,7 @@ import type { TryOutcome } from '@plinth/sdk/client';
 import type { Expirable, TimerWheel } from '@plinth/sdk/resilience';
 import type { ClientSpanHandle } from '@plinth/sdk/tracing';
 import type { Dispatcher } from 'undici';
+import { isHttp2Response } from './http2.js';
 
 /** Raised into undici by the wheel when a try runs out of time; recognised by identity. */
 export const TRY_TIMEOUT = Object.freeze(new Error('upstream try timed out'));
@@ -106,8 +107,7 @@ export class UpstreamTry implements Dispatcher.DispatchHandler, Expirable {
     // gRPC's status travels in trailers: passed on as they came (HTTP/2, or a chunked HTTP/1.1 answer).
     const t = trailersOf(c, trailers);
     if (this.sink !== undefined) {
-      const all = this.statusTrailers === undefined ? t : { ...this.statusTrailers, ...t };
-      if (all !== undefined) this.endWith(this.sink, all);
+      this.endWith(this.sink, t);
       this.sink.res.end();
     } else {
       this.ended = true;
@@ -156,7 +156,7 @@ export class UpstreamTry implements Dispatcher.DispatchHandler, Expirable {
     // gRPC puts its status in the headers only when there is nothing else to send ("trailers-only", one
     // HEADERS frame that ends the stream). Node's HTTP/2 compatibility layer cannot end a stream with its
     // headers, so the status goes in trailers after them, the other form gRPC allows.
-    if (this.headers?.['grpc-status'] !== undefined && (res as { stream?: unknown }).stream !== undefined) head = this.statusToTrailers(head);
+    if (this.headers?.['grpc-status'] !== undefined && isHttp2Response(res)) head = this.statusToTrailers(head);
     res.writeHead(this.status, head as string[]);
     const q = this.queue;
     this.queue = undefined;
@@ -165,18 +165,19 @@ export class UpstreamTry implements Dispatcher.DispatchHandler, Expirable {
       res.write(c);
     }
     if (this.ended) {
-      const all = this.statusTrailers === undefined ? this.trailers : { ...this.statusTrailers, ...this.trailers };
-      if (all !== undefined) this.endWith(sink, all);
+      this.endWith(sink, this.trailers);
       res.end();
     } else if (this.failure !== undefined) res.destroy(this.failure);
     else this.controller?.resume();
   }
 
-  /** The trailers onto the answer, and its gRPC status noted for the access log. */
-  private endWith(sink: Sink, trailers: IncomingHttpHeaders): void {
-    const st = trailers['grpc-status'];
+  /** The trailers (with a trailers-only status moved out of the head) onto the answer, its gRPC status noted for the access log. */
+  private endWith(sink: Sink, trailers: IncomingHttpHeaders | undefined): void {
+    const all = this.statusTrailers === undefined ? trailers : { ...this.statusTrailers, ...trailers };
+    if (all === undefined) return;
+    const st = all['grpc-status'];
     if (typeof st === 'string') sink.grpcStatus = Number(st);
-    addTrailers(sink.res, trailers);
+    addTrailers(sink.res, all);
   }
 
   private statusToTrailers(head: readonly string[]): string[] {

@@ -5,7 +5,7 @@ import type { Duplex } from 'node:stream';
 import { PROBLEM_CONTENT_TYPE } from '@plinth/core';
 import type { RequestContext } from '@plinth/sdk';
 import { formatTraceparent, getLane, isStress, newTraceContext } from '@plinth/sdk/balancing';
-import { isCallError, type OutboundCall, type RetryOverride, type TryContext, type TryOutcome } from '@plinth/sdk/client';
+import { isCallError, originOf, type OutboundCall, type RetryOverride, type TryContext, type TryOutcome } from '@plinth/sdk/client';
 import type { Admission } from '@plinth/sdk/middleware';
 import type { Identity } from './auth.js';
 import { GatewayCodes, problemBody } from './errors.js';
@@ -359,15 +359,10 @@ export function isWebSocketUpgrade(req: IncomingMessage): boolean {
 
 /** An instance's address, `host:port` or a URL (`https://10.0.0.7:8443`), as node:http(s) wants it. */
 function splitAddress(address: string): { host: string; port: number; secure: boolean } {
-  if (address.includes('://')) {
-    const u = new URL(address);
-    const secure = u.protocol === 'https:';
-    const host = u.hostname.startsWith('[') ? u.hostname.slice(1, -1) : u.hostname;
-    return { host, port: u.port === '' ? (secure ? 443 : 80) : Number(u.port), secure };
-  }
-  const i = address.lastIndexOf(':');
-  const host = address.slice(0, i);
-  return { host: host.startsWith('[') ? host.slice(1, -1) : host, port: Number(address.slice(i + 1)), secure: false };
+  const u = new URL(originOf(address));
+  const secure = u.protocol === 'https:';
+  const host = u.hostname.startsWith('[') ? u.hostname.slice(1, -1) : u.hostname;
+  return { host, port: u.port === '' ? (secure ? 443 : 80) : Number(u.port), secure };
 }
 
 /** node:http wants an object; repeated names become arrays, as they arrived. */
