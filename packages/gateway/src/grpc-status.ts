@@ -18,6 +18,12 @@ export const GrpcStatus = {
   UNAUTHENTICATED: 16,
 } as const;
 
+/** A `grpc-status` value as its code; one that is not a number is UNKNOWN, as gRPC clients read it. */
+export function grpcCodeOf(v: string | string[] | undefined): number | undefined {
+  if (v === undefined) return undefined;
+  return typeof v === 'string' && /^\d{1,4}$/.test(v) ? Number(v) : GrpcStatus.UNKNOWN;
+}
+
 /** By the gateway's (and the engine's and the pipeline's) stable codes; others go by HTTP status. */
 const BY_CODE: Record<string, number> = {
   unauthenticated: GrpcStatus.UNAUTHENTICATED,

@@ -11,12 +11,14 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
 import { PROTOCOL_METADATA } from '@plinth/core';
+import { createTracing } from '@plinth/sdk/tracing';
 import { startGateway, type Gateway, type GatewayOptions } from './gateway.js';
-import { call, certAuthority, clientCertificate, controlPlane, instance, resource, route, selfSigned, staticGateway, until, upstream, type Ca, type CertPair, type ClientCertFiles, type TestControlPlane, type Upstream } from './testkit.test.helpers.js';
+import { call, certAuthority, clientCertificate, controlPlane, instance, resource, route, selfSigned, spanAttribute, spanCollector, staticGateway, until, upstream, type Ca, type CertPair, type ClientCertFiles, type TestControlPlane, type Upstream } from './testkit.test.helpers.js';
 
 const raw = (b: Buffer): Buffer => b;
 const SAY = '/plinth.test.Echo/Say';
 const FAIL = '/plinth.test.Echo/Fail';
+const CRASH = '/plinth.test.Echo/Crash';
 const LIST = '/plinth.test.Echo/List';
 const SLOW = '/plinth.test.Echo/Slow';
 const LIMITED = '/plinth.test.Echo/Limited';
@@ -24,6 +26,7 @@ const LIMITED = '/plinth.test.Echo/Limited';
 const definition: grpc.ServiceDefinition = {
   Say: { path: SAY, requestStream: false, responseStream: false, requestSerialize: raw, requestDeserialize: raw, responseSerialize: raw, responseDeserialize: raw },
   Fail: { path: FAIL, requestStream: false, responseStream: false, requestSerialize: raw, requestDeserialize: raw, responseSerialize: raw, responseDeserialize: raw },
+  Crash: { path: CRASH, requestStream: false, responseStream: false, requestSerialize: raw, requestDeserialize: raw, responseSerialize: raw, responseDeserialize: raw },
   List: { path: LIST, requestStream: false, responseStream: true, requestSerialize: raw, requestDeserialize: raw, responseSerialize: raw, responseDeserialize: raw },
   Slow: { path: SLOW, requestStream: false, responseStream: false, requestSerialize: raw, requestDeserialize: raw, responseSerialize: raw, responseDeserialize: raw },
 };
@@ -80,6 +83,10 @@ function echoServer(seen: Seen[]): grpc.Server {
     Fail: (call: grpc.ServerUnaryCall<Buffer, Buffer>, cb: grpc.sendUnaryData<Buffer>) => {
       remember(call);
       cb({ code: grpc.status.NOT_FOUND, details: `no ${call.request.toString()} here` });
+    },
+    Crash: (call: grpc.ServerUnaryCall<Buffer, Buffer>, cb: grpc.sendUnaryData<Buffer>) => {
+      remember(call);
+      cb({ code: grpc.status.INTERNAL, details: 'the store is down' });
     },
     Slow: (call: grpc.ServerUnaryCall<Buffer, Buffer>, cb: grpc.sendUnaryData<Buffer>) => {
       remember(call);
@@ -197,6 +204,74 @@ describe('gRPC through the edge gateway (HTTP/2 both ways)', () => {
       assert.ok(took >= 250 && took < 1400, `answered after ${took} ms`);
     } finally {
       s.close();
+    }
+  });
+
+  it("ends the hop's spans with the call's gRPC status: an error by OpenTelemetry's RPC rules, so RED figures and SLOs count it", async () => {
+    const collector = await spanCollector();
+    const tracing = createTracing({ service: 'edge', namespace: 'edge', sampleRatio: 1, useGlobalProvider: 'never', exporter: { url: collector.url, flushMs: 20 } });
+    const { gw: traced, governance, routes } = await staticGateway({ accessLog: false, h2c: true, tracing, upstreamTls: { ca: mesh.cert, http2: true } });
+    const insecure = new grpc.Client(new URL(traced.url).host, grpc.credentials.createInsecure());
+    const SERVER = 2;
+    const CLIENT = 3;
+    try {
+      governance.set({
+        instances: [instance('echo-1', 'echo', upstreamAddress)],
+        faultTolerance: [
+          resource<any>('FaultTolerance', 'limits', { rules: [{ name: 'limited', targets: [{ service: 'echo', endpoints: [LIMITED] }], strategies: [{ type: 'rateLimit', threshold: 1, statDurationSec: 60 }] }] }),
+        ],
+      });
+      routes.set([route('grpc', { auth: { mode: 'anonymous' }, match: { path: { prefix: '/plinth.test.Echo/' } }, service: 'echo' })]);
+      let n = 0;
+      /** One call in a trace of its own; the hop's server span and its try's client span (none when the gateway refused). */
+      const traced1 = async (path: string, expectCode: number, tries = 1) => {
+        const traceId = (++n).toString(16).padStart(32, 'c');
+        const md = new grpc.Metadata();
+        md.set('traceparent', `00-${traceId}-00f067aa0ba902b7-01`);
+        const outcome = await unary(insecure, path, 'x', md).then(
+          () => grpc.status.OK,
+          (e: grpc.ServiceError) => e.code,
+        );
+        assert.equal(outcome, expectCode, `${path} ended with code ${outcome}`);
+        const spans = (await collector.spansOf(tracing, traceId, 1 + tries)).map((c) => c.span);
+        return { server: spans.find((s) => s.kind === SERVER)!, client: spans.find((s) => s.kind === CLIENT) };
+      };
+      const ERROR = 2;
+      const ok = await traced1(SAY, grpc.status.OK);
+      assert.equal(spanAttribute(ok.server, 'rpc.system'), 'grpc');
+      assert.equal(spanAttribute(ok.server, 'rpc.grpc.status_code'), 0);
+      assert.equal(spanAttribute(ok.client!, 'rpc.grpc.status_code'), 0);
+      assert.notEqual(ok.server.status.code, ERROR);
+      assert.notEqual(ok.client!.status.code, ERROR);
+
+      // INTERNAL is the server's failure: an error on both spans, though HTTP said 200.
+      const crash = await traced1(CRASH, grpc.status.INTERNAL);
+      assert.equal(spanAttribute(crash.server, 'http.response.status_code'), 200);
+      assert.equal(spanAttribute(crash.server, 'rpc.grpc.status_code'), grpc.status.INTERNAL);
+      assert.equal(crash.server.status.code, ERROR);
+      assert.equal(spanAttribute(crash.server, 'error.type'), String(grpc.status.INTERNAL));
+      assert.equal(crash.client!.status.code, ERROR);
+
+      // NOT_FOUND is the caller's doing, like a 404: an error for the calling side only.
+      const missing = await traced1(FAIL, grpc.status.NOT_FOUND);
+      assert.equal(spanAttribute(missing.server, 'rpc.grpc.status_code'), grpc.status.NOT_FOUND);
+      assert.notEqual(missing.server.status.code, ERROR);
+      assert.equal(missing.client!.status.code, ERROR);
+      assert.equal(spanAttribute(missing.client!, 'error.type'), String(grpc.status.NOT_FOUND));
+
+      // The gateway's own refusal (a rate limit, answered RESOURCE_EXHAUSTED): no try; the server span
+      // keeps the 429 it stands for, and slowing down is the caller's part, so it is no server error.
+      await traced1(LIMITED, grpc.status.UNIMPLEMENTED);
+      const limited = await traced1(LIMITED, grpc.status.RESOURCE_EXHAUSTED, 0);
+      assert.equal(limited.client, undefined);
+      assert.equal(spanAttribute(limited.server, 'http.response.status_code'), 429);
+      assert.equal(spanAttribute(limited.server, 'rpc.grpc.status_code'), grpc.status.RESOURCE_EXHAUSTED);
+      assert.notEqual(limited.server.status.code, ERROR);
+    } finally {
+      insecure.close();
+      await traced.close();
+      await tracing.shutdown();
+      await collector.close();
     }
   });
 

@@ -195,7 +195,7 @@ export class Forwarder {
     const seconds = (this.o.wheel.clock.now() - ex.startedAt) / 1000;
     this.o.metrics.end(ex.route?.id, status, seconds);
     if (ex.grpcStatus !== undefined) this.o.metrics.grpcEnd(ex.route?.id, ex.grpcStatus);
-    ex.span?.end(status === 0 ? 499 : status);
+    ex.span?.end(status === 0 ? 499 : status, undefined, ex.grpcStatus);
     this.o.accessLog.write({
       method: ex.method,
       host: ex.host,

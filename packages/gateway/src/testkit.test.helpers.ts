@@ -2,11 +2,13 @@ import { execFile } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
 import { readFile, writeFile } from 'node:fs/promises';
 import { createServer, type IncomingHttpHeaders, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import { connect } from 'node:net';
+import { connect, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
+import { gunzipSync } from 'node:zlib';
 import type { Resource } from '@plinth/core';
 import { StaticGovernance } from '@plinth/sdk';
+import type { OtlpSpan, OtlpTracesRequest, Tracing } from '@plinth/sdk/tracing';
 import { Agent, request } from 'undici';
 import WebSocket, { WebSocketServer } from 'ws';
 import { StaticFeed } from './feed.js';
@@ -350,4 +352,59 @@ export function closedAfter(url: string, data?: Buffer | string): Promise<number
     s.on('error', () => {});
     s.on('close', () => resolve(Date.now() - t0));
   });
+}
+
+/** A span as a collector received it, with the `service.name` of its resource. */
+export interface CollectedSpan {
+  span: OtlpSpan;
+  service: string;
+}
+
+/** An OTLP/HTTP JSON collector on loopback that keeps every span it is sent. */
+export interface SpanCollector {
+  readonly url: string;
+  readonly spans: CollectedSpan[];
+  /** The spans of `traceId` once `n` of them arrived, flushing `tracing` while waiting (spans end as exchanges close). */
+  spansOf(tracing: Tracing, traceId: string, n: number): Promise<CollectedSpan[]>;
+  close(): Promise<void>;
+}
+
+export async function spanCollector(): Promise<SpanCollector> {
+  const spans: CollectedSpan[] = [];
+  const server = createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      const raw = Buffer.concat(chunks);
+      const body = JSON.parse((req.headers['content-encoding'] === 'gzip' ? gunzipSync(raw) : raw).toString()) as OtlpTracesRequest;
+      for (const rs of body.resourceSpans) {
+        const service = String((rs.resource.attributes.find((a) => a.key === 'service.name')?.value as { stringValue?: string } | undefined)?.stringValue);
+        for (const ss of rs.scopeSpans) for (const span of ss.spans) spans.push({ span, service });
+      }
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end('{}');
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    spans,
+    async spansOf(tracing, traceId, n) {
+      for (let i = 0; i < 200; i++) {
+        await tracing.forceFlush();
+        const got = spans.filter((e) => e.span.traceId === traceId);
+        if (got.length >= n) return got;
+        await sleep(10);
+      }
+      throw new Error(`fewer than ${n} spans of trace ${traceId} exported: ${spans.length} in all`);
+    },
+    close: () => new Promise<void>((r) => server.close(() => r())),
+  };
+}
+
+/** An attribute of an exported span: its string, or its integer as a number. */
+export function spanAttribute(s: OtlpSpan, key: string): unknown {
+  const v = s.attributes.find((a) => a.key === key)?.value as Record<string, unknown> | undefined;
+  if (v === undefined) return undefined;
+  return v['stringValue'] ?? (v['intValue'] !== undefined ? Number(v['intValue']) : undefined);
 }

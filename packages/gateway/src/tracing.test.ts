@@ -3,14 +3,11 @@
  * span per upstream try (the upstream's parent), as OTLP JSON to a real collector on loopback.
  */
 import assert from 'node:assert/strict';
-import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
-import { gunzipSync } from 'node:zlib';
 import { parseTraceparent } from '@plinth/sdk/balancing';
-import { createTracing, type OtlpSpan, type OtlpTracesRequest, type Tracing } from '@plinth/sdk/tracing';
+import { createTracing, type OtlpSpan, type Tracing } from '@plinth/sdk/tracing';
 import type { Gateway } from './gateway.js';
-import { call, instance, route, sleep, staticGateway, upstream, type Upstream } from './testkit.test.helpers.js';
+import { call, instance, route, spanAttribute, spanCollector, staticGateway, upstream, type SpanCollector, type Upstream } from './testkit.test.helpers.js';
 
 const SERVER = 2;
 const CLIENT = 3;
@@ -18,20 +15,8 @@ const TRACE = '4bf92f3577b34da6a3ce929d0e0e4736';
 const CALLER_SPAN = '00f067aa0ba902b7';
 const anon = { auth: { mode: 'anonymous' } };
 
-interface Exported {
-  span: OtlpSpan;
-  service: string;
-}
-
-function attr(s: OtlpSpan, key: string): unknown {
-  const v = s.attributes.find((a) => a.key === key)?.value as Record<string, unknown> | undefined;
-  if (v === undefined) return undefined;
-  return v['stringValue'] ?? (v['intValue'] !== undefined ? Number(v['intValue']) : undefined);
-}
-
 describe('gateway hop spans', () => {
-  let collector: Server;
-  const exported: Exported[] = [];
+  let collector: SpanCollector;
   let tracing: Tracing;
   let gw: Gateway;
   let echo: Upstream;
@@ -39,27 +24,13 @@ describe('gateway hop spans', () => {
   let flakyCalls = 0;
 
   before(async () => {
-    collector = createServer((req, res) => {
-      const chunks: Buffer[] = [];
-      req.on('data', (c: Buffer) => chunks.push(c));
-      req.on('end', () => {
-        const raw = Buffer.concat(chunks);
-        const body = JSON.parse((req.headers['content-encoding'] === 'gzip' ? gunzipSync(raw) : raw).toString()) as OtlpTracesRequest;
-        for (const rs of body.resourceSpans) {
-          const service = String((rs.resource.attributes.find((a) => a.key === 'service.name')?.value as { stringValue?: string } | undefined)?.stringValue);
-          for (const ss of rs.scopeSpans) for (const span of ss.spans) exported.push({ span, service });
-        }
-        res.writeHead(200, { 'content-type': 'application/json' });
-        res.end('{}');
-      });
-    });
-    await new Promise<void>((r) => collector.listen(0, '127.0.0.1', r));
+    collector = await spanCollector();
     tracing = createTracing({
       service: 'edge',
       namespace: 'edge',
       sampleRatio: 1,
       useGlobalProvider: 'never',
-      exporter: { url: `http://127.0.0.1:${(collector.address() as AddressInfo).port}`, flushMs: 20 },
+      exporter: { url: collector.url, flushMs: 20 },
     });
     echo = await upstream('echo');
     flaky = await upstream('flaky', (_req, res) => {
@@ -81,21 +52,13 @@ describe('gateway hop spans', () => {
     await tracing.shutdown();
     await echo.close();
     await flaky.close();
-    collector.close();
+    await collector.close();
   });
 
-  /** The exported spans of a trace once `n` of them arrived (spans end as the exchanges close). */
   async function spansOf(traceId: string, n: number): Promise<OtlpSpan[]> {
-    for (let i = 0; i < 200; i++) {
-      await tracing.forceFlush();
-      const got = exported.filter((e) => e.span.traceId === traceId);
-      if (got.length >= n) {
-        assert.ok(got.every((e) => e.service === 'edge'));
-        return got.map((e) => e.span);
-      }
-      await sleep(10);
-    }
-    assert.fail(`fewer than ${n} spans of trace ${traceId} exported: ${exported.length} in all`);
+    const got = await collector.spansOf(tracing, traceId, n);
+    assert.ok(got.every((e) => e.service === 'edge'));
+    return got.map((e) => e.span);
   }
 
   it('makes the server span a child of the incoming span and the upstream a child of the try client span', async () => {
@@ -111,13 +74,13 @@ describe('gateway hop spans', () => {
     assert.ok(server && client, JSON.stringify(spans));
     assert.equal(server.parentSpanId, CALLER_SPAN, 'the hop continues the caller span');
     assert.equal(server.name, 'GET edge/traced');
-    assert.equal(attr(server, 'http.route'), 'edge/traced');
-    assert.equal(attr(server, 'http.response.status_code'), 200);
+    assert.equal(spanAttribute(server, 'http.route'), 'edge/traced');
+    assert.equal(spanAttribute(server, 'http.response.status_code'), 200);
     assert.equal(client.parentSpanId, server.spanId, 'the try is a child of the hop');
     assert.equal(got.spanId, client.spanId, "the upstream's parent is the gateway's client span");
-    assert.equal(attr(client, 'peer.service'), 'echo', 'the topology sees edge -> echo');
-    assert.equal(attr(client, 'server.address'), echo.address);
-    assert.equal(attr(client, 'http.response.status_code'), 200);
+    assert.equal(spanAttribute(client, 'peer.service'), 'echo', 'the topology sees edge -> echo');
+    assert.equal(spanAttribute(client, 'server.address'), echo.address);
+    assert.equal(spanAttribute(client, 'http.response.status_code'), 200);
   });
 
   it('makes one client span per try, each the parent of what that try sent', async () => {
@@ -133,7 +96,7 @@ describe('gateway hop spans', () => {
     assert.equal(tries.length, 2);
     assert.ok(tries.every((t) => t.parentSpanId === server.spanId));
     // The first try was answered 503, the second 200.
-    const byStatus = (status: number) => tries.find((t) => attr(t, 'http.response.status_code') === status)?.spanId;
+    const byStatus = (status: number) => tries.find((t) => spanAttribute(t, 'http.response.status_code') === status)?.spanId;
     assert.deepEqual(
       sent.map((tp) => tp.spanId),
       [byStatus(503), byStatus(200)],

@@ -3,6 +3,7 @@ import type { TryOutcome } from '@plinth/sdk/client';
 import type { Expirable, TimerWheel } from '@plinth/sdk/resilience';
 import type { ClientSpanHandle } from '@plinth/sdk/tracing';
 import type { Dispatcher } from 'undici';
+import { grpcCodeOf } from './grpc-status.js';
 import { isHttp2Response } from './http2.js';
 
 /** Raised into undici by the wheel when a try runs out of time; recognised by identity. */
@@ -50,6 +51,8 @@ export class UpstreamTry implements Dispatcher.DispatchHandler, Expirable {
   token = -1;
   /** This try's client span; ended when the exchange with the upstream is over (body read, failed, dropped). */
   span: ClientSpanHandle | undefined;
+  /** The gRPC status the answer ended with, once it ended, when it was a gRPC one. */
+  private grpcStatus: number | undefined;
   private controller: Dispatcher.DispatchController | undefined;
   private settled = false;
   private done = false;
@@ -102,10 +105,12 @@ export class UpstreamTry implements Dispatcher.DispatchHandler, Expirable {
   }
 
   onResponseEnd(c: Dispatcher.DispatchController, trailers: IncomingHttpHeaders | null | undefined): void {
+    // gRPC's status travels in trailers (or, trailers-only, in the head): passed on as it came (HTTP/2, or a
+    // chunked HTTP/1.1 answer), and read first so that the try's span ends with it.
+    const t = trailersOf(c, trailers);
+    this.grpcStatus = grpcCodeOf(t?.['grpc-status'] ?? this.headers?.['grpc-status']);
     this.finish(undefined);
     if (this.discarding) return;
-    // gRPC's status travels in trailers: passed on as they came (HTTP/2, or a chunked HTTP/1.1 answer).
-    const t = trailersOf(c, trailers);
     if (this.sink !== undefined) {
       this.endWith(this.sink, t);
       this.sink.res.end();
@@ -175,8 +180,8 @@ export class UpstreamTry implements Dispatcher.DispatchHandler, Expirable {
   private endWith(sink: Sink, trailers: IncomingHttpHeaders | undefined): void {
     const all = this.statusTrailers === undefined ? trailers : { ...this.statusTrailers, ...trailers };
     if (all === undefined) return;
-    const st = all['grpc-status'];
-    if (typeof st === 'string') sink.grpcStatus = Number(st);
+    const code = grpcCodeOf(all['grpc-status']);
+    if (code !== undefined) sink.grpcStatus = code;
     addTrailers(sink.res, all);
   }
 
@@ -238,7 +243,7 @@ export class UpstreamTry implements Dispatcher.DispatchHandler, Expirable {
     const span = this.span;
     if (span === undefined) return;
     this.span = undefined;
-    span.end(this.status === 0 ? undefined : this.status, error);
+    span.end(this.status === 0 ? undefined : this.status, error, this.grpcStatus);
   }
 }
 

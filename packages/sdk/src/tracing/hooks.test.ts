@@ -158,6 +158,27 @@ describe('server and client spans', () => {
     assert.equal(sd.attribute('http.response.status_code'), undefined);
     assert.equal(sd.attribute('error.type'), 'Error');
   });
+
+  it("records a gRPC call's status: the server's own failures fail a server span, every code but OK a client span", () => {
+    const { tracing, sink } = setup();
+    const codes = [0, 5, 8, 2, 4, 12, 13, 14, 15];
+    for (const code of codes) startServerSpan(tracing, { method: 'POST', route: '/shop.Orders/Get', traceparent: undefined }).end(200, undefined, code);
+    for (const code of [0, 5]) startClientSpan(tracing, { callee: 'stock', method: 'POST', parent: undefined }).end(200, undefined, code);
+    const spans = sink.spans;
+    assert.deepEqual(
+      spans.slice(0, codes.length).map((s) => [s.attribute('rpc.grpc.status_code'), s.statusCode === SpanStatusCode.ERROR]),
+      codes.map((c) => [c, c !== 0 && c !== 5 && c !== 8]),
+    );
+    assert.ok(spans.every((s) => s.attribute('rpc.system') === 'grpc' && s.attribute('http.response.status_code') === 200));
+    assert.equal(spans[4]!.attribute('error.type'), '4');
+    const [okCall, notFound] = spans.slice(codes.length);
+    assert.equal(okCall!.statusCode, SpanStatusCode.UNSET);
+    assert.equal(notFound!.statusCode, SpanStatusCode.ERROR);
+    assert.equal(notFound!.attribute('error.type'), '5');
+    // A 5xx names the HTTP status, as without gRPC.
+    startServerSpan(tracing, { method: 'POST', route: '/shop.Orders/Get', traceparent: undefined }).end(503, undefined, 14);
+    assert.equal(spans.at(-1)!.attribute('error.type'), '503');
+  });
 });
 
 describe('sampling through the hooks', () => {

@@ -12,6 +12,7 @@ import {
   type Tracer,
   type TracerProvider,
 } from '@opentelemetry/api';
+import { isGrpcServerError } from '@plinth/core';
 import { formatTraceparent, type TraceContext } from '../balancing/traceparent.js';
 import type { Clock } from '../ratelimit/clock.js';
 import { currentScope, runInScope, runWithContext, type RequestContext } from '../context.js';
@@ -183,12 +184,13 @@ export interface ClientSpanOptions {
   parent: TraceContext | undefined;
 }
 
-function errorType(error: unknown, status: number | undefined): string {
+function errorType(error: unknown, status: number | undefined, grpcStatus: number | undefined): string {
   if (error !== null && typeof error === 'object') {
     const e = error as { code?: unknown; name?: unknown };
     if (typeof e.code === 'string' && e.code !== '') return e.code;
     if (typeof e.name === 'string' && e.name !== '') return e.name;
   }
+  if (grpcStatus !== undefined && grpcStatus !== 0 && !(status !== undefined && status >= 500)) return String(grpcStatus);
   return status === undefined ? '_OTHER' : String(status);
 }
 
@@ -198,15 +200,19 @@ function toException(error: unknown): Exception {
   return String(error);
 }
 
-function finish(span: Span, status: number | undefined, error: unknown, failed: boolean, endMs?: number): void {
+function finish(span: Span, status: number | undefined, error: unknown, failed: boolean, endMs?: number, grpcStatus?: number): void {
   if (!span.isRecording()) {
     span.end();
     return;
   }
   if (status !== undefined) span.setAttribute('http.response.status_code', status);
+  if (grpcStatus !== undefined) {
+    span.setAttribute('rpc.system', 'grpc');
+    span.setAttribute('rpc.grpc.status_code', grpcStatus);
+  }
   if (failed) {
     span.setStatus(error instanceof Error ? { code: SpanStatusCode.ERROR, message: error.message } : { code: SpanStatusCode.ERROR });
-    span.setAttribute('error.type', errorType(error, status));
+    span.setAttribute('error.type', errorType(error, status, grpcStatus));
   }
   if (error !== undefined) span.recordException(toException(error));
   span.end(endMs);
@@ -273,10 +279,12 @@ export class ServerSpanHandle {
 
   /**
    * Ends the span with the answer's status. A 5xx, or an error that was not answered as a 4xx, sets the
-   * error status; an error is also recorded as an `exception` event.
+   * error status; an error is also recorded as an `exception` event. `grpcStatus`: the gRPC code a gRPC
+   * call ended with (carried in an HTTP 200), recorded as `rpc.grpc.status_code` and an error when it is
+   * one of the server's (isGrpcServerError).
    */
-  end(status: number, error?: unknown): void {
-    if (this.span) endServerSpan(this.span, status, error);
+  end(status: number, error?: unknown, grpcStatus?: number): void {
+    if (this.span) endServerSpan(this.span, status, error, undefined, grpcStatus);
   }
 }
 
@@ -287,8 +295,9 @@ export function runInServerSpan<T>(request: RequestContext, span: Span, fn: () =
 }
 
 /** ServerSpanHandle.end without the handle; `endMs` (epoch ms) when the caller has just read the span's clock. */
-export function endServerSpan(span: Span, status: number, error?: unknown, endMs?: number): void {
-  finish(span, status, error, status >= 500 || (error !== undefined && !(status >= 400 && status < 500)), endMs);
+export function endServerSpan(span: Span, status: number, error?: unknown, endMs?: number, grpcStatus?: number): void {
+  const failed = status >= 500 || (error !== undefined && !(status >= 400 && status < 500)) || (grpcStatus !== undefined && isGrpcServerError(grpcStatus));
+  finish(span, status, error, failed, endMs, grpcStatus);
 }
 
 /** What the outbound client holds for one call (one attempt). */
@@ -315,9 +324,12 @@ export class ClientSpanHandle {
     return this.span ? context.with(activeWithSpan(this.span), fn) : fn();
   }
 
-  /** `status` undefined when no answer came (connection error, timeout); that, a 4xx or a 5xx is an error. */
-  end(status: number | undefined, error?: unknown): void {
-    if (this.span) finish(this.span, status, error, status === undefined || status >= 400 || error !== undefined);
+  /**
+   * `status` undefined when no answer came (connection error, timeout); that, a 4xx or a 5xx is an error,
+   * and so is any gRPC code but OK (`grpcStatus`, the code a gRPC call ended with).
+   */
+  end(status: number | undefined, error?: unknown, grpcStatus?: number): void {
+    if (this.span) finish(this.span, status, error, status === undefined || status >= 400 || error !== undefined || (grpcStatus !== undefined && grpcStatus !== 0), undefined, grpcStatus);
   }
 }
 

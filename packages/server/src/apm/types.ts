@@ -46,6 +46,8 @@ export interface SpanRecord {
   peer: string | undefined;
   /** `http.response.status_code` (or the older `http.status_code`). */
   httpStatus: number | undefined;
+  /** `rpc.grpc.status_code`: the code a gRPC call ended with (its HTTP status is 200 whatever the outcome). */
+  grpcStatus: number | undefined;
   /** `plinth.lane` attribute (set from baggage by the SDK and the gateway). */
   lane: string | undefined;
   /** `plinth.stress` attribute: pressure-test traffic, kept out of real figures and SLOs. */

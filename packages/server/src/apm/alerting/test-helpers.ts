@@ -108,6 +108,7 @@ export function serverSpan(over: Partial<SpanRecord> & { service: string; startM
     endpoint: 'POST /checkout',
     peer: undefined,
     httpStatus: error ? 500 : 200,
+    grpcStatus: undefined,
     lane: undefined,
     stress: false,
     region: undefined,

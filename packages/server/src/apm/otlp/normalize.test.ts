@@ -51,6 +51,7 @@ void describe('OTLP/JSON normalization', () => {
       endpoint: "I'm a server span",
       peer: undefined,
       httpStatus: undefined,
+      grpcStatus: undefined,
       lane: undefined,
       stress: false,
       region: undefined,
@@ -106,6 +107,10 @@ void describe('OTLP/JSON normalization', () => {
     assert.equal(one({}, { attributes: attrs({ 'http.status_code': 500, 'http.response.status_code': 200 }) }).httpStatus, 200);
     assert.equal(one({}, { attributes: attrs({ 'http.response.status_code': 200, 'http.status_code': 500 }) }).httpStatus, 200);
     assert.equal(one({}, {}).httpStatus, undefined);
+    const grpcCall = one({}, { attributes: attrs({ 'rpc.system': 'grpc', 'rpc.grpc.status_code': 14, 'http.response.status_code': 200 }) });
+    assert.deepEqual([grpcCall.httpStatus, grpcCall.grpcStatus], [200, 14]);
+    assert.equal(one({}, { attributes: attrs({ 'rpc.grpc.status_code': 'NOT_A_CODE' }) }).grpcStatus, undefined);
+    assert.equal(one({}, {}).grpcStatus, undefined);
   });
 
   void it('derives lane, stress and caller from the plinth attributes (caller on server spans only)', () => {

@@ -54,6 +54,7 @@ const DERIVED_KEYS = new Set([
   'http.method',
   'http.response.status_code',
   'http.status_code',
+  'rpc.grpc.status_code',
   'peer.service',
   'db.system.name',
   'db.system',
@@ -135,6 +136,7 @@ class Normalizer {
   private method: string | undefined;
   private route: string | undefined;
   private httpStatus: number | undefined;
+  private grpcStatus: number | undefined;
   private peerService: string | undefined;
   private dbSystem: string | undefined;
   private dbNamespace: string | undefined;
@@ -286,6 +288,7 @@ class Normalizer {
     this.method = undefined;
     this.route = undefined;
     this.httpStatus = undefined;
+    this.grpcStatus = undefined;
     this.peerService = undefined;
     this.dbSystem = undefined;
     this.dbNamespace = undefined;
@@ -354,6 +357,7 @@ class Normalizer {
       endpoint,
       peer,
       httpStatus: this.httpStatus,
+      grpcStatus: this.grpcStatus,
       lane: this.lane,
       stress: this.stress,
       region: this.region,
@@ -492,6 +496,9 @@ class Normalizer {
         break;
       case 'http.status_code':
         this.httpStatus ??= statusNumber(v);
+        break;
+      case 'rpc.grpc.status_code':
+        this.grpcStatus = statusNumber(v);
         break;
       case 'peer.service':
         this.peerService = ident(v);

@@ -92,6 +92,8 @@ export interface SpanRow {
 }
 
 export function spanFromRow(r: SpanRow): SpanRecord {
+  const attributes = JSON.parse(r.attributes) as SpanRecord['attributes'];
+  const grpc = attributes['rpc.grpc.status_code'];
   return {
     namespace: r.namespace,
     traceId: r.trace_id,
@@ -108,11 +110,12 @@ export function spanFromRow(r: SpanRow): SpanRecord {
     endpoint: r.endpoint ?? undefined,
     peer: r.peer ?? undefined,
     httpStatus: r.http_status ?? undefined,
+    grpcStatus: typeof grpc === 'number' ? grpc : undefined,
     lane: r.lane ?? undefined,
     stress: Number(r.stress) === 1,
     region: r.region ?? undefined,
     caller: r.caller ?? undefined,
-    attributes: JSON.parse(r.attributes) as SpanRecord['attributes'],
+    attributes,
     resource: JSON.parse(r.resource) as SpanRecord['resource'],
     events: JSON.parse(r.events) as SpanEvent[],
   };

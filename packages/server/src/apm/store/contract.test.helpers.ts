@@ -50,6 +50,7 @@ export function span(o: Partial<SpanRecord> = {}): SpanRecord {
     endpoint: kind === 'server' || kind === 'consumer' ? name : undefined,
     peer: undefined,
     httpStatus: undefined,
+    grpcStatus: undefined,
     lane: undefined,
     stress: false,
     region: undefined,
@@ -261,6 +262,19 @@ export function spanStoreContract(backend: string, open: (options?: FixtureOptio
 
           const one = await store.red({ namespace: 'shop', fromMs: T0, toMs: T0 + MIN, group: 'endpoint', service: 'api' });
           assert.equal(only(one, (r) => r.endpoint === 'GET /a').count, 50, 'minute resolution: only the first minute');
+        });
+      });
+
+      void it("counts a gRPC call's failures and rejections by its gRPC code, though each answered HTTP 200", async () => {
+        await withStore(async (store) => {
+          // OK x10, NOT_FOUND x3 (the caller's doing), INTERNAL x2, RESOURCE_EXHAUSTED x4, UNAVAILABLE x1.
+          const codes = [...Array<number>(10).fill(0), 5, 5, 5, 13, 13, 8, 8, 8, 8, 14];
+          const name = 'POST /shop.Stock/Reserve';
+          await store.insert(codes.map((code, i) => span({ name, endpoint: name, startMs: T0 + i, httpStatus: 200, grpcStatus: code, attributes: { 'rpc.system': 'grpc', 'rpc.grpc.status_code': code } })));
+          const [row] = await store.red({ ...q, group: 'endpoint', service: 'api' });
+          assert.deepEqual([row!.endpoint, row!.count, row!.errors, row!.rejections], [name, 20, 3, 5], 'errors: INTERNAL and UNAVAILABLE; rejections: RESOURCE_EXHAUSTED and UNAVAILABLE');
+          const failed = await store.searchTraces({ namespace: 'shop', service: 'api', status: 'error', ...RANGE, limit: 50 });
+          assert.equal(failed.length, 3, 'trace search by status finds the failed calls');
         });
       });
 

@@ -1,3 +1,4 @@
+import { GRPC_RESOURCE_EXHAUSTED, GRPC_UNAVAILABLE, isGrpcServerError } from '@plinth/core';
 import type { SpanKind, SpanRecord } from '../types.js';
 import { BUCKETS, bucketOf } from './histogram.js';
 
@@ -36,16 +37,20 @@ export function kindGroup(kind: SpanKind, peer: string | undefined): KindGroup {
 }
 
 /**
- * Error status, or an HTTP 5xx answer. Applied to client spans too, so that an edge's error figure agrees
- * with the callee's own when the client instrumentation left the status unset.
+ * Error status, an HTTP 5xx answer, or a gRPC code that is the server's failure (a gRPC call is HTTP 200
+ * whatever happened). Applied to client spans too, so that an edge's error figure agrees with the callee's
+ * own when the client instrumentation left the status unset.
  */
 export function isError(s: SpanRecord): boolean {
-  return s.status === 'error' || (s.httpStatus !== undefined && s.httpStatus >= 500);
+  return s.status === 'error' || (s.httpStatus !== undefined && s.httpStatus >= 500) || (s.grpcStatus !== undefined && isGrpcServerError(s.grpcStatus));
 }
 
-/** 429 and 503: what rate limits, breakers and load shedding answer. */
+/**
+ * 429 and 503: what rate limits, breakers and load shedding answer; for gRPC, RESOURCE_EXHAUSTED and
+ * UNAVAILABLE, which gRPC's own mapping gives those two.
+ */
 export function isRejection(s: SpanRecord): boolean {
-  return s.httpStatus === 429 || s.httpStatus === 503;
+  return s.httpStatus === 429 || s.httpStatus === 503 || s.grpcStatus === GRPC_RESOURCE_EXHAUSTED || s.grpcStatus === GRPC_UNAVAILABLE;
 }
 
 const SEP = '\u0000';
