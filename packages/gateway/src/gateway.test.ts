@@ -319,6 +319,47 @@ describe('gateway (static sources)', () => {
     await b.close();
   });
 
+  it('streams a large answer at the pace of a slow client, holding the upstream back instead of buffering it', async () => {
+    const CHUNK = 256 * 1024;
+    const TOTAL = 64 * 1024 * 1024;
+    let written = 0;
+    const big = await upstream('big', (_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': String(TOTAL) });
+      const pump = (): void => {
+        while (written < TOTAL) {
+          const chunk = Buffer.alloc(CHUNK, (written / CHUNK) % 251);
+          written += CHUNK;
+          if (!res.write(chunk)) return void res.once('drain', pump);
+        }
+        res.end();
+      };
+      pump();
+    });
+    governance.set({ instances: [...liveInstances(), instance('big-1', 'big', big.address)] });
+    const base = [...routes.list()];
+    routes.set([...base, route('big', { ...anon, match: { path: { prefix: '/big' } }, service: 'big' })]);
+    try {
+      const { request } = await import('undici');
+      const r = await request(`${gw.url}/big/file`);
+      assert.equal(r.statusCode, 200);
+      // The client reads nothing for a while: socket buffers fill, then the gateway stops reading the upstream.
+      await sleep(600);
+      const stalledAt = written;
+      assert.ok(stalledAt < TOTAL * 0.75, `the upstream wrote ${stalledAt} of ${TOTAL} bytes while the client read none`);
+      let got = 0;
+      let wrong = 0;
+      for await (const c of r.body as AsyncIterable<Buffer>) {
+        for (let i = 0; i < c.length; i += 4096) if (c[i] !== Math.floor((got + i) / CHUNK) % 251) wrong++;
+        got += c.length;
+      }
+      assert.equal(got, TOTAL);
+      assert.equal(wrong, 0, 'every byte in its place');
+    } finally {
+      routes.set(base);
+      await big.close();
+    }
+  });
+
   function liveInstances() {
     return [
       instance('echo-1', 'echo', echo.address),

@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
+import { Agent, request } from 'undici';
 import { PROTOCOL_METADATA } from '@plinth/core';
 import { createTracing } from '@plinth/sdk/tracing';
 import { startGateway, type Gateway, type GatewayOptions } from './gateway.js';
@@ -99,6 +100,46 @@ function echoServer(seen: Seen[]): grpc.Server {
     },
   });
   return server;
+}
+
+/** What a gRPC-Web client reads of an answer: HTTP status and headers, the messages, the trailer frame's fields. */
+interface WebAnswer {
+  status: number;
+  headers: Record<string, string | string[] | undefined>;
+  messages: string[];
+  trailers: Record<string, string> | undefined;
+  bodyBytes: number;
+}
+
+/** A gRPC-Web call as a browser client makes it (HTTP/1.1, one framed message), its answer unframed. */
+async function webCall(base: string, dispatcher: Agent, path: string, message: string, mode: 'binary' | 'text', headers: Record<string, string> = {}): Promise<WebAnswer> {
+  const payload = Buffer.from(message);
+  const frame = Buffer.alloc(5 + payload.length);
+  frame.writeUInt32BE(payload.length, 1);
+  payload.copy(frame, 5);
+  const r = await request(`${base}${path}`, {
+    method: 'POST',
+    dispatcher,
+    headers: { 'content-type': mode === 'text' ? 'application/grpc-web-text+proto' : 'application/grpc-web+proto', accept: mode === 'text' ? 'application/grpc-web-text' : 'application/grpc-web', 'x-grpc-web': '1', ...headers },
+    body: mode === 'text' ? frame.toString('base64') : frame,
+  });
+  const raw = Buffer.from(await r.body.arrayBuffer());
+  // Text answers may be several padded base64 runs one after the other.
+  const bytes = mode === 'text' ? Buffer.concat((raw.toString('latin1').match(/[A-Za-z0-9+/]+=*/g) ?? []).map((run) => Buffer.from(run, 'base64'))) : raw;
+  const messages: string[] = [];
+  let trailers: Record<string, string> | undefined;
+  for (let at = 0; at < bytes.length; ) {
+    const flag = bytes[at]!;
+    const len = bytes.readUInt32BE(at + 1);
+    const data = bytes.subarray(at + 5, at + 5 + len);
+    at += 5 + len;
+    if ((flag & 0x80) === 0) messages.push(data.toString());
+    else {
+      assert.equal(at, bytes.length, 'the trailer frame is the last one');
+      trailers = Object.fromEntries(data.toString('latin1').split('\r\n').filter((l) => l !== '').map((l) => [l.slice(0, l.indexOf(':')), l.slice(l.indexOf(':') + 1).trim()]));
+    }
+  }
+  return { status: r.statusCode, headers: r.headers, messages, trailers, bodyBytes: raw.length };
 }
 
 describe('gRPC through the edge gateway (HTTP/2 both ways)', () => {
@@ -272,6 +313,83 @@ describe('gRPC through the edge gateway (HTTP/2 both ways)', () => {
       await traced.close();
       await tracing.shutdown();
       await collector.close();
+    }
+  });
+
+  it('translates gRPC-Web from browsers, binary and text: messages, the status in the trailer frame, trailers-only errors', async () => {
+    const agent = new Agent({ connect: { ca: edgeCert.pem, servername: 'localhost' } });
+    try {
+      for (const mode of ['binary', 'text'] as const) {
+        const type = mode === 'text' ? 'application/grpc-web-text+proto' : 'application/grpc-web+proto';
+        const from = log.length;
+        const ok = await webCall(gw.url, agent, SAY, `web-${mode}`, mode);
+        assert.equal(ok.status, 200);
+        assert.equal(ok.headers['content-type'], type);
+        assert.deepEqual(ok.messages, [`echo:web-${mode}`]);
+        assert.equal(ok.trailers?.['grpc-status'], '0');
+        assert.equal(ok.trailers?.['x-echo-count'], String(seen.length), "the upstream's custom trailer is in the frame");
+        assert.equal(ok.headers['trailer'], undefined);
+        const last = seen.at(-1)!;
+        assert.equal(last.path, SAY, 'the upstream got plain gRPC over HTTP/2');
+        assert.equal((await lineFor(SAY, from)).grpcStatus, 0);
+
+        const streamed = await webCall(gw.url, agent, LIST, 'all', mode);
+        assert.deepEqual(streamed.messages, ['item-1', 'item-2', 'item-3']);
+        assert.equal(streamed.trailers?.['grpc-status'], '0');
+
+        // grpc-js answers an error with no message as trailers-only: the status stays in the headers.
+        const failed = await webCall(gw.url, agent, FAIL, 'order 7', mode);
+        assert.equal(failed.status, 200);
+        assert.equal(failed.headers['grpc-status'], String(grpc.status.NOT_FOUND));
+        assert.equal(decodeURIComponent(String(failed.headers['grpc-message'])), 'no order 7 here');
+        assert.deepEqual([failed.messages, failed.bodyBytes], [[], 0]);
+      }
+    } finally {
+      await agent.close();
+    }
+  });
+
+  it("answers the gateway's own refusals to gRPC-Web clients as trailers-only statuses", async () => {
+    const agent = new Agent({ connect: { ca: edgeCert.pem, servername: 'localhost' } });
+    try {
+      // The LIMITED endpoint's one call a minute went in an earlier test.
+      const from = log.length;
+      const limited = await webCall(gw.url, agent, LIMITED, 'x', 'binary');
+      assert.equal(limited.status, 200);
+      assert.equal(limited.headers['content-type'], 'application/grpc-web+proto');
+      assert.equal(limited.headers['grpc-status'], String(grpc.status.RESOURCE_EXHAUSTED));
+      assert.equal(limited.headers['grpc-message'], 'rate_limited');
+      assert.equal(limited.bodyBytes, 0);
+      const line = await lineFor(LIMITED, from);
+      assert.deepEqual([line.status, line.grpcStatus], [429, grpc.status.RESOURCE_EXHAUSTED]);
+      const unrouted = await webCall(gw.url, agent, '/plinth.test.Other/Nope', 'x', 'text');
+      assert.equal(unrouted.headers['content-type'], 'application/grpc-web-text+proto');
+      assert.equal(unrouted.headers['grpc-status'], String(grpc.status.UNIMPLEMENTED));
+    } finally {
+      await agent.close();
+    }
+  });
+
+  it('passes gRPC-Web through untouched on a route that says so, to an upstream that speaks it', async () => {
+    const native = await upstream('native-web', (_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/grpc-web+proto', 'grpc-status': '0' });
+      res.end();
+    });
+    const { gw: plain, governance, routes } = await staticGateway({ accessLog: false });
+    const agent = new Agent();
+    try {
+      governance.set({ instances: [instance('web-1', 'webnative', native.address)] });
+      routes.set([route('web', { auth: { mode: 'anonymous' }, match: { path: { prefix: '/plinth.test.Web/' } }, service: 'webnative', grpcWeb: 'passthrough' })]);
+      const r = await webCall(plain.url, agent, '/plinth.test.Web/Say', 'as is', 'text');
+      assert.equal(r.headers['grpc-status'], '0');
+      const got = native.seen.at(-1)!;
+      assert.equal(got.headers['content-type'], 'application/grpc-web-text+proto');
+      assert.equal(got.headers['x-grpc-web'], '1');
+      assert.equal(got.body, Buffer.from([0, 0, 0, 0, 5, ...Buffer.from('as is')]).toString('base64'));
+    } finally {
+      await agent.close();
+      await plain.close();
+      await native.close();
     }
   });
 

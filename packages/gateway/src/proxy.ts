@@ -15,6 +15,7 @@ import { authenticateCert, clientCertOf, forwardedCert, XFCC_HEADER } from './cl
 import { EdgeInboundGovernance } from './engine-governance.js';
 import { GatewayCodes, problemBody } from './errors.js';
 import { grpcMessage, grpcStatusOf, isGrpcRequest } from './grpc-status.js';
+import { decodeTextBody, grpcRequestHeaders, grpcWebContentType, grpcWebModeOf, GrpcWebAnswer, type GrpcWebMode } from './grpc-web.js';
 import { pushIdentity, pushIncomingIdentity, stripIncoming } from './identity-headers.js';
 import type { GatewayMetrics } from './metrics.js';
 import type { UpstreamTls } from './upstream-tls.js';
@@ -99,6 +100,8 @@ export class Exchange implements Sink {
   /** A refusal answered as a gRPC status (HTTP 200): the HTTP status it stands for, for metrics, log and span. */
   refusedAs = 0;
   grpcStatus: number | undefined;
+  /** A gRPC-Web call translated to gRPC: its answer is turned back on the way out. */
+  grpcWeb: GrpcWebAnswer | undefined;
 
   constructor(
     readonly forwarder: Forwarder,
@@ -308,16 +311,19 @@ export class Forwarder {
     ex.service = service;
     const cl = req.headers['content-length'];
     if (cl !== undefined) ex.bytesIn = Number(cl) || 0;
+    // gRPC-Web from a browser, to an upstream that speaks gRPC (the route's choice; edge routes only).
+    const web = ex.route?.spec.grpcWeb === 'translate' ? grpcWebModeOf(req.headers['content-type']) : undefined;
     let body: UpstreamBody;
     try {
       const b = readBody(req, plan, maxBody);
       body = b instanceof Promise ? await b : b;
+      if (body.replayable && body.data !== null) ex.bytesIn = body.data.length;
+      if (web === 'text') body = await decodedText(body, ex);
     } catch (e) {
       if (e instanceof BodyTooLargeError) return this.tooLarge(ex, maxBody);
       ex.reason = 'client_closed';
       return;
     }
-    if (body.replayable && body.data !== null) ex.bytesIn = body.data.length;
     ex.body = body;
     ex.upPath = upPath;
     const trace = ctx.trace ?? newTraceContext();
@@ -330,6 +336,10 @@ export class Forwarder {
       ex.clientParent = ex.span !== undefined ? ex.span.traceContext : parseTraceparent(headerOf(req, Headers.traceparent));
     }
     ex.wire = this.wireHeaders(req, ex.identity, ctx, direct !== undefined, ex.clientSpans ? undefined : ex.traceparent);
+    if (web !== undefined) {
+      ex.wire = grpcRequestHeaders(ex.wire, web);
+      ex.grpcWeb = new GrpcWebAnswer(web);
+    }
     ex.grpcTimeout = req.headers[Headers.grpcTimeout] !== undefined;
     ex.direct = direct;
 
@@ -534,7 +544,11 @@ export class Forwarder {
       return;
     }
     if (res.destroyed) return;
-    if (status >= 400 && isGrpcRequest(ex.req, res)) return this.grpcRefusal(ex, status, detail ?? ex.reason ?? `HTTP ${status}`, headers);
+    if (status >= 400) {
+      if (isGrpcRequest(ex.req, res)) return this.grpcRefusal(ex, status, detail ?? ex.reason ?? `HTTP ${status}`, headers);
+      const web = grpcWebModeOf(ex.req.headers['content-type']);
+      if (web !== undefined) return this.grpcWebRefusal(ex, web, status, detail ?? ex.reason ?? `HTTP ${status}`, headers);
+    }
     const len = typeof body === 'string' ? Buffer.byteLength(body) : body.length;
     const head: string[] = ['content-type', contentType, 'content-length', String(len)];
     for (let i = 0; i < headers.length; i++) head.push(headers[i]!);
@@ -546,6 +560,22 @@ export class Forwarder {
   }
 
   /** HTTP 200, the status in trailers (after the headers, as node's HTTP/2 compatibility API sends them). */
+  /**
+   * A refusal to a gRPC-Web client: HTTP 200 with the status in the headers (a trailers-only answer, which
+   * gRPC-Web clients read as such), so the browser sees UNAUTHENTICATED or RESOURCE_EXHAUSTED, not a
+   * transport error. Route CORS must expose grpc-status and grpc-message for a page to read them.
+   */
+  private grpcWebRefusal(ex: Exchange, web: GrpcWebMode, status: number, message: string, headers: readonly string[]): void {
+    ex.refusedAs = status;
+    ex.grpcStatus = grpcStatusOf(status, ex.reason);
+    const head: string[] = ['content-type', grpcWebContentType(web), 'grpc-status', String(ex.grpcStatus), 'grpc-message', grpcMessage(message)];
+    for (let i = 0; i < headers.length; i++) head.push(headers[i]!);
+    for (let i = 0; i < ex.extraHeaders.length; i++) head.push(ex.extraHeaders[i]!);
+    if (this.draining) head.push('connection', 'close');
+    ex.res.writeHead(200, head);
+    ex.res.end();
+  }
+
   private grpcRefusal(ex: Exchange, status: number, message: string, headers: readonly string[]): void {
     ex.refusedAs = status;
     // A stream closed with unread request data is reset, which would drop the trailers: the rest of the request
@@ -749,4 +779,15 @@ export function hostOf(req: IncomingMessage): string {
   }
   const colon = h.indexOf(':');
   return (colon < 0 ? h : h.slice(0, colon)).toLowerCase();
+}
+
+/** A gRPC-Web `-text` request body, base64 decoded; it is sent whole (gRPC-Web calls carry no client stream). */
+async function decodedText(body: UpstreamBody, ex: Exchange): Promise<UpstreamBody> {
+  if (body.data === null) return body;
+  if (body.replayable) return { replayable: true, data: decodeTextBody(body.data) };
+  const chunks: Buffer[] = [];
+  for await (const c of body.data) chunks.push(c as Buffer);
+  const whole = Buffer.concat(chunks);
+  ex.bytesIn = whole.length;
+  return { replayable: true, data: decodeTextBody(whole) };
 }

@@ -4,6 +4,7 @@ import type { Expirable, TimerWheel } from '@plinth/sdk/resilience';
 import type { ClientSpanHandle } from '@plinth/sdk/tracing';
 import type { Dispatcher } from 'undici';
 import { grpcCodeOf } from './grpc-status.js';
+import type { GrpcWebAnswer } from './grpc-web.js';
 import { isHttp2Response } from './http2.js';
 
 /** Raised into undici by the wheel when a try runs out of time; recognised by identity. */
@@ -37,13 +38,24 @@ export interface Sink {
   bytesOut: number;
   /** The gRPC status the answer ended with, when it was a gRPC one. */
   grpcStatus: number | undefined;
+  /** The call came as gRPC-Web: the answer's head, body and trailers are turned into gRPC-Web on the way out. */
+  readonly grpcWeb: GrpcWebAnswer | undefined;
 }
 
 /**
+ * Body bytes a try holds while the engine decides whether it is the answer; past this the upstream is
+ * paused. The decision comes within the same turn of the event loop, so an answer of ordinary size is
+ * read in full without pausing: pausing undici's parser puts the unread bytes back into the socket and
+ * parses them again on resume, which cost more per request than holding them.
+ */
+const HOLD_BYTES = 64 * 1024;
+
+/**
  * One try of one proxied request, as undici's handler. The answer is announced to the engine at its
- * headers (with the body paused), and streams to the client only once the engine took it (`attach`): a try
- * the engine retries is drained and dropped instead. The deadline lives on the shared timer wheel, from
- * dispatch to the end of the body: no setTimeout, no AbortController per request.
+ * headers, and streams to the client only once the engine took it (`attach`); what arrives before is held
+ * (bounded by HOLD_BYTES). A try the engine retries is drained and dropped instead. The deadline lives on
+ * the shared timer wheel, from dispatch to the end of the body: no setTimeout, no AbortController per
+ * request.
  */
 export class UpstreamTry implements Dispatcher.DispatchHandler, Expirable {
   status = 0;
@@ -60,6 +72,9 @@ export class UpstreamTry implements Dispatcher.DispatchHandler, Expirable {
   private sink: Sink | undefined;
   private discarding = false;
   private queue: Buffer[] | undefined;
+  private queuedBytes = 0;
+  /** Paused by this try: for the engine's decision past HOLD_BYTES, or for the client's backpressure. */
+  private paused = false;
   private ended = false;
   private failure: Error | undefined;
   /** Trailers that came before the answer was attached. */
@@ -79,13 +94,11 @@ export class UpstreamTry implements Dispatcher.DispatchHandler, Expirable {
     else if (this.discarding) controller.abort(DISCARDED);
   }
 
-  onResponseStart(controller: Dispatcher.DispatchController, statusCode: number, headers: IncomingHttpHeaders): void {
+  onResponseStart(_controller: Dispatcher.DispatchController, statusCode: number, headers: IncomingHttpHeaders): void {
     if (this.settled) return;
     this.status = statusCode;
     this.headers = headers;
     this.settled = true;
-    // Held until the engine decides whether this is the answer.
-    controller.pause();
     const ra = headers['retry-after'];
     this.resolve({ status: statusCode, retryAfter: typeof ra === 'string' ? ra : undefined, response: this, error: undefined, timedOut: false });
   }
@@ -94,14 +107,37 @@ export class UpstreamTry implements Dispatcher.DispatchHandler, Expirable {
     if (this.discarding) return;
     const sink = this.sink;
     if (sink === undefined) {
+      // Held until the engine decides whether this is the answer.
       (this.queue ??= []).push(chunk);
+      this.queuedBytes += chunk.length;
+      if (this.queuedBytes > HOLD_BYTES && !this.paused) {
+        this.paused = true;
+        controller.pause();
+      }
       return;
     }
-    sink.bytesOut += chunk.length;
-    if (!sink.res.write(chunk)) {
-      controller.pause();
-      sink.res.once('drain', (this.drainListener ??= () => this.controller?.resume()));
+    if (!this.write(sink, chunk)) this.waitForDrain(sink);
+  }
+
+  /** One chunk of the answer to the client, as gRPC-Web when the call came so. */
+  private write(sink: Sink, chunk: Buffer): boolean {
+    const out = sink.grpcWeb === undefined ? chunk : sink.grpcWeb.data(chunk);
+    sink.bytesOut += out.length;
+    return sink.res.write(out);
+  }
+
+  private waitForDrain(sink: Sink): void {
+    if (!this.paused) {
+      this.paused = true;
+      this.controller?.pause();
     }
+    sink.res.once('drain', (this.drainListener ??= () => this.unpause()));
+  }
+
+  private unpause(): void {
+    if (!this.paused) return;
+    this.paused = false;
+    this.controller?.resume();
   }
 
   onResponseEnd(c: Dispatcher.DispatchController, trailers: IncomingHttpHeaders | null | undefined): void {
@@ -111,10 +147,8 @@ export class UpstreamTry implements Dispatcher.DispatchHandler, Expirable {
     this.grpcStatus = grpcCodeOf(t?.['grpc-status'] ?? this.headers?.['grpc-status']);
     this.finish(undefined);
     if (this.discarding) return;
-    if (this.sink !== undefined) {
-      this.endWith(this.sink, t);
-      this.sink.res.end();
-    } else {
+    if (this.sink !== undefined) this.close(this.sink, t);
+    else {
       this.ended = true;
       this.trailers = t;
     }
@@ -161,28 +195,63 @@ export class UpstreamTry implements Dispatcher.DispatchHandler, Expirable {
     // gRPC puts its status in the headers only when there is nothing else to send ("trailers-only", one
     // HEADERS frame that ends the stream). Node's HTTP/2 compatibility layer cannot end a stream with its
     // headers, so the status goes in trailers after them, the other form gRPC allows.
-    if (this.headers?.['grpc-status'] !== undefined && isHttp2Response(res)) head = this.statusToTrailers(head);
+    if (sink.grpcWeb !== undefined) head = sink.grpcWeb.head(head);
+    else if (this.headers?.['grpc-status'] !== undefined && isHttp2Response(res)) head = this.statusToTrailers(head);
     res.writeHead(this.status, head as string[]);
     const q = this.queue;
     this.queue = undefined;
-    if (q !== undefined) for (const c of q) {
-      sink.bytesOut += c.length;
-      res.write(c);
-    }
+    this.queuedBytes = 0;
     if (this.ended) {
-      this.endWith(sink, this.trailers);
-      res.end();
-    } else if (this.failure !== undefined) res.destroy(this.failure);
-    else this.controller?.resume();
+      // The whole answer arrived before the decision, as most do: one write with the head where it is one chunk.
+      if (q !== undefined && q.length === 1 && sink.grpcWeb === undefined) {
+        this.endWith(sink, this.trailers);
+        sink.bytesOut += q[0]!.length;
+        res.end(q[0]);
+        return;
+      }
+      if (q !== undefined) this.writeHeld(sink, q);
+      this.close(sink, this.trailers);
+      return;
+    }
+    let ok = true;
+    if (q !== undefined) ok = this.writeHeld(sink, q);
+    if (this.failure !== undefined) res.destroy(this.failure);
+    else if (!ok) this.waitForDrain(sink);
+    else this.unpause();
   }
 
-  /** The trailers (with a trailers-only status moved out of the head) onto the answer, its gRPC status noted for the access log. */
-  private endWith(sink: Sink, trailers: IncomingHttpHeaders | undefined): void {
+  private writeHeld(sink: Sink, q: readonly Buffer[]): boolean {
+    let ok = true;
+    for (const c of q) ok = this.write(sink, c);
+    return ok;
+  }
+
+  /** Ends the answer: its trailers, then the end of the body. */
+  private close(sink: Sink, trailers: IncomingHttpHeaders | undefined): void {
+    const tail = this.endWith(sink, trailers);
+    if (tail === undefined) sink.res.end();
+    else {
+      sink.bytesOut += tail.length;
+      sink.res.end(tail);
+    }
+  }
+
+  /**
+   * The trailers (with a trailers-only status moved out of the head) onto the answer, its gRPC status noted
+   * for the access log. For gRPC-Web they are the body's last frame instead, returned to be written.
+   */
+  private endWith(sink: Sink, trailers: IncomingHttpHeaders | undefined): Buffer | undefined {
+    if (sink.grpcWeb !== undefined) {
+      const code = grpcCodeOf(trailers?.['grpc-status'] ?? this.headers?.['grpc-status']);
+      if (code !== undefined) sink.grpcStatus = code;
+      return sink.grpcWeb.end(trailers);
+    }
     const all = this.statusTrailers === undefined ? trailers : { ...this.statusTrailers, ...trailers };
-    if (all === undefined) return;
+    if (all === undefined) return undefined;
     const code = grpcCodeOf(all['grpc-status']);
     if (code !== undefined) sink.grpcStatus = code;
     addTrailers(sink.res, all);
+    return undefined;
   }
 
   private statusToTrailers(head: readonly string[]): string[] {
@@ -203,7 +272,7 @@ export class UpstreamTry implements Dispatcher.DispatchHandler, Expirable {
     this.queue = undefined;
     if (this.done) return;
     if (this.controller === undefined) return; // aborted in onRequestStart
-    this.controller.resume();
+    this.unpause();
   }
 
   /** The client went away: stop the upstream exchange. */

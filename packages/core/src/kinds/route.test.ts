@@ -15,6 +15,7 @@ const full = {
   timeoutMs: 2000,
   retries: { attempts: 3, on: [503, '5xx'] },
   maxBodyBytes: 65536,
+  grpcWeb: 'passthrough',
   cors: { allowOrigins: ['https://shop.example.com'], allowMethods: ['GET', 'PUT'], allowHeaders: ['content-type'], exposeHeaders: ['x-request-id'], allowCredentials: true, maxAgeSec: 300 },
   auth: { mode: 'any', audiences: ['plinth'], requiredRoles: ['shopper'] },
   priority: 10,
@@ -29,11 +30,12 @@ describe('Route', () => {
     assert.equal(validate({ match: { path: { regex: '^/o/[0-9]+$' } }, service: 'api', retries: { attempts: 2 } }).retries?.attempts, 2);
   });
 
-  it('fills the defaults: jwt auth, 1 MiB body limit, priority 0, retry statuses, CORS defaults', () => {
+  it('fills the defaults: jwt auth, 1 MiB body limit, priority 0, retry statuses, CORS defaults, gRPC-Web translated', () => {
     const r = validate({ match: { path: { prefix: '/api' } }, service: 'api', retries: { attempts: 2 }, cors: { allowOrigins: ['*'] } });
     assert.deepEqual(r.auth, { mode: 'jwt' });
     assert.equal(r.maxBodyBytes, 1024 * 1024);
     assert.equal(r.priority, 0);
+    assert.equal(r.grpcWeb, 'translate');
     assert.deepEqual(r.retries?.on, [502, 503, 504]);
     assert.deepEqual(r.cors, { allowOrigins: ['*'], allowMethods: ['GET', 'HEAD', 'POST'], allowHeaders: [], exposeHeaders: [], allowCredentials: false, maxAgeSec: 600 });
   });
@@ -65,6 +67,7 @@ describe('Route', () => {
       [edit(full, (d) => (d.rewrite = { prefix: '/v2', path: '/x' })), ['spec.rewrite', 'spec.rewrite.prefix']],
       [edit(full, (d) => (d.retries = { attempts: 11 })), ['spec.retries.attempts']],
       [edit(full, (d) => (d.maxBodyBytes = -1)), ['spec.maxBodyBytes']],
+      [edit(full, (d) => (d.grpcWeb = 'proxy')), ['spec.grpcWeb']],
       [edit(full, (d) => (d.cors.allowOrigins = ['*'])), ['spec.cors.allowCredentials']],
       [edit(full, (d) => (d.cors.allowOrigins = ['shop.example.com'])), ['spec.cors.allowOrigins[0]']],
       [edit(full, (d) => (d.auth = { mode: 'anonymous', requiredRoles: ['x'] })), ['spec.auth.requiredRoles']],

@@ -175,6 +175,12 @@ export const RouteSpec = z
     /** Larger request bodies are refused with 413. */
     maxBodyBytes: z.int().min(0).max(1024 * 1024 * 1024).default(DEFAULT_MAX_BODY_BYTES),
     cors: RouteCors.optional(),
+    /**
+     * gRPC-Web calls (`application/grpc-web…`): `translate` turns each into gRPC over HTTP/2 for the upstream
+     * and its answer back into gRPC-Web; `passthrough` forwards them as they are, to an upstream that speaks
+     * gRPC-Web itself.
+     */
+    grpcWeb: z.enum(['translate', 'passthrough']).default('translate'),
     auth: RouteAuth.default({ mode: 'jwt' }),
     /** Breaks ties between equally specific routes; higher first. */
     priority: z.int().min(-1000).max(1000).default(0),
