@@ -100,6 +100,20 @@ export function trailerFrame(trailers: IncomingHttpHeaders): Buffer {
   return frame;
 }
 
+/** A gRPC answer says so by its content type, or (trailers-only, some servers) by a status and no type. */
+function isGrpcAnswer(head: readonly string[]): boolean {
+  let status = false;
+  for (let i = 0; i + 1 < head.length; i += 2) {
+    const name = head[i]!;
+    if (name === 'content-type') {
+      const v = head[i + 1]!;
+      return v.startsWith('application/grpc') && !v.startsWith(WEB);
+    }
+    if (name === 'grpc-status') status = true;
+  }
+  return status;
+}
+
 /**
  * One gRPC answer on its way back as gRPC-Web: the head's content type, the body (base64 in text mode,
  * carrying the 0-2 bytes of an incomplete group from chunk to chunk so that padding falls only at the end),
@@ -109,11 +123,17 @@ export class GrpcWebAnswer {
   /** The answer's status came in its head (a trailers-only answer): no trailer frame then. */
   private statusInHead = false;
   private carry: Buffer | undefined;
+  /** The upstream did not answer in gRPC (an HTTP error page, say): passed on as it came, for the client to map its HTTP status. */
+  private asIs = false;
 
   constructor(readonly mode: GrpcWebMode) {}
 
   /** The answer's flat head list with the content type a gRPC-Web client reads, its length removed (the body changes). */
   head(head: readonly string[]): string[] {
+    if (!isGrpcAnswer(head)) {
+      this.asIs = true;
+      return head as string[];
+    }
     const out: string[] = [];
     let typed = false;
     for (let i = 0; i + 1 < head.length; i += 2) {
@@ -135,7 +155,7 @@ export class GrpcWebAnswer {
 
   /** A body chunk as it goes to the client. */
   data(chunk: Buffer): Buffer {
-    if (this.mode === 'binary') return chunk;
+    if (this.mode === 'binary' || this.asIs) return chunk;
     let bytes = chunk;
     if (this.carry !== undefined) {
       bytes = Buffer.concat([this.carry, chunk]);
@@ -148,6 +168,7 @@ export class GrpcWebAnswer {
 
   /** What closes the body: the rest of the base64 and the trailer frame (none when the head held the status). */
   end(trailers: IncomingHttpHeaders | undefined): Buffer | undefined {
+    if (this.asIs) return undefined;
     const frame = this.statusInHead && trailers === undefined ? undefined : trailerFrame(trailers ?? {});
     if (this.mode === 'binary') return frame;
     const parts: string[] = [];

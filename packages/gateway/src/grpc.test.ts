@@ -371,7 +371,12 @@ describe('gRPC through the edge gateway (HTTP/2 both ways)', () => {
   });
 
   it('passes gRPC-Web through untouched on a route that says so, to an upstream that speaks it', async () => {
-    const native = await upstream('native-web', (_req, res) => {
+    const native = await upstream('native-web', (req, res) => {
+      if (req.url?.startsWith('/plinth.test.Down/')) {
+        res.writeHead(503, { 'content-type': 'text/plain' });
+        res.end('maintenance');
+        return;
+      }
       res.writeHead(200, { 'content-type': 'application/grpc-web+proto', 'grpc-status': '0' });
       res.end();
     });
@@ -379,7 +384,16 @@ describe('gRPC through the edge gateway (HTTP/2 both ways)', () => {
     const agent = new Agent();
     try {
       governance.set({ instances: [instance('web-1', 'webnative', native.address)] });
-      routes.set([route('web', { auth: { mode: 'anonymous' }, match: { path: { prefix: '/plinth.test.Web/' } }, service: 'webnative', grpcWeb: 'passthrough' })]);
+      routes.set([
+        route('web', { auth: { mode: 'anonymous' }, match: { path: { prefix: '/plinth.test.Web/' } }, service: 'webnative', grpcWeb: 'passthrough' }),
+        route('down', { auth: { mode: 'anonymous' }, match: { path: { prefix: '/plinth.test.Down/' } }, service: 'webnative' }),
+      ]);
+      // Translated, but the upstream answered no gRPC at all: its HTTP answer is passed on as it came.
+      const down = await webCall(plain.url, agent, '/plinth.test.Down/Say', 'x', 'binary').catch((e: Error) => e);
+      assert.ok(!(down instanceof Error), String(down));
+      assert.equal(down.status, 503);
+      assert.equal(down.headers['content-type'], 'text/plain');
+      assert.equal(native.seen.at(-1)!.headers['content-type'], 'application/grpc+proto', 'the request was translated');
       const r = await webCall(plain.url, agent, '/plinth.test.Web/Say', 'as is', 'text');
       assert.equal(r.headers['grpc-status'], '0');
       const got = native.seen.at(-1)!;
