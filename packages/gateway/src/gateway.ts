@@ -231,7 +231,7 @@ export async function startGateway(o: GatewayOptions): Promise<Gateway> {
     if (sidecar !== undefined) {
       if (client === undefined || o.controlPlane === undefined) throw new TypeError('startGateway: sidecar mode needs a controlPlane (it registers the app)');
       const sidecarTls = tlsContext !== undefined ? { context: tlsContext, onTlsError: tlsFailureHandler(metrics, log, clientCerts) } : undefined;
-      running = await startSidecar(forwarder, sidecar, client, { url: o.controlPlane.url, token: o.controlPlane.token }, o.namespace, listen, o.server ?? {}, sidecarTls);
+      running = await startSidecar(forwarder, sidecar, client, { url: o.controlPlane.url, token: o.controlPlane.token }, o.namespace, listen, o.server ?? {}, log, sidecarTls);
       url = running.ingressUrl;
     } else {
       const serverUrl = o.identity?.serverUrl ?? o.controlPlane?.url;

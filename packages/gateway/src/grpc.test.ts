@@ -13,6 +13,7 @@ import * as grpc from '@grpc/grpc-js';
 import { Agent, request } from 'undici';
 import { PROTOCOL_METADATA } from '@plinth/core';
 import { createTracing } from '@plinth/sdk/tracing';
+import type { AppHealthOptions } from './app-health.js';
 import { startGateway, type Gateway, type GatewayOptions } from './gateway.js';
 import { call, certAuthority, clientCertificate, controlPlane, instance, resource, route, selfSigned, spanAttribute, spanCollector, staticGateway, until, upstream, type Ca, type CertPair, type ClientCertFiles, type TestControlPlane, type Upstream } from './testkit.test.helpers.js';
 
@@ -66,8 +67,17 @@ interface Seen {
   clientCert: string | undefined;
 }
 
+/** What the echo servers' grpc.health.v1 Health/Check answers (HealthCheckResponse.status; 1 SERVING, 2 NOT_SERVING). */
+const health = { status: 1 };
+const healthDefinition: grpc.ServiceDefinition = {
+  Check: { path: '/grpc.health.v1.Health/Check', requestStream: false, responseStream: false, requestSerialize: raw, requestDeserialize: raw, responseSerialize: raw, responseDeserialize: raw },
+};
+
 function echoServer(seen: Seen[]): grpc.Server {
   const server = new grpc.Server();
+  server.addService(healthDefinition, {
+    Check: (_call: grpc.ServerUnaryCall<Buffer, Buffer>, cb: grpc.sendUnaryData<Buffer>) => cb(null, Buffer.from([0x08, health.status])),
+  });
   const remember = (call: grpc.ServerUnaryCall<Buffer, Buffer> | grpc.ServerWritableStream<Buffer, Buffer>): void => {
     const md = call.metadata.getMap();
     const d = call.getDeadline();
@@ -465,14 +475,14 @@ interface SidecarPair {
   close(): Promise<void>;
 }
 
-async function sidecarPair(cp: TestControlPlane, namespace: string, seen: Seen[], inventoryExtra: Partial<GatewayOptions>, ordersExtra: Partial<GatewayOptions>, instanceId?: string): Promise<SidecarPair> {
+async function sidecarPair(cp: TestControlPlane, namespace: string, seen: Seen[], inventoryExtra: Partial<GatewayOptions>, ordersExtra: Partial<GatewayOptions>, instanceId?: string, appHealth?: AppHealthOptions): Promise<SidecarPair> {
   const server = echoServer(seen);
   const port = await new Promise<number>((resolve, reject) => server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (e, p) => (e ? reject(e) : resolve(p))));
   const common = { namespace, controlPlane: { url: cp.url, token: cp.token }, listen: '127.0.0.1:0', accessLog: false as const };
   const inventory = await startGateway({
     ...common,
     ...inventoryExtra,
-    sidecar: { app: `http://127.0.0.1:${port}`, appProtocol: 'h2c', service: 'inventory', version: '3.1.0', deregisterDelayMs: 0, ...(instanceId !== undefined ? { instanceId } : {}) },
+    sidecar: { app: `http://127.0.0.1:${port}`, appProtocol: 'h2c', service: 'inventory', version: '3.1.0', deregisterDelayMs: 0, ...(instanceId !== undefined ? { instanceId } : {}), ...(appHealth !== undefined ? { appHealth } : {}) },
   });
   const ordersApp = await upstream('orders-app');
   const orders = await startGateway({ ...common, ...ordersExtra, sidecar: { app: ordersApp.url, service: 'orders', version: '1.0.0', egress: '127.0.0.1:0', deregisterDelayMs: 0 } });
@@ -500,7 +510,7 @@ describe('gRPC between apps behind sidecars (real control plane)', () => {
 
   before(async () => {
     cp = await controlPlane();
-    pair = await sidecarPair(cp, 'grpc', seen, {}, {}, 'inventory-1');
+    pair = await sidecarPair(cp, 'grpc', seen, { adminListen: '127.0.0.1:0' }, {}, 'inventory-1', { check: { grpc: '' }, intervalMs: 50, unhealthyThreshold: 2 });
   });
 
   after(async () => {
@@ -524,6 +534,26 @@ describe('gRPC between apps behind sidecars (real control plane)', () => {
     assert.equal(seen.at(-1)!.caller, 'orders');
     await assert.rejects(unary(pair.viaEgress, FAIL, 'stock'), (e: grpc.ServiceError) => e.code === grpc.status.NOT_FOUND && e.details === 'no stock here');
     assert.deepEqual(await serverStream(pair.viaEgress, LIST, 'all'), ['item-1', 'item-2', 'item-3']);
+  });
+
+  it("registers the app's gRPC health (grpc.health.v1): NOT_SERVING makes the instance critical and calls stop, SERVING brings it back", async () => {
+    const healthOf = async () => ((await cp.list('Instance', 'grpc')).items.find((i) => i.metadata.name === 'inventory-1')?.spec as { health?: string } | undefined)?.health;
+    await until('passing', async () => (await healthOf()) === 'passing', 10_000);
+    health.status = 2;
+    try {
+      await until('critical after NOT_SERVING', async () => (await healthOf()) === 'critical', 10_000);
+      const metrics = (await call(`${pair.inventory.adminUrl}/metrics`)).text;
+      assert.match(metrics, /^plinth_gateway_app_healthy 0$/m);
+      // The orders sidecar's engine no longer routes to it: UNAVAILABLE without a call reaching the app.
+      await until('the egress stops routing', async () => (await unary(pair.viaEgress, SAY, 'x').then(() => -1, (e: grpc.ServiceError) => e.code)) === grpc.status.UNAVAILABLE, 10_000);
+      const reached = seen.length;
+      await assert.rejects(unary(pair.viaEgress, SAY, 'y'), (e: grpc.ServiceError) => e.code === grpc.status.UNAVAILABLE);
+      assert.equal(seen.length, reached, 'no call reached the critical app');
+    } finally {
+      health.status = 1;
+    }
+    await until('passing after SERVING', async () => (await healthOf()) === 'passing', 10_000);
+    await until('called again', async () => (await unary(pair.viaEgress, SAY, 'back').catch(() => undefined))?.value === 'echo:back', 10_000);
   });
 
   it('drains and stops while a caller holds an HTTP/2 connection to the ingress', async () => {

@@ -81,6 +81,14 @@ export class GatewayMetrics {
     (byCode[c] ??= this.grpc.labels(r, c === 17 ? OTHER : String(c))).inc();
   }
 
+  private appHealthy: Gauge | undefined;
+
+  /** `plinth_gateway_app_healthy`: 1 while the sidecar's probe of its app passes, 0 otherwise; only with a probe. */
+  appHealth(healthy: boolean): void {
+    this.appHealthy ??= new Gauge({ name: 'plinth_gateway_app_healthy', help: "1 while the sidecar's health probe of its app passes (the instance is passing), else 0.", registers: [this.registry] });
+    this.appHealthy.set(healthy ? 1 : 0);
+  }
+
   /** `plinth_gateway_access_log_dropped_total`, read from `count` at each scrape. */
   accessLogDropped(count: () => number): void {
     new Counter({

@@ -122,3 +122,68 @@ describe('gateway sidecar (real control plane)', () => {
     assert.equal(r.status, 404);
   });
 });
+
+describe('sidecar health probe of its app (real control plane)', () => {
+  it('registers the app critical until its probe passes, critical again after failures in a row, passing when it recovers', async () => {
+    const cp = await controlPlane();
+    let status = 503;
+    let probes = 0;
+    const app = await upstream('probed', (req, res) => {
+      if (req.url === '/health') probes++;
+      res.writeHead(req.url === '/health' ? status : 200);
+      res.end();
+    });
+    const gw = await startGateway({
+      namespace: NS,
+      controlPlane: { url: cp.url, token: cp.token },
+      listen: '127.0.0.1:0',
+      adminListen: '127.0.0.1:0',
+      accessLog: false,
+      sidecar: { app: app.url, service: 'probed', version: '1.0.0', deregisterDelayMs: 0, instanceId: 'probed-1', appHealth: { check: { http: '/health' }, intervalMs: 40, timeoutMs: 500, unhealthyThreshold: 2 } },
+    });
+    try {
+      const healthOf = async () => ((await cp.list('Instance', NS)).items.find((i) => i.metadata.name === 'probed-1')?.spec as { health?: string } | undefined)?.health;
+      const metric = async () => /^plinth_gateway_app_healthy (\d)$/m.exec((await call(`${gw.adminUrl}/metrics`)).text)?.[1];
+      const waitFor = async (what: string, want: string) => {
+        const deadline = Date.now() + 10_000;
+        while ((await healthOf()) !== want) {
+          if (Date.now() > deadline) throw new Error(`${what}: health ${String(await healthOf())}`);
+          await sleep(20);
+        }
+      };
+      await waitFor('registered while the app is not healthy yet', 'critical');
+      const seen = probes;
+      await sleep(200);
+      assert.ok(probes > seen, 'probed every interval');
+      assert.equal(await healthOf(), 'critical');
+      assert.equal(await metric(), '0');
+      status = 204;
+      await waitFor('passing once a probe passes', 'passing');
+      assert.equal(await metric(), '1');
+      status = 500;
+      await waitFor('critical after two failures in a row', 'critical');
+      status = 200;
+      await waitFor('passing again', 'passing');
+      // The app gone: the connection refused fails the probe as a 5xx does.
+      await app.close();
+      await waitFor('critical when the app is down', 'critical');
+    } finally {
+      await gw.close();
+      await app.close().catch(() => undefined);
+      await cp.destroy();
+    }
+  });
+
+  it('refuses probe options that could never pass, at startup', async () => {
+    const cp = await controlPlane();
+    try {
+      const base = { namespace: NS, controlPlane: { url: cp.url, token: cp.token }, listen: '127.0.0.1:0', accessLog: false as const };
+      const app = { app: 'http://127.0.0.1:1', service: 'x', version: '1.0.0' };
+      await assert.rejects(startGateway({ ...base, sidecar: { ...app, appHealth: { check: { http: 'health' } } } }), /appHealth.check.http must be a path/);
+      await assert.rejects(startGateway({ ...base, sidecar: { ...app, appHealth: { check: { grpc: '' } } } }), /needs appProtocol h2c/);
+      await assert.rejects(startGateway({ ...base, sidecar: { ...app, appHealth: { check: { http: '/h' }, intervalMs: 0 } } }), /intervalMs must be a positive integer/);
+    } finally {
+      await cp.destroy();
+    }
+  });
+});

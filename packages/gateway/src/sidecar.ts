@@ -1,11 +1,12 @@
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import { Headers, PROTOCOL_METADATA } from '@plinth/core';
-import { createService, type ControlPlaneClient, type Service } from '@plinth/sdk';
+import { createService, type ControlPlaneClient, type Logger, type Service } from '@plinth/sdk';
 import { getLane, isStress } from '@plinth/sdk/balancing';
 import { defaultPool } from '@plinth/sdk/client';
 import { buildContext, compiledTrafficOf } from '@plinth/sdk/middleware';
 import type { Dispatcher } from 'undici';
+import { AppProbe, checkAppHealthOptions, type AppHealthOptions } from './app-health.js';
 import { planBody } from './body.js';
 import { GatewayCodes } from './errors.js';
 import { stripIncoming } from './identity-headers.js';
@@ -45,6 +46,12 @@ export interface SidecarOptions {
   deregisterDelayMs?: number;
   /** Request bodies larger than this get 413 at the ingress and the egress. Default 1 MiB. */
   maxBodyBytes?: number;
+  /**
+   * Probe the app and register its verdict as the Instance's health: `critical` (not routed to) until a
+   * probe passes and after `unhealthyThreshold` failures in a row, `passing` otherwise. Without it the
+   * instance is `passing` while the sidecar runs, whatever the app does.
+   */
+  appHealth?: AppHealthOptions;
 }
 
 /** HTTPS on the sidecar ingress (gateway's `tls`): the loaded context, and what to do with failed handshakes. */
@@ -86,12 +93,14 @@ export async function startSidecar(
   namespace: string,
   listen: string,
   limits: ServerLimits,
+  log: Logger,
   tls?: SidecarTls,
 ): Promise<RunningSidecar> {
   const app = new URL(o.app);
   if (app.protocol !== 'http:') throw new TypeError(`sidecar app must be an http:// URL, not ${o.app}`);
   const appProtocol = o.appProtocol ?? 'http';
   if (appProtocol !== 'http' && appProtocol !== 'h2c') throw new TypeError(`sidecar appProtocol is http or h2c, not ${JSON.stringify(appProtocol)}`);
+  if (o.appHealth !== undefined) checkAppHealthOptions(o.appHealth, appProtocol);
   const appPool = defaultPool(app.origin, appProtocol, 64);
   const maxBody = o.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
   const metadata = appProtocol === 'h2c' ? { ...o.metadata, [PROTOCOL_METADATA]: 'h2c' } : o.metadata;
@@ -103,6 +112,7 @@ export async function startSidecar(
     registry,
     handleSignals: false,
     deregisterDelayMs: o.deregisterDelayMs ?? 1000,
+    ...(o.appHealth !== undefined ? { health: 'critical' as const } : {}),
     ...(o.lane !== undefined ? { lane: o.lane } : {}),
     ...(o.zone !== undefined ? { zone: o.zone } : {}),
     ...(o.region !== undefined ? { region: o.region } : {}),
@@ -147,6 +157,17 @@ export async function startSidecar(
     // HTTP/2 requests go through the service's own request listener: probes, draining and in-flight counts as for HTTP/1.1.
     enableH2c(s, (req, res) => s.emit('request', req, res), http1Settings(limits), limits.http2, f.o.wheel);
   }
+  let probe: AppProbe | undefined;
+  if (o.appHealth !== undefined) {
+    f.o.metrics.appHealth(false);
+    probe = new AppProbe(appPool, o.appHealth, (healthy, r) => {
+      service.setHealth(healthy ? 'passing' : 'critical');
+      f.o.metrics.appHealth(healthy);
+      if (healthy) log.debug('the app passes its health probe: instance passing', { service: o.service, probe: r.detail });
+      else log.warn('the app fails its health probe: instance critical, callers route around it', { service: o.service, probe: r.detail });
+    });
+    probe.start();
+  }
   let egressUrl: string | undefined;
   let egressServer: ReturnType<typeof hardenedServer> | undefined;
   let wsEgress: WebSocketProxy | undefined;
@@ -178,6 +199,7 @@ export async function startSidecar(
     ingressUrl: urlOf(host, bound.port, tls === undefined ? 'http' : 'https'),
     egressUrl,
     async close(drainTimeoutMs) {
+      await probe?.stop();
       const egressClosed = egressServer ? new Promise<void>((r) => egressServer!.close(() => r())) : Promise.resolve();
       if (egressServer !== undefined) {
         goAway(egressServer);

@@ -26,6 +26,8 @@ interface GatewayFlags {
   h2c?: boolean;
   advertise?: string;
   appProtocol?: string;
+  appHealth?: string;
+  appHealthInterval?: string;
   upstreamCa?: string;
   upstreamCert?: string;
   upstreamKey?: string;
@@ -65,6 +67,8 @@ export function registerGateway(program: Command): void {
     .option('--lane <lane>', 'sidecar: the lane the app runs in')
     .option('--egress <host:port>', 'sidecar: where the app sends outbound calls, e.g. 127.0.0.1:15001')
     .option('--app-protocol <protocol>', 'sidecar: "http" (default) or "h2c", cleartext HTTP/2 to the app (a gRPC server); the ingress then takes h2c too and the instance says so')
+    .option('--app-health <check>', 'sidecar: probe the app and register its health (critical until a probe passes): an HTTP path such as /healthz, or grpc[:service] for the gRPC health protocol (with --app-protocol h2c)')
+    .option('--app-health-interval <ms>', 'sidecar: milliseconds between two probes (default 5000; 3 failures in a row make the app critical)')
     .option('--advertise <address>', 'sidecar: the address other services reach the ingress at, e.g. https://10.0.0.7:8443 (default from --listen)')
     .option('--trace-sample <ratio>', 'export a span per hop to the control plane for this share of new traces (0..1; errors and slow requests are kept on demand); needs create on Span')
     .action(async (flags: GatewayFlags, cmd: Command) => {
@@ -76,7 +80,7 @@ export function registerGateway(program: Command): void {
       }
       const trustProxy = flags.trustProxy === undefined ? undefined : Number(flags.trustProxy);
       if (trustProxy !== undefined && !(Number.isInteger(trustProxy) && trustProxy >= 0)) throw new UsageError('--trust-proxy expects a number of hops (0, 1, 2, …)');
-      const sidecarOnly = { '--app': flags.app, '--service': flags.service, '--app-version': flags.appVersion, '--lane': flags.lane, '--egress': flags.egress, '--advertise': flags.advertise, '--app-protocol': flags.appProtocol };
+      const sidecarOnly = { '--app': flags.app, '--service': flags.service, '--app-version': flags.appVersion, '--lane': flags.lane, '--egress': flags.egress, '--advertise': flags.advertise, '--app-protocol': flags.appProtocol, '--app-health': flags.appHealth, '--app-health-interval': flags.appHealthInterval };
       if (flags.sidecar) {
         for (const k of ['--app', '--service', '--app-version'] as const) if (sidecarOnly[k] === undefined) throw new UsageError(`--sidecar needs ${k}`);
       } else {
@@ -87,6 +91,10 @@ export function registerGateway(program: Command): void {
       if (flags.appProtocol !== undefined && flags.appProtocol !== 'http' && flags.appProtocol !== 'h2c') {
         throw new UsageError(`--app-protocol expects http or h2c, not ${JSON.stringify(flags.appProtocol)}`);
       }
+      const appHealth = flags.appHealth === undefined ? undefined : appHealthCheck(flags.appHealth);
+      if (flags.appHealthInterval !== undefined && flags.appHealth === undefined) throw new UsageError('--app-health-interval applies with --app-health');
+      const probeEvery = flags.appHealthInterval === undefined ? undefined : Number(flags.appHealthInterval);
+      if (probeEvery !== undefined && !(Number.isInteger(probeEvery) && probeEvery > 0)) throw new UsageError(`--app-health-interval expects milliseconds, a positive integer, not ${JSON.stringify(flags.appHealthInterval)}`);
       if ((flags.upstreamCert === undefined) !== (flags.upstreamKey === undefined)) throw new UsageError('--upstream-cert and --upstream-key go together');
       const serverIdentity = flags.upstreamServerIdentity;
       if (serverIdentity !== undefined && serverIdentity !== 'hostname' && serverIdentity !== 'spiffe') {
@@ -162,6 +170,7 @@ export function registerGateway(program: Command): void {
                   ...(flags.egress !== undefined ? { egress: flags.egress } : {}),
                   ...(flags.advertise !== undefined ? { advertiseAddress: flags.advertise } : {}),
                   ...(flags.appProtocol !== undefined ? { appProtocol: flags.appProtocol as 'http' | 'h2c' } : {}),
+                  ...(appHealth !== undefined ? { appHealth: { check: appHealth, ...(probeEvery !== undefined ? { intervalMs: probeEvery } : {}) } } : {}),
                 },
               }
             : {}),
@@ -182,4 +191,12 @@ export function registerGateway(program: Command): void {
         await tracing?.shutdown();
       }, 'draining');
     });
+}
+
+/** `--app-health`: an HTTP path, or `grpc` / `grpc:<service>` for the gRPC Health Checking Protocol. */
+function appHealthCheck(v: string): { http: string } | { grpc: string } {
+  if (v.startsWith('/')) return { http: v };
+  if (v === 'grpc') return { grpc: '' };
+  if (v.startsWith('grpc:') && v.length > 5) return { grpc: v.slice(5) };
+  throw new UsageError(`--app-health expects an HTTP path (/healthz), grpc or grpc:<service>, not ${JSON.stringify(v)}`);
 }

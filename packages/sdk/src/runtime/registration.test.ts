@@ -57,6 +57,36 @@ test('registers: the Instance appears to a watcher with its version, lane, zone,
   await assert.rejects(svc.listen(ok), (e: { code?: string }) => e.code === ALREADY_LISTENING);
 });
 
+test('setHealth changes the registered health: a critical instance is not routed to, a passing one again', async (t) => {
+  const cp = await TestControlPlane.start();
+  t.after(() => cp.destroy());
+  const w = await watchInstances(cp);
+  t.after(() => w.close());
+  const svc = serviceOn(cp, { health: 'critical', leaseTtlSeconds: 2 });
+  t.after(() => stopAll(svc));
+  const healthOf = () => (w.client.get('Instance', NS, svc.instanceId)?.spec as { health?: string } | undefined)?.health;
+  // Changed before the registration went out: the registration carries it.
+  svc.setHealth('warning');
+  await svc.listen(ok);
+  await until(() => healthOf() === 'warning', 'registered as warning');
+  svc.setHealth('critical');
+  assert.equal(svc.currentHealth, 'critical');
+  await until(() => healthOf() === 'critical', 'critical at the server');
+  await until(() => svc.governance.endpoints('orders').all.items.length === 0 && svc.ready, "the service's own view: nothing routable");
+  const caller = createClient({ self: 'web', governance: svc.governance });
+  t.after(() => caller.close());
+  const once = { maxAttempts: 1, retryOn: [] };
+  await assert.rejects(caller.request('orders', { method: 'GET', path: '/x', retry: once }), (e: { code?: string }) => e.code === 'no_endpoint', 'a critical instance is not called');
+  svc.setHealth('passing');
+  await until(() => healthOf() === 'passing', 'passing again');
+  await until(() => svc.governance.endpoints('orders').all.items.length === 1, 'routable again');
+  assert.equal((await caller.request('orders', { method: 'GET', path: '/x' })).text(), 'ok');
+  // Past the TTL: the health PUT revived the lease and renewals go on.
+  await sleep(2500);
+  assert.equal(healthOf(), 'passing');
+  assert.throws(() => svc.setHealth('dead' as never), /health must be one of/);
+});
+
 test('lease renewals keep the instance alive past its TTL', async (t) => {
   const cp = await TestControlPlane.start();
   t.after(() => cp.destroy());

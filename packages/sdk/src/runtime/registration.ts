@@ -33,6 +33,8 @@ export interface RegistrationOptions {
 export class Registration {
   private phase: RegistrationState = 'idle';
   private spec: InstanceSpecToRegister | undefined;
+  /** The spec of the last PUT that succeeded: a later one (a health change) is sent at the next renewal. */
+  private sent: InstanceSpecToRegister | undefined;
   private timer: NodeJS.Timeout | undefined;
   private chain: Promise<void> = Promise.resolve();
   private attempt: AbortController | undefined;
@@ -68,6 +70,20 @@ export class Registration {
     this.spec = spec;
     this.phase = 'registering';
     void this.run(() => this.register());
+  }
+
+  /**
+   * A changed spec (its health): sent at once when registered, in place of the next renewal (a PUT revives
+   * the lease too); a registration under way sends it next. A failed send is retried as a renewal is.
+   * While draining or stopped it is not sent: a PUT would undo the drain.
+   */
+  update(spec: InstanceSpecToRegister): void {
+    if (this.phase === 'idle' || this.phase === 'draining' || this.phase === 'stopped') {
+      if (this.phase === 'idle') this.spec = spec;
+      return;
+    }
+    this.spec = spec;
+    if (this.phase === 'registered') this.schedule(0, () => this.renew());
   }
 
   /** No more (re-)registration; marks the Instance draining if it may exist. Renewals continue until `stop`. */
@@ -147,8 +163,10 @@ export class Registration {
     const ctl = new AbortController();
     this.attempt = ctl;
     this.mayExist = true;
+    const spec = this.spec;
     try {
-      await this.o.api.register(this.spec, ctl.signal);
+      await this.o.api.register(spec, ctl.signal);
+      this.sent = spec;
     } catch (e) {
       if (!this.is('registering')) return;
       const delay = this.registerBackoff.next();
@@ -167,15 +185,20 @@ export class Registration {
     this.phase = 'registered';
     this.log.debug('instance registered', { instance: this.o.api.instance });
     this.o.onRegistered();
-    this.schedule(this.renewDelay(), () => this.renew());
+    // A spec changed while the PUT was under way goes at once.
+    this.schedule(this.spec === this.sent ? this.renewDelay() : 0, () => this.renew());
   }
 
   private async renew(): Promise<void> {
     if (this.phase !== 'registered' && this.phase !== 'draining') return;
     const ctl = new AbortController();
     this.attempt = ctl;
+    const changed = this.phase === 'registered' && this.spec !== undefined && this.spec !== this.sent ? this.spec : undefined;
     try {
-      await this.o.api.renew(ctl.signal);
+      if (changed !== undefined) {
+        await this.o.api.register(changed, ctl.signal);
+        this.sent = changed;
+      } else await this.o.api.renew(ctl.signal);
     } catch (e) {
       // Read through a method: TypeScript would keep the narrowing from above across the await.
       if (this.is('stopped')) return;
@@ -203,6 +226,6 @@ export class Registration {
       if (this.attempt === ctl) this.attempt = undefined;
     }
     this.renewBackoff.reset();
-    this.schedule(this.renewDelay(), () => this.renew());
+    this.schedule(this.phase === 'registered' && this.spec !== this.sent ? 0 : this.renewDelay(), () => this.renew());
   }
 }

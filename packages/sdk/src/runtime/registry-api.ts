@@ -7,7 +7,7 @@ import type { Logger } from '../logger.js';
 
 /** The Instance as the runtime registers it; the server fills in defaults and labels. */
 export type InstanceSpecToRegister = Omit<InstanceSpec, 'weight' | 'metadata' | 'health' | 'draining' | 'leaseTtlSeconds'> &
-  Partial<Pick<InstanceSpec, 'weight' | 'metadata'>> & { draining: boolean; leaseTtlSeconds: number };
+  Partial<Pick<InstanceSpec, 'weight' | 'metadata' | 'health'>> & { draining: boolean; leaseTtlSeconds: number };
 
 export const LEASE_NOT_FOUND = 'lease_not_found';
 const NOT_FOUND = 'not_found';

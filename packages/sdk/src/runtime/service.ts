@@ -18,7 +18,7 @@
  * `{"ready":false,"reason":"registering|no_snapshot|draining"}`) before the application sees the request.
  */
 import { hostname } from 'node:os';
-import { InstanceSpec, nameError } from '@plinth/core';
+import { HEALTH, InstanceSpec, nameError, type Health } from '@plinth/core';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { ServerOptions as TlsServerOptions } from 'node:https';
 import type { BackoffOptions } from '../backoff.js';
@@ -55,6 +55,11 @@ export interface ServiceOptions {
   region?: string;
   weight?: number;
   metadata?: Record<string, string>;
+  /**
+   * The health the Instance is registered with (default `passing`); `setHealth` changes it. A `critical`
+   * instance is not routed to. A sidecar that probes its app starts `critical` until the first probe passes.
+   */
+  health?: Health;
   /**
    * Connection details (the runtime builds, owns and closes a client holding SERVICE_KINDS of `namespace`),
    * or a client built elsewhere (which must hold GOVERNANCE_KINDS; the caller keeps owning it). Absent:
@@ -127,7 +132,7 @@ export interface Listening {
   server: Server;
 }
 
-export type ServiceEvent = 'registered' | 'lease_lost' | 'draining' | 'stopped';
+export type ServiceEvent = 'registered' | 'lease_lost' | 'draining' | 'stopped' | 'health';
 
 export interface Service {
   readonly name: string;
@@ -149,6 +154,13 @@ export interface Service {
    * (up to drainTimeoutMs), deletes the Instance, closes the control-plane client it owns. Idempotent.
    */
   shutdown(reason?: string): Promise<void>;
+  /** The health the Instance is registered with. */
+  readonly currentHealth: Health;
+  /**
+   * Registers another health: callers stop routing to a `critical` instance and come back when it is
+   * `passing` again (for a sidecar's probe of its app, or a service that knows it cannot serve).
+   */
+  setHealth(health: Health): void;
   on(event: ServiceEvent, listener: () => void): () => void;
 }
 
@@ -189,6 +201,9 @@ class ServiceRuntime implements Service {
   private snapshotCurrent: boolean;
   private draining = false;
   private stopping: Promise<void> | undefined;
+  private health: Health;
+  /** The address registered, once listening. */
+  private address: string | undefined;
   private removeSignalHandlers: (() => void) | undefined;
 
   constructor(private readonly o: ServiceOptions) {
@@ -210,6 +225,7 @@ class ServiceRuntime implements Service {
       throw new TypeError(`advertiseAddress: not a valid address: ${o.advertiseAddress}`);
     }
 
+    this.health = o.health ?? 'passing';
     this.log = o.logger ?? defaultLogger;
     this.emitter = new TypedEmitter((event, e) => this.log.warn(`a service '${String(event)}' listener threw`, { error: errorMessage(e) }));
 
@@ -304,6 +320,7 @@ class ServiceRuntime implements Service {
       throw e;
     }
     const address = this.o.advertiseAddress ?? derivedAddress(host, port, opts.tls === undefined ? 'http' : 'https');
+    this.address = address;
     const registration = this.registration;
     if (registration) {
       // Registered only once a snapshot is held: a caller that finds us can count on our governance.
@@ -313,6 +330,19 @@ class ServiceRuntime implements Service {
       );
     }
     return { port, address, server: http.server };
+  }
+
+  get currentHealth(): Health {
+    return this.health;
+  }
+
+  /** Sent at once when registered (retried as lease renewals are); before that, the registration carries it. */
+  setHealth(health: Health): void {
+    if (!HEALTH.includes(health)) throw new TypeError(`health must be one of ${HEALTH.join(', ')}, not ${String(health)}`);
+    if (health === this.health) return;
+    this.health = health;
+    this.emitter.emit('health');
+    if (this.registration !== undefined && this.address !== undefined) this.registration.update(this.specFor(this.address));
   }
 
   shutdown(reason = 'shutdown'): Promise<void> {
@@ -333,6 +363,7 @@ class ServiceRuntime implements Service {
       service: o.name,
       version: o.version,
       address,
+      health: this.health,
       draining: false,
       leaseTtlSeconds: o.leaseTtlSeconds ?? DEFAULTS.leaseTtlSeconds,
       ...(o.lane !== undefined ? { lane: o.lane } : {}),
