@@ -157,9 +157,12 @@ describe('sidecar health probe of its app (real control plane)', () => {
       assert.ok(probes > seen, 'probed every interval');
       assert.equal(await healthOf(), 'critical');
       assert.equal(await metric(), '0');
+      const notReady = await call(`${gw.url}/readyz`);
+      assert.deepEqual([notReady.status, notReady.json().reason], [503, 'unhealthy'], 'the ingress is not ready for a readiness probe either');
       status = 204;
       await waitFor('passing once a probe passes', 'passing');
       assert.equal(await metric(), '1');
+      assert.equal((await call(`${gw.url}/readyz`)).status, 200);
       status = 500;
       await waitFor('critical after two failures in a row', 'critical');
       status = 200;

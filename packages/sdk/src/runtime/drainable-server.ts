@@ -2,7 +2,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { createServer as createTlsServer, type ServerOptions as TlsServerOptions } from 'node:https';
 import type { Duplex } from 'node:stream';
 
-export type NotReadyReason = 'registering' | 'no_snapshot' | 'draining';
+export type NotReadyReason = 'registering' | 'no_snapshot' | 'draining' | 'unhealthy';
 
 export type RequestListener = (req: IncomingMessage, res: ServerResponse) => void;
 
@@ -29,6 +29,7 @@ const NOT_READY: Record<NotReadyReason, Buffer> = {
   registering: Buffer.from('{"ready":false,"reason":"registering"}'),
   no_snapshot: Buffer.from('{"ready":false,"reason":"no_snapshot"}'),
   draining: Buffer.from('{"ready":false,"reason":"draining"}'),
+  unhealthy: Buffer.from('{"ready":false,"reason":"unhealthy"}'),
 };
 const SHUTTING_DOWN = Buffer.from(
   JSON.stringify({

@@ -67,19 +67,21 @@ test('setHealth changes the registered health: a critical instance is not routed
   const healthOf = () => (w.client.get('Instance', NS, svc.instanceId)?.spec as { health?: string } | undefined)?.health;
   // Changed before the registration went out: the registration carries it.
   svc.setHealth('warning');
-  await svc.listen(ok);
+  const { port } = await svc.listen(ok);
   await until(() => healthOf() === 'warning', 'registered as warning');
   svc.setHealth('critical');
   assert.equal(svc.currentHealth, 'critical');
   await until(() => healthOf() === 'critical', 'critical at the server');
-  await until(() => svc.governance.endpoints('orders').all.items.length === 0 && svc.ready, "the service's own view: nothing routable");
+  await until(() => svc.governance.endpoints('orders').all.items.length === 0, "the service's own view: nothing routable");
+  assert.equal(svc.ready, false, 'a critical service is not ready');
+  assert.deepEqual(await get(port, '/readyz').then((r) => [r.status, JSON.parse(r.text)]), [503, { ready: false, reason: 'unhealthy' }]);
   const caller = createClient({ self: 'web', governance: svc.governance });
   t.after(() => caller.close());
   const once = { maxAttempts: 1, retryOn: [] };
   await assert.rejects(caller.request('orders', { method: 'GET', path: '/x', retry: once }), (e: { code?: string }) => e.code === 'no_endpoint', 'a critical instance is not called');
   svc.setHealth('passing');
   await until(() => healthOf() === 'passing', 'passing again');
-  await until(() => svc.governance.endpoints('orders').all.items.length === 1, 'routable again');
+  await until(() => svc.governance.endpoints('orders').all.items.length === 1 && svc.ready, 'routable and ready again');
   assert.equal((await caller.request('orders', { method: 'GET', path: '/x' })).text(), 'ok');
   // Past the TTL: the health PUT revived the lease and renewals go on.
   await sleep(2500);

@@ -14,8 +14,8 @@
  * - hono: `import { getRequestListener } from '@hono/node-server'; service.listen(getRequestListener(app.fetch))`.
  *
  * The runtime answers `/healthz` (liveness: 200 while the process runs) and `/readyz` (200 only once the
- * instance is registered AND the control-plane snapshot is current AND it is not draining; else 503 with
- * `{"ready":false,"reason":"registering|no_snapshot|draining"}`) before the application sees the request.
+ * instance is registered AND the control-plane snapshot is current AND it is not draining or critical; else 503 with
+ * `{"ready":false,"reason":"registering|no_snapshot|draining|unhealthy"}`) before the application sees the request.
  */
 import { hostname } from 'node:os';
 import { HEALTH, InstanceSpec, nameError, type Health } from '@plinth/core';
@@ -144,7 +144,7 @@ export interface Service {
   readonly tracing: Tracing | undefined;
   /** Creates the HTTP server around `handler`; the runtime answers /healthz and /readyz and counts requests for draining. */
   listen(handler: (req: IncomingMessage, res: ServerResponse) => void, opts?: ListenOptions): Promise<Listening>;
-  /** Registered AND the control-plane snapshot current AND not draining. */
+  /** Registered AND the control-plane snapshot current AND not draining AND not critical. */
   readonly ready: boolean;
   /** A snapshot is held (from the server or the cache file): governance is usable. */
   readonly started: Promise<void>;
@@ -354,6 +354,7 @@ class ServiceRuntime implements Service {
     if (this.draining) return 'draining';
     if (!this.snapshotCurrent) return 'no_snapshot';
     if (this.registration && !this.registration.registered) return 'registering';
+    if (this.health === 'critical') return 'unhealthy';
     return undefined;
   }
 
