@@ -44,7 +44,7 @@ export function planBody(req: IncomingMessage, max: number): BodyPlan {
  */
 export function readBody(req: IncomingMessage, plan: BodyPlan, max: number): Promise<UpstreamBody> | UpstreamBody {
   if (plan.kind !== 'read') return NO_BODY;
-  if (plan.length !== undefined && plan.length > REPLAYABLE_BYTES) return { replayable: false, data: req };
+  if (plan.length !== undefined && plan.length > REPLAYABLE_BYTES) return { replayable: false, data: new RestOfBody(req, [], 0, max) };
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let size = 0;
@@ -63,7 +63,7 @@ export function readBody(req: IncomingMessage, plan: BodyPlan, max: number): Pro
         // Too big to keep for retries: what was read goes first, the rest streams behind it.
         done();
         req.pause();
-        resolve({ replayable: false, data: Readable.from(continued(chunks, req, size, max)) });
+        resolve({ replayable: false, data: new RestOfBody(req, chunks, size, max) });
       }
     };
     const onEnd = (): void => {
@@ -80,11 +80,71 @@ export function readBody(req: IncomingMessage, plan: BodyPlan, max: number): Pro
   });
 }
 
-async function* continued(head: Buffer[], req: IncomingMessage, size: number, max: number): AsyncGenerator<Buffer> {
-  yield* head;
-  for await (const c of req as AsyncIterable<Buffer>) {
-    size += c.length;
-    if (size > max) throw new BodyTooLargeError(max);
-    yield c;
+/**
+ * A request body streaming upstream: what was read already, then the rest as it comes, counted against
+ * `max` and paused with the request while the upstream is slow. Destroyed before its end (the upstream
+ * answered without reading it all, or went away), it lets go of the request, which then drains into
+ * nothing: the client finishes sending and reads its answer, instead of the request being torn down with
+ * the answer on it (over HTTP/2 they share one stream).
+ */
+export class RestOfBody extends Readable {
+  /**
+   * Why the body stopped early (over the limit, the client gone). The stream ends without an error: an
+   * error thrown into undici's HTTP/2 body pipe sends node's HTTP/2 session into a loop (see UpstreamTry);
+   * the try reads the reason here.
+   */
+  failure: Error | undefined;
+  private size: number;
+
+  constructor(
+    private readonly req: IncomingMessage,
+    head: readonly Buffer[],
+    size: number,
+    private readonly max: number,
+  ) {
+    super();
+    this.size = size;
+    for (const c of head) this.push(c);
+    req.on('data', this.onData);
+    req.on('end', this.onEnd);
+    req.on('error', this.onError);
+    req.on('close', this.onClose);
+  }
+
+  private readonly onData = (c: Buffer): void => {
+    this.size += c.length;
+    if (this.size > this.max) this.stop(new BodyTooLargeError(this.max));
+    else if (!this.push(c)) this.req.pause();
+  };
+
+  private readonly onEnd = (): void => {
+    this.push(null);
+  };
+
+  private readonly onError = (e: Error): void => {
+    this.stop(e);
+  };
+
+  private readonly onClose = (): void => {
+    if (!this.req.readableEnded) this.stop(new Error('the client closed the request before its body ended'));
+  };
+
+  private stop(reason: Error): void {
+    this.failure ??= reason;
+    this.destroy();
+  }
+
+  override _read(): void {
+    this.req.resume();
+  }
+
+  override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
+    const req = this.req;
+    req.off('data', this.onData);
+    req.off('end', this.onEnd);
+    req.off('error', this.onError);
+    req.off('close', this.onClose);
+    if (!req.readableEnded && !req.destroyed) req.resume();
+    callback(error);
   }
 }

@@ -347,6 +347,11 @@ describe('gRPC through the edge gateway (HTTP/2 both ways)', () => {
         assert.deepEqual(streamed.messages, ['item-1', 'item-2', 'item-3']);
         assert.equal(streamed.trailers?.['grpc-status'], '0');
 
+        // Past the 64 KiB a body is kept whole for: it streams in, and text mode still decodes it whole.
+        const big = 'b'.repeat(100_000);
+        const large = await webCall(gw.url, agent, SAY, big, mode);
+        assert.deepEqual([large.messages.length, large.messages[0]?.length, large.trailers?.['grpc-status']], [1, big.length + 5, '0']);
+
         // grpc-js answers an error with no message as trailers-only: the status stays in the headers.
         const failed = await webCall(gw.url, agent, FAIL, 'order 7', mode);
         assert.equal(failed.status, 200);
@@ -354,6 +359,28 @@ describe('gRPC through the edge gateway (HTTP/2 both ways)', () => {
         assert.equal(decodeURIComponent(String(failed.headers['grpc-message'])), 'no order 7 here');
         assert.deepEqual([failed.messages, failed.bodyBytes], [[], 0]);
       }
+    } finally {
+      await agent.close();
+    }
+  });
+
+  it('survives gRPC-Web bodies that are not what they claim, answering each with a status', async () => {
+    const agent = new Agent({ connect: { ca: edgeCert.pem, servername: 'localhost' } });
+    try {
+      const bad: [string, string | Buffer][] = [
+        ['application/grpc-web-text+proto', '!!!not base64###'],
+        ['application/grpc-web-text+proto', 'AAAA=AAA==A'],
+        ['application/grpc-web+proto', Buffer.from([0, 0, 0, 1])],
+        ['application/grpc-web+proto', Buffer.alloc(0)],
+        ['application/grpc-web-textual', 'x'],
+      ];
+      for (const [type, body] of bad) {
+        const r = await request(`${gw.url}${SAY}`, { method: 'POST', dispatcher: agent, headers: { 'content-type': type }, body });
+        await r.body.dump();
+        assert.ok(r.statusCode === 200 || r.statusCode >= 400, `${type} ${String(body)}: HTTP ${r.statusCode}`);
+      }
+      // Still serving.
+      assert.deepEqual((await webCall(gw.url, agent, SAY, 'after', 'text')).messages, ['echo:after']);
     } finally {
       await agent.close();
     }
@@ -461,6 +488,24 @@ describe('gRPC to a cleartext HTTP/2 (h2c) upstream, by its instance metadata', 
     assert.equal(seen.at(-1)!.caller, 'gateway');
     await assert.rejects(unary(client, FAIL, 'item'), (e: grpc.ServiceError) => e.code === grpc.status.NOT_FOUND && e.details === 'no item here');
     assert.deepEqual(await serverStream(client, LIST, 'all'), ['item-1', 'item-2', 'item-3']);
+  });
+
+  it('carries large messages both ways, and an upload over the route limit leaves the gateway serving', async () => {
+    // 200 KB each way: the request streams upstream, the answer is larger than undici delivers before its
+    // trailers when paused, so a paused gRPC answer would arrive cut with an OK status.
+    const big = 'm'.repeat(200_000);
+    assert.equal((await unary(client, SAY, big)).value.length, big.length + 5);
+    // 3 MB against the route's 1 MiB: the client, still uploading, gets RESOURCE_EXHAUSTED in trailers (a
+    // reset sent before them once lost the status, and the call ran to its deadline), and the gateway goes
+    // on serving (aborting the upstream stream while the body was piped into it once spun node's HTTP/2
+    // session at full CPU, with no further request served).
+    await assert.rejects(unary(client, SAY, 'x'.repeat(3_000_000), new grpc.Metadata(), 5000), (e: grpc.ServiceError) => e.code === grpc.status.RESOURCE_EXHAUSTED && /larger than 1048576 bytes/.test(e.details));
+    const after = new grpc.Client(new URL(gw.url).host, grpc.credentials.createInsecure());
+    try {
+      assert.equal((await unary(after, SAY, 'still here')).value, 'echo:still here');
+    } finally {
+      after.close();
+    }
   });
 });
 

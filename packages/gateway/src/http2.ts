@@ -88,7 +88,7 @@ export class EdgeHttp2Response extends Http2ServerResponse<EdgeHttp2Request> {
     });
     // A complete answer to a request still sending its body: tell the client to stop (RFC 9113 §8.1), as an
     // HTTP/1.1 answer does with `connection: close`.
-    if (!stream.endAfterHeaders) stream.once('finish', () => setImmediate(closeUnread, stream));
+    if (!stream.endAfterHeaders) stream.once('finish', () => afterAnswer(stream));
   }
 
   override writeHead(statusCode: number, a?: string | OutgoingHttpHeaders | readonly string[], b?: OutgoingHttpHeaders | readonly string[]): this {
@@ -121,6 +121,19 @@ Object.defineProperties(EdgeHttp2Response.prototype, {
     },
   },
 });
+
+/**
+ * node's compatibility layer ends an answer with its trailers, sent when the last DATA frame goes out after
+ * 'finish': the reset waits for them, or a gRPC answer would lose its status to the reset (the client then
+ * waits for it until its deadline). An answer that ended without trailers (HEAD, 204) is closed already.
+ */
+function afterAnswer(stream: ServerHttp2Stream): void {
+  // Registered now, after the compatibility layer's own listener, so the trailers are sent first.
+  stream.once('wantTrailers', () => setImmediate(closeUnread, stream));
+  setImmediate(() => {
+    if ((stream.state as { localClose?: number } | undefined)?.localClose === 1) closeUnread(stream);
+  });
+}
 
 function closeUnread(stream: ServerHttp2Stream): void {
   if (!stream.closed && !stream.destroyed && !stream.readableEnded) stream.close(constants.NGHTTP2_NO_ERROR);

@@ -10,7 +10,7 @@ import type { Redis } from 'ioredis';
 import type { Dispatcher } from 'undici';
 import type { AccessLog } from './access-log.js';
 import type { Authenticator, AuthOutcome, Identity, RoleIndex } from './auth.js';
-import { BodyTooLargeError, planBody, readBody, type BodyPlan, type UpstreamBody } from './body.js';
+import { BodyTooLargeError, RestOfBody, planBody, readBody, type BodyPlan, type UpstreamBody } from './body.js';
 import { authenticateCert, clientCertOf, forwardedCert, XFCC_HEADER } from './client-cert.js';
 import { EdgeInboundGovernance } from './engine-governance.js';
 import { GatewayCodes, problemBody } from './errors.js';
@@ -413,6 +413,7 @@ export class Forwarder {
     const wheel = this.o.wheel;
     return new Promise<TryOutcome<UpstreamTry>>((resolve) => {
       const h = new UpstreamTry(resolve, wheel);
+      if (ex.body !== undefined && !ex.body.replayable) h.body = ex.body.data;
       ex.current = h;
       let dispatcher: Dispatcher;
       try {
@@ -786,7 +787,16 @@ async function decodedText(body: UpstreamBody, ex: Exchange): Promise<UpstreamBo
   if (body.data === null) return body;
   if (body.replayable) return { replayable: true, data: decodeTextBody(body.data) };
   const chunks: Buffer[] = [];
-  for await (const c of body.data) chunks.push(c as Buffer);
+  const rest = body.data;
+  let error: unknown;
+  try {
+    for await (const c of rest) chunks.push(c as Buffer);
+  } catch (e) {
+    error = e;
+  }
+  // A body stopped early ends without an error of its own; its reason (over the limit) is on it.
+  if (rest instanceof RestOfBody && rest.failure !== undefined) throw rest.failure;
+  if (error !== undefined) throw error;
   const whole = Buffer.concat(chunks);
   ex.bytesIn = whole.length;
   return { replayable: true, data: decodeTextBody(whole) };

@@ -2,7 +2,9 @@ import type { IncomingHttpHeaders, ServerResponse } from 'node:http';
 import type { TryOutcome } from '@plinth/sdk/client';
 import type { Expirable, TimerWheel } from '@plinth/sdk/resilience';
 import type { ClientSpanHandle } from '@plinth/sdk/tracing';
+import type { Readable } from 'node:stream';
 import type { Dispatcher } from 'undici';
+import { RestOfBody } from './body.js';
 import { grpcCodeOf } from './grpc-status.js';
 import type { GrpcWebAnswer } from './grpc-web.js';
 import { isHttp2Response } from './http2.js';
@@ -51,6 +53,17 @@ export interface Sink {
 const HOLD_BYTES = 64 * 1024;
 
 /**
+ * A gRPC answer is never paused. Its status comes in trailers, and undici 7's HTTP/2 client completes a
+ * paused stream when its trailers arrive, dropping the body still buffered behind the pause: the client
+ * would get a cut answer with an OK status. So a gRPC answer is buffered instead while the client reads
+ * slower than the upstream sends, up to this much (twice gRPC's default message limit); past it the call
+ * is failed rather than held without bound.
+ */
+export const UNPAUSED_LIMIT = 8 * 1024 * 1024;
+
+const OVERFLOW = Object.freeze(new Error(`gRPC answer not read by the client: over ${UNPAUSED_LIMIT} bytes buffered`));
+
+/**
  * One try of one proxied request, as undici's handler. The answer is announced to the engine at its
  * headers, and streams to the client only once the engine took it (`attach`); what arrives before is held
  * (bounded by HOLD_BYTES). A try the engine retries is drained and dropped instead. The deadline lives on
@@ -75,6 +88,11 @@ export class UpstreamTry implements Dispatcher.DispatchHandler, Expirable {
   private queuedBytes = 0;
   /** Paused by this try: for the engine's decision past HOLD_BYTES, or for the client's backpressure. */
   private paused = false;
+  /** A gRPC answer: buffered, never paused (UNPAUSED_LIMIT). */
+  private unpausable = false;
+  /** The request body when it streams: let go of once the answer is complete (see onResponseEnd). */
+  body: Readable | undefined;
+  private abortReason: Error | undefined;
   private ended = false;
   private failure: Error | undefined;
   /** Trailers that came before the answer was attached. */
@@ -99,6 +117,8 @@ export class UpstreamTry implements Dispatcher.DispatchHandler, Expirable {
     this.status = statusCode;
     this.headers = headers;
     this.settled = true;
+    const ct = headers['content-type'];
+    this.unpausable = typeof ct === 'string' && ct.startsWith('application/grpc');
     const ra = headers['retry-after'];
     this.resolve({ status: statusCode, retryAfter: typeof ra === 'string' ? ra : undefined, response: this, error: undefined, timedOut: false });
   }
@@ -111,8 +131,10 @@ export class UpstreamTry implements Dispatcher.DispatchHandler, Expirable {
       (this.queue ??= []).push(chunk);
       this.queuedBytes += chunk.length;
       if (this.queuedBytes > HOLD_BYTES && !this.paused) {
-        this.paused = true;
-        controller.pause();
+        if (!this.unpausable) {
+          this.paused = true;
+          controller.pause();
+        } else if (this.queuedBytes > UNPAUSED_LIMIT) this.overflow();
       }
       return;
     }
@@ -127,11 +149,39 @@ export class UpstreamTry implements Dispatcher.DispatchHandler, Expirable {
   }
 
   private waitForDrain(sink: Sink): void {
+    if (this.unpausable) {
+      if (sink.res.writableLength > UNPAUSED_LIMIT) this.overflow();
+      return;
+    }
     if (!this.paused) {
       this.paused = true;
       this.controller?.pause();
     }
     sink.res.once('drain', (this.drainListener ??= () => this.unpause()));
+  }
+
+  /**
+   * Stops the upstream exchange. While a streaming body is still being sent, it is stopped through the body:
+   * undici 7 aborting an HTTP/2 stream that a body is still being piped into sends node's HTTP/2 session
+   * into a loop, at full CPU with memory growing without bound, whereas a body that ends early makes undici
+   * abort the request itself, cleanly. The reason is kept for the outcome (onResponseError).
+   */
+  private abortUpstream(reason: Error): void {
+    const body = this.body;
+    if (body !== undefined && !body.readableEnded && !body.destroyed) {
+      this.abortReason = reason;
+      body.destroy();
+      return;
+    }
+    this.controller?.abort(reason);
+  }
+
+  /** A gRPC answer the client does not read fast enough: the upstream call is aborted and the client's answer cut. */
+  private overflow(): void {
+    this.discarding = true;
+    this.queue = undefined;
+    this.sink?.res.destroy(OVERFLOW);
+    if (!this.done) this.abortUpstream(OVERFLOW);
   }
 
   private unpause(): void {
@@ -145,6 +195,11 @@ export class UpstreamTry implements Dispatcher.DispatchHandler, Expirable {
     // chunked HTTP/1.1 answer), and read first so that the try's span ends with it.
     const t = trailersOf(c, trailers);
     this.grpcStatus = grpcCodeOf(t?.['grpc-status'] ?? this.headers?.['grpc-status']);
+    // The upstream answered in full before taking the whole body (a gRPC error status, a 413): stop sending
+    // it. Left writing into an HTTP/2 stream the upstream had ended, it made node's HTTP/2 session spin at
+    // full CPU with memory growing without bound; the client's upload drains instead and the answer goes out.
+    const body = this.body;
+    if (body !== undefined && !body.readableEnded && !body.destroyed) body.destroy();
     this.finish(undefined);
     if (this.discarding) return;
     if (this.sink !== undefined) this.close(this.sink, t);
@@ -154,7 +209,9 @@ export class UpstreamTry implements Dispatcher.DispatchHandler, Expirable {
     }
   }
 
-  onResponseError(_c: Dispatcher.DispatchController | undefined, error: Error): void {
+  onResponseError(_c: Dispatcher.DispatchController | undefined, failure: Error): void {
+    // Stopped through its body (abortUpstream), undici reports a premature close: the reason is ours.
+    const error = this.abortReason ?? (this.body instanceof RestOfBody ? this.body.failure : undefined) ?? failure;
     this.finish(error);
     if (!this.settled) {
       this.settled = true;
@@ -177,7 +234,7 @@ export class UpstreamTry implements Dispatcher.DispatchHandler, Expirable {
     if (this.done) return;
     this.expired = true;
     if (this.controller !== undefined) {
-      this.controller.abort(TRY_TIMEOUT);
+      this.abortUpstream(TRY_TIMEOUT);
       return;
     }
     if (!this.settled) {
@@ -280,7 +337,7 @@ export class UpstreamTry implements Dispatcher.DispatchHandler, Expirable {
     this.discarding = true;
     this.queue = undefined;
     if (this.done) return;
-    this.controller?.abort(DISCARDED);
+    this.abortUpstream(DISCARDED);
   }
 
   /** The flat header list of the answer, hop-by-hop headers removed, `extra` appended. */
