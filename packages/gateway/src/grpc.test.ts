@@ -22,6 +22,7 @@ const SAY = '/plinth.test.Echo/Say';
 const FAIL = '/plinth.test.Echo/Fail';
 const CRASH = '/plinth.test.Echo/Crash';
 const LIST = '/plinth.test.Echo/List';
+const JOIN = '/plinth.test.Echo/Join';
 const SLOW = '/plinth.test.Echo/Slow';
 const LIMITED = '/plinth.test.Echo/Limited';
 
@@ -29,6 +30,7 @@ const definition: grpc.ServiceDefinition = {
   Say: { path: SAY, requestStream: false, responseStream: false, requestSerialize: raw, requestDeserialize: raw, responseSerialize: raw, responseDeserialize: raw },
   Fail: { path: FAIL, requestStream: false, responseStream: false, requestSerialize: raw, requestDeserialize: raw, responseSerialize: raw, responseDeserialize: raw },
   Crash: { path: CRASH, requestStream: false, responseStream: false, requestSerialize: raw, requestDeserialize: raw, responseSerialize: raw, responseDeserialize: raw },
+  Join: { path: JOIN, requestStream: true, responseStream: false, requestSerialize: raw, requestDeserialize: raw, responseSerialize: raw, responseDeserialize: raw },
   List: { path: LIST, requestStream: false, responseStream: true, requestSerialize: raw, requestDeserialize: raw, responseSerialize: raw, responseDeserialize: raw },
   Slow: { path: SLOW, requestStream: false, responseStream: false, requestSerialize: raw, requestDeserialize: raw, responseSerialize: raw, responseDeserialize: raw },
 };
@@ -102,6 +104,11 @@ function echoServer(seen: Seen[]): grpc.Server {
     Slow: (call: grpc.ServerUnaryCall<Buffer, Buffer>, cb: grpc.sendUnaryData<Buffer>) => {
       remember(call);
       setTimeout(() => cb(null, Buffer.from('late')), 1500).unref();
+    },
+    Join: (call: grpc.ServerReadableStream<Buffer, Buffer>, cb: grpc.sendUnaryData<Buffer>) => {
+      const parts: string[] = [];
+      call.on('data', (m: Buffer) => parts.push(m.toString()));
+      call.on('end', () => cb(null, Buffer.from(parts.join('+'))));
     },
     List: (call: grpc.ServerWritableStream<Buffer, Buffer>) => {
       remember(call);
@@ -221,6 +228,15 @@ describe('gRPC through the edge gateway (HTTP/2 both ways)', () => {
 
   it('streams a server-streaming answer message by message to its OK status', async () => {
     assert.deepEqual(await serverStream(client, LIST, 'all'), ['item-1', 'item-2', 'item-3']);
+  });
+
+  it('carries client-streaming calls: the messages, then the one answer', async () => {
+    const joined = await new Promise<string>((resolve, reject) => {
+      const call = client.makeClientStreamRequest(JOIN, raw, raw, new grpc.Metadata(), { deadline: Date.now() + 5000 }, (e, v) => (e ? reject(e) : resolve(v!.toString())));
+      for (const part of ['a', 'b', 'c']) call.write(Buffer.from(part));
+      call.end();
+    });
+    assert.equal(joined, 'a+b+c');
   });
 
   it('answers its own refusals as gRPC statuses: no route UNIMPLEMENTED, a rate limit RESOURCE_EXHAUSTED', async () => {
