@@ -47,10 +47,17 @@ export function checkAppHealthOptions(o: AppHealthOptions, appProtocol: 'http' |
     if (typeof c.grpc !== 'string' || Buffer.byteLength(c.grpc) > 127) throw new TypeError('sidecar appHealth.check.grpc must be a service name of at most 127 bytes ("" for the whole server)');
     if (appProtocol !== 'h2c') throw new TypeError('sidecar appHealth.check.grpc needs appProtocol h2c (gRPC runs over HTTP/2)');
   }
-  positiveInt('intervalMs', o.intervalMs, 5000);
-  positiveInt('timeoutMs', o.timeoutMs, 2000);
-  positiveInt('unhealthyThreshold', o.unhealthyThreshold, 3);
-  positiveInt('healthyThreshold', o.healthyThreshold, 1);
+  timingOf(o);
+}
+
+/** The probe's timing with its defaults, each checked. */
+function timingOf(o: AppHealthOptions): { intervalMs: number; timeoutMs: number; down: number; up: number } {
+  return {
+    intervalMs: positiveInt('intervalMs', o.intervalMs, 5000),
+    timeoutMs: positiveInt('timeoutMs', o.timeoutMs, 2000),
+    down: positiveInt('unhealthyThreshold', o.unhealthyThreshold, 3),
+    up: positiveInt('healthyThreshold', o.healthyThreshold, 1),
+  };
 }
 
 /** `HealthCheckRequest { service }` in a gRPC message frame. */
@@ -137,10 +144,7 @@ export class AppProbe {
     private readonly o: AppHealthOptions,
     private readonly onChange: (healthy: boolean, r: ProbeResult) => void,
   ) {
-    this.intervalMs = positiveInt('intervalMs', o.intervalMs, 5000);
-    this.timeoutMs = positiveInt('timeoutMs', o.timeoutMs, 2000);
-    this.down = positiveInt('unhealthyThreshold', o.unhealthyThreshold, 3);
-    this.up = positiveInt('healthyThreshold', o.healthyThreshold, 1);
+    ({ intervalMs: this.intervalMs, timeoutMs: this.timeoutMs, down: this.down, up: this.up } = timingOf(o));
   }
 
   start(): void {

@@ -16,7 +16,7 @@ export class BodyTooLargeError extends Error {
  * What is sent upstream: nothing, a buffer (replayable: retries may send it again), or the request itself
  * streaming through (not replayable).
  */
-export type UpstreamBody = { readonly replayable: true; readonly data: Buffer | null } | { readonly replayable: false; readonly data: Readable };
+export type UpstreamBody = { readonly replayable: true; readonly data: Buffer | null } | { readonly replayable: false; readonly data: RestOfBody };
 
 const NO_BODY: UpstreamBody = { replayable: true, data: null };
 

@@ -4,6 +4,7 @@
  * a code guessed from the HTTP status.
  */
 import type { IncomingMessage } from 'node:http';
+import { GRPC_RESOURCE_EXHAUSTED, GRPC_UNAVAILABLE } from '@plinth/core';
 import { isHttp2Response } from './http2.js';
 
 /** gRPC status codes (grpc/doc/statuscodes.md) the gateway answers with. */
@@ -11,10 +12,10 @@ export const GrpcStatus = {
   UNKNOWN: 2,
   DEADLINE_EXCEEDED: 4,
   PERMISSION_DENIED: 7,
-  RESOURCE_EXHAUSTED: 8,
+  RESOURCE_EXHAUSTED: GRPC_RESOURCE_EXHAUSTED,
   UNIMPLEMENTED: 12,
   INTERNAL: 13,
-  UNAVAILABLE: 14,
+  UNAVAILABLE: GRPC_UNAVAILABLE,
   UNAUTHENTICATED: 16,
 } as const;
 

@@ -142,8 +142,8 @@ export class GrpcWebAnswer {
       if (name === 'content-length') continue;
       if (name === 'content-type') {
         typed = true;
-        const codec = value.startsWith('application/grpc') ? codecOf(value, 'application/grpc') : '';
-        out.push(name, `${this.mode === 'text' ? WEB_TEXT : WEB}${codec}`);
+        // isGrpcAnswer let only application/grpc[+codec] through.
+        out.push(name, `${this.mode === 'text' ? WEB_TEXT : WEB}${codecOf(value, 'application/grpc')}`);
         continue;
       }
       if (name === 'grpc-status') this.statusInHead = true;

@@ -10,7 +10,7 @@ import type { Redis } from 'ioredis';
 import type { Dispatcher } from 'undici';
 import type { AccessLog } from './access-log.js';
 import type { Authenticator, AuthOutcome, Identity, RoleIndex } from './auth.js';
-import { BodyTooLargeError, RestOfBody, planBody, readBody, type BodyPlan, type UpstreamBody } from './body.js';
+import { BodyTooLargeError, planBody, readBody, type BodyPlan, type UpstreamBody } from './body.js';
 import { authenticateCert, clientCertOf, forwardedCert, XFCC_HEADER } from './client-cert.js';
 import { EdgeInboundGovernance } from './engine-governance.js';
 import { GatewayCodes, problemBody } from './errors.js';
@@ -546,18 +546,23 @@ export class Forwarder {
     }
     if (res.destroyed) return;
     if (status >= 400) {
-      if (isGrpcRequest(ex.req, res)) return this.grpcRefusal(ex, status, detail ?? ex.reason ?? `HTTP ${status}`, headers);
+      const message = detail ?? ex.reason ?? `HTTP ${status}`;
+      if (isGrpcRequest(ex.req, res)) return this.grpcRefusal(ex, status, message, headers);
       const web = grpcWebModeOf(ex.req.headers['content-type']);
-      if (web !== undefined) return this.grpcWebRefusal(ex, web, status, detail ?? ex.reason ?? `HTTP ${status}`, headers);
+      if (web !== undefined) return this.grpcWebRefusal(ex, web, status, message, headers);
     }
     const len = typeof body === 'string' ? Buffer.byteLength(body) : body.length;
-    const head: string[] = ['content-type', contentType, 'content-length', String(len)];
+    ex.bytesOut += len;
+    res.writeHead(status, this.ownHead(ex, ['content-type', contentType, 'content-length', String(len)], headers));
+    res.end(body);
+  }
+
+  /** The head of an answer the gateway makes itself: `head`, the refusal's `headers`, CORS, and `close` while draining. */
+  private ownHead(ex: Exchange, head: string[], headers: readonly string[]): string[] {
     for (let i = 0; i < headers.length; i++) head.push(headers[i]!);
     for (let i = 0; i < ex.extraHeaders.length; i++) head.push(ex.extraHeaders[i]!);
     if (this.draining) head.push('connection', 'close');
-    ex.bytesOut += len;
-    res.writeHead(status, head);
-    res.end(body);
+    return head;
   }
 
   /** HTTP 200, the status in trailers (after the headers, as node's HTTP/2 compatibility API sends them). */
@@ -569,11 +574,7 @@ export class Forwarder {
   private grpcWebRefusal(ex: Exchange, web: GrpcWebMode, status: number, message: string, headers: readonly string[]): void {
     ex.refusedAs = status;
     ex.grpcStatus = grpcStatusOf(status, ex.reason);
-    const head: string[] = ['content-type', grpcWebContentType(web), 'grpc-status', String(ex.grpcStatus), 'grpc-message', grpcMessage(message)];
-    for (let i = 0; i < headers.length; i++) head.push(headers[i]!);
-    for (let i = 0; i < ex.extraHeaders.length; i++) head.push(ex.extraHeaders[i]!);
-    if (this.draining) head.push('connection', 'close');
-    ex.res.writeHead(200, head);
+    ex.res.writeHead(200, this.ownHead(ex, ['content-type', grpcWebContentType(web), 'grpc-status', String(ex.grpcStatus), 'grpc-message', grpcMessage(message)], headers));
     ex.res.end();
   }
 
@@ -795,7 +796,7 @@ async function decodedText(body: UpstreamBody, ex: Exchange): Promise<UpstreamBo
     error = e;
   }
   // A body stopped early ends without an error of its own; its reason (over the limit) is on it.
-  if (rest instanceof RestOfBody && rest.failure !== undefined) throw rest.failure;
+  if (rest.failure !== undefined) throw rest.failure;
   if (error !== undefined) throw error;
   const whole = Buffer.concat(chunks);
   ex.bytesIn = whole.length;

@@ -2,9 +2,8 @@ import type { IncomingHttpHeaders, ServerResponse } from 'node:http';
 import type { TryOutcome } from '@plinth/sdk/client';
 import type { Expirable, TimerWheel } from '@plinth/sdk/resilience';
 import type { ClientSpanHandle } from '@plinth/sdk/tracing';
-import type { Readable } from 'node:stream';
 import type { Dispatcher } from 'undici';
-import { RestOfBody } from './body.js';
+import type { RestOfBody } from './body.js';
 import { grpcCodeOf } from './grpc-status.js';
 import type { GrpcWebAnswer } from './grpc-web.js';
 import { isHttp2Response } from './http2.js';
@@ -91,7 +90,7 @@ export class UpstreamTry implements Dispatcher.DispatchHandler, Expirable {
   /** A gRPC answer: buffered, never paused (UNPAUSED_LIMIT). */
   private unpausable = false;
   /** The request body when it streams: let go of once the answer is complete (see onResponseEnd). */
-  body: Readable | undefined;
+  body: RestOfBody | undefined;
   private abortReason: Error | undefined;
   private ended = false;
   private failure: Error | undefined;
@@ -167,13 +166,18 @@ export class UpstreamTry implements Dispatcher.DispatchHandler, Expirable {
    * abort the request itself, cleanly. The reason is kept for the outcome (onResponseError).
    */
   private abortUpstream(reason: Error): void {
-    const body = this.body;
-    if (body !== undefined && !body.readableEnded && !body.destroyed) {
+    if (this.bodyInFlight()) {
       this.abortReason = reason;
-      body.destroy();
+      this.body!.destroy();
       return;
     }
     this.controller?.abort(reason);
+  }
+
+  /** The streaming request body is still being sent. */
+  private bodyInFlight(): boolean {
+    const body = this.body;
+    return body !== undefined && !body.readableEnded && !body.destroyed;
   }
 
   /** A gRPC answer the client does not read fast enough: the upstream call is aborted and the client's answer cut. */
@@ -198,8 +202,7 @@ export class UpstreamTry implements Dispatcher.DispatchHandler, Expirable {
     // The upstream answered in full before taking the whole body (a gRPC error status, a 413): stop sending
     // it. Left writing into an HTTP/2 stream the upstream had ended, it made node's HTTP/2 session spin at
     // full CPU with memory growing without bound; the client's upload drains instead and the answer goes out.
-    const body = this.body;
-    if (body !== undefined && !body.readableEnded && !body.destroyed) body.destroy();
+    if (this.bodyInFlight()) this.body!.destroy();
     this.finish(undefined);
     if (this.discarding) return;
     if (this.sink !== undefined) this.close(this.sink, t);
@@ -211,7 +214,7 @@ export class UpstreamTry implements Dispatcher.DispatchHandler, Expirable {
 
   onResponseError(_c: Dispatcher.DispatchController | undefined, failure: Error): void {
     // Stopped through its body (abortUpstream), undici reports a premature close: the reason is ours.
-    const error = this.abortReason ?? (this.body instanceof RestOfBody ? this.body.failure : undefined) ?? failure;
+    const error = this.abortReason ?? this.body?.failure ?? failure;
     this.finish(error);
     if (!this.settled) {
       this.settled = true;
@@ -299,8 +302,8 @@ export class UpstreamTry implements Dispatcher.DispatchHandler, Expirable {
    */
   private endWith(sink: Sink, trailers: IncomingHttpHeaders | undefined): Buffer | undefined {
     if (sink.grpcWeb !== undefined) {
-      const code = grpcCodeOf(trailers?.['grpc-status'] ?? this.headers?.['grpc-status']);
-      if (code !== undefined) sink.grpcStatus = code;
+      // Read from the same trailers and head by onResponseEnd, which comes first.
+      if (this.grpcStatus !== undefined) sink.grpcStatus = this.grpcStatus;
       return sink.grpcWeb.end(trailers);
     }
     const all = this.statusTrailers === undefined ? trailers : { ...this.statusTrailers, ...trailers };

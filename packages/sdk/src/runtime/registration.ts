@@ -78,10 +78,7 @@ export class Registration {
    * While draining or stopped it is not sent: a PUT would undo the drain.
    */
   update(spec: InstanceSpecToRegister): void {
-    if (this.phase === 'idle' || this.phase === 'draining' || this.phase === 'stopped') {
-      if (this.phase === 'idle') this.spec = spec;
-      return;
-    }
+    if (this.phase === 'draining' || this.phase === 'stopped') return;
     this.spec = spec;
     if (this.phase === 'registered') this.schedule(0, () => this.renew());
   }
