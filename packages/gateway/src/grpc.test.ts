@@ -5,7 +5,8 @@
  */
 import assert from 'node:assert/strict';
 import { mkdtemp, rm } from 'node:fs/promises';
-import { connect as http2Connect } from 'node:http2';
+import { createServer as createHttp2Server, connect as http2Connect, type Http2Server } from 'node:http2';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -23,6 +24,7 @@ const FAIL = '/plinth.test.Echo/Fail';
 const CRASH = '/plinth.test.Echo/Crash';
 const LIST = '/plinth.test.Echo/List';
 const JOIN = '/plinth.test.Echo/Join';
+const CHAT = '/plinth.test.Echo/Chat';
 const SLOW = '/plinth.test.Echo/Slow';
 const LIMITED = '/plinth.test.Echo/Limited';
 
@@ -32,6 +34,7 @@ const definition: grpc.ServiceDefinition = {
   Crash: { path: CRASH, requestStream: false, responseStream: false, requestSerialize: raw, requestDeserialize: raw, responseSerialize: raw, responseDeserialize: raw },
   Join: { path: JOIN, requestStream: true, responseStream: false, requestSerialize: raw, requestDeserialize: raw, responseSerialize: raw, responseDeserialize: raw },
   List: { path: LIST, requestStream: false, responseStream: true, requestSerialize: raw, requestDeserialize: raw, responseSerialize: raw, responseDeserialize: raw },
+  Chat: { path: CHAT, requestStream: true, responseStream: true, requestSerialize: raw, requestDeserialize: raw, responseSerialize: raw, responseDeserialize: raw },
   Slow: { path: SLOW, requestStream: false, responseStream: false, requestSerialize: raw, requestDeserialize: raw, responseSerialize: raw, responseDeserialize: raw },
 };
 
@@ -57,6 +60,95 @@ function serverStream(client: grpc.Client, path: string, body: string): Promise<
     call.on('data', (m: Buffer) => got.push(m.toString()));
     call.on('error', reject);
     call.on('status', (s: grpc.StatusObject) => (s.code === grpc.status.OK ? resolve(got) : reject(new Error(s.details))));
+  });
+}
+
+/**
+ * A bidirectional call in turns: each message is written only once the answer to the one before came, so
+ * it completes only if both directions stream while the call is open. Resolves with the answers at OK.
+ */
+function chat(client: grpc.Client, messages: readonly string[], timeoutMs = 5000): Promise<string[]> {
+  return new Promise((resolve, reject) => {
+    const got: string[] = [];
+    const call = client.makeBidiStreamRequest(CHAT, raw, raw, new grpc.Metadata(), { deadline: Date.now() + timeoutMs });
+    const next = (): void => {
+      if (got.length < messages.length) call.write(Buffer.from(messages[got.length]!));
+      else call.end();
+    };
+    call.on('data', (m: Buffer) => {
+      got.push(m.toString());
+      next();
+    });
+    call.on('error', reject);
+    call.on('status', (s: grpc.StatusObject) => (s.code === grpc.status.OK ? resolve(got) : reject(new Error(s.details))));
+    next();
+  });
+}
+
+/** One try a FlakyJoin server saw: the call it belonged to, and the body bytes it had read when it answered. */
+interface FlakyTry {
+  call: string;
+  bytes: number;
+}
+
+/**
+ * Join served by hand over cleartext HTTP/2, failing each call's first try: it answers 503 once
+ * `x-answer-after` bytes of the body came (the engine may retry that), while the client may still be
+ * sending; a later try of the same call (`x-call`) is read to its end and answered with the messages joined.
+ */
+function flakyJoin(tries: FlakyTry[]): Http2Server {
+  const server = createHttp2Server();
+  const calls = new Set<string>();
+  server.on('stream', (stream, headers) => {
+    const id = String(headers['x-call']);
+    const first = !calls.has(id);
+    calls.add(id);
+    const after = Number(headers['x-answer-after']);
+    const chunks: Buffer[] = [];
+    let bytes = 0;
+    let answered = false;
+    stream.on('error', () => {});
+    stream.on('data', (c: Buffer) => {
+      chunks.push(c);
+      bytes += c.length;
+      if (first && !answered && bytes >= after) {
+        answered = true;
+        tries.push({ call: id, bytes });
+        stream.respond({ ':status': 503 }, { endStream: true });
+      }
+    });
+    stream.on('end', () => {
+      if (answered) return;
+      tries.push({ call: id, bytes });
+      if (first) return stream.respond({ ':status': 503 }, { endStream: true });
+      const body = Buffer.concat(chunks);
+      const parts: string[] = [];
+      for (let at = 0; at + 5 <= body.length; ) {
+        const len = body.readUInt32BE(at + 1);
+        parts.push(body.subarray(at + 5, at + 5 + len).toString());
+        at += 5 + len;
+      }
+      const payload = Buffer.from(parts.join('+'));
+      const frame = Buffer.alloc(5 + payload.length);
+      frame.writeUInt32BE(payload.length, 1);
+      payload.copy(frame, 5);
+      stream.respond({ ':status': 200, 'content-type': 'application/grpc' }, { waitForTrailers: true });
+      stream.on('wantTrailers', () => stream.sendTrailers({ 'grpc-status': '0' }));
+      stream.end(frame);
+    });
+  });
+  return server;
+}
+
+/** A client-streaming Join: `first` at once, the rest after `laterMs`, so they are still coming when a first try fails. */
+function joinInParts(client: grpc.Client, md: grpc.Metadata, first: string, rest: readonly string[], laterMs: number): Promise<string> {
+  return new Promise<string>((resolve, reject) => {
+    const call = client.makeClientStreamRequest(JOIN, raw, raw, md, { deadline: Date.now() + 5000 }, (e, v) => (e ? reject(e) : resolve(v!.toString())));
+    call.write(Buffer.from(first));
+    setTimeout(() => {
+      for (const part of rest) call.write(Buffer.from(part));
+      call.end();
+    }, laterMs);
   });
 }
 
@@ -114,6 +206,10 @@ function echoServer(seen: Seen[]): grpc.Server {
       remember(call);
       for (let i = 1; i <= 3; i++) call.write(Buffer.from(`item-${i}`));
       call.end();
+    },
+    Chat: (call: grpc.ServerDuplexStream<Buffer, Buffer>) => {
+      call.on('data', (m: Buffer) => call.write(Buffer.from(`re:${m.toString()}`)));
+      call.on('end', () => call.end());
     },
   });
   return server;
@@ -237,6 +333,12 @@ describe('gRPC through the edge gateway (HTTP/2 both ways)', () => {
       call.end();
     });
     assert.equal(joined, 'a+b+c');
+  });
+
+  it('carries bidirectional calls: each answer reaches the client while its stream is still open', async () => {
+    const started = Date.now();
+    assert.deepEqual(await chat(client, ['one', 'two', 'three'], 3000), ['re:one', 're:two', 're:three']);
+    assert.ok(Date.now() - started < 2000, 'done in turns, not at the deadline');
   });
 
   it('answers its own refusals as gRPC statuses: no route UNIMPLEMENTED, a rate limit RESOURCE_EXHAUSTED', async () => {
@@ -523,6 +625,80 @@ describe('gRPC to a cleartext HTTP/2 (h2c) upstream, by its instance metadata', 
       after.close();
     }
   });
+
+  it('carries bidirectional calls to a cleartext HTTP/2 instance', async () => {
+    assert.deepEqual(await chat(client, ['a', 'b']), ['re:a', 're:b']);
+  });
+});
+
+describe('gRPC retries through the gateway, the request still streaming', () => {
+  let flaky: Http2Server;
+  let gw: Gateway;
+  let client: grpc.Client;
+  const tries: FlakyTry[] = [];
+  const metadata = (id: string, answerAfter: number, idempotent: boolean): grpc.Metadata => {
+    const md = new grpc.Metadata();
+    md.set('x-call', id);
+    md.set('x-answer-after', String(answerAfter));
+    if (idempotent) md.set('idempotency-key', `key-${id}`);
+    return md;
+  };
+  const triesOf = (id: string): number[] => tries.filter((t) => t.call === id).map((t) => t.bytes);
+
+  before(async () => {
+    flaky = flakyJoin(tries);
+    await new Promise<void>((r) => flaky.listen(0, '127.0.0.1', r));
+    const port = (flaky.address() as AddressInfo).port;
+    const started = await staticGateway({ accessLog: false, h2c: true });
+    gw = started.gw;
+    // A port nothing listens on: every try of a call to `gone` fails to connect.
+    const closed = createHttp2Server();
+    await new Promise<void>((r) => closed.listen(0, '127.0.0.1', r));
+    const closedPort = (closed.address() as AddressInfo).port;
+    await new Promise<void>((r) => closed.close(() => r()));
+    const h2c = { metadata: { [PROTOCOL_METADATA]: 'h2c' } };
+    started.governance.set({ instances: [instance('join-1', 'join', `127.0.0.1:${port}`, h2c), instance('gone-1', 'gone', `127.0.0.1:${closedPort}`, h2c)] });
+    started.routes.set([
+      route('join', { auth: { mode: 'anonymous' }, match: { path: { prefix: '/plinth.test.Echo/' } }, service: 'join', retries: { attempts: 3, on: [503] } }),
+      route('gone', { auth: { mode: 'anonymous' }, match: { path: { prefix: '/plinth.test.Gone/' } }, service: 'gone', retries: { attempts: 3 } }),
+    ]);
+    client = new grpc.Client(new URL(gw.url).host, grpc.credentials.createInsecure());
+  });
+
+  after(async () => {
+    client?.close();
+    await gw?.close();
+    if (flaky) await new Promise<void>((r) => flaky.close(() => r()));
+  });
+
+  it('retries a call with an Idempotency-Key that failed while its client was still sending: the new try gets the body from its start, then the rest as it comes', async () => {
+    assert.equal(await joinInParts(client, metadata('live', 1, true), 'a', ['b', 'c'], 150), 'a+b+c');
+    const [first, second] = triesOf('live');
+    assert.equal(triesOf('live').length, 2);
+    assert.equal(first, 6, "the first try failed after the first message (5 bytes of gRPC's frame and 1)");
+    assert.equal(second, 18, 'the retry got all three messages');
+  });
+
+  it('sends a call only once without an Idempotency-Key, and once its body passed the 64 KiB kept for retries', async () => {
+    await assert.rejects(joinInParts(client, metadata('post', 1, false), 'a', ['b'], 50), (e: grpc.ServiceError) => e.code === grpc.status.UNAVAILABLE);
+    assert.equal(triesOf('post').length, 1, 'POST is not retried without a key');
+    const big = 'x'.repeat(70 * 1024);
+    await assert.rejects(joinInParts(client, metadata('big', big.length, true), big, ['y'], 100), (e: grpc.ServiceError) => e.code === grpc.status.UNAVAILABLE);
+    assert.deepEqual(triesOf('big').length, 1, 'a body no longer kept is not sent again');
+    // A small body is kept, so the same call with a key is retried, and the retry is answered.
+    assert.equal(await joinInParts(client, metadata('small', 5, true), 'p', ['q'], 50), 'p+q');
+    assert.equal(triesOf('small').length, 2);
+  });
+
+  it('retries a streaming call an instance refused, to the end of its tries, and goes on serving', async () => {
+    const refused = new Promise<string>((resolve, reject) => {
+      const call = client.makeClientStreamRequest('/plinth.test.Gone/Join', raw, raw, metadata('gone', 1, true), { deadline: Date.now() + 5000 }, (e, v) => (e ? reject(e) : resolve(v!.toString())));
+      call.write(Buffer.from('a'));
+      setTimeout(() => call.end(Buffer.from('b')), 50);
+    });
+    await assert.rejects(refused, (e: grpc.ServiceError) => e.code === grpc.status.UNAVAILABLE && /failed after 3 tries: connect ECONNREFUSED/.test(e.details));
+    assert.equal(await joinInParts(client, metadata('after', 1, true), 'x', ['y'], 20), 'x+y');
+  });
 });
 
 /** A gRPC app behind the inventory sidecar and a plain app behind the orders sidecar, whose gRPC client calls through its egress. */
@@ -595,6 +771,7 @@ describe('gRPC between apps behind sidecars (real control plane)', () => {
     assert.equal(seen.at(-1)!.caller, 'orders');
     await assert.rejects(unary(pair.viaEgress, FAIL, 'stock'), (e: grpc.ServiceError) => e.code === grpc.status.NOT_FOUND && e.details === 'no stock here');
     assert.deepEqual(await serverStream(pair.viaEgress, LIST, 'all'), ['item-1', 'item-2', 'item-3']);
+    assert.deepEqual(await chat(pair.viaEgress, ['x', 'y']), ['re:x', 're:y'], 'a bidirectional call through the egress, the mesh and the ingress');
   });
 
   it("registers the app's gRPC health (grpc.health.v1): NOT_SERVING makes the instance critical and calls stop, SERVING brings it back", async () => {

@@ -10,7 +10,7 @@ import type { Redis } from 'ioredis';
 import type { Dispatcher } from 'undici';
 import type { AccessLog } from './access-log.js';
 import type { Authenticator, AuthOutcome, Identity, RoleIndex } from './auth.js';
-import { BodyTooLargeError, planBody, readBody, type BodyPlan, type UpstreamBody } from './body.js';
+import { BodyTooLargeError, planBody, readBody, type BodyPlan, type BodyReader, type UpstreamBody } from './body.js';
 import { authenticateCert, clientCertOf, forwardedCert, XFCC_HEADER } from './client-cert.js';
 import { EdgeInboundGovernance } from './engine-governance.js';
 import { GatewayCodes, problemBody } from './errors.js';
@@ -197,6 +197,8 @@ export class Forwarder {
     const status = finished ? ex.refusedAs || res.statusCode : 0;
     const seconds = (this.o.wheel.clock.now() - ex.startedAt) / 1000;
     this.o.metrics.end(ex.route?.id, status, seconds);
+    // What arrived of a body that streamed, which a gRPC call's or a chunked one's headers do not say.
+    if (ex.body?.kind === 'stream') ex.bytesIn = ex.body.data.size;
     if (ex.grpcStatus !== undefined) this.o.metrics.grpcEnd(ex.route?.id, ex.grpcStatus);
     ex.span?.end(status === 0 ? 499 : status, undefined, ex.grpcStatus);
     this.o.accessLog.write({
@@ -315,9 +317,10 @@ export class Forwarder {
     const web = ex.route?.spec.grpcWeb === 'translate' ? grpcWebModeOf(req.headers['content-type']) : undefined;
     let body: UpstreamBody;
     try {
-      const b = readBody(req, plan, maxBody);
+      // A gRPC call streams from its first byte: a bidirectional one's client waits for answers before it ends.
+      const b = readBody(req, plan, maxBody, plan.kind === 'read' && web === undefined && isGrpcRequest(req, ex.res));
       body = b instanceof Promise ? await b : b;
-      if (body.replayable && body.data !== null) ex.bytesIn = body.data.length;
+      if (body.kind === 'whole' && body.data !== null) ex.bytesIn = body.data.length;
       if (web === 'text') body = await decodedText(body, ex);
     } catch (e) {
       if (e instanceof BodyTooLargeError) return this.tooLarge(ex, maxBody);
@@ -356,8 +359,10 @@ export class Forwarder {
       baggage: ctx.baggage,
       deadlineAt: ctx.deadlineAt,
       stress: ex.stress,
-      // A body streaming through is read once: one try, under the same breakers and balancer as the rest.
-      retryable: body.replayable,
+      // A body streaming through is sent again only while its copy is kept; else one try, under the same
+      // breakers and balancer as the rest.
+      retryable: body.kind === 'whole' || body.data.replayable,
+      replay: body.kind === 'stream' && body.data.replayable ? body.data : undefined,
       retry: ex.route?.retry,
     };
     let r: EngineResult<UpstreamTry>;
@@ -413,7 +418,9 @@ export class Forwarder {
     const wheel = this.o.wheel;
     return new Promise<TryOutcome<UpstreamTry>>((resolve) => {
       const h = new UpstreamTry(resolve, wheel);
-      if (ex.body !== undefined && !ex.body.replayable) h.body = ex.body.data;
+      const b = ex.body;
+      let data: Buffer | BodyReader | null = null;
+      if (b !== undefined) data = b.kind === 'whole' ? b.data : (h.body = b.data.open());
       ex.current = h;
       let dispatcher: Dispatcher;
       try {
@@ -441,7 +448,7 @@ export class Forwarder {
             path: ex.upPath,
             method: ex.method as Dispatcher.HttpMethod,
             headers,
-            body: ex.body?.data ?? null,
+            body: data,
             // The engine decides about retries; undici must not replay on its own.
             idempotent: false,
           },
@@ -785,10 +792,9 @@ export function hostOf(req: IncomingMessage): string {
 
 /** A gRPC-Web `-text` request body, base64 decoded; it is sent whole (gRPC-Web calls carry no client stream). */
 async function decodedText(body: UpstreamBody, ex: Exchange): Promise<UpstreamBody> {
-  if (body.data === null) return body;
-  if (body.replayable) return { replayable: true, data: decodeTextBody(body.data) };
+  if (body.kind === 'whole') return body.data === null ? body : { kind: 'whole', data: decodeTextBody(body.data) };
   const chunks: Buffer[] = [];
-  const rest = body.data;
+  const rest = body.data.open();
   let error: unknown;
   try {
     for await (const c of rest) chunks.push(c as Buffer);
@@ -800,5 +806,5 @@ async function decodedText(body: UpstreamBody, ex: Exchange): Promise<UpstreamBo
   if (error !== undefined) throw error;
   const whole = Buffer.concat(chunks);
   ex.bytesIn = whole.length;
-  return { replayable: true, data: decodeTextBody(whole) };
+  return { kind: 'whole', data: decodeTextBody(whole) };
 }

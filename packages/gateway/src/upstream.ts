@@ -3,7 +3,7 @@ import type { TryOutcome } from '@plinth/sdk/client';
 import type { Expirable, TimerWheel } from '@plinth/sdk/resilience';
 import type { ClientSpanHandle } from '@plinth/sdk/tracing';
 import type { Dispatcher } from 'undici';
-import type { RestOfBody } from './body.js';
+import type { BodyReader } from './body.js';
 import { grpcCodeOf } from './grpc-status.js';
 import type { GrpcWebAnswer } from './grpc-web.js';
 import { isHttp2Response } from './http2.js';
@@ -90,7 +90,7 @@ export class UpstreamTry implements Dispatcher.DispatchHandler, Expirable {
   /** A gRPC answer: buffered, never paused (UNPAUSED_LIMIT). */
   private unpausable = false;
   /** The request body when it streams: let go of once the answer is complete (see onResponseEnd). */
-  body: RestOfBody | undefined;
+  body: BodyReader | undefined;
   private abortReason: Error | undefined;
   private ended = false;
   private failure: Error | undefined;

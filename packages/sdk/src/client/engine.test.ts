@@ -88,6 +88,27 @@ describe('OutboundEngine', () => {
     assert.equal(x.kind === 'response' && x.status, 200);
     assert.equal(retries, 1, 'calls without the flag are still retried');
   });
+
+  it('asks a streaming body before each retry whether it can still be sent again', async () => {
+    const clock = new ManualClock(1000);
+    const wheel = new RecordingWheel({ clock });
+    const gov = governance({
+      instances: [inst('a'), inst('b'), inst('c')],
+      trafficPolicies: [tp('lb', { loadBalancing: [{ service: 'orders', policy: 'roundRobin' }] })],
+      faultTolerance: [ft('r', { rules: [{ name: 'r', targets: [{ service: 'orders' }], strategies: [{ type: 'retry', maxAttempts: 3 }] }] })],
+    });
+    const engine = new OutboundEngine({ self: 'gw', governance: gov, clock, wheel, random: () => 0 });
+    // Kept while the first two tries run; the second try's upload passes the limit of what is kept.
+    const body = { replayable: true };
+    const ids: string[] = [];
+    const r = await engine.call('orders', call({ method: 'PUT', replay: body }), (t) => {
+      ids.push(t.endpoint.id);
+      if (ids.length === 2) body.replayable = false;
+      return Promise.resolve(answer(503));
+    });
+    assert.deepEqual(ids, ['a', 'b'], 'retried while the body could be sent again, not after');
+    assert.equal(r.kind === 'response' && r.attempts, 2);
+  });
 });
 
 describe('OutboundEngine per-call retry', () => {

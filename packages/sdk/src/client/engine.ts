@@ -72,6 +72,11 @@ export interface OutboundCall {
    */
   readonly retryable?: boolean | undefined;
   /**
+   * A body that streams while the tries go on: asked before each retry whether it can still be sent from its
+   * start (the gateway keeps a small one's copy). False ends the call with the last try's outcome.
+   */
+  readonly replay?: { readonly replayable: boolean } | undefined;
+  /**
    * This call's own tries and retry statuses, instead of the matching rule's. The backoff and the retry
    * budget stay the callee's (its first retry rule's, else the defaults), so a caller cannot loosen a budget
    * an operator set. Pass the same object for every call that shares it (the engine keeps one policy per
@@ -822,6 +827,7 @@ class CallRun<R, A, T> implements TryReceiver<R>, TryContext {
     const retry = this.retry;
     if (retry === undefined || attempt >= retry.maxAttempts) return this.done(e.finish(service, out, ep, attempt));
     if (out.status !== 0 && !retry.retryableStatus(out.status)) return this.done(e.finish(service, out, ep, attempt));
+    if (this.call.replay?.replayable === false) return this.done(e.finish(service, out, ep, attempt));
     const remaining = this.deadline - now;
     const delay = retry.nextDelay(attempt, parseRetryAfter(out.retryAfter, Date.now()), remaining, now);
     if (delay < 0) return this.done(e.finish(service, out, ep, attempt));
