@@ -213,6 +213,7 @@ void describe('plinth gateway against a real server', () => {
       [['--sidecar', '--app', 'http://127.0.0.1:5000', '--service', 'hello', '--app-version', '1.0.0', '--app-health', 'healthz'], /^error: --app-health expects an HTTP path \(\/healthz\), grpc or grpc:<service>, not "healthz"$/m],
       [['--sidecar', '--app', 'http://127.0.0.1:5000', '--service', 'hello', '--app-version', '1.0.0', '--app-health', '/healthz', '--app-health-interval', 'often'], /^error: --app-health-interval expects milliseconds/m],
       [['--sidecar', '--app', 'http://127.0.0.1:5000', '--service', 'hello', '--app-version', '1.0.0', '--app-health', 'grpc'], /^error: sidecar appHealth.check.grpc needs appProtocol h2c/m],
+      [['--stream-idle-timeout', '0'], /^error: --stream-idle-timeout expects milliseconds, a positive integer, not "0"$/m],
       [['--tls-client-ca', 'ca.pem'], /^error: --tls-client-ca applies with --tls-cert and --tls-key/m],
       [['--h2c', '--tls-cert', 'c.pem', '--tls-key', 'k.pem'], /^error: --h2c is cleartext HTTP\/2; with --tls-cert, HTTP\/2 is offered through TLS already$/m],
       [['--h2c', '--sidecar', '--app', 'http://127.0.0.1:5000', '--service', 'hello', '--app-version', '1.0.0'], /^error: --h2c applies to the edge gateway, not --sidecar$/m],

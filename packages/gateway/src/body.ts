@@ -234,6 +234,11 @@ export class BodyReader extends Readable {
     super();
   }
 
+  /** Bytes of the body received from the client so far (every try's reader tells the same). */
+  get received(): number {
+    return this.source.size;
+  }
+
   fail(reason: Error): void {
     this.failure ??= reason;
     this.destroy();

@@ -100,6 +100,12 @@ export interface GatewayOptions {
   zone?: string;
   /** Budget of a call with no route timeout, timeout rule or incoming deadline. Default 30 s. */
   defaultTimeoutMs?: number;
+  /**
+   * A Route's `streamIdleTimeoutMs` for routes without one, and for a sidecar's traffic (which has no
+   * routes): the deadline then bounds each exchange up to its answer's head, and the answer's body is cut
+   * only after this long without a byte either way. Default none: the deadline bounds the whole exchange.
+   */
+  streamIdleTimeoutMs?: number;
   /** undici connections per upstream instance. Default 64. */
   connectionsPerEndpoint?: number;
   /** How long close() waits for requests in flight. Default 10 s. */
@@ -213,6 +219,7 @@ export async function startGateway(o: GatewayOptions): Promise<Gateway> {
     connectionsPerEndpoint: o.connectionsPerEndpoint ?? 64,
     upstreamTls,
     defaultTimeoutMs: o.defaultTimeoutMs ?? 30_000,
+    streamIdleMs: o.streamIdleTimeoutMs ?? 0,
     websocketIdleTimeoutMs: o.websocketIdleTimeoutMs ?? 300_000,
     tracing: o.tracing,
     redis: o.redis,

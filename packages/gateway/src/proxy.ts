@@ -135,6 +135,8 @@ export interface ForwarderOptions {
   /** TLS to instances registered with an https:// address (CA, client certificate, server identity); default node's. */
   upstreamTls?: UpstreamTls | undefined;
   defaultTimeoutMs: number;
+  /** GatewayOptions.streamIdleTimeoutMs, 0 without: for routes without their own and for the sidecar. */
+  streamIdleMs: number;
   /** A proxied WebSocket with no traffic either way for this long is closed; 0: never. */
   websocketIdleTimeoutMs: number;
   tracing: Tracing | undefined;
@@ -418,6 +420,7 @@ export class Forwarder {
     const wheel = this.o.wheel;
     return new Promise<TryOutcome<UpstreamTry>>((resolve) => {
       const h = new UpstreamTry(resolve, wheel);
+      h.idleMs = ex.route !== undefined && ex.route.streamIdleMs > 0 ? ex.route.streamIdleMs : this.o.streamIdleMs;
       const b = ex.body;
       let data: Buffer | BodyReader | null = null;
       if (b !== undefined) data = b.kind === 'whole' ? b.data : (h.body = b.data.open());

@@ -36,6 +36,8 @@ export interface CompiledRoute {
   readonly service: string | undefined;
   readonly staticAnswer: { readonly status: number; readonly body: Buffer; readonly headers: Readonly<Record<string, string>> } | undefined;
   readonly timeoutMs: number | undefined;
+  /** `streamIdleTimeoutMs`, 0 without: the answer's body is then bounded by the deadline. */
+  readonly streamIdleMs: number;
   readonly maxBodyBytes: number;
   readonly cors: CompiledCors | undefined;
   readonly auth: CompiledAuth;
@@ -225,6 +227,7 @@ export function compileRoute(res: Resource<unknown>): { route: CompiledRoute; ra
     service: spec.service,
     staticAnswer: st && { status: st.status, body: Buffer.from(st.body), headers: st.headers },
     timeoutMs: spec.timeoutMs,
+    streamIdleMs: spec.streamIdleTimeoutMs ?? 0,
     maxBodyBytes: spec.maxBodyBytes,
     cors,
     auth: { mode: spec.auth.mode, audiences: spec.auth.audiences, requiredRoles: spec.auth.requiredRoles, trustDomains: spec.auth.trustDomains && new Set(spec.auth.trustDomains) },

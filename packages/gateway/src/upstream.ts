@@ -10,6 +10,8 @@ import { isHttp2Response } from './http2.js';
 
 /** Raised into undici by the wheel when a try runs out of time; recognised by identity. */
 export const TRY_TIMEOUT = Object.freeze(new Error('upstream try timed out'));
+/** A streaming answer on which no byte passed, either way, for the route's streamIdleTimeoutMs. */
+const STREAM_IDLE = Object.freeze(new Error('stream idle: no byte either way within the route\'s streamIdleTimeoutMs'));
 /** The engine chose another try (or the client left): this one's answer is not wanted. */
 const DISCARDED = Object.freeze(new Error('upstream answer discarded'));
 
@@ -41,6 +43,8 @@ export interface Sink {
   grpcStatus: number | undefined;
   /** The call came as gRPC-Web: the answer's head, body and trailers are turned into gRPC-Web on the way out. */
   readonly grpcWeb: GrpcWebAnswer | undefined;
+  /** Why the exchange ended early, for the log (`stream_idle_timeout`). */
+  reason: string | undefined;
 }
 
 /**
@@ -91,6 +95,16 @@ export class UpstreamTry implements Dispatcher.DispatchHandler, Expirable {
   private unpausable = false;
   /** The request body when it streams: let go of once the answer is complete (see onResponseEnd). */
   body: BodyReader | undefined;
+  /**
+   * The route's streamIdleTimeoutMs, 0 without. With it, the deadline ends at the answer's head, and the
+   * body is bounded by silence instead: the wheel's entry is checked every idleMs against the bytes that
+   * passed, so no clock is read per chunk; a stream is cut after idleMs to twice that without a byte.
+   */
+  idleMs = 0;
+  private idling = false;
+  /** Answer bytes received, and what had passed both ways at the last idle check. */
+  private received = 0;
+  private moved = 0;
   private abortReason: Error | undefined;
   private ended = false;
   private failure: Error | undefined;
@@ -118,11 +132,13 @@ export class UpstreamTry implements Dispatcher.DispatchHandler, Expirable {
     this.settled = true;
     const ct = headers['content-type'];
     this.unpausable = typeof ct === 'string' && ct.startsWith('application/grpc');
+    if (this.idleMs > 0) this.idleFromHere();
     const ra = headers['retry-after'];
     this.resolve({ status: statusCode, retryAfter: typeof ra === 'string' ? ra : undefined, response: this, error: undefined, timedOut: false });
   }
 
   onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
+    this.received += chunk.length;
     if (this.discarding) return;
     const sink = this.sink;
     if (sink === undefined) {
@@ -235,6 +251,7 @@ export class UpstreamTry implements Dispatcher.DispatchHandler, Expirable {
   onExpire(): void {
     this.token = -1;
     if (this.done) return;
+    if (this.idling) return this.idleCheck();
     this.expired = true;
     if (this.controller !== undefined) {
       this.abortUpstream(TRY_TIMEOUT);
@@ -246,6 +263,30 @@ export class UpstreamTry implements Dispatcher.DispatchHandler, Expirable {
       this.endSpan(TRY_TIMEOUT);
       this.resolve({ status: 0, retryAfter: undefined, response: undefined, error: TRY_TIMEOUT, timedOut: true });
     }
+  }
+
+  /** The answer's head came on a streaming route: from here on the deadline is replaced by the idle check. */
+  private idleFromHere(): void {
+    this.idling = true;
+    if (this.token >= 0) this.wheel.remove(this.token, this);
+    this.moved = this.passed();
+    this.token = this.wheel.add(this.wheel.clock.now() + this.idleMs, this);
+  }
+
+  /** Bytes that passed either way: the answer's, and the request body's while it streams. */
+  private passed(): number {
+    return this.received + (this.body?.received ?? 0);
+  }
+
+  private idleCheck(): void {
+    const now = this.passed();
+    if (now !== this.moved) {
+      this.moved = now;
+      this.token = this.wheel.add(this.wheel.clock.now() + this.idleMs, this);
+      return;
+    }
+    if (this.sink !== undefined) this.sink.reason = 'stream_idle_timeout';
+    this.abortUpstream(STREAM_IDLE);
   }
 
   /** This is the answer: head, what arrived meanwhile, then the rest as it comes. */

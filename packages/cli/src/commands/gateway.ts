@@ -28,6 +28,7 @@ interface GatewayFlags {
   appProtocol?: string;
   appHealth?: string;
   appHealthInterval?: string;
+  streamIdleTimeout?: string;
   upstreamCa?: string;
   upstreamCert?: string;
   upstreamKey?: string;
@@ -70,6 +71,7 @@ export function registerGateway(program: Command): void {
     .option('--app-health <check>', 'sidecar: probe the app and register its health (critical until a probe passes): an HTTP path such as /healthz, or grpc[:service] for the gRPC health protocol (with --app-protocol h2c)')
     .option('--app-health-interval <ms>', 'sidecar: milliseconds between two probes (default 5000; 3 failures in a row make the app critical)')
     .option('--advertise <address>', 'sidecar: the address other services reach the ingress at, e.g. https://10.0.0.7:8443 (default from --listen)')
+    .option('--stream-idle-timeout <ms>', 'for routes without their own streamIdleTimeoutMs and for sidecar traffic: the deadline bounds an exchange up to its answer\'s head, then a streaming answer (server-sent events, gRPC streams) is cut only after this many milliseconds without a byte either way')
     .option('--trace-sample <ratio>', 'export a span per hop to the control plane for this share of new traces (0..1; errors and slow requests are kept on demand); needs create on Span')
     .action(async (flags: GatewayFlags, cmd: Command) => {
       const globals = cmd.optsWithGlobals<{ url?: string; token?: string }>();
@@ -123,6 +125,8 @@ export function registerGateway(program: Command): void {
       if (flags.h2c === true && flags.sidecar) throw new UsageError('--h2c applies to the edge gateway, not --sidecar');
       const sample = flags.traceSample === undefined ? undefined : Number(flags.traceSample);
       if (sample !== undefined && !(sample >= 0 && sample <= 1)) throw new UsageError('--trace-sample expects a ratio from 0 to 1, e.g. 0.01');
+      const streamIdle = flags.streamIdleTimeout === undefined ? undefined : Number(flags.streamIdleTimeout);
+      if (streamIdle !== undefined && !(Number.isInteger(streamIdle) && streamIdle > 0)) throw new UsageError(`--stream-idle-timeout expects milliseconds, a positive integer, not ${JSON.stringify(flags.streamIdleTimeout)}`);
       const namespace = flags.namespace ?? defaultNamespace();
       // Loaded here so that other commands do not pay for the gateway's modules.
       const { startGateway } = await import('@plinth/gateway');
@@ -157,6 +161,7 @@ export function registerGateway(program: Command): void {
           ...(flags.h2c === true ? { h2c: true } : {}),
           ...(upstreamTls !== undefined ? { upstreamTls } : {}),
           ...(trustProxy !== undefined ? { trustProxy } : {}),
+          ...(streamIdle !== undefined ? { streamIdleTimeoutMs: streamIdle } : {}),
           ...(flags.accessLog ? {} : { accessLog: false as const }),
           ...(tracing !== undefined ? { tracing } : {}),
           logger: { warn: (m, f) => note(`warning: ${m}${f ? ` ${JSON.stringify(f)}` : ''}`), debug: () => {} },

@@ -171,6 +171,12 @@ export const RouteSpec = z
     rewrite: RouteRewrite.optional(),
     /** Budget of the whole exchange, retries included; an incoming plinth-timeout-ms can only shorten it. */
     timeoutMs: z.int().min(1).max(600_000).optional(),
+    /**
+     * For answers that stream (server-sent events, gRPC server or bidirectional streams, long downloads): the
+     * deadline (timeoutMs, or the default) then bounds the exchange up to the answer's headers only, and the
+     * body may go on as long as bytes keep passing, either way; silent this long, the stream is cut.
+     */
+    streamIdleTimeoutMs: z.int().min(1).max(86_400_000).optional(),
     retries: RouteRetries.optional(),
     /** Larger request bodies are refused with 413. */
     maxBodyBytes: z.int().min(0).max(1024 * 1024 * 1024).default(DEFAULT_MAX_BODY_BYTES),
@@ -188,7 +194,7 @@ export const RouteSpec = z
   .superRefine((r, ctx) => {
     if ((r.service === undefined) === (r.static === undefined)) issue(ctx, ['service'], 'expected exactly one of service or static');
     if (r.static !== undefined) {
-      for (const k of ['rewrite', 'timeoutMs', 'retries'] as const) if (r[k] !== undefined) issue(ctx, [k], 'not allowed with static');
+      for (const k of ['rewrite', 'timeoutMs', 'streamIdleTimeoutMs', 'retries'] as const) if (r[k] !== undefined) issue(ctx, [k], 'not allowed with static');
     }
     const p = r.match.path;
     if (r.rewrite?.prefix !== undefined && p.prefix === undefined) issue(ctx, ['rewrite', 'prefix'], 'only allowed when match.path is a prefix');
