@@ -86,6 +86,13 @@ describe('gateway (static sources)', () => {
       route('reset', { ...anon, match: { path: { prefix: '/reset' } }, service: 'reset' }),
       route('hop', { ...anon, match: { path: { prefix: '/hop' } }, service: 'hop' }),
       route('small', { ...anon, match: { path: { prefix: '/small' } }, service: 'echo', maxBodyBytes: 1000 }),
+      route('edited', {
+        ...anon,
+        match: { path: { prefix: '/edited' } },
+        service: 'echo',
+        requestHeaders: { set: { 'X-Tenant': 'acme' }, add: { 'x-tag': 'edge' }, remove: ['x-debug'] },
+        responseHeaders: { set: { 'cache-control': 'no-store' }, add: { 'x-served-by': 'plinth' }, remove: ['x-upstream'] },
+      }),
       route('cors', { ...anon, match: { path: { prefix: '/cors' } }, service: 'echo', cors: { allowOrigins: ['https://shop.example.com'], allowMethods: ['GET', 'PUT'], allowHeaders: ['content-type'], exposeHeaders: ['x-upstream'], allowCredentials: true } }),
     ]);
   });
@@ -202,6 +209,25 @@ describe('gateway (static sources)', () => {
     const s = await call(`${gw.url}/api/upload`, { method: 'PUT', body });
     assert.equal(s.status, 200);
     assert.equal(echo.seen.at(-1)!.body.length, body.length);
+  });
+
+  it("edits the request and the answer by the route's requestHeaders and responseHeaders", async () => {
+    const r = await call(`${gw.url}/edited/x`, { headers: { 'x-tenant': 'evil', 'x-tag': 'client', 'x-debug': 'on', 'x-kept': 'yes' } });
+    assert.equal(r.status, 200);
+    const s = echo.seen.at(-1)!;
+    assert.equal(s.url, '/edited/x');
+    assert.equal(s.headers['x-tenant'], 'acme', 'set replaces what the client sent');
+    assert.equal(s.headers['x-tag'], 'client, edge', "add goes beside the client's value");
+    assert.equal(s.headers['x-debug'], undefined, 'removed');
+    assert.equal(s.headers['x-kept'], 'yes');
+    assert.equal(s.headers['x-forwarded-for'], '127.0.0.1', "the gateway's own headers are still set");
+    assert.equal(r.headers['cache-control'], 'no-store');
+    assert.equal(r.headers['x-served-by'], 'plinth');
+    assert.equal(r.headers['x-upstream'], undefined, "the upstream's header is removed");
+    assert.equal(r.headers['content-type'], 'application/json');
+    const plain = await call(`${gw.url}/api/x`, { headers: { 'x-debug': 'on' } });
+    assert.equal(echo.seen.at(-1)!.headers['x-debug'], 'on', 'other routes are not edited');
+    assert.equal(plain.headers['x-upstream'], 'echo');
   });
 
   it('answers CORS preflights at the edge and adds CORS headers to allowed origins', async () => {

@@ -19,7 +19,7 @@ import { decodeTextBody, grpcRequestHeaders, grpcWebContentType, grpcWebModeOf, 
 import { pushIdentity, pushIncomingIdentity, stripIncoming } from './identity-headers.js';
 import type { GatewayMetrics } from './metrics.js';
 import type { UpstreamTls } from './upstream-tls.js';
-import { normalizePath, type CompiledCors, type CompiledRoute, type LiveRoutes } from './routes.js';
+import { normalizePath, type CompiledCors, type CompiledRoute, type HeaderEdit, type LiveRoutes } from './routes.js';
 import { connectionTokens, UpstreamTry, type Sink } from './upstream.js';
 
 /** `headers` and the budget left, as plinth-timeout-ms and, for a gRPC client's request, grpc-timeout. */
@@ -340,7 +340,7 @@ export class Forwarder {
       ex.clientSpans = true;
       ex.clientParent = ex.span !== undefined ? ex.span.traceContext : parseTraceparent(headerOf(req, Headers.traceparent));
     }
-    ex.wire = this.wireHeaders(req, ex.identity, ctx, direct !== undefined, ex.clientSpans ? undefined : ex.traceparent);
+    ex.wire = this.wireHeaders(req, ex.identity, ctx, direct !== undefined, ex.clientSpans ? undefined : ex.traceparent, ex.route?.requestHeaders);
     if (web !== undefined) {
       ex.wire = grpcRequestHeaders(ex.wire, web);
       ex.grpcWeb = new GrpcWebAnswer(web);
@@ -397,7 +397,7 @@ export class Forwarder {
   }
 
   private head(t: UpstreamTry, ex: Exchange): string[] {
-    const head = t.responseHead(ex.extraHeaders);
+    const head = t.responseHead(ex.extraHeaders, ex.route?.responseHeaders);
     // Draining: the client's next request must go to another gateway, not to this closing one.
     if (this.draining) head.push('connection', 'close');
     return head;
@@ -467,7 +467,7 @@ export class Forwarder {
    * The upstream request's headers, flat: the client's minus hop-by-hop and owned ones, plus forwarding,
    * identity and context. `traceparent` undefined: each try adds its own (it has a client span).
    */
-  wireHeaders(req: IncomingMessage, identity: Identity | undefined, ctx: RequestContext, direct: boolean, traceparent: string | undefined): string[] {
+  wireHeaders(req: IncomingMessage, identity: Identity | undefined, ctx: RequestContext, direct: boolean, traceparent: string | undefined, edit?: HeaderEdit): string[] {
     const h = req.headers;
     const drop = connectionTokens(h.connection);
     const out: string[] = [];
@@ -480,11 +480,14 @@ export class Forwarder {
         continue;
       }
       if (viaKey && (name === 'x-api-key' || name === 'authorization')) continue;
+      if (edit !== undefined && edit.drop.has(name)) continue;
       const v = h[name];
       if (v === undefined) continue;
       if (typeof v === 'string') out.push(name, v);
       else for (const x of v) out.push(name, x);
     }
+    // The route's own: names the gateway sets below are not editable (the Route kind refuses them).
+    if (edit !== undefined) for (let i = 0; i < edit.append.length; i++) out.push(edit.append[i]!);
     const trusted = this.o.trustProxy > 0;
     const encrypted = (req.socket as { encrypted?: boolean }).encrypted === true;
     const proto = encrypted ? 'https' : 'http';

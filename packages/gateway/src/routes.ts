@@ -1,5 +1,5 @@
 import type { IncomingHttpHeaders } from 'node:http';
-import { RouteSpec, templateParams, type AuthMode, type Resource, type StringMatch } from '@plinth/core';
+import { RouteSpec, templateParams, type AuthMode, type RequestHeaderModifier, type Resource, type StringMatch } from '@plinth/core';
 import type { RetryOverride } from '@plinth/sdk/client';
 import type { ResourceFeed } from './feed.js';
 
@@ -14,6 +14,28 @@ export interface CompiledCors {
   readonly exposeHeaders: string;
   readonly credentials: boolean;
   readonly maxAge: string;
+}
+
+/**
+ * A route's header edits, ready for the message's header loop: names to leave out (removed, or replaced by
+ * `set`), and the pairs to append (`set` values, then `add` values), flat, lower-case names.
+ */
+export interface HeaderEdit {
+  readonly drop: ReadonlySet<string>;
+  readonly append: readonly string[];
+}
+
+export function compileHeaderEdit(m: RequestHeaderModifier | undefined): HeaderEdit | undefined {
+  if (m === undefined) return undefined;
+  const drop = new Set<string>();
+  const append: string[] = [];
+  for (const name of m.remove ?? []) drop.add(name.toLowerCase());
+  for (const [name, value] of Object.entries(m.set ?? {})) {
+    drop.add(name.toLowerCase());
+    append.push(name.toLowerCase(), value);
+  }
+  for (const [name, value] of Object.entries(m.add ?? {})) append.push(name.toLowerCase(), value);
+  return drop.size === 0 && append.length === 0 ? undefined : { drop, append: Object.freeze(append) };
 }
 
 export interface CompiledAuth {
@@ -49,6 +71,8 @@ export interface CompiledRoute {
   rewrite(path: string, params: readonly string[]): string;
   /** The route's `retries`, as the engine takes them per call (one object per compiled route). */
   readonly retry: RetryOverride | undefined;
+  readonly requestHeaders: HeaderEdit | undefined;
+  readonly responseHeaders: HeaderEdit | undefined;
 }
 
 export interface RouteMatch {
@@ -235,6 +259,8 @@ export function compileRoute(res: Resource<unknown>): { route: CompiledRoute; ra
     matchRest,
     rewrite,
     retry: spec.retries && Object.freeze({ maxAttempts: spec.retries.attempts, retryOn: Object.freeze([...spec.retries.on]) }),
+    requestHeaders: compileHeaderEdit(spec.requestHeaders),
+    responseHeaders: compileHeaderEdit(spec.responseHeaders),
   };
   return { route, rank: { kind, literal, template, conditions: (methods ? 1 : 0) + headerConds.length, priority: spec.priority } };
 }

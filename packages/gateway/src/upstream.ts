@@ -7,6 +7,7 @@ import type { BodyReader } from './body.js';
 import { grpcCodeOf } from './grpc-status.js';
 import type { GrpcWebAnswer } from './grpc-web.js';
 import { isHttp2Response } from './http2.js';
+import type { HeaderEdit } from './routes.js';
 
 /** Raised into undici by the wheel when a try runs out of time; recognised by identity. */
 export const TRY_TIMEOUT = Object.freeze(new Error('upstream try timed out'));
@@ -384,18 +385,20 @@ export class UpstreamTry implements Dispatcher.DispatchHandler, Expirable {
     this.abortUpstream(DISCARDED);
   }
 
-  /** The flat header list of the answer, hop-by-hop headers removed, `extra` appended. */
-  responseHead(extra: readonly string[]): string[] {
+  /** The flat header list of the answer, hop-by-hop headers removed, the route's `edit` made, `extra` appended. */
+  responseHead(extra: readonly string[], edit: HeaderEdit | undefined): string[] {
     const h = this.headers ?? {};
     const drop = connectionTokens(h.connection);
     const out: string[] = [];
     for (const name in h) {
       if (RESPONSE_HOP.has(name) || (drop !== undefined && drop.includes(name))) continue;
+      if (edit !== undefined && edit.drop.has(name)) continue;
       const v = h[name];
       if (v === undefined) continue;
       if (typeof v === 'string') out.push(name, v);
       else for (const x of v) out.push(name, x);
     }
+    if (edit !== undefined) for (let i = 0; i < edit.append.length; i++) out.push(edit.append[i]!);
     for (let i = 0; i < extra.length; i++) out.push(extra[i]!);
     return out;
   }

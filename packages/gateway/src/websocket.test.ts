@@ -40,7 +40,7 @@ describe('gateway WebSocket proxying', () => {
       ],
     });
     routes.set([
-      route('chat', { ...anon, match: { path: { prefix: '/ws' } }, service: 'chat', rewrite: { prefix: '/socket' } }),
+      route('chat', { ...anon, match: { path: { prefix: '/ws' } }, service: 'chat', rewrite: { prefix: '/socket' }, requestHeaders: { set: { 'x-room-tier': 'gold' }, remove: ['x-debug'] } }),
       route('room', { ...anon, match: { path: { exact: '/room' } }, service: 'chat' }),
       route('nope', { ...anon, match: { path: { exact: '/nope' } }, service: 'nope' }),
       route('private', { match: { path: { exact: '/private' } }, service: 'chat' }),
@@ -55,7 +55,7 @@ describe('gateway WebSocket proxying', () => {
   });
 
   it('carries messages both ways after a handshake routed, rewritten and forwarded like a request', async () => {
-    const ws = await opened(`${wsUrl}/ws/lobby?user=7`);
+    const ws = await opened(`${wsUrl}/ws/lobby?user=7`, { 'x-debug': 'on' });
     assert.equal(await roundTrip(ws, 'hello'), 'base:hello');
     assert.equal(await roundTrip(ws, 'again'), 'base:again');
     const hs = base.handshakes.at(-1)!;
@@ -65,6 +65,8 @@ describe('gateway WebSocket proxying', () => {
     assert.equal(hs.headers['x-forwarded-for'], '127.0.0.1');
     assert.equal(hs.headers.host, base.address, 'Host names the instance, as on every upstream request');
     assert.equal(hs.headers['x-forwarded-host'], wsUrl.slice('ws://'.length));
+    assert.equal(hs.headers['x-room-tier'], 'gold', "the route's requestHeaders edit the handshake");
+    assert.equal(hs.headers['x-debug'], undefined);
     ws.close();
     await closed(ws);
     await sleep(30);

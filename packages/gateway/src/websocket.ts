@@ -12,7 +12,7 @@ import { GatewayCodes, problemBody } from './errors.js';
 import { stripIncoming } from './identity-headers.js';
 import { challenge, edgeAuthenticate, hostOf, type EdgeOptions, type Forwarder } from './proxy.js';
 import type { GatewayMetrics } from './metrics.js';
-import { normalizePath, type LiveRoutes } from './routes.js';
+import { normalizePath, type HeaderEdit, type LiveRoutes } from './routes.js';
 import type { UpstreamTls } from './upstream-tls.js';
 
 /** Upstream answer headers never passed on a refused upgrade: hop-by-hop, and the framing the gateway redoes. */
@@ -39,6 +39,8 @@ export interface WebSocketTarget {
   readonly timeoutMs: number | undefined;
   /** The route's retries of the handshake. */
   readonly retry?: RetryOverride | undefined;
+  /** The route's edits of the handshake request. */
+  readonly requestHeaders?: HeaderEdit | undefined;
 }
 
 /** A refusal before any upstream: status, stable code, detail and extra headers. */
@@ -73,7 +75,7 @@ export function edgeWebSocketResolver(routes: LiveRoutes, edge: EdgeOptions, met
       if (!a.ok) return wsRefusal(a.status, a.code, a.detail, challenge(route, a.status), route.id);
       identity = a.identity;
     }
-    return { service: route.service, path: route.rewrite(path, m.params), query, route: route.id, identity, admit: true, timeoutMs: route.timeoutMs, retry: route.retry };
+    return { service: route.service, path: route.rewrite(path, m.params), query, route: route.id, identity, admit: true, timeoutMs: route.timeoutMs, retry: route.retry, requestHeaders: route.requestHeaders };
   };
 }
 
@@ -173,7 +175,7 @@ export class WebSocketProxy {
     }
 
     const trace = ctx.trace ?? newTraceContext();
-    const wire = f.wireHeaders(req, identity, ctx, t.direct !== undefined, formatTraceparent(trace));
+    const wire = f.wireHeaders(req, identity, ctx, t.direct !== undefined, formatTraceparent(trace), t.requestHeaders);
     wire.push('connection', 'upgrade', 'upgrade', 'websocket');
     const headers = pairsToObject(wire);
     const target = upPath + t.query;

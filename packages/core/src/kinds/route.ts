@@ -1,6 +1,6 @@
 /**
  * Kind Route: how the gateway maps an incoming request (host, path, method, headers) to an upstream service
- * or to a fixed answer, and what it does on the way: rewrite, timeout, retries, body limit, CORS, auth.
+ * or to a fixed answer, and what it does on the way: rewrite, timeouts, retries, header edits, body limit, CORS, auth.
  *
  * Precedence between routes that all match a request, so that adding a route never silently shadows a more
  * specific one: exact host before `*.` wildcard before no `hosts`; then exact paths, then templates and
@@ -132,6 +132,62 @@ export const RouteCors = z.strictObject({
 });
 export type RouteCors = z.infer<typeof RouteCors>;
 
+/** A field value as node:http takes it: visible Latin-1 characters, spaces and tabs; no line breaks. */
+const headerValue = z
+  .string()
+  .max(8192)
+  .regex(/^[\t\x20-\x7e\x80-\xff]*$/, 'expected a header value of visible characters, spaces and tabs (no line breaks or other control characters)');
+
+/**
+ * Names a route may not edit on the request: framing and connection headers, and those the gateway owns (the
+ * forwarding chain, the trace and baggage it continues, the identity it verified, the deadline, the caller),
+ * whose values upstreams trust because only the gateway sets them (every `plinth-` header among them).
+ */
+const REQUEST_OWNED = new Set(['host', 'content-length', 'transfer-encoding', 'connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'upgrade', 'expect', 'traceparent', 'tracestate', 'baggage', 'grpc-timeout', 'forwarded', 'x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'x-forwarded-client-cert']);
+/** On the answer: framing and connection headers, and a gRPC status (it belongs to the call's outcome). */
+const RESPONSE_OWNED = new Set(['content-length', 'transfer-encoding', 'connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'upgrade', 'grpc-status', 'grpc-message', 'grpc-status-details-bin']);
+
+const MAX_EDITS = 64;
+
+/**
+ * Header edits, as the Kubernetes Gateway API's header modifiers: `set` replaces (or adds) a header, `add`
+ * appends a value beside any the message has, `remove` drops it. Names match case-insensitively.
+ */
+function headerModifier(owned: ReadonlySet<string>, ownedPrefix: string | undefined, side: string) {
+  return z
+    .strictObject({
+      set: z.record(headerName, headerValue).optional(),
+      add: z.record(headerName, headerValue).optional(),
+      remove: z.array(headerName).min(1).max(MAX_EDITS).optional(),
+    })
+    .superRefine((m, ctx) => {
+      const seen = new Map<string, string>();
+      for (const part of ['set', 'add', 'remove'] as const) {
+        const v = m[part];
+        if (v === undefined) continue;
+        const names = Array.isArray(v) ? v : Object.keys(v);
+        if (part !== 'remove' && names.length > MAX_EDITS) issue(ctx, [part], `at most ${MAX_EDITS} headers`);
+        for (let i = 0; i < names.length; i++) {
+          const name = names[i]!;
+          const lower = name.toLowerCase();
+          const at = [part, part === 'remove' ? i : name];
+          if (owned.has(lower) || (ownedPrefix !== undefined && lower.startsWith(ownedPrefix))) {
+            issue(ctx, at, `the gateway owns ${lower} on the ${side}; a route cannot edit it`);
+            continue;
+          }
+          const before = seen.get(lower);
+          if (before !== undefined) issue(ctx, at, `${lower} is edited twice (${before} and ${part}); name a header once`);
+          else seen.set(lower, part);
+        }
+      }
+    });
+}
+
+export const RequestHeaderModifier = headerModifier(REQUEST_OWNED, 'plinth-', 'request');
+export type RequestHeaderModifier = z.infer<typeof RequestHeaderModifier>;
+export const ResponseHeaderModifier = headerModifier(RESPONSE_OWNED, undefined, 'answer');
+export type ResponseHeaderModifier = z.infer<typeof ResponseHeaderModifier>;
+
 export const AUTH_MODES = ['jwt', 'apiKey', 'anonymous', 'any', 'mtls'] as const;
 export type AuthMode = (typeof AUTH_MODES)[number];
 
@@ -178,6 +234,10 @@ export const RouteSpec = z
      */
     streamIdleTimeoutMs: z.int().min(1).max(86_400_000).optional(),
     retries: RouteRetries.optional(),
+    /** Edits of the request sent upstream, after the client's own headers are taken. */
+    requestHeaders: RequestHeaderModifier.optional(),
+    /** Edits of the upstream's answer on its way to the client (not of the gateway's own answers). */
+    responseHeaders: ResponseHeaderModifier.optional(),
     /** Larger request bodies are refused with 413. */
     maxBodyBytes: z.int().min(0).max(1024 * 1024 * 1024).default(DEFAULT_MAX_BODY_BYTES),
     cors: RouteCors.optional(),
@@ -194,7 +254,7 @@ export const RouteSpec = z
   .superRefine((r, ctx) => {
     if ((r.service === undefined) === (r.static === undefined)) issue(ctx, ['service'], 'expected exactly one of service or static');
     if (r.static !== undefined) {
-      for (const k of ['rewrite', 'timeoutMs', 'streamIdleTimeoutMs', 'retries'] as const) if (r[k] !== undefined) issue(ctx, [k], 'not allowed with static');
+      for (const k of ['rewrite', 'timeoutMs', 'streamIdleTimeoutMs', 'retries', 'requestHeaders', 'responseHeaders'] as const) if (r[k] !== undefined) issue(ctx, [k], 'not allowed with static');
     }
     const p = r.match.path;
     if (r.rewrite?.prefix !== undefined && p.prefix === undefined) issue(ctx, ['rewrite', 'prefix'], 'only allowed when match.path is a prefix');
