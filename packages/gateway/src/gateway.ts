@@ -28,6 +28,7 @@ import { clientFeed, type ResourceFeed } from './feed.js';
 import { hardenedServer, http1Settings, listenOn, parseHostPort, urlOf, type AnyServer, type ServerLimits } from './listen.js';
 import { closeAllConnections, closeIdleConnections, enableH2c, goAway } from './http2.js';
 import { GatewayMetrics, writeMetrics } from './metrics.js';
+import { MIRROR_MAX_IN_FLIGHT } from './mirror.js';
 import { EdgeProxy, Forwarder } from './proxy.js';
 import { LiveRoutes } from './routes.js';
 import { startSidecar, type RunningSidecar, type SidecarOptions } from './sidecar.js';
@@ -106,6 +107,8 @@ export interface GatewayOptions {
    * only after this long without a byte either way. Default none: the deadline bounds the whole exchange.
    */
   streamIdleTimeoutMs?: number;
+  /** Shadow copies (Route `mirror`) in flight at once; past it copies are skipped and counted. Default 1024. */
+  mirrorMaxInFlight?: number;
   /** undici connections per upstream instance. Default 64. */
   connectionsPerEndpoint?: number;
   /** How long close() waits for requests in flight. Default 10 s. */
@@ -220,6 +223,7 @@ export async function startGateway(o: GatewayOptions): Promise<Gateway> {
     upstreamTls,
     defaultTimeoutMs: o.defaultTimeoutMs ?? 30_000,
     streamIdleMs: o.streamIdleTimeoutMs ?? 0,
+    mirrorMaxInFlight: o.mirrorMaxInFlight ?? MIRROR_MAX_IN_FLIGHT,
     websocketIdleTimeoutMs: o.websocketIdleTimeoutMs ?? 300_000,
     tracing: o.tracing,
     redis: o.redis,

@@ -81,6 +81,23 @@ export class GatewayMetrics {
     (byCode[c] ??= this.grpc.labels(r, c === 17 ? OTHER : String(c))).inc();
   }
 
+  private mirror: Counter<string> | undefined;
+  private readonly mirrorChildren = new Map<string, Map<string, Inc>>();
+
+  /**
+   * `plinth_gateway_mirrored_total{route, outcome}`: shadow copies of a Route's `mirror`, `sent` (the mirror
+   * answered, whatever its status), `failed` (no answer) or `skipped` (too many in flight, or a body that
+   * streams through); registered at the first copy.
+   */
+  mirrored(route: string, outcome: 'sent' | 'failed' | 'skipped'): void {
+    this.mirror ??= new Counter({ name: 'plinth_gateway_mirrored_total', help: "Shadow copies of requests sent to a route's mirror service, per route and outcome.", labelNames: ['route', 'outcome'], registers: [this.registry] });
+    let byOutcome = this.mirrorChildren.get(route);
+    if (byOutcome === undefined) this.mirrorChildren.set(route, (byOutcome = new Map()));
+    let c = byOutcome.get(outcome);
+    if (c === undefined) byOutcome.set(outcome, (c = this.mirror.labels(route, outcome)));
+    c.inc();
+  }
+
   private appHealthy: Gauge | undefined;
 
   /** `plinth_gateway_app_healthy`: 1 while the sidecar's probe of its app passes, 0 otherwise; only with a probe. */

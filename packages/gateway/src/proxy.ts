@@ -1,10 +1,10 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { Headers, PROBLEM_CONTENT_TYPE, type FallbackAction } from '@plinth/core';
 import { type GovernanceSource, type RequestContext } from '@plinth/sdk';
-import { formatTraceparent, newTraceContext, parseTraceparent, serializeBaggage, type TraceContext } from '@plinth/sdk/balancing';
+import { formatTraceparent, newTraceContext, parseTraceparent, serializeBaggage, setStress, type Baggage, type TraceContext } from '@plinth/sdk/balancing';
 import { EndpointPools, isCallError, OutboundEngine, type EngineResult, type OutboundCall, type TryContext, type TryOutcome } from '@plinth/sdk/client';
 import { InboundRuntime, type Admission, type Rejection, type TrustMode } from '@plinth/sdk/middleware';
-import { formatGrpcTimeout, formatTimeout, type TimerWheel } from '@plinth/sdk/resilience';
+import type { TimerWheel } from '@plinth/sdk/resilience';
 import { startClientSpan, startServerSpan, type ServerSpanHandle, type Tracing } from '@plinth/sdk/tracing';
 import type { Redis } from 'ioredis';
 import type { Dispatcher } from 'undici';
@@ -15,18 +15,14 @@ import { authenticateCert, clientCertOf, forwardedCert, XFCC_HEADER } from './cl
 import { EdgeInboundGovernance } from './engine-governance.js';
 import { GatewayCodes, problemBody } from './errors.js';
 import { grpcMessage, grpcStatusOf, isGrpcRequest } from './grpc-status.js';
+import { deadlineHeaders } from './deadline-headers.js';
 import { decodeTextBody, grpcRequestHeaders, grpcWebContentType, grpcWebModeOf, GrpcWebAnswer, type GrpcWebMode } from './grpc-web.js';
 import { pushIdentity, pushIncomingIdentity, stripIncoming } from './identity-headers.js';
 import type { GatewayMetrics } from './metrics.js';
+import { Mirror } from './mirror.js';
 import type { UpstreamTls } from './upstream-tls.js';
 import { normalizePath, type CompiledCors, type CompiledRoute, type HeaderEdit, type LiveRoutes } from './routes.js';
 import { connectionTokens, UpstreamTry, type Sink } from './upstream.js';
-
-/** `headers` and the budget left, as plinth-timeout-ms and, for a gRPC client's request, grpc-timeout. */
-function deadlineHeaders(headers: string[], grpc: boolean, remaining: number): string[] {
-  const left = Math.max(0, remaining);
-  return grpc ? headers.concat(Headers.timeout, formatTimeout(left), Headers.grpcTimeout, formatGrpcTimeout(left)) : headers.concat(Headers.timeout, formatTimeout(left));
-}
 
 function isTrailers(v: string | string[] | undefined): boolean {
   return typeof v === 'string' && v.trim().toLowerCase() === 'trailers';
@@ -137,6 +133,7 @@ export interface ForwarderOptions {
   defaultTimeoutMs: number;
   /** GatewayOptions.streamIdleTimeoutMs, 0 without: for routes without their own and for the sidecar. */
   streamIdleMs: number;
+  mirrorMaxInFlight: number;
   /** A proxied WebSocket with no traffic either way for this long is closed; 0: never. */
   websocketIdleTimeoutMs: number;
   tracing: Tracing | undefined;
@@ -153,6 +150,7 @@ export class Forwarder {
   /** The one engine: every call shares its breakers, balancers, ejections and retry budgets. */
   readonly engine: OutboundEngine;
   readonly pools: EndpointPools;
+  private readonly mirror: Mirror;
   private readonly runtimes = new Map<string, InboundRuntime>();
   private readonly inboundGovernance: GovernanceSource;
   inFlight = 0;
@@ -176,6 +174,7 @@ export class Forwarder {
       onEndpointsChange: (service, prev, next) => pools.endpointsChanged(service, prev, next),
     });
     this.inboundGovernance = o.injectFaults ? o.governance : new EdgeInboundGovernance(o.governance);
+    this.mirror = new Mirror(this.engine, pools, o.wheel, o.metrics, o.mirrorMaxInFlight);
   }
 
   /** Starts the bookkeeping of a request; its end (finish or client gone) is accounted once, in `ended`. */
@@ -349,6 +348,8 @@ export class Forwarder {
     ex.direct = direct;
 
     if (direct !== undefined) return this.forwardDirect(ex, service, ctx, timeoutMs);
+    const mirror = ex.route?.mirror;
+    if (mirror !== undefined && (mirror.share >= 1 || Math.random() < mirror.share)) this.copyTo(mirror.service, ex, body, ctx, timeoutMs, web !== undefined);
 
     const call: OutboundCall = {
       method: ex.method,
@@ -377,6 +378,32 @@ export class Forwarder {
     ex.upstream = r.endpoint.address;
     if (ex.res.destroyed) return;
     r.response.attach(ex, this.head(r.response, ex));
+  }
+
+  /**
+   * A shadow copy of the request to `service` (the route's mirror), with the pressure-test mark in its
+   * baggage, so that the mirror's services keep it out of real figures and data. Only a body read whole can
+   * be sent twice; a streaming one (large, or a gRPC call's) and gRPC-Web calls are skipped.
+   */
+  private copyTo(service: string, ex: Exchange, body: UpstreamBody, ctx: RequestContext, timeoutMs: number | undefined, web: boolean): void {
+    const route = ex.route!;
+    if (body.kind !== 'whole' || web) return this.mirror.skip(route.id);
+    const baggage: Baggage = new Map(ctx.baggage);
+    setStress(baggage, true);
+    const wire = this.wireHeaders(ex.req, ex.identity, { trace: ctx.trace, baggage, deadlineAt: ctx.deadlineAt, caller: ctx.caller }, false, ex.traceparent, route.requestHeaders);
+    this.mirror.copy({
+      route: route.id,
+      service,
+      method: ex.method,
+      path: pathOnly(ex.upPath),
+      upPath: ex.upPath,
+      requestHeaders: ex.req.headers,
+      wire,
+      body: body.data,
+      baggage,
+      timeoutMs: timeoutMs ?? this.o.defaultTimeoutMs,
+      deadlineAt: ctx.deadlineAt,
+    });
   }
 
   /** One try straight to a fixed upstream (no discovery), under the request's deadline. */

@@ -73,6 +73,8 @@ export interface CompiledRoute {
   readonly retry: RetryOverride | undefined;
   readonly requestHeaders: HeaderEdit | undefined;
   readonly responseHeaders: HeaderEdit | undefined;
+  /** Shadow traffic: the service copies go to, and the share of requests copied (0 to 1). */
+  readonly mirror: { readonly service: string; readonly share: number } | undefined;
 }
 
 export interface RouteMatch {
@@ -261,6 +263,7 @@ export function compileRoute(res: Resource<unknown>): { route: CompiledRoute; ra
     retry: spec.retries && Object.freeze({ maxAttempts: spec.retries.attempts, retryOn: Object.freeze([...spec.retries.on]) }),
     requestHeaders: compileHeaderEdit(spec.requestHeaders),
     responseHeaders: compileHeaderEdit(spec.responseHeaders),
+    mirror: spec.mirror && spec.mirror.percent > 0 ? Object.freeze({ service: spec.mirror.service, share: spec.mirror.percent / 100 }) : undefined,
   };
   return { route, rank: { kind, literal, template, conditions: (methods ? 1 : 0) + headerConds.length, priority: spec.priority } };
 }

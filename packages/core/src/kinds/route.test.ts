@@ -16,6 +16,7 @@ const full = {
   streamIdleTimeoutMs: 30000,
   requestHeaders: { set: { 'x-tenant': 'acme' }, add: { 'x-tag': 'edge' }, remove: ['x-debug'] },
   responseHeaders: { set: { 'cache-control': 'no-store' }, remove: ['server'] },
+  mirror: { service: 'orders-next', percent: 25 },
   retries: { attempts: 3, on: [503, '5xx'] },
   maxBodyBytes: 65536,
   grpcWeb: 'passthrough',
@@ -63,7 +64,8 @@ describe('Route', () => {
       [edit(full, (d) => (d.match.path.tempalte = '/x')), ['spec.match.path']],
       [edit(full, (d) => (d.hosts = ['Shop.Example.com'])), ['spec.hosts[0]']],
       [edit(full, (d) => (d.hosts = ['a.*.com'])), ['spec.hosts[0]']],
-      [edit(full, (d) => (d.static = { status: 200 })), ['spec.service', 'spec.rewrite', 'spec.timeoutMs', 'spec.streamIdleTimeoutMs', 'spec.retries', 'spec.requestHeaders', 'spec.responseHeaders']],
+      [edit(full, (d) => (d.static = { status: 200 })), ['spec.service', 'spec.rewrite', 'spec.timeoutMs', 'spec.streamIdleTimeoutMs', 'spec.retries', 'spec.requestHeaders', 'spec.responseHeaders', 'spec.mirror']],
+      [edit(full, (d) => (d.mirror = { service: 'Orders', percent: 101 })), ['spec.mirror.service', 'spec.mirror.percent']],
       [edit(full, (d) => (d.streamIdleTimeoutMs = 0)), ['spec.streamIdleTimeoutMs']],
       // What the gateway owns on the request (forwarding, trace, identity, deadline), whatever the case.
       [edit(full, (d) => (d.requestHeaders = { set: { 'X-Forwarded-For': '10.0.0.1' } })), ['spec.requestHeaders.set["X-Forwarded-For"]']],

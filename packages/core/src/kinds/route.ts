@@ -188,6 +188,18 @@ export type RequestHeaderModifier = z.infer<typeof RequestHeaderModifier>;
 export const ResponseHeaderModifier = headerModifier(RESPONSE_OWNED, undefined, 'answer');
 export type ResponseHeaderModifier = z.infer<typeof ResponseHeaderModifier>;
 
+/**
+ * Shadow traffic: a copy of the route's requests (all, or `percent` of them) sent to another service, whose
+ * answer is dropped. The copy carries the pressure-test mark, so services and figures keep it apart from
+ * real traffic.
+ */
+export const RouteMirror = z.strictObject({
+  service: dnsName,
+  /** Share of requests copied, 0 to 100. */
+  percent: z.number().min(0).max(100).default(100),
+});
+export type RouteMirror = z.infer<typeof RouteMirror>;
+
 export const AUTH_MODES = ['jwt', 'apiKey', 'anonymous', 'any', 'mtls'] as const;
 export type AuthMode = (typeof AUTH_MODES)[number];
 
@@ -234,6 +246,7 @@ export const RouteSpec = z
      */
     streamIdleTimeoutMs: z.int().min(1).max(86_400_000).optional(),
     retries: RouteRetries.optional(),
+    mirror: RouteMirror.optional(),
     /** Edits of the request sent upstream, after the client's own headers are taken. */
     requestHeaders: RequestHeaderModifier.optional(),
     /** Edits of the upstream's answer on its way to the client (not of the gateway's own answers). */
@@ -254,7 +267,7 @@ export const RouteSpec = z
   .superRefine((r, ctx) => {
     if ((r.service === undefined) === (r.static === undefined)) issue(ctx, ['service'], 'expected exactly one of service or static');
     if (r.static !== undefined) {
-      for (const k of ['rewrite', 'timeoutMs', 'streamIdleTimeoutMs', 'retries', 'requestHeaders', 'responseHeaders'] as const) if (r[k] !== undefined) issue(ctx, [k], 'not allowed with static');
+      for (const k of ['rewrite', 'timeoutMs', 'streamIdleTimeoutMs', 'retries', 'requestHeaders', 'responseHeaders', 'mirror'] as const) if (r[k] !== undefined) issue(ctx, [k], 'not allowed with static');
     }
     const p = r.match.path;
     if (r.rewrite?.prefix !== undefined && p.prefix === undefined) issue(ctx, ['rewrite', 'prefix'], 'only allowed when match.path is a prefix');
