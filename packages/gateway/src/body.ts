@@ -205,6 +205,14 @@ export class StreamedBody {
     if (!req.readableEnded && !req.destroyed) req.resume();
   }
 
+  /**
+   * No try will follow (an answer was taken): the copy is let go of, so a long-lived stream does not hold
+   * its first 64 KiB for its whole life.
+   */
+  commit(): void {
+    this.kept = undefined;
+  }
+
   /** The reader wants more. */
   pull(reader: BodyReader): void {
     if (reader === this.reader && this.listening) this.req.resume();
@@ -242,6 +250,11 @@ export class BodyReader extends Readable {
   fail(reason: Error): void {
     this.failure ??= reason;
     this.destroy();
+  }
+
+  /** This try's answer is the call's: see StreamedBody.commit. */
+  commit(): void {
+    this.source.commit();
   }
 
   override _read(): void {

@@ -629,6 +629,27 @@ describe('gRPC to a cleartext HTTP/2 (h2c) upstream, by its instance metadata', 
   it('carries bidirectional calls to a cleartext HTTP/2 instance', async () => {
     assert.deepEqual(await chat(client, ['a', 'b']), ['re:a', 're:b']);
   });
+
+  it('survives bidirectional calls cancelled by their clients at any point, leaving nothing in flight', async () => {
+    const cancelled = Array.from({ length: 24 }, (_, i) =>
+      new Promise<void>((resolve) => {
+        const call = client.makeBidiStreamRequest(CHAT, raw, raw, new grpc.Metadata(), { deadline: Date.now() + 5000 });
+        let answers = 0;
+        const stopAfter = i % 4; // 0 to 3 answers, then cancel mid-stream
+        call.on('data', () => {
+          if (++answers >= stopAfter) call.cancel();
+          else call.write(Buffer.from(`m${answers}`));
+        });
+        call.on('error', () => {});
+        call.on('status', () => resolve());
+        if (stopAfter === 0) setImmediate(() => call.cancel());
+        call.write(Buffer.from('m0'));
+      }),
+    );
+    await Promise.all(cancelled);
+    await until('nothing in flight', async () => /^plinth_gateway_in_flight 0$/m.test((await call(`${gw.adminUrl}/metrics`)).text), 3000);
+    assert.deepEqual(await chat(client, ['after']), ['re:after']);
+  });
 });
 
 describe('gRPC retries through the gateway, the request still streaming', () => {

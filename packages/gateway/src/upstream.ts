@@ -293,6 +293,7 @@ export class UpstreamTry implements Dispatcher.DispatchHandler, Expirable {
   /** This is the answer: head, what arrived meanwhile, then the rest as it comes. */
   attach(sink: Sink, head: readonly string[]): void {
     this.sink = sink;
+    this.body?.commit();
     const res = sink.res;
     // gRPC puts its status in the headers only when there is nothing else to send ("trailers-only", one
     // HEADERS frame that ends the stream). Node's HTTP/2 compatibility layer cannot end a stream with its
