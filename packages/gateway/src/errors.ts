@@ -22,6 +22,8 @@ export const GatewayCodes = {
   badRequest: 'bad_request',
   /** 431: request headers over the limit. */
   headersTooLarge: 'headers_too_large',
+  /** 403: a client address the route's clientIps do not admit. */
+  ipForbidden: 'ip_forbidden',
   /** 403: a CORS preflight from an origin or for a method the route does not allow. */
   corsRejected: 'cors_rejected',
   /** 503: the gateway is shutting down. */
@@ -35,6 +37,7 @@ const TITLES: Record<string, string> = {
   route_not_found: 'No route',
   unauthenticated: 'Unauthenticated',
   forbidden: 'Forbidden',
+  ip_forbidden: 'Client address not allowed',
   auth_unavailable: 'Authentication unavailable',
   body_too_large: 'Request body too large',
   bad_request: 'Bad request',

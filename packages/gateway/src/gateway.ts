@@ -262,7 +262,7 @@ export async function startGateway(o: GatewayOptions): Promise<Gateway> {
       } else {
         edgeServer = hardenedServer(serve, o.server, tlsContext, tlsFailureHandler(metrics, log, clientCerts));
       }
-      const ws = (websockets = new WebSocketProxy(forwarder, edgeWebSocketResolver(routes, edgeOptions, metrics)));
+      const ws = (websockets = new WebSocketProxy(forwarder, edgeWebSocketResolver(routes, edgeOptions, metrics, (req) => forwarder.clientIp(req))));
       metrics.websockets(() => ws.size);
       edgeServer.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
         if (stopping) return void socket.end(SHUTTING_DOWN_RAW);

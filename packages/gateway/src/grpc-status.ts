@@ -29,6 +29,7 @@ export function grpcCodeOf(v: string | string[] | undefined): number | undefined
 const BY_CODE: Record<string, number> = {
   unauthenticated: GrpcStatus.UNAUTHENTICATED,
   forbidden: GrpcStatus.PERMISSION_DENIED,
+  ip_forbidden: GrpcStatus.PERMISSION_DENIED,
   route_not_found: GrpcStatus.UNIMPLEMENTED,
   body_too_large: GrpcStatus.RESOURCE_EXHAUSTED,
   // Quotas and limits: the caller should slow down, not retry at once (UNAVAILABLE invites retries).

@@ -750,6 +750,10 @@ export class EdgeProxy {
     if (m === undefined) return f.problem(ex, 404, GatewayCodes.routeNotFound, `no route for ${ex.method} ${ex.host}${path}`);
     const route = m.route;
     ex.route = route;
+    if (route.clientIps !== undefined && !route.clientIps.admits(ex.ip)) {
+      f.o.metrics.rejected(route.id, GatewayCodes.ipForbidden);
+      return f.problem(ex, 403, GatewayCodes.ipForbidden, `the client address ${ex.ip ?? '(unknown)'} may not use this route`);
+    }
 
     const cors = route.cors;
     if (cors !== undefined && origin !== undefined) {

@@ -1,5 +1,6 @@
 import type { IncomingHttpHeaders } from 'node:http';
-import { RouteSpec, templateParams, type AuthMode, type RequestHeaderModifier, type Resource, type StringMatch } from '@plinth/core';
+import { BlockList, isIP } from 'node:net';
+import { RouteSpec, templateParams, type AuthMode, type RequestHeaderModifier, type Resource, type RouteClientIps, type StringMatch } from '@plinth/core';
 import type { RetryOverride } from '@plinth/sdk/client';
 import type { ResourceFeed } from './feed.js';
 
@@ -38,6 +39,38 @@ export function compileHeaderEdit(m: RequestHeaderModifier | undefined): HeaderE
   return drop.size === 0 && append.length === 0 ? undefined : { drop, append: Object.freeze(append) };
 }
 
+/** A route's clientIps as node's BlockList (subnets of both families; IPv4-mapped IPv6 addresses match IPv4 ones). */
+export class ClientIpRule {
+  private readonly allow: BlockList | undefined;
+  private readonly deny: BlockList | undefined;
+
+  constructor(c: RouteClientIps) {
+    this.allow = c.allow && blockList(c.allow);
+    this.deny = c.deny && blockList(c.deny);
+  }
+
+  /** An address that is not one (a made-up X-Forwarded-For entry) is admitted by no allow list. */
+  admits(ip: string | undefined): boolean {
+    const family = ip === undefined ? 0 : isIP(ip);
+    if (family === 0) return this.allow === undefined;
+    const type = family === 4 ? 'ipv4' : 'ipv6';
+    if (this.deny !== undefined && this.deny.check(ip!, type)) return false;
+    return this.allow === undefined || this.allow.check(ip!, type);
+  }
+}
+
+function blockList(blocks: readonly string[]): BlockList {
+  const list = new BlockList();
+  for (const b of blocks) {
+    const slash = b.indexOf('/');
+    const address = slash < 0 ? b : b.slice(0, slash);
+    const type = isIP(address) === 4 ? 'ipv4' : 'ipv6';
+    if (slash < 0) list.addAddress(address, type);
+    else list.addSubnet(address, Number(b.slice(slash + 1)), type);
+  }
+  return list;
+}
+
 export interface CompiledAuth {
   readonly mode: AuthMode;
   readonly audiences: readonly string[] | undefined;
@@ -73,6 +106,7 @@ export interface CompiledRoute {
   readonly retry: RetryOverride | undefined;
   readonly requestHeaders: HeaderEdit | undefined;
   readonly responseHeaders: HeaderEdit | undefined;
+  readonly clientIps: ClientIpRule | undefined;
   /** Shadow traffic: the service copies go to, and the share of requests copied (0 to 1). */
   readonly mirror: { readonly service: string; readonly share: number } | undefined;
 }
@@ -263,6 +297,7 @@ export function compileRoute(res: Resource<unknown>): { route: CompiledRoute; ra
     retry: spec.retries && Object.freeze({ maxAttempts: spec.retries.attempts, retryOn: Object.freeze([...spec.retries.on]) }),
     requestHeaders: compileHeaderEdit(spec.requestHeaders),
     responseHeaders: compileHeaderEdit(spec.responseHeaders),
+    clientIps: spec.clientIps && new ClientIpRule(spec.clientIps),
     mirror: spec.mirror && spec.mirror.percent > 0 ? Object.freeze({ service: spec.mirror.service, share: spec.mirror.percent / 100 }) : undefined,
   };
   return { route, rank: { kind, literal, template, conditions: (methods ? 1 : 0) + headerConds.length, priority: spec.priority } };

@@ -60,13 +60,17 @@ export type WebSocketResolver = (req: IncomingMessage, path: string, query: stri
 export const wsRefusal = (status: number, code: string, detail: string, headers?: readonly string[], route?: string): WebSocketRefusal => ({ refused: true, status, code, detail, headers, route });
 
 /** The edge: the route table (matched as GET), the route's auth, then admission and the engine. */
-export function edgeWebSocketResolver(routes: LiveRoutes, edge: EdgeOptions, metrics: GatewayMetrics): WebSocketResolver {
+export function edgeWebSocketResolver(routes: LiveRoutes, edge: EdgeOptions, metrics: GatewayMetrics, clientIp: (req: IncomingMessage) => string | undefined): WebSocketResolver {
   return async (req, path, query) => {
     stripIncoming(req.headers, { keepIdentity: false, keepCaller: false });
     const host = hostOf(req);
     const m = routes.table.match(host, 'GET', path, req.headers);
     if (m === undefined) return wsRefusal(404, GatewayCodes.routeNotFound, `no route for GET ${host}${path}`);
     const route = m.route;
+    if (route.clientIps !== undefined) {
+      const ip = clientIp(req);
+      if (!route.clientIps.admits(ip)) return wsRefusal(403, GatewayCodes.ipForbidden, `the client address ${ip ?? '(unknown)'} may not use this route`, undefined, route.id);
+    }
     if (route.service === undefined) return wsRefusal(400, GatewayCodes.badRequest, `route ${route.id} answers by itself and takes no WebSocket`, undefined, route.id);
     let identity: Identity | undefined;
     let a = edgeAuthenticate(req, route, edge, metrics);

@@ -17,6 +17,7 @@ const full = {
   requestHeaders: { set: { 'x-tenant': 'acme' }, add: { 'x-tag': 'edge' }, remove: ['x-debug'] },
   responseHeaders: { set: { 'cache-control': 'no-store' }, remove: ['server'] },
   mirror: { service: 'orders-next', percent: 25 },
+  clientIps: { allow: ['10.0.0.0/8', '2001:db8::/32', '192.168.1.7'], deny: ['10.66.0.0/16'] },
   retries: { attempts: 3, on: [503, '5xx'] },
   maxBodyBytes: 65536,
   grpcWeb: 'passthrough',
@@ -66,6 +67,8 @@ describe('Route', () => {
       [edit(full, (d) => (d.hosts = ['a.*.com'])), ['spec.hosts[0]']],
       [edit(full, (d) => (d.static = { status: 200 })), ['spec.service', 'spec.rewrite', 'spec.timeoutMs', 'spec.streamIdleTimeoutMs', 'spec.retries', 'spec.requestHeaders', 'spec.responseHeaders', 'spec.mirror']],
       [edit(full, (d) => (d.mirror = { service: 'Orders', percent: 101 })), ['spec.mirror.service', 'spec.mirror.percent']],
+      [edit(full, (d) => (d.clientIps = { allow: ['10.0.0.0/33', '10.0.0.0/x', 'localhost', '::1/129'] })), ['spec.clientIps.allow[0]', 'spec.clientIps.allow[1]', 'spec.clientIps.allow[2]', 'spec.clientIps.allow[3]']],
+      [edit(full, (d) => (d.clientIps = {})), ['spec.clientIps']],
       [edit(full, (d) => (d.streamIdleTimeoutMs = 0)), ['spec.streamIdleTimeoutMs']],
       // What the gateway owns on the request (forwarding, trace, identity, deadline), whatever the case.
       [edit(full, (d) => (d.requestHeaders = { set: { 'X-Forwarded-For': '10.0.0.1' } })), ['spec.requestHeaders.set["X-Forwarded-For"]']],

@@ -8,6 +8,7 @@
  * length), then regexes; then routes with more conditions (methods, headers); then higher `priority`; then
  * the name. Paths are matched as received (percent-encoded), after dot segments are resolved.
  */
+import { isIP } from 'node:net';
 import { z } from 'zod';
 import { dnsName } from './common.js';
 import { headerName, HTTP_METHODS, StringMatch, statusMatcher } from './governance.js';
@@ -200,6 +201,35 @@ export const RouteMirror = z.strictObject({
 });
 export type RouteMirror = z.infer<typeof RouteMirror>;
 
+/** `10.0.0.0/8`, `2001:db8::/32`, or one address (a /32 or /128). */
+const cidr = z
+  .string()
+  .max(64)
+  .refine(
+    (s) => {
+      const slash = s.indexOf('/');
+      const address = slash < 0 ? s : s.slice(0, slash);
+      const family = isIP(address);
+      if (family === 0) return false;
+      if (slash < 0) return true;
+      const bits = s.slice(slash + 1);
+      return /^\d{1,3}$/.test(bits) && Number(bits) <= (family === 4 ? 32 : 128);
+    },
+    { message: 'expected an IP address or a CIDR block such as 10.0.0.0/8 or 2001:db8::/32' },
+  );
+
+/**
+ * Which client addresses may use the route (the address the gateway sees, or behind `--trust-proxy` the one
+ * the nearest trusted proxy saw): one in `deny` never, and with `allow`, only one in it.
+ */
+export const RouteClientIps = z
+  .strictObject({
+    allow: z.array(cidr).min(1).max(1024).optional(),
+    deny: z.array(cidr).min(1).max(1024).optional(),
+  })
+  .refine((c) => c.allow !== undefined || c.deny !== undefined, { message: 'expected allow, deny or both' });
+export type RouteClientIps = z.infer<typeof RouteClientIps>;
+
 export const AUTH_MODES = ['jwt', 'apiKey', 'anonymous', 'any', 'mtls'] as const;
 export type AuthMode = (typeof AUTH_MODES)[number];
 
@@ -261,6 +291,7 @@ export const RouteSpec = z
      */
     grpcWeb: z.enum(['translate', 'passthrough']).default('translate'),
     auth: RouteAuth.default({ mode: 'jwt' }),
+    clientIps: RouteClientIps.optional(),
     /** Breaks ties between equally specific routes; higher first. */
     priority: z.int().min(-1000).max(1000).default(0),
   })
