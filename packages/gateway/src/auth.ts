@@ -7,12 +7,16 @@ import type { CompiledAuth } from './routes.js';
 
 /** A verified caller, as the upstream is told (`plinth-identity`). */
 export interface Identity {
-  /** `ServiceAccount:<namespace>/<name>`. */
+  /** `ServiceAccount:<namespace>/<name>`, or `User:<id>` for an end user's token (auth mode oidc). */
   readonly subject: string;
-  readonly via: 'jwt' | 'apiKey' | 'mtls';
+  readonly via: 'jwt' | 'apiKey' | 'mtls' | 'oidc';
   readonly audiences: readonly string[];
   /** Epoch seconds. */
   readonly expiresAt: number;
+  /** An end user's id (oidc): `user.id` in the request's baggage, for lanes by user and per-user limits. */
+  readonly userId?: string | undefined;
+  /** Claims the route sends upstream as headers (oidc), flat name/value pairs. */
+  readonly headers?: readonly string[] | undefined;
 }
 
 export type AuthOutcome =

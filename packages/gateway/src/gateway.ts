@@ -29,6 +29,7 @@ import { hardenedServer, http1Settings, listenOn, parseHostPort, urlOf, type Any
 import { closeAllConnections, closeIdleConnections, enableH2c, goAway } from './http2.js';
 import { GatewayMetrics, writeMetrics } from './metrics.js';
 import { MIRROR_MAX_IN_FLIGHT } from './mirror.js';
+import { OidcVerifier, type OidcOptions } from './oidc.js';
 import { EdgeProxy, Forwarder } from './proxy.js';
 import { LiveRoutes } from './routes.js';
 import { startSidecar, type RunningSidecar, type SidecarOptions } from './sidecar.js';
@@ -107,6 +108,8 @@ export interface GatewayOptions {
    * only after this long without a byte either way. Default none: the deadline bounds the whole exchange.
    */
   streamIdleTimeoutMs?: number;
+  /** How the keys of OpenID providers (routes of auth mode oidc) are fetched and cached. */
+  oidc?: OidcOptions;
   /** Shadow copies (Route `mirror`) in flight at once; past it copies are skipped and counted. Default 1024. */
   mirrorMaxInFlight?: number;
   /** undici connections per upstream instance. Default 64. */
@@ -248,7 +251,7 @@ export async function startGateway(o: GatewayOptions): Promise<Gateway> {
       const serverUrl = o.identity?.serverUrl ?? o.controlPlane?.url;
       const roles = bindings ? new RoleIndex(bindings) : undefined;
       const auth = serverUrl !== undefined ? new Authenticator({ ...o.identity, serverUrl }, roles) : undefined;
-      const edgeOptions = { routes, auth, roles, clientCerts };
+      const edgeOptions = { routes, auth, oidc: new OidcVerifier(o.oidc), roles, clientCerts };
       const edge = new EdgeProxy(forwarder, edgeOptions);
       const listener = edge.listener;
       const serve = (req: IncomingMessage, res: ServerResponse): void => {

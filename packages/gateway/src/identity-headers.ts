@@ -49,6 +49,8 @@ export function pushIdentity(out: string[], identity: Identity | undefined, role
   if (identity === undefined) return;
   out.push(IDENTITY_HEADER, identity.subject, IDENTITY_VIA_HEADER, identity.via);
   if (roles.length > 0) out.push(IDENTITY_ROLES_HEADER, roles.join(','));
+  const claims = identity.headers;
+  if (claims !== undefined) for (let i = 0; i < claims.length; i++) out.push(claims[i]!);
 }
 
 /** Identity headers a trusted hop already set (sidecar mode), passed on as they came. */

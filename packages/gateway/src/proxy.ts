@@ -10,6 +10,7 @@ import type { Redis } from 'ioredis';
 import type { Dispatcher } from 'undici';
 import type { AccessLog } from './access-log.js';
 import type { Authenticator, AuthOutcome, Identity, RoleIndex } from './auth.js';
+import type { OidcVerifier } from './oidc.js';
 import { BodyTooLargeError, planBody, readBody, type BodyPlan, type BodyReader, type UpstreamBody } from './body.js';
 import { authenticateCert, clientCertOf, forwardedCert, XFCC_HEADER } from './client-cert.js';
 import { EdgeInboundGovernance } from './engine-governance.js';
@@ -273,7 +274,8 @@ export class Forwarder {
    */
   async admit(ex: Exchange, service: string, path: string): Promise<RequestContext | undefined> {
     const rt = this.runtimeFor(service);
-    const s = rt.start(ex.method, path, ex.req.headers, ex.ip, ex.identity?.subject);
+    const id = ex.identity;
+    const s = rt.start(ex.method, path, ex.req.headers, ex.ip, id?.subject, id?.userId);
     ex.lane = s.lane;
     ex.stress = s.stress;
     let ctx = s.ctx;
@@ -683,6 +685,8 @@ function errorText(e: unknown): string {
 export interface EdgeOptions {
   routes: LiveRoutes;
   auth: Authenticator | undefined;
+  /** End users' tokens (routes of auth mode oidc). */
+  oidc: OidcVerifier;
   roles: RoleIndex | undefined;
   /** The listener verifies client certificates (`tls.clientCa`), so routes of mode mtls can take them. */
   clientCerts: boolean;
@@ -700,6 +704,7 @@ export function edgeAuthenticate(req: IncomingMessage, route: CompiledRoute, o: 
     if (c.reason !== undefined) metrics.mtlsRefused(c.reason);
     return c.outcome;
   }
+  if (auth.mode === 'oidc') return o.oidc.authenticate(req.headers, auth.oidc!);
   if (o.auth === undefined) return NO_PROVIDER;
   return o.auth.authenticate(req.headers, auth);
 }

@@ -1,6 +1,6 @@
 import type { IncomingHttpHeaders } from 'node:http';
 import { BlockList, isIP } from 'node:net';
-import { RouteSpec, templateParams, type AuthMode, type RequestHeaderModifier, type Resource, type RouteClientIps, type StringMatch } from '@plinth/core';
+import { RouteSpec, templateParams, type AuthMode, type RequestHeaderModifier, type Resource, type RouteClientIps, type RouteOidc, type StringMatch } from '@plinth/core';
 import type { RetryOverride } from '@plinth/sdk/client';
 import type { ResourceFeed } from './feed.js';
 
@@ -26,9 +26,11 @@ export interface HeaderEdit {
   readonly append: readonly string[];
 }
 
-export function compileHeaderEdit(m: RequestHeaderModifier | undefined): HeaderEdit | undefined {
-  if (m === undefined) return undefined;
-  const drop = new Set<string>();
+/** `also`: more names to drop (headers the gateway sets itself on this route, such as an oidc route's claim headers). */
+export function compileHeaderEdit(m: RequestHeaderModifier | undefined, also: readonly string[] = []): HeaderEdit | undefined {
+  if (m === undefined && also.length === 0) return undefined;
+  const drop = new Set<string>(also.map((n) => n.toLowerCase()));
+  if (m === undefined) return { drop, append: Object.freeze([]) };
   const append: string[] = [];
   for (const name of m.remove ?? []) drop.add(name.toLowerCase());
   for (const [name, value] of Object.entries(m.set ?? {})) {
@@ -77,6 +79,8 @@ export interface CompiledAuth {
   readonly requiredRoles: readonly string[] | undefined;
   /** mode mtls: the SPIFFE trust domains accepted; undefined, any. */
   readonly trustDomains: ReadonlySet<string> | undefined;
+  /** mode oidc: the provider and what the route asks of its tokens. */
+  readonly oidc: RouteOidc | undefined;
 }
 
 /**
@@ -290,12 +294,13 @@ export function compileRoute(res: Resource<unknown>): { route: CompiledRoute; ra
     streamIdleMs: spec.streamIdleTimeoutMs ?? 0,
     maxBodyBytes: spec.maxBodyBytes,
     cors,
-    auth: { mode: spec.auth.mode, audiences: spec.auth.audiences, requiredRoles: spec.auth.requiredRoles, trustDomains: spec.auth.trustDomains && new Set(spec.auth.trustDomains) },
+    auth: { mode: spec.auth.mode, audiences: spec.auth.audiences, requiredRoles: spec.auth.requiredRoles, trustDomains: spec.auth.trustDomains && new Set(spec.auth.trustDomains), oidc: spec.auth.oidc },
     matchPath,
     matchRest,
     rewrite,
     retry: spec.retries && Object.freeze({ maxAttempts: spec.retries.attempts, retryOn: Object.freeze([...spec.retries.on]) }),
-    requestHeaders: compileHeaderEdit(spec.requestHeaders),
+    // A client's own headers named like the route's claim headers never pass: only the verified token sets them.
+    requestHeaders: compileHeaderEdit(spec.requestHeaders, Object.values(spec.auth.oidc?.claimHeaders ?? {})),
     responseHeaders: compileHeaderEdit(spec.responseHeaders),
     clientIps: spec.clientIps && new ClientIpRule(spec.clientIps),
     mirror: spec.mirror && spec.mirror.percent > 0 ? Object.freeze({ service: spec.mirror.service, share: spec.mirror.percent / 100 }) : undefined,

@@ -148,7 +148,7 @@ export class WebSocketProxy {
     let stress = false;
     if (t.admit) {
       const rt = f.runtimeFor(service);
-      const s = rt.start('GET', upPath, req.headers, ip, identity?.subject);
+      const s = rt.start('GET', upPath, req.headers, ip, identity?.subject, identity?.userId);
       const pending = s.admission;
       const a: Admission = pending instanceof Promise ? await pending : pending;
       if (!a.ok) {

@@ -69,6 +69,12 @@ describe('Route', () => {
       [edit(full, (d) => (d.mirror = { service: 'Orders', percent: 101 })), ['spec.mirror.service', 'spec.mirror.percent']],
       [edit(full, (d) => (d.clientIps = { allow: ['10.0.0.0/33', '10.0.0.0/x', 'localhost', '::1/129'] })), ['spec.clientIps.allow[0]', 'spec.clientIps.allow[1]', 'spec.clientIps.allow[2]', 'spec.clientIps.allow[3]']],
       [edit(full, (d) => (d.clientIps = {})), ['spec.clientIps']],
+      [edit(full, (d) => (d.auth = { mode: 'oidc' })), ['spec.auth.oidc']],
+      [edit(full, (d) => (d.auth = { mode: 'jwt', oidc: { issuer: 'https://idp', jwksUri: 'https://idp/keys', audiences: ['web'] } })), ['spec.auth.oidc']],
+      [
+        edit(full, (d) => (d.auth = { mode: 'oidc', requiredRoles: ['shopper'], oidc: { issuer: 'https://idp', jwksUri: 'http://idp.example.com/keys', audiences: ['web'], claimHeaders: { email: 'plinth-email', tenant: 'x-tenant' } } })),
+        ['spec.auth.oidc.jwksUri', 'spec.auth.oidc.claimHeaders.email', 'spec.auth.requiredRoles', 'spec.auth.oidc.claimHeaders.tenant'],
+      ],
       [edit(full, (d) => (d.streamIdleTimeoutMs = 0)), ['spec.streamIdleTimeoutMs']],
       // What the gateway owns on the request (forwarding, trace, identity, deadline), whatever the case.
       [edit(full, (d) => (d.requestHeaders = { set: { 'X-Forwarded-For': '10.0.0.1' } })), ['spec.requestHeaders.set["X-Forwarded-For"]']],

@@ -230,7 +230,7 @@ export const RouteClientIps = z
   .refine((c) => c.allow !== undefined || c.deny !== undefined, { message: 'expected allow, deny or both' });
 export type RouteClientIps = z.infer<typeof RouteClientIps>;
 
-export const AUTH_MODES = ['jwt', 'apiKey', 'anonymous', 'any', 'mtls'] as const;
+export const AUTH_MODES = ['jwt', 'apiKey', 'anonymous', 'any', 'mtls', 'oidc'] as const;
 export type AuthMode = (typeof AUTH_MODES)[number];
 
 /** A SPIFFE trust domain: lower-case letters, digits, dots, dashes and underscores (SPIFFE ID spec §2.1). */
@@ -240,12 +240,69 @@ export const trustDomain = z
   .max(255)
   .regex(/^[a-z0-9._-]+$/, 'expected a SPIFFE trust domain such as prod.example.com (lower case, no scheme or path)');
 
+/** Where an OpenID provider publishes its keys: https, or plain http to this machine only (a local IdP in development). */
+const jwksUri = z
+  .string()
+  .max(2048)
+  .refine(
+    (s) => {
+      let u: URL;
+      try {
+        u = new URL(s);
+      } catch {
+        return false;
+      }
+      return u.protocol === 'https:' || (u.protocol === 'http:' && (u.hostname === '127.0.0.1' || u.hostname === 'localhost' || u.hostname === '[::1]'));
+    },
+    { message: 'expected an https:// URL (http:// only to 127.0.0.1, localhost or [::1])' },
+  );
+
+/** A JWT claim name (top-level claims only). */
+const claimName = z
+  .string()
+  .min(1)
+  .max(128)
+  .regex(/^[A-Za-z0-9_.:-]+$/, 'expected a claim name');
+
+/**
+ * End users' tokens from an OpenID Connect provider (Keycloak, Auth0, Cognito, Entra ID, …), verified at the
+ * edge against the provider's keys: signature (asymmetric algorithms only), issuer, audience, expiry.
+ */
+export const RouteOidc = z
+  .strictObject({
+    /** The `iss` the tokens carry, exactly. */
+    issuer: z.string().min(1).max(2048),
+    jwksUri,
+    /** The token's `aud` must name one of these (the client id or API identifier registered at the provider). */
+    audiences: z.array(z.string().min(1).max(256)).min(1).max(32),
+    /** The claim that names the user: the identity `User:<value>`, and `user.id` in the request's baggage. */
+    userClaim: claimName.default('sub'),
+    /** Scopes the token must all carry (`scope`, space-separated, or `scp`, a list). */
+    requiredScopes: z.array(z.string().min(1).max(256).regex(/^\S+$/, 'expected a scope without spaces')).min(1).max(32).optional(),
+    /** Claims sent upstream as headers (claim → header name); a client's own headers of those names never pass. */
+    claimHeaders: z.record(claimName, headerName).optional(),
+  })
+  .superRefine((o, ctx) => {
+    const names = Object.values(o.claimHeaders ?? {});
+    if (names.length > 16) issue(ctx, ['claimHeaders'], 'at most 16 claims');
+    const seen = new Set<string>();
+    for (const [claim, name] of Object.entries(o.claimHeaders ?? {})) {
+      const lower = name.toLowerCase();
+      if (REQUEST_OWNED.has(lower) || lower.startsWith('plinth-') || lower === 'authorization' || lower === 'cookie') issue(ctx, ['claimHeaders', claim], `the gateway owns ${lower}; name another header`);
+      else if (seen.has(lower)) issue(ctx, ['claimHeaders', claim], `${lower} is named for two claims`);
+      seen.add(lower);
+    }
+  });
+export type RouteOidc = z.infer<typeof RouteOidc>;
+
 export const RouteAuth = z.strictObject({
   /**
    * jwt: a bearer JWT signed by the server. apiKey: a plinth_… credential. any: either. mtls: a client
-   * certificate verified at the TLS handshake, naming a SPIFFE ID. anonymous: no check.
+   * certificate verified at the TLS handshake, naming a SPIFFE ID. oidc: an end user's bearer token from an
+   * OpenID Connect provider (`oidc`). anonymous: no check.
    */
   mode: z.enum(AUTH_MODES).default('jwt'),
+  oidc: RouteOidc.optional(),
   /** The token's `aud` must be one of these; default the server's own audience, "plinth". */
   audiences: z.array(z.string().min(1).max(256)).min(1).max(32).optional(),
   /** mtls only: the SPIFFE trust domains whose IDs this route accepts. Absent: any the client CA bundle vouches for. */
@@ -316,6 +373,16 @@ export const RouteSpec = z
     // A certificate carries no audience; a token no trust domain.
     if (r.auth.mode === 'mtls' && r.auth.audiences !== undefined) issue(ctx, ['auth', 'audiences'], 'not allowed when mode is mtls (a certificate has no audience)');
     if (r.auth.mode !== 'mtls' && r.auth.trustDomains !== undefined) issue(ctx, ['auth', 'trustDomains'], 'only allowed when mode is mtls');
+    if (r.auth.mode === 'oidc') {
+      if (r.auth.oidc === undefined) issue(ctx, ['auth', 'oidc'], 'expected the provider (issuer, jwksUri, audiences) when mode is oidc');
+      if (r.auth.audiences !== undefined) issue(ctx, ['auth', 'audiences'], 'not allowed when mode is oidc (set oidc.audiences)');
+      // RoleBindings name ServiceAccounts; an end user's rights travel in the token's scopes.
+      if (r.auth.requiredRoles !== undefined) issue(ctx, ['auth', 'requiredRoles'], 'not allowed when mode is oidc (use oidc.requiredScopes)');
+      const edited = new Set([...Object.keys(r.requestHeaders?.set ?? {}), ...Object.keys(r.requestHeaders?.add ?? {})].map((n) => n.toLowerCase()));
+      for (const [claim, name] of Object.entries(r.auth.oidc?.claimHeaders ?? {})) {
+        if (edited.has(name.toLowerCase())) issue(ctx, ['auth', 'oidc', 'claimHeaders', claim], `${name.toLowerCase()} is set by requestHeaders too; name it once`);
+      }
+    } else if (r.auth.oidc !== undefined) issue(ctx, ['auth', 'oidc'], 'only allowed when mode is oidc');
     if (r.cors?.allowCredentials === true && r.cors.allowOrigins.includes('*')) {
       issue(ctx, ['cors', 'allowCredentials'], 'browsers refuse credentials with allowOrigins "*"; list the origins');
     }

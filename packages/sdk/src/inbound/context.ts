@@ -1,7 +1,7 @@
 import type { IncomingHttpHeaders } from 'node:http';
 import type { Span } from '@opentelemetry/api';
 import { Headers } from '@plinth/core';
-import { getLane, getUserId, isInternalBaggageKey, parseBaggage, setLane, stripInternal, type Baggage } from '../balancing/baggage.js';
+import { getLane, getUserId, isInternalBaggageKey, parseBaggage, setLane, setUserId, stripInternal, type Baggage } from '../balancing/baggage.js';
 import { childContext, newTraceContext, parseTraceparent, type TraceContext } from '../balancing/traceparent.js';
 import type { RequestContext } from '../context.js';
 import { PlinthSpan } from '../tracing/span.js';
@@ -140,11 +140,13 @@ export function continueTrace(parent: TraceContext | undefined): TraceContext {
  * buildContext without the request object, for the inbound runtime (which has read `traceparent` already:
  * a traced request parses it once, for the span and the context both).
  */
-export function inboundContext(method: string, path: string, h: IncomingHttpHeaders, identity: string | undefined, opts: ContextOptions, traceparent: string | undefined): InboundContext {
+export function inboundContext(method: string, path: string, h: IncomingHttpHeaders, identity: string | undefined, opts: ContextOptions, traceparent: string | undefined, userId?: string): InboundContext {
   const traffic = opts.traffic ?? CompiledTraffic.empty;
   const caller = callerOf(h);
   let baggage = parseBaggage(h[Headers.baggage]);
   baggage = trustedBaggage(baggage, opts.trust ?? 'mesh', caller, identity, traffic);
+  // The verified user outranks whatever the sender's baggage said.
+  if (userId !== undefined) setUserId(baggage, userId);
   if (traffic.hasEntryRules && getLane(baggage) === undefined) {
     const lane = traffic.enter({ method, path, headers: h, userId: getUserId(baggage) }, opts.random);
     if (lane !== undefined) setLane(baggage, lane);

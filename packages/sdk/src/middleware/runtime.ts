@@ -92,12 +92,15 @@ export class InboundRuntime {
     this.pipeline = new InboundPipeline(o);
   }
 
-  /** Builds the context and asks the pipeline. `url` may carry a query string; it is cut off here. */
-  start(method: string, url: string, headers: IncomingHttpHeaders, ip: string | undefined, identity: string | undefined): Call {
+  /**
+   * Builds the context and asks the pipeline. `url` may carry a query string; it is cut off here. `userId`:
+   * the end user an edge verified (their token), set as `user.id` in the baggage before lanes are entered.
+   */
+  start(method: string, url: string, headers: IncomingHttpHeaders, ip: string | undefined, identity: string | undefined, userId?: string): Call {
     const startedAt = this.clock.now();
     const path = pathOf(url);
     const traceparent = headerValue(headers, Headers.traceparent);
-    const ctx = inboundContext(method, path, headers, identity, this.ctxOptions(), traceparent);
+    const ctx = inboundContext(method, path, headers, identity, this.ctxOptions(), traceparent, userId);
     const lane = getLane(ctx.baggage);
     const stress = isStress(ctx.baggage);
     let span: Span | undefined;

@@ -1,0 +1,146 @@
+import type { IncomingHttpHeaders } from 'node:http';
+import type { RouteOidc } from '@plinth/core';
+import { createRemoteJWKSet, errors as joseErrors, jwtVerify, type JWTPayload, type JWTVerifyGetKey } from 'jose';
+import type { AuthOutcome, Identity } from './auth.js';
+import { GatewayCodes } from './errors.js';
+
+/** Asymmetric algorithms only: a shared-secret (HS*) or unsigned token cannot be told from a forged one here. */
+const ALGORITHMS = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA'];
+/** Clock skew allowed between the provider and this gateway. */
+const TOLERANCE_SEC = 30;
+const MAX_CACHED = 10_000;
+/** What may go into a header value (node:http refuses the rest) and stay readable in a log. */
+const HEADER_SAFE = /^[\x20-\x7e]{1,4096}$/;
+const SUBJECT_SAFE = /^[\x21-\x7e]{1,256}$/;
+
+export interface OidcOptions {
+  /** Least time between two key fetches for unknown key ids. Default 30 s. */
+  jwksCooldownMs?: number;
+  /** How long fetched keys are used before they are fetched again. Default 10 min. */
+  jwksMaxAgeMs?: number;
+  /** Epoch ms; tests move it. */
+  now?: () => number;
+}
+
+function refuse(detail: string, status: 401 | 403 | 503 = 401, code: string = GatewayCodes.unauthenticated): AuthOutcome {
+  return { ok: false, status, code, detail };
+}
+
+function describe(err: unknown): AuthOutcome {
+  if (err instanceof joseErrors.JWTExpired) return refuse('token expired');
+  if (err instanceof joseErrors.JWTClaimValidationFailed) {
+    if (err.claim === 'iss') return refuse('token was issued by another issuer');
+    if (err.claim === 'aud') return refuse('token is not meant for this route (audience)');
+    return refuse(`token claim ${err.claim} is missing or not valid`);
+  }
+  if (err instanceof joseErrors.JWSSignatureVerificationFailed) return refuse('token signature is not valid');
+  if (err instanceof joseErrors.JWKSNoMatchingKey) return refuse('token was signed by a key the provider does not publish');
+  if (err instanceof joseErrors.JOSEAlgNotAllowed) return refuse('token algorithm is not accepted (asymmetric signatures only)');
+  if (err instanceof joseErrors.JWKSTimeout || err instanceof joseErrors.JWKSInvalid || !(err instanceof joseErrors.JOSEError)) {
+    return refuse("the identity provider's signing keys cannot be fetched right now", 503, GatewayCodes.authUnavailable);
+  }
+  return refuse('malformed token');
+}
+
+/** One provider's keys (one JWKS URI and issuer), shared by every route that names them. */
+class Provider {
+  readonly keys: JWTVerifyGetKey;
+  /** Verified tokens: the payload, until it expires. Routes check their own audience and scopes on it. */
+  readonly verified = new Map<string, JWTPayload>();
+
+  constructor(
+    readonly issuer: string,
+    jwksUri: string,
+    o: OidcOptions,
+  ) {
+    this.keys = createRemoteJWKSet(new URL(jwksUri), { cooldownDuration: o.jwksCooldownMs ?? 30_000, cacheMaxAge: o.jwksMaxAgeMs ?? 600_000, timeoutDuration: 5000 });
+  }
+}
+
+/**
+ * End users' bearer tokens for routes of auth mode `oidc`. The provider's keys are fetched by jose and cached
+ * (an unknown `kid` refetches, at most once per cooldown, so a rotation is followed and a flood of made-up
+ * kids is not forwarded to the provider); a verified token is cached until it expires, so the steady state
+ * is a map lookup plus the route's own audience and scope checks.
+ */
+export class OidcVerifier {
+  private readonly providers = new Map<string, Provider>();
+  private readonly now: () => number;
+
+  constructor(private readonly o: OidcOptions = {}) {
+    this.now = o.now ?? Date.now;
+  }
+
+  authenticate(headers: IncomingHttpHeaders, route: RouteOidc): AuthOutcome | Promise<AuthOutcome> {
+    const authorization = headers.authorization;
+    const sp = authorization === undefined ? -1 : authorization.indexOf(' ');
+    if (authorization === undefined || sp < 0 || !/^bearer$/i.test(authorization.slice(0, sp))) return refuse('a bearer token from the identity provider is required');
+    const token = authorization.slice(sp + 1).trim();
+    if (token === '') return refuse('a bearer token from the identity provider is required');
+    const p = this.provider(route);
+    const hit = p.verified.get(token);
+    if (hit !== undefined) {
+      if (Number(hit.exp) + TOLERANCE_SEC > this.now() / 1000) return admit(hit, route);
+      p.verified.delete(token);
+    }
+    return this.verify(p, token, route);
+  }
+
+  private provider(route: RouteOidc): Provider {
+    const key = `${route.issuer}\n${route.jwksUri}`;
+    let p = this.providers.get(key);
+    if (p === undefined) this.providers.set(key, (p = new Provider(route.issuer, route.jwksUri, this.o)));
+    return p;
+  }
+
+  private async verify(p: Provider, token: string, route: RouteOidc): Promise<AuthOutcome> {
+    let payload: JWTPayload;
+    try {
+      ({ payload } = await jwtVerify(token, p.keys, { issuer: p.issuer, algorithms: ALGORITHMS, clockTolerance: TOLERANCE_SEC, currentDate: new Date(this.now()), requiredClaims: ['exp'] }));
+    } catch (err) {
+      return describe(err);
+    }
+    if (p.verified.size >= MAX_CACHED) p.verified.clear();
+    p.verified.set(token, payload);
+    return admit(payload, route);
+  }
+}
+
+/** The route's audience, scopes and user claim on a verified payload, and the identity it makes. */
+function admit(payload: JWTPayload, route: RouteOidc): AuthOutcome {
+  const aud = payload.aud;
+  const audiences = aud === undefined ? [] : typeof aud === 'string' ? [aud] : aud;
+  if (!audiences.some((a) => route.audiences.includes(a))) return refuse(`token audience is not ${route.audiences.join(' or ')}`);
+  if (route.requiredScopes !== undefined) {
+    const held = scopesOf(payload);
+    for (const s of route.requiredScopes) if (!held.includes(s)) return refuse(`token lacks the scope ${s}`, 403, GatewayCodes.forbidden);
+  }
+  const user = claimText(payload[route.userClaim]);
+  if (user === undefined || !SUBJECT_SAFE.test(user)) return refuse(`token claim ${route.userClaim} does not name a user`);
+  let headers: string[] | undefined;
+  const wanted = route.claimHeaders;
+  if (wanted !== undefined) {
+    for (const claim in wanted) {
+      const v = claimText(payload[claim]);
+      if (v !== undefined && HEADER_SAFE.test(v)) (headers ??= []).push(wanted[claim]!.toLowerCase(), v);
+    }
+  }
+  const identity: Identity = { subject: `User:${user}`, via: 'oidc', audiences, expiresAt: Number(payload.exp), userId: user, headers };
+  return { ok: true, identity };
+}
+
+function scopesOf(payload: JWTPayload): readonly string[] {
+  const scope = payload.scope;
+  if (typeof scope === 'string') return scope.split(' ').filter((s) => s !== '');
+  const scp = payload.scp;
+  if (Array.isArray(scp)) return scp.filter((s): s is string => typeof s === 'string');
+  if (typeof scp === 'string') return scp.split(' ').filter((s) => s !== '');
+  return [];
+}
+
+/** A claim as header text: strings as they are, numbers and booleans written out; objects and lists not at all. */
+function claimText(v: unknown): string | undefined {
+  if (typeof v === 'string') return v;
+  if (typeof v === 'number' || typeof v === 'boolean') return String(v);
+  return undefined;
+}
