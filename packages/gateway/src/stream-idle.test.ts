@@ -4,7 +4,7 @@
  * either way.
  */
 import assert from 'node:assert/strict';
-import { createServer, request as httpRequest, type Server, type ServerResponse } from 'node:http';
+import { createServer, request as httpRequest, type ClientRequest, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { startGateway, type Gateway } from './gateway.js';
@@ -23,11 +23,15 @@ interface Streamed {
   ms: number;
 }
 
-/** A GET read to its end or its cut, over node:http (which reports a cut answer as `aborted`). */
-function get(url: string): Promise<Streamed> {
+/**
+ * A request whose answer is read to its end or its cut, over node:http (which reports a cut answer as
+ * `aborted`); `send` writes the request body and ends it.
+ */
+function exchange(url: string, method: string, send: (req: ClientRequest) => void): Promise<Streamed> {
   const started = Date.now();
   return new Promise((resolve, reject) => {
-    const req = httpRequest(url, { agent: false }, (res) => {
+    const headers = method === 'GET' ? {} : { 'transfer-encoding': 'chunked' };
+    const req = httpRequest(url, { method, agent: false, headers }, (res) => {
       let body = '';
       let aborted = false;
       res.setEncoding('utf8');
@@ -37,27 +41,18 @@ function get(url: string): Promise<Streamed> {
       res.on('close', () => resolve({ status: res.statusCode ?? 0, body, complete: !aborted && res.complete, ms: Date.now() - started }));
     });
     req.on('error', reject);
-    req.end();
+    send(req);
   });
 }
+
+const get = (url: string): Promise<Streamed> => exchange(url, 'GET', (req) => req.end());
 
 /**
  * A chunked upload of `first` bytes at once (past what the gateway reads before its first try, so the
  * rest streams), then `parts` of 1 KiB every EVERY_MS; the answer tells how many bytes arrived.
  */
 function trickleUpload(url: string, first: number, parts: number): Promise<Streamed> {
-  const started = Date.now();
-  return new Promise((resolve, reject) => {
-    const req = httpRequest(url, { method: 'POST', agent: false, headers: { 'transfer-encoding': 'chunked' } }, (res) => {
-      let body = '';
-      let aborted = false;
-      res.setEncoding('utf8');
-      res.on('data', (c: string) => (body += c));
-      res.on('aborted', () => (aborted = true));
-      res.on('error', () => (aborted = true));
-      res.on('close', () => resolve({ status: res.statusCode ?? 0, body, complete: !aborted && res.complete, ms: Date.now() - started }));
-    });
-    req.on('error', reject);
+  return exchange(url, 'POST', (req) => {
     req.write(Buffer.alloc(first, 'a'));
     let sent = 0;
     const timer = setInterval(() => {
