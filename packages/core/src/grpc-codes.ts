@@ -6,6 +6,17 @@
 export const GRPC_RESOURCE_EXHAUSTED = 8;
 export const GRPC_UNAVAILABLE = 14;
 
+/** A code's HTTP equivalent, as Envoy maps them (grpc/doc/http-grpc-status-mapping.md read backwards). */
+const HTTP_OF_GRPC = [200, 499, 500, 400, 504, 404, 409, 403, 429, 400, 409, 400, 501, 500, 503, 500, 401];
+
+/**
+ * The HTTP status a gRPC outcome stands for: what breakers, outlier ejection and retry rules, which speak
+ * HTTP statuses, judge a gRPC answer by (HTTP 200 whatever its code). Unknown codes are 500.
+ */
+export function httpStatusOfGrpc(code: number): number {
+  return HTTP_OF_GRPC[code] ?? 500;
+}
+
 /**
  * The codes that are the server's own failure, as OpenTelemetry's RPC conventions list them for server
  * spans: UNKNOWN, DEADLINE_EXCEEDED, UNIMPLEMENTED, INTERNAL, UNAVAILABLE, DATA_LOSS. The others (NOT_FOUND,

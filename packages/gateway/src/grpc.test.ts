@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
 import { Agent, request } from 'undici';
-import { PROTOCOL_METADATA } from '@plinth/core';
+import { FaultToleranceSpec, PROTOCOL_METADATA } from '@plinth/core';
 import { createTracing } from '@plinth/sdk/tracing';
 import type { AppHealthOptions } from './app-health.js';
 import { startGateway, type Gateway, type GatewayOptions } from './gateway.js';
@@ -101,9 +101,14 @@ function flakyJoin(tries: FlakyTry[]): Http2Server {
   const calls = new Set<string>();
   server.on('stream', (stream, headers) => {
     const id = String(headers['x-call']);
-    const first = !calls.has(id);
+    const first = !calls.has(id) || headers['x-always-fail'] === '1';
     calls.add(id);
     const after = Number(headers['x-answer-after']);
+    // `x-fail-as: grpc`: the failure is a trailers-only UNAVAILABLE (HTTP 200), as an overloaded gRPC server answers.
+    const fail = (): void =>
+      headers['x-fail-as'] === 'grpc'
+        ? stream.respond({ ':status': 200, 'content-type': 'application/grpc', 'grpc-status': '14', 'grpc-message': 'overloaded' }, { endStream: true })
+        : stream.respond({ ':status': 503 }, { endStream: true });
     const chunks: Buffer[] = [];
     let bytes = 0;
     let answered = false;
@@ -114,13 +119,13 @@ function flakyJoin(tries: FlakyTry[]): Http2Server {
       if (first && !answered && bytes >= after) {
         answered = true;
         tries.push({ call: id, bytes });
-        stream.respond({ ':status': 503 }, { endStream: true });
+        fail();
       }
     });
     stream.on('end', () => {
       if (answered) return;
       tries.push({ call: id, bytes });
-      if (first) return stream.respond({ ':status': 503 }, { endStream: true });
+      if (first) return fail();
       const body = Buffer.concat(chunks);
       const parts: string[] = [];
       for (let at = 0; at + 5 <= body.length; ) {
@@ -141,9 +146,9 @@ function flakyJoin(tries: FlakyTry[]): Http2Server {
 }
 
 /** A client-streaming Join: `first` at once, the rest after `laterMs`, so they are still coming when a first try fails. */
-function joinInParts(client: grpc.Client, md: grpc.Metadata, first: string, rest: readonly string[], laterMs: number): Promise<string> {
+function joinInParts(client: grpc.Client, md: grpc.Metadata, first: string, rest: readonly string[], laterMs: number, path = JOIN): Promise<string> {
   return new Promise<string>((resolve, reject) => {
-    const call = client.makeClientStreamRequest(JOIN, raw, raw, md, { deadline: Date.now() + 5000 }, (e, v) => (e ? reject(e) : resolve(v!.toString())));
+    const call = client.makeClientStreamRequest(path, raw, raw, md, { deadline: Date.now() + 5000 }, (e, v) => (e ? reject(e) : resolve(v!.toString())));
     call.write(Buffer.from(first));
     setTimeout(() => {
       for (const part of rest) call.write(Buffer.from(part));
@@ -657,11 +662,12 @@ describe('gRPC retries through the gateway, the request still streaming', () => 
   let gw: Gateway;
   let client: grpc.Client;
   const tries: FlakyTry[] = [];
-  const metadata = (id: string, answerAfter: number, idempotent: boolean): grpc.Metadata => {
+  const metadata = (id: string, answerAfter: number, idempotent: boolean, extra: Record<string, string> = {}): grpc.Metadata => {
     const md = new grpc.Metadata();
     md.set('x-call', id);
     md.set('x-answer-after', String(answerAfter));
     if (idempotent) md.set('idempotency-key', `key-${id}`);
+    for (const [k, v] of Object.entries(extra)) md.set(k, v);
     return md;
   };
   const triesOf = (id: string): number[] => tries.filter((t) => t.call === id).map((t) => t.bytes);
@@ -678,8 +684,12 @@ describe('gRPC retries through the gateway, the request still streaming', () => 
     const closedPort = (closed.address() as AddressInfo).port;
     await new Promise<void>((r) => closed.close(() => r()));
     const h2c = { metadata: { [PROTOCOL_METADATA]: 'h2c' } };
-    started.governance.set({ instances: [instance('join-1', 'join', `127.0.0.1:${port}`, h2c), instance('gone-1', 'gone', `127.0.0.1:${closedPort}`, h2c)] });
+    started.governance.set({
+      instances: [instance('join-1', 'join', `127.0.0.1:${port}`, h2c), instance('gone-1', 'gone', `127.0.0.1:${closedPort}`, h2c), instance('sick-1', 'sick', `127.0.0.1:${port}`, h2c)],
+      faultTolerance: [resource('FaultTolerance', 'sick', FaultToleranceSpec.parse({ rules: [{ name: 'breaker', targets: [{ service: 'sick' }], strategies: [{ type: 'circuitBreaker', strategy: 'consecutiveFailures', threshold: 2, recoveryTimeoutMs: 60_000 }] }] }))],
+    });
     started.routes.set([
+      route('sick', { auth: { mode: 'anonymous' }, match: { path: { prefix: '/plinth.test.Sick/' } }, service: 'sick' }),
       route('join', { auth: { mode: 'anonymous' }, match: { path: { prefix: '/plinth.test.Echo/' } }, service: 'join', retries: { attempts: 3, on: [503] } }),
       route('gone', { auth: { mode: 'anonymous' }, match: { path: { prefix: '/plinth.test.Gone/' } }, service: 'gone', retries: { attempts: 3 } }),
     ]);
@@ -709,6 +719,24 @@ describe('gRPC retries through the gateway, the request still streaming', () => 
     // A small body is kept, so the same call with a key is retried, and the retry is answered.
     assert.equal(await joinInParts(client, metadata('small', 5, true), 'p', ['q'], 50), 'p+q');
     assert.equal(triesOf('small').length, 2);
+  });
+
+  it('judges a trailers-only gRPC error by its HTTP equivalent: UNAVAILABLE is retried as a 503, and opens the breaker', async () => {
+    assert.equal(await joinInParts(client, metadata('grpc-fail', 1, true, { 'x-fail-as': 'grpc' }), 'a', ['b'], 50), 'a+b', 'retried after UNAVAILABLE');
+    assert.equal(triesOf('grpc-fail').length, 2);
+    // Every call to `sick` fails with UNAVAILABLE (HTTP 200): two in a row open its breaker, and the third is
+    // answered by the gateway without reaching it.
+    const sickCall = (n: number) =>
+      joinInParts(client, metadata(`sick-${n}`, 1, false, { 'x-fail-as': 'grpc', 'x-always-fail': '1' }), 'x', [], 10, '/plinth.test.Sick/Join').then(
+        () => 'ok',
+        (e: grpc.ServiceError) => `${e.code} ${e.details}`,
+      );
+    const reached = (): number => tries.filter((t) => t.call.startsWith('sick-')).length;
+    for (const n of [1, 2]) assert.equal(await sickCall(n), `${grpc.status.UNAVAILABLE} overloaded`);
+    assert.equal(reached(), 2);
+    const third = await sickCall(3);
+    assert.match(third, new RegExp(`^${grpc.status.UNAVAILABLE} .*circuit`), 'the gateway answers for the open breaker');
+    assert.equal(reached(), 2, 'the third call never reached the upstream');
   });
 
   it('retries a streaming call an instance refused, to the end of its tries, and goes on serving', async () => {

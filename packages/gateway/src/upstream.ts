@@ -4,6 +4,7 @@ import type { Expirable, TimerWheel } from '@plinth/sdk/resilience';
 import type { ClientSpanHandle } from '@plinth/sdk/tracing';
 import type { Dispatcher } from 'undici';
 import type { BodyReader } from './body.js';
+import { httpStatusOfGrpc } from '@plinth/core';
 import { grpcCodeOf } from './grpc-status.js';
 import type { GrpcWebAnswer } from './grpc-web.js';
 import { isHttp2Response } from './http2.js';
@@ -135,7 +136,12 @@ export class UpstreamTry implements Dispatcher.DispatchHandler, Expirable {
     this.unpausable = typeof ct === 'string' && ct.startsWith('application/grpc');
     if (this.idleMs > 0) this.idleFromHere();
     const ra = headers['retry-after'];
-    this.resolve({ status: statusCode, retryAfter: typeof ra === 'string' ? ra : undefined, response: this, error: undefined, timedOut: false });
+    // A trailers-only gRPC error is known at the head: the engine judges it by its HTTP equivalent, so that
+    // breakers, outlier ejection and retry rules see an UNAVAILABLE as the 503 it is (the client still gets
+    // the answer as it came).
+    const gs = headers['grpc-status'];
+    const judged = gs !== undefined && statusCode === 200 && this.unpausable ? httpStatusOfGrpc(grpcCodeOf(gs) ?? 2) : statusCode;
+    this.resolve({ status: judged, retryAfter: typeof ra === 'string' ? ra : undefined, response: this, error: undefined, timedOut: false });
   }
 
   onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
