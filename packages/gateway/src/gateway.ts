@@ -31,6 +31,7 @@ import { GatewayMetrics, writeMetrics } from './metrics.js';
 import { MIRROR_MAX_IN_FLIGHT } from './mirror.js';
 import { OidcVerifier, type OidcOptions } from './oidc.js';
 import { EdgeProxy, Forwarder } from './proxy.js';
+import { matchAnswer, routesAnswer } from './admin-routes.js';
 import { LiveRoutes } from './routes.js';
 import { startSidecar, type RunningSidecar, type SidecarOptions } from './sidecar.js';
 import { loadTls, watchTls, type TlsOptions, type TlsWatcher } from './tls.js';
@@ -307,7 +308,9 @@ export async function startGateway(o: GatewayOptions): Promise<Gateway> {
   );
   if (o.adminListen !== undefined) {
     adminServer = hardenedServer((req, res) => {
-      const path = (req.url ?? '/').split('?')[0];
+      const url = req.url ?? '/';
+      const q = url.indexOf('?');
+      const path = q < 0 ? url : url.slice(0, q);
       if (path === '/metrics') {
         writeMetrics(metrics.registry, res).catch(() => res.destroy());
         return;
@@ -317,7 +320,14 @@ export async function startGateway(o: GatewayOptions): Promise<Gateway> {
         const reason = stopping ? 'draining' : !snapshotCurrent ? 'no_snapshot' : running !== undefined && !running.service.ready ? 'registering' : undefined;
         return reason === undefined ? json(res, 200, '{"ready":true}') : json(res, 503, `{"ready":false,"reason":"${reason}"}`);
       }
-      json(res, 404, problemBody(GatewayCodes.routeNotFound, 404, 'admin paths: /metrics, /healthz, /readyz'));
+      // The edge's route table; a sidecar routes by service name and has none.
+      if (!sidecar && (path === '/routes' || path === '/routes/match')) {
+        const a = path === '/routes' ? routesAnswer(routes) : matchAnswer(routes, new URLSearchParams(q < 0 ? '' : url.slice(q + 1)));
+        res.writeHead(a.status, { 'content-type': a.contentType, 'content-length': Buffer.byteLength(a.body), 'cache-control': 'no-store' });
+        res.end(a.body);
+        return;
+      }
+      json(res, 404, problemBody(GatewayCodes.routeNotFound, 404, `admin paths: /metrics, /healthz, /readyz${sidecar ? '' : ', /routes, /routes/match'}`));
     });
     const { host, port } = parseHostPort(o.adminListen);
     try {

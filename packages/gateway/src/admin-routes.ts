@@ -1,0 +1,51 @@
+import type { IncomingHttpHeaders } from 'node:http';
+import { HTTP_METHODS, PROBLEM_CONTENT_TYPE } from '@plinth/core';
+import { GatewayCodes, problemBody } from './errors.js';
+import { normalizePath, type LiveRoutes } from './routes.js';
+
+/** An admin answer: status and JSON body. */
+export interface AdminAnswer {
+  readonly status: number;
+  readonly contentType: string;
+  readonly body: string;
+}
+
+const JSON_TYPE = 'application/json';
+
+const METHODS: ReadonlySet<string> = new Set(HTTP_METHODS);
+
+/**
+ * `GET /routes`: the Routes the gateway serves, as it compiled them (precedence is the table's, see the
+ * Route kind), and those it could not compile with why. What an operator checks first when a request does
+ * not go where they meant it to.
+ */
+export function routesAnswer(routes: LiveRoutes): AdminAnswer {
+  const table = routes.table;
+  const list = table.routes.map((r) => ({ id: r.id, service: r.service ?? null, static: r.staticAnswer !== undefined, auth: r.auth.mode, spec: r.spec }));
+  return { status: 200, contentType: JSON_TYPE, body: JSON.stringify({ routes: list, errors: table.errors }) };
+}
+
+/**
+ * `GET /routes/match?method=GET&host=shop.example.com&path=/orders/7&header.x-lane=gray`: which route a
+ * request of that method, host, path and headers takes, and what it sends upstream, without sending it.
+ */
+export function matchAnswer(routes: LiveRoutes, query: URLSearchParams): AdminAnswer {
+  const method = (query.get('method') ?? 'GET').toUpperCase();
+  if (!METHODS.has(method)) return bad(`method must be one of ${HTTP_METHODS.join(', ')}`);
+  const rawPath = query.get('path');
+  if (rawPath === null || !rawPath.startsWith('/')) return bad('path must be given and start with /');
+  const q = rawPath.indexOf('?');
+  const path = normalizePath(q < 0 ? rawPath : rawPath.slice(0, q));
+  const host = (query.get('host') ?? '').toLowerCase().replace(/:\d+$/, '');
+  const headers: IncomingHttpHeaders = {};
+  for (const [k, v] of query) if (k.startsWith('header.') && k.length > 7) headers[k.slice(7).toLowerCase()] = v;
+  const m = routes.table.match(host, method, path, headers);
+  if (m === undefined) return { status: 404, contentType: JSON_TYPE, body: JSON.stringify({ match: null, detail: `no route for ${method} ${host}${path}` }) };
+  const r = m.route;
+  const upstreamPath = r.service === undefined ? null : r.rewrite(path, m.params) + (q < 0 ? '' : rawPath.slice(q));
+  return { status: 200, contentType: JSON_TYPE, body: JSON.stringify({ match: { route: r.id, service: r.service ?? null, static: r.staticAnswer !== undefined, auth: r.auth.mode, upstreamPath, params: m.params } }) };
+}
+
+function bad(detail: string): AdminAnswer {
+  return { status: 400, contentType: PROBLEM_CONTENT_TYPE, body: problemBody(GatewayCodes.badRequest, 400, detail) };
+}
