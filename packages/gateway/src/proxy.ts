@@ -468,7 +468,7 @@ export class Forwarder {
         const tp = span.traceparent ?? ex.traceparent;
         if (t.deadlineAt !== undefined) {
           h.token = wheel.add(t.deadlineAt, h);
-          headers = deadlineHeaders(headers.concat(Headers.traceparent, tp), ex.grpcTimeout, t.deadlineAt - wheel.clock.now());
+          headers = deadlineHeaders(headers, ex.grpcTimeout, t.deadlineAt - wheel.clock.now(), tp);
         } else headers = headers.concat(Headers.traceparent, tp);
       } else if (t.deadlineAt !== undefined) {
         h.token = wheel.add(t.deadlineAt, h);

@@ -338,7 +338,7 @@ const MAX_NAMED_METHODS = 16;
 const serverNames = new Map<string, Map<string, string>>();
 
 /**
- * `{method} {route}`, the same string each time for a route: no concatenation per request, and the
+ * `{method} {route}` (or a client span's `{method} {callee}`), the same string each time for a route: no concatenation per request, and the
  * exporter's caches then find the name by a hash V8 has already computed. Bounded (methods come from
  * clients); past the bound the name is built afresh.
  */
@@ -397,5 +397,5 @@ export function startClientSpan(t: Tracing, o: ClientSpanOptions): ClientSpanHan
   if (o.address !== undefined) attrs.push('server.address', o.address);
   if (o.lane !== undefined) attrs.push('plinth.lane', o.lane);
   if (o.stress) attrs.push('plinth.stress', 'true');
-  return new ClientSpanHandle(start(t, `${o.method} ${o.callee}`, SpanKind.CLIENT, o.parent, false, attrs), o.parent);
+  return new ClientSpanHandle(start(t, serverSpanName(o.method, o.callee), SpanKind.CLIENT, o.parent, false, attrs), o.parent);
 }
