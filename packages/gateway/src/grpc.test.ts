@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { mkdtemp, rm } from 'node:fs/promises';
-import { createServer as createHttp2Server, connect as http2Connect, type Http2Server } from 'node:http2';
+import { constants as http2Constants, createServer as createHttp2Server, connect as http2Connect, type Http2Server } from 'node:http2';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -105,10 +105,13 @@ function flakyJoin(tries: FlakyTry[]): Http2Server {
     calls.add(id);
     const after = Number(headers['x-answer-after']);
     // `x-fail-as: grpc`: the failure is a trailers-only UNAVAILABLE (HTTP 200), as an overloaded gRPC server answers.
-    const fail = (): void =>
-      headers['x-fail-as'] === 'grpc'
-        ? stream.respond({ ':status': 200, 'content-type': 'application/grpc', 'grpc-status': '14', 'grpc-message': 'overloaded' }, { endStream: true })
-        : stream.respond({ ':status': 503 }, { endStream: true });
+    // `reset`: the stream is reset mid-upload (RST_STREAM INTERNAL_ERROR), as a crashing server's would be.
+    const fail = (): void => {
+      const as = headers['x-fail-as'];
+      if (as === 'grpc') stream.respond({ ':status': 200, 'content-type': 'application/grpc', 'grpc-status': '14', 'grpc-message': 'overloaded' }, { endStream: true });
+      else if (as === 'reset') stream.close(http2Constants.NGHTTP2_INTERNAL_ERROR);
+      else stream.respond({ ':status': 503 }, { endStream: true });
+    };
     const chunks: Buffer[] = [];
     let bytes = 0;
     let answered = false;
@@ -737,6 +740,15 @@ describe('gRPC retries through the gateway, the request still streaming', () => 
     const third = await sickCall(3);
     assert.match(third, new RegExp(`^${grpc.status.UNAVAILABLE} .*circuit`), 'the gateway answers for the open breaker');
     assert.equal(reached(), 2, 'the third call never reached the upstream');
+  });
+
+  it('retries a call whose upstream stream was reset while the client was still sending, replaying the body', async () => {
+    assert.equal(await joinInParts(client, metadata('reset', 1, true, { 'x-fail-as': 'reset' }), 'a', ['b', 'c'], 100), 'a+b+c');
+    assert.deepEqual(triesOf('reset'), [6, 18], 'reset after the first message; the retry got them all');
+    // The reset try's body was let go of cleanly: the gateway serves on at once.
+    const started = Date.now();
+    assert.equal(await joinInParts(client, metadata('after-reset', 1, true), 'x', ['y'], 10), 'x+y');
+    assert.ok(Date.now() - started < 2000);
   });
 
   it('retries a streaming call an instance refused, to the end of its tries, and goes on serving', async () => {
