@@ -20,6 +20,8 @@ describe('auth mode oidc: end users’ tokens from an OpenID provider', () => {
   let jwks: { keys: JWK[] } = { keys: [] };
   let jwksUrl = '';
   let jwksFetches = 0;
+  let localIssuer = '';
+  let liarIssuer = '';
   let rsa: Key;
   let ec: Key;
   let gw: Gateway;
@@ -45,8 +47,15 @@ describe('auth mode oidc: end users’ tokens from an OpenID provider', () => {
     // Kept for the rotation: published only when the provider rotates.
     const next: JWK = { ...(await exportJWK(b.publicKey)), kid: 'ec-2', alg: 'ES256', use: 'sig' };
     idp = createServer((req, res) => {
+      // Discovery documents: a provider's own, and one naming another issuer than the one it is fetched for.
+      if (req.url === '/realms/local/.well-known/openid-configuration' || req.url === '/liar/.well-known/openid-configuration') {
+        const issuer = req.url.startsWith('/liar') ? 'https://someone-else.example.com' : localIssuer;
+        res.writeHead(200, { 'content-type': 'application/json' });
+        return void res.end(JSON.stringify({ issuer, jwks_uri: jwksUrl }));
+      }
       if (req.url === '/rotate') {
-        jwks = { keys: [next] };
+        // Both published during the overlap, as providers rotate: old tokens stay good until they expire.
+        jwks = { keys: [...jwks.keys, next] };
         return void res.end('rotated');
       }
       jwksFetches++;
@@ -54,7 +63,10 @@ describe('auth mode oidc: end users’ tokens from an OpenID provider', () => {
       res.end(JSON.stringify(jwks));
     });
     await new Promise<void>((r) => idp.listen(0, '127.0.0.1', r));
-    jwksUrl = `http://127.0.0.1:${(idp.address() as AddressInfo).port}/protocol/openid-connect/certs`;
+    const origin = `http://127.0.0.1:${(idp.address() as AddressInfo).port}`;
+    jwksUrl = `${origin}/protocol/openid-connect/certs`;
+    localIssuer = `${origin}/realms/local`;
+    liarIssuer = `${origin}/liar`;
 
     base = await upstream('base');
     gray = await upstream('gray');
@@ -72,6 +84,9 @@ describe('auth mode oidc: end users’ tokens from an OpenID provider', () => {
     started.routes.set([
       route('shop', { match: { path: { prefix: '/' } }, service: 'shop', auth: { mode: 'oidc', oidc } }),
       route('orders', { match: { path: { prefix: '/orders' } }, service: 'shop', auth: { mode: 'oidc', oidc: { ...oidc, requiredScopes: ['orders:write'] } } }),
+      // No jwksUri: the keys are found through the issuer's discovery document.
+      route('discovered', { match: { path: { prefix: '/discovered' } }, service: 'shop', auth: { mode: 'oidc', oidc: { issuer: localIssuer, audiences: ['shop-web'] } } }),
+      route('liar', { match: { path: { prefix: '/liar' } }, service: 'shop', auth: { mode: 'oidc', oidc: { issuer: liarIssuer, audiences: ['shop-web'] } } }),
     ]);
   });
 
@@ -159,6 +174,15 @@ describe('auth mode oidc: end users’ tokens from an OpenID provider', () => {
     const fetched = jwksFetches;
     assert.equal((await call(`${gw.url}/cart`, bearer(t))).status, 200);
     assert.equal(jwksFetches, fetched);
+  });
+
+  it("finds the provider's keys through its discovery document when the route names no jwksUri", async () => {
+    assert.equal((await call(`${gw.url}/discovered/1`, bearer(await token({ sub: 'dora' }, { issuer: localIssuer })))).status, 200);
+    const other = await call(`${gw.url}/discovered/1`, bearer(await token({ sub: 'dora' })));
+    assert.equal(other.status, 401, 'a token of another issuer is still refused');
+    const liar = await call(`${gw.url}/liar/1`, bearer(await token({ sub: 'dora' }, { issuer: liarIssuer })));
+    assert.equal(liar.status, 503);
+    assert.match(String(liar.json().detail), /names another issuer/);
   });
 
   it('answers 503 auth_unavailable while the provider’s keys cannot be fetched', async () => {

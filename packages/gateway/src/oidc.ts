@@ -1,5 +1,5 @@
 import type { IncomingHttpHeaders } from 'node:http';
-import type { RouteOidc } from '@plinth/core';
+import { isProviderUrl, type RouteOidc } from '@plinth/core';
 import { createRemoteJWKSet, errors as joseErrors, jwtVerify, type JWTPayload, type JWTVerifyGetKey } from 'jose';
 import type { AuthOutcome, Identity } from './auth.js';
 import { GatewayCodes } from './errors.js';
@@ -36,24 +36,75 @@ function describe(err: unknown): AuthOutcome {
   if (err instanceof joseErrors.JWSSignatureVerificationFailed) return refuse('token signature is not valid');
   if (err instanceof joseErrors.JWKSNoMatchingKey) return refuse('token was signed by a key the provider does not publish');
   if (err instanceof joseErrors.JOSEAlgNotAllowed) return refuse('token algorithm is not accepted (asymmetric signatures only)');
+  if (err instanceof DiscoveryFailed) return refuse(`the identity provider's keys cannot be located: ${err.message}`, 503, GatewayCodes.authUnavailable);
   if (err instanceof joseErrors.JWKSTimeout || err instanceof joseErrors.JWKSInvalid || !(err instanceof joseErrors.JOSEError)) {
     return refuse("the identity provider's signing keys cannot be fetched right now", 503, GatewayCodes.authUnavailable);
   }
   return refuse('malformed token');
 }
 
-/** One provider's keys (one JWKS URI and issuer), shared by every route that names them. */
+/** The provider's keys could not be located (its discovery document); answered 503, as keys that cannot be fetched. */
+class DiscoveryFailed extends Error {}
+
+/** How long a failed discovery is not tried again: a provider that is down is not asked on every request. */
+const DISCOVERY_RETRY_MS = 5000;
+
+/**
+ * One provider's keys (one issuer and JWKS URI), shared by every route that names them. Without a JWKS URI
+ * it is read from the issuer's discovery document (OpenID Connect Discovery 1.0) on the first token.
+ */
 class Provider {
-  readonly keys: JWTVerifyGetKey;
   /** Verified tokens: the payload, until it expires. Routes check their own audience and scopes on it. */
   readonly verified = new Map<string, JWTPayload>();
+  private remote: JWTVerifyGetKey | undefined;
+  private discovering: Promise<JWTVerifyGetKey> | undefined;
+  private failedAt = Number.NEGATIVE_INFINITY;
+  private failure: Error | undefined;
 
   constructor(
     readonly issuer: string,
-    jwksUri: string,
-    o: OidcOptions,
+    jwksUri: string | undefined,
+    private readonly o: OidcOptions,
+    private readonly now: () => number,
   ) {
-    this.keys = createRemoteJWKSet(new URL(jwksUri), { cooldownDuration: o.jwksCooldownMs ?? 30_000, cacheMaxAge: o.jwksMaxAgeMs ?? 600_000, timeoutDuration: 5000 });
+    if (jwksUri !== undefined) this.remote = this.remoteSet(jwksUri);
+  }
+
+  /** What jose calls for the key of a token. */
+  readonly keys: JWTVerifyGetKey = (header, token) => {
+    const remote = this.remote;
+    if (remote !== undefined) return remote(header, token);
+    return this.discover().then((k) => k(header, token));
+  };
+
+  private remoteSet(uri: string): JWTVerifyGetKey {
+    return createRemoteJWKSet(new URL(uri), { cooldownDuration: this.o.jwksCooldownMs ?? 30_000, cacheMaxAge: this.o.jwksMaxAgeMs ?? 600_000, timeoutDuration: 5000 });
+  }
+
+  private discover(): Promise<JWTVerifyGetKey> {
+    if (this.failure !== undefined && this.now() - this.failedAt < DISCOVERY_RETRY_MS) return Promise.reject(this.failure);
+    return (this.discovering ??= this.fetchDiscovery().then(
+      (uri) => (this.remote = this.remoteSet(uri)),
+      (e: unknown) => {
+        this.discovering = undefined;
+        this.failedAt = this.now();
+        throw (this.failure = e instanceof DiscoveryFailed ? e : new DiscoveryFailed(`the provider's discovery document cannot be read: ${(e as Error).message}`));
+      },
+    ));
+  }
+
+  private async fetchDiscovery(): Promise<string> {
+    const url = `${this.issuer.replace(/\/+$/, '')}/.well-known/openid-configuration`;
+    const res = await fetch(url, { signal: AbortSignal.timeout(5000), redirect: 'error' });
+    if (res.status !== 200) {
+      await res.body?.cancel();
+      throw new DiscoveryFailed(`${url} answered ${res.status}`);
+    }
+    const doc = (await res.json()) as { issuer?: unknown; jwks_uri?: unknown };
+    // OpenID Connect Discovery §4.3: the document must name the issuer it was fetched for.
+    if (doc.issuer !== this.issuer) throw new DiscoveryFailed(`${url} names another issuer (${String(doc.issuer)})`);
+    if (typeof doc.jwks_uri !== 'string' || !isProviderUrl(doc.jwks_uri)) throw new DiscoveryFailed(`${url} gives no usable jwks_uri (https, or http to this machine only)`);
+    return doc.jwks_uri;
   }
 }
 
@@ -87,9 +138,9 @@ export class OidcVerifier {
   }
 
   private provider(route: RouteOidc): Provider {
-    const key = `${route.issuer}\n${route.jwksUri}`;
+    const key = `${route.issuer}\n${route.jwksUri ?? ''}`;
     let p = this.providers.get(key);
-    if (p === undefined) this.providers.set(key, (p = new Provider(route.issuer, route.jwksUri, this.o)));
+    if (p === undefined) this.providers.set(key, (p = new Provider(route.issuer, route.jwksUri, this.o, this.now)));
     return p;
   }
 

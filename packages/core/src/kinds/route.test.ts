@@ -70,6 +70,7 @@ describe('Route', () => {
       [edit(full, (d) => (d.clientIps = { allow: ['10.0.0.0/33', '10.0.0.0/x', 'localhost', '::1/129'] })), ['spec.clientIps.allow[0]', 'spec.clientIps.allow[1]', 'spec.clientIps.allow[2]', 'spec.clientIps.allow[3]']],
       [edit(full, (d) => (d.clientIps = {})), ['spec.clientIps']],
       [edit(full, (d) => (d.auth = { mode: 'oidc' })), ['spec.auth.oidc']],
+      [edit(full, (d) => (d.auth = { mode: 'oidc', oidc: { issuer: 'shop-idp', audiences: ['web'] } })), ['spec.auth.oidc.issuer']],
       [edit(full, (d) => (d.auth = { mode: 'jwt', oidc: { issuer: 'https://idp', jwksUri: 'https://idp/keys', audiences: ['web'] } })), ['spec.auth.oidc']],
       [
         edit(full, (d) => (d.auth = { mode: 'oidc', requiredRoles: ['shopper'], oidc: { issuer: 'https://idp', jwksUri: 'http://idp.example.com/keys', audiences: ['web'], claimHeaders: { email: 'plinth-email', tenant: 'x-tenant' } } })),

@@ -240,22 +240,20 @@ export const trustDomain = z
   .max(255)
   .regex(/^[a-z0-9._-]+$/, 'expected a SPIFFE trust domain such as prod.example.com (lower case, no scheme or path)');
 
-/** Where an OpenID provider publishes its keys: https, or plain http to this machine only (a local IdP in development). */
-const jwksUri = z
-  .string()
-  .max(2048)
-  .refine(
-    (s) => {
-      let u: URL;
-      try {
-        u = new URL(s);
-      } catch {
-        return false;
-      }
-      return u.protocol === 'https:' || (u.protocol === 'http:' && (u.hostname === '127.0.0.1' || u.hostname === 'localhost' || u.hostname === '[::1]'));
-    },
-    { message: 'expected an https:// URL (http:// only to 127.0.0.1, localhost or [::1])' },
-  );
+/** An address the gateway may fetch an OpenID provider's documents from: https, or plain http to this machine only (a local IdP in development). */
+export function isProviderUrl(s: string): boolean {
+  let u: URL;
+  try {
+    u = new URL(s);
+  } catch {
+    return false;
+  }
+  return u.protocol === 'https:' || (u.protocol === 'http:' && (u.hostname === '127.0.0.1' || u.hostname === 'localhost' || u.hostname === '[::1]'));
+}
+
+const PROVIDER_URL = 'expected an https:// URL (http:// only to 127.0.0.1, localhost or [::1])';
+
+const jwksUri = z.string().max(2048).refine(isProviderUrl, { message: PROVIDER_URL });
 
 /** A JWT claim name (top-level claims only). */
 const claimName = z
@@ -272,7 +270,8 @@ export const RouteOidc = z
   .strictObject({
     /** The `iss` the tokens carry, exactly. */
     issuer: z.string().min(1).max(2048),
-    jwksUri,
+    /** Absent: taken from the issuer's discovery document (`<issuer>/.well-known/openid-configuration`). */
+    jwksUri: jwksUri.optional(),
     /** The token's `aud` must name one of these (the client id or API identifier registered at the provider). */
     audiences: z.array(z.string().min(1).max(256)).min(1).max(32),
     /** The claim that names the user: the identity `User:<value>`, and `user.id` in the request's baggage. */
@@ -283,6 +282,7 @@ export const RouteOidc = z
     claimHeaders: z.record(claimName, headerName).optional(),
   })
   .superRefine((o, ctx) => {
+    if (o.jwksUri === undefined && !isProviderUrl(o.issuer)) issue(ctx, ['issuer'], `without jwksUri the issuer is where its keys are discovered: ${PROVIDER_URL}`);
     const names = Object.values(o.claimHeaders ?? {});
     if (names.length > 16) issue(ctx, ['claimHeaders'], 'at most 16 claims');
     const seen = new Set<string>();
