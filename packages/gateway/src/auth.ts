@@ -45,27 +45,45 @@ export interface AuthOptions {
 
 const API_KEY_HEADER = 'x-api-key';
 const CREDENTIAL_PREFIX = 'plinth_';
-const MAX_CACHED = 10_000;
-/** Clock skew allowed between the server that signed and this gateway. */
-const TOLERANCE_SEC = 30;
+/** Verified tokens kept per cache (server-signed here, each OpenID provider's in oidc.ts). */
+export const MAX_CACHED_TOKENS = 10_000;
+/** Clock skew allowed between whoever signed a token and this gateway. */
+export const TOKEN_TOLERANCE_SEC = 30;
 
 const NO_IDENTITY: AuthOutcome = { ok: true, identity: undefined };
 
-function refuse(detail: string, status: 401 | 403 | 503 = 401, code: string = GatewayCodes.unauthenticated): AuthOutcome {
+export function refuse(detail: string, status: 401 | 403 | 503 = 401, code: string = GatewayCodes.unauthenticated): AuthOutcome {
   return { ok: false, status, code, detail };
 }
 
-function describe(err: unknown): AuthOutcome {
+/** What a token verifier says in the refusals that differ by who signs its tokens. */
+export interface TokenWording {
+  readonly unknownKey: string;
+  readonly algorithms: string;
+  readonly keysUnavailable: string;
+}
+
+/**
+ * A failed jose verification as the gateway's answer: 401 for the token's own faults, 503 when the keys to
+ * check it against cannot be had (a timeout, a broken key set, anything that is not jose's).
+ */
+export function tokenRefusal(err: unknown, w: TokenWording): AuthOutcome {
   if (err instanceof joseErrors.JWTExpired) return refuse('token expired');
   if (err instanceof joseErrors.JWTClaimValidationFailed) return refuse(err.claim === 'iss' ? 'token was issued by another issuer' : `token claim ${err.claim} is missing or not valid`);
   if (err instanceof joseErrors.JWSSignatureVerificationFailed) return refuse('token signature is not valid');
-  if (err instanceof joseErrors.JWKSNoMatchingKey) return refuse('token was signed by an unknown key');
-  if (err instanceof joseErrors.JOSEAlgNotAllowed) return refuse('token algorithm is not accepted (ES256 only)');
-  if (err instanceof joseErrors.JWKSTimeout || !(err instanceof joseErrors.JOSEError)) {
-    return refuse('the signing keys cannot be fetched from the control plane right now', 503, GatewayCodes.authUnavailable);
+  if (err instanceof joseErrors.JWKSNoMatchingKey) return refuse(w.unknownKey);
+  if (err instanceof joseErrors.JOSEAlgNotAllowed) return refuse(`token algorithm is not accepted (${w.algorithms})`);
+  if (err instanceof joseErrors.JWKSTimeout || err instanceof joseErrors.JWKSInvalid || !(err instanceof joseErrors.JOSEError)) {
+    return refuse(w.keysUnavailable, 503, GatewayCodes.authUnavailable);
   }
   return refuse('malformed token');
 }
+
+const SERVER_TOKENS: TokenWording = {
+  unknownKey: 'token was signed by an unknown key',
+  algorithms: 'ES256 only',
+  keysUnavailable: 'the signing keys cannot be fetched from the control plane right now',
+};
 
 interface KeyEntry {
   identity: Identity | undefined;
@@ -146,7 +164,7 @@ export class Authenticator {
   private verifyJwt(token: string, via: Identity['via']): AuthOutcome | Promise<AuthOutcome> {
     const hit = this.tokens.get(token);
     if (hit !== undefined) {
-      if (hit.expiresAt + TOLERANCE_SEC > this.now() / 1000) return hit.via === via ? { ok: true, identity: hit } : { ok: true, identity: { ...hit, via } };
+      if (hit.expiresAt + TOKEN_TOLERANCE_SEC > this.now() / 1000) return hit.via === via ? { ok: true, identity: hit } : { ok: true, identity: { ...hit, via } };
       this.tokens.delete(token);
     }
     return this.verifySlow(token, via);
@@ -158,18 +176,18 @@ export class Authenticator {
       ({ payload } = await jwtVerify(token, this.jwks, {
         issuer: this.issuer,
         algorithms: ['ES256'],
-        clockTolerance: TOLERANCE_SEC,
+        clockTolerance: TOKEN_TOLERANCE_SEC,
         currentDate: new Date(this.now()),
         requiredClaims: ['sub', 'exp'],
       }));
     } catch (err) {
-      return describe(err);
+      return tokenRefusal(err, SERVER_TOKENS);
     }
     const sub = payload.sub;
     if (typeof sub !== 'string' || !/^ServiceAccount:[^/]+\/[^/]+$/.test(sub)) return refuse('token subject is not a service account');
     const aud = payload.aud;
     const identity: Identity = { subject: sub, via, audiences: aud === undefined ? [] : typeof aud === 'string' ? [aud] : aud, expiresAt: Number(payload.exp) };
-    if (this.tokens.size >= MAX_CACHED) this.tokens.clear();
+    if (this.tokens.size >= MAX_CACHED_TOKENS) this.tokens.clear();
     this.tokens.set(token, identity);
     return { ok: true, identity };
   }
@@ -219,7 +237,7 @@ export class Authenticator {
   }
 
   private remember(key: string, e: KeyEntry): void {
-    if (this.keys.size >= MAX_CACHED) this.keys.clear();
+    if (this.keys.size >= MAX_CACHED_TOKENS) this.keys.clear();
     this.keys.set(key, e);
   }
 }

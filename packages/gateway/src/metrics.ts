@@ -3,6 +3,7 @@ import type { GovernanceSource } from '@plinth/sdk';
 import { outboundMetrics, type OutboundMetrics } from '@plinth/sdk/client';
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { MTLS_REFUSALS, type MtlsRefusal } from './client-cert.js';
+import type { MirrorOutcome } from './mirror.js';
 
 const BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
 /** Route ids come from resources, but keep a bound on label values anyway. */
@@ -89,7 +90,7 @@ export class GatewayMetrics {
    * answered, whatever its status), `failed` (no answer) or `skipped` (too many in flight, or a body that
    * streams through); registered at the first copy.
    */
-  mirrored(route: string, outcome: 'sent' | 'failed' | 'skipped'): void {
+  mirrored(route: string, outcome: MirrorOutcome): void {
     this.mirror ??= new Counter({ name: 'plinth_gateway_mirrored_total', help: "Shadow copies of requests sent to a route's mirror service, per route and outcome.", labelNames: ['route', 'outcome'], registers: [this.registry] });
     let byOutcome = this.mirrorChildren.get(route);
     if (byOutcome === undefined) this.mirrorChildren.set(route, (byOutcome = new Map()));

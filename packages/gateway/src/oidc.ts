@@ -1,14 +1,11 @@
 import type { IncomingHttpHeaders } from 'node:http';
 import { isProviderUrl, type RouteOidc } from '@plinth/core';
-import { createRemoteJWKSet, errors as joseErrors, jwtVerify, type JWTPayload, type JWTVerifyGetKey } from 'jose';
-import type { AuthOutcome, Identity } from './auth.js';
+import { createRemoteJWKSet, jwtVerify, type JWTPayload, type JWTVerifyGetKey } from 'jose';
+import { MAX_CACHED_TOKENS, refuse, TOKEN_TOLERANCE_SEC, tokenRefusal, type AuthOutcome, type Identity, type TokenWording } from './auth.js';
 import { GatewayCodes } from './errors.js';
 
 /** Asymmetric algorithms only: a shared-secret (HS*) or unsigned token cannot be told from a forged one here. */
 const ALGORITHMS = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA'];
-/** Clock skew allowed between the provider and this gateway. */
-const TOLERANCE_SEC = 30;
-const MAX_CACHED = 10_000;
 /** What may go into a header value (node:http refuses the rest) and stay readable in a log. */
 const HEADER_SAFE = /^[\x20-\x7e]{1,4096}$/;
 const SUBJECT_SAFE = /^[\x21-\x7e]{1,256}$/;
@@ -22,25 +19,15 @@ export interface OidcOptions {
   now?: () => number;
 }
 
-function refuse(detail: string, status: 401 | 403 | 503 = 401, code: string = GatewayCodes.unauthenticated): AuthOutcome {
-  return { ok: false, status, code, detail };
-}
+const PROVIDER_TOKENS: TokenWording = {
+  unknownKey: 'token was signed by a key the provider does not publish',
+  algorithms: 'asymmetric signatures only',
+  keysUnavailable: "the identity provider's signing keys cannot be fetched right now",
+};
 
 function describe(err: unknown): AuthOutcome {
-  if (err instanceof joseErrors.JWTExpired) return refuse('token expired');
-  if (err instanceof joseErrors.JWTClaimValidationFailed) {
-    if (err.claim === 'iss') return refuse('token was issued by another issuer');
-    if (err.claim === 'aud') return refuse('token is not meant for this route (audience)');
-    return refuse(`token claim ${err.claim} is missing or not valid`);
-  }
-  if (err instanceof joseErrors.JWSSignatureVerificationFailed) return refuse('token signature is not valid');
-  if (err instanceof joseErrors.JWKSNoMatchingKey) return refuse('token was signed by a key the provider does not publish');
-  if (err instanceof joseErrors.JOSEAlgNotAllowed) return refuse('token algorithm is not accepted (asymmetric signatures only)');
   if (err instanceof DiscoveryFailed) return refuse(`the identity provider's keys cannot be located: ${err.message}`, 503, GatewayCodes.authUnavailable);
-  if (err instanceof joseErrors.JWKSTimeout || err instanceof joseErrors.JWKSInvalid || !(err instanceof joseErrors.JOSEError)) {
-    return refuse("the identity provider's signing keys cannot be fetched right now", 503, GatewayCodes.authUnavailable);
-  }
-  return refuse('malformed token');
+  return tokenRefusal(err, PROVIDER_TOKENS);
 }
 
 /** The provider's keys could not be located (its discovery document); answered 503, as keys that cannot be fetched. */
@@ -131,7 +118,7 @@ export class OidcVerifier {
     const p = this.provider(route);
     const hit = p.verified.get(token);
     if (hit !== undefined) {
-      if (Number(hit.exp) + TOLERANCE_SEC > this.now() / 1000) return admit(hit, route);
+      if (Number(hit.exp) + TOKEN_TOLERANCE_SEC > this.now() / 1000) return admit(hit, route);
       p.verified.delete(token);
     }
     return this.verify(p, token, route);
@@ -147,11 +134,11 @@ export class OidcVerifier {
   private async verify(p: Provider, token: string, route: RouteOidc): Promise<AuthOutcome> {
     let payload: JWTPayload;
     try {
-      ({ payload } = await jwtVerify(token, p.keys, { issuer: p.issuer, algorithms: ALGORITHMS, clockTolerance: TOLERANCE_SEC, currentDate: new Date(this.now()), requiredClaims: ['exp'] }));
+      ({ payload } = await jwtVerify(token, p.keys, { issuer: p.issuer, algorithms: ALGORITHMS, clockTolerance: TOKEN_TOLERANCE_SEC, currentDate: new Date(this.now()), requiredClaims: ['exp'] }));
     } catch (err) {
       return describe(err);
     }
-    if (p.verified.size >= MAX_CACHED) p.verified.clear();
+    if (p.verified.size >= MAX_CACHED_TOKENS) p.verified.clear();
     p.verified.set(token, payload);
     return admit(payload, route);
   }

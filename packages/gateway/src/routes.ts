@@ -1,6 +1,6 @@
 import type { IncomingHttpHeaders } from 'node:http';
 import { BlockList, isIP } from 'node:net';
-import { RouteSpec, templateParams, type AuthMode, type RequestHeaderModifier, type Resource, type RouteClientIps, type RouteOidc, type StringMatch } from '@plinth/core';
+import { parseCidr, RouteSpec, templateParams, type AuthMode, type RequestHeaderModifier, type Resource, type RouteClientIps, type RouteOidc, type StringMatch } from '@plinth/core';
 import type { RetryOverride } from '@plinth/sdk/client';
 import type { ResourceFeed } from './feed.js';
 
@@ -61,14 +61,14 @@ export class ClientIpRule {
   }
 }
 
+/** Blocks the Route kind validated already (parseCidr). */
 function blockList(blocks: readonly string[]): BlockList {
   const list = new BlockList();
   for (const b of blocks) {
-    const slash = b.indexOf('/');
-    const address = slash < 0 ? b : b.slice(0, slash);
-    const type = isIP(address) === 4 ? 'ipv4' : 'ipv6';
-    if (slash < 0) list.addAddress(address, type);
-    else list.addSubnet(address, Number(b.slice(slash + 1)), type);
+    const c = parseCidr(b)!;
+    const type = c.family === 4 ? 'ipv4' : 'ipv6';
+    if (c.bits === undefined) list.addAddress(c.address, type);
+    else list.addSubnet(c.address, c.bits, type);
   }
   return list;
 }

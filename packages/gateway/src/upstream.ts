@@ -1,10 +1,10 @@
 import type { IncomingHttpHeaders, ServerResponse } from 'node:http';
+import { httpStatusOfGrpc } from '@plinth/core';
 import type { TryOutcome } from '@plinth/sdk/client';
 import type { Expirable, TimerWheel } from '@plinth/sdk/resilience';
 import type { ClientSpanHandle } from '@plinth/sdk/tracing';
 import type { Dispatcher } from 'undici';
 import type { BodyReader } from './body.js';
-import { httpStatusOfGrpc } from '@plinth/core';
 import { grpcCodeOf } from './grpc-status.js';
 import type { GrpcWebAnswer } from './grpc-web.js';
 import { isHttp2Response } from './http2.js';

@@ -145,7 +145,16 @@ const headerValue = z
  * whose values upstreams trust because only the gateway sets them (every `plinth-` header among them).
  */
 const REQUEST_OWNED = new Set(['host', 'content-length', 'transfer-encoding', 'connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'upgrade', 'expect', 'traceparent', 'tracestate', 'baggage', 'grpc-timeout', 'forwarded', 'x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'x-forwarded-client-cert']);
+/** A header (lower case) only the gateway sets on the request upstream. */
+function ownedOnRequest(lower: string): boolean {
+  return REQUEST_OWNED.has(lower) || lower.startsWith('plinth-');
+}
+
 /** On the answer: framing and connection headers, and a gRPC status (it belongs to the call's outcome). */
+function ownedOnAnswer(lower: string): boolean {
+  return RESPONSE_OWNED.has(lower);
+}
+
 const RESPONSE_OWNED = new Set(['content-length', 'transfer-encoding', 'connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'upgrade', 'grpc-status', 'grpc-message', 'grpc-status-details-bin']);
 
 const MAX_EDITS = 64;
@@ -154,7 +163,7 @@ const MAX_EDITS = 64;
  * Header edits, as the Kubernetes Gateway API's header modifiers: `set` replaces (or adds) a header, `add`
  * appends a value beside any the message has, `remove` drops it. Names match case-insensitively.
  */
-function headerModifier(owned: ReadonlySet<string>, ownedPrefix: string | undefined, side: string) {
+function headerModifier(owned: (lower: string) => boolean, side: string) {
   return z
     .strictObject({
       set: z.record(headerName, headerValue).optional(),
@@ -172,7 +181,7 @@ function headerModifier(owned: ReadonlySet<string>, ownedPrefix: string | undefi
           const name = names[i]!;
           const lower = name.toLowerCase();
           const at = [part, part === 'remove' ? i : name];
-          if (owned.has(lower) || (ownedPrefix !== undefined && lower.startsWith(ownedPrefix))) {
+          if (owned(lower)) {
             issue(ctx, at, `the gateway owns ${lower} on the ${side}; a route cannot edit it`);
             continue;
           }
@@ -184,9 +193,9 @@ function headerModifier(owned: ReadonlySet<string>, ownedPrefix: string | undefi
     });
 }
 
-export const RequestHeaderModifier = headerModifier(REQUEST_OWNED, 'plinth-', 'request');
+export const RequestHeaderModifier = headerModifier(ownedOnRequest, 'request');
 export type RequestHeaderModifier = z.infer<typeof RequestHeaderModifier>;
-export const ResponseHeaderModifier = headerModifier(RESPONSE_OWNED, undefined, 'answer');
+export const ResponseHeaderModifier = headerModifier(ownedOnAnswer, 'answer');
 export type ResponseHeaderModifier = z.infer<typeof ResponseHeaderModifier>;
 
 /**
@@ -201,22 +210,22 @@ export const RouteMirror = z.strictObject({
 });
 export type RouteMirror = z.infer<typeof RouteMirror>;
 
-/** `10.0.0.0/8`, `2001:db8::/32`, or one address (a /32 or /128). */
+/** `10.0.0.0/8`, `2001:db8::/32`, or one address (`bits` undefined); undefined when it is neither. */
+export function parseCidr(s: string): { readonly address: string; readonly family: 4 | 6; readonly bits: number | undefined } | undefined {
+  const slash = s.indexOf('/');
+  const address = slash < 0 ? s : s.slice(0, slash);
+  const family = isIP(address);
+  if (family !== 4 && family !== 6) return undefined;
+  if (slash < 0) return { address, family, bits: undefined };
+  const bits = s.slice(slash + 1);
+  if (!/^\d{1,3}$/.test(bits) || Number(bits) > (family === 4 ? 32 : 128)) return undefined;
+  return { address, family, bits: Number(bits) };
+}
+
 const cidr = z
   .string()
   .max(64)
-  .refine(
-    (s) => {
-      const slash = s.indexOf('/');
-      const address = slash < 0 ? s : s.slice(0, slash);
-      const family = isIP(address);
-      if (family === 0) return false;
-      if (slash < 0) return true;
-      const bits = s.slice(slash + 1);
-      return /^\d{1,3}$/.test(bits) && Number(bits) <= (family === 4 ? 32 : 128);
-    },
-    { message: 'expected an IP address or a CIDR block such as 10.0.0.0/8 or 2001:db8::/32' },
-  );
+  .refine((s) => parseCidr(s) !== undefined, { message: 'expected an IP address or a CIDR block such as 10.0.0.0/8 or 2001:db8::/32' });
 
 /**
  * Which client addresses may use the route (the address the gateway sees, or behind `--trust-proxy` the one
@@ -288,7 +297,7 @@ export const RouteOidc = z
     const seen = new Set<string>();
     for (const [claim, name] of Object.entries(o.claimHeaders ?? {})) {
       const lower = name.toLowerCase();
-      if (REQUEST_OWNED.has(lower) || lower.startsWith('plinth-') || lower === 'authorization' || lower === 'cookie') issue(ctx, ['claimHeaders', claim], `the gateway owns ${lower}; name another header`);
+      if (ownedOnRequest(lower) || lower === 'authorization' || lower === 'cookie') issue(ctx, ['claimHeaders', claim], `the gateway owns ${lower}; name another header`);
       else if (seen.has(lower)) issue(ctx, ['claimHeaders', claim], `${lower} is named for two claims`);
       seen.add(lower);
     }
