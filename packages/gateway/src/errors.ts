@@ -26,6 +26,10 @@ export const GatewayCodes = {
   ipForbidden: 'ip_forbidden',
   /** 403: a CORS preflight from an origin or for a method the route does not allow. */
   corsRejected: 'cors_rejected',
+  /** 405: a CONNECT tunnel (only WebSockets are opened by CONNECT, over HTTP/2). */
+  methodNotAllowed: 'method_not_allowed',
+  /** 501: an extended CONNECT for a protocol other than WebSocket. */
+  notImplemented: 'not_implemented',
   /** 503: the gateway is shutting down. */
   unavailable: 'unavailable',
   /** 500: a bug. */
@@ -43,6 +47,8 @@ const TITLES: Record<string, string> = {
   bad_request: 'Bad request',
   headers_too_large: 'Request header fields too large',
   cors_rejected: 'CORS request rejected',
+  method_not_allowed: 'Method not allowed',
+  not_implemented: 'Not implemented',
   unavailable: 'Unavailable',
   internal: 'Internal error',
   no_endpoint: 'No upstream instance',
@@ -73,8 +79,8 @@ export function sendProblem(res: ServerResponse, status: number, code: string, d
 }
 
 /** A raw answer for a socket node's parser gave up on (no ServerResponse exists). */
-export function rawProblem(status: 400 | 408 | 431, code: string): string {
-  const reason = status === 431 ? 'Request Header Fields Too Large' : status === 408 ? 'Request Timeout' : 'Bad Request';
+export function rawProblem(status: 400 | 405 | 408 | 431, code: string): string {
+  const reason = status === 431 ? 'Request Header Fields Too Large' : status === 408 ? 'Request Timeout' : status === 405 ? 'Method Not Allowed' : 'Bad Request';
   const body = problemBody(code, status, reason);
   return `HTTP/1.1 ${status} ${reason}\r\ncontent-type: ${PROBLEM_CONTENT_TYPE}\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`;
 }

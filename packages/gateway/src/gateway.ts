@@ -26,7 +26,7 @@ import { handshakeRefusal } from './client-cert.js';
 import { GatewayCodes, problemBody } from './errors.js';
 import { clientFeed, type ResourceFeed } from './feed.js';
 import { hardenedServer, http1Settings, listenOn, parseHostPort, urlOf, type AnyServer, type ServerLimits } from './listen.js';
-import { closeAllConnections, closeIdleConnections, enableH2c, goAway } from './http2.js';
+import { closeAllConnections, closeIdleConnections, enableH2c, goAway, webSocketStreams } from './http2.js';
 import { GatewayMetrics, writeMetrics } from './metrics.js';
 import { MIRROR_MAX_IN_FLIGHT } from './mirror.js';
 import { OidcVerifier, type OidcOptions } from './oidc.js';
@@ -271,6 +271,10 @@ export async function startGateway(o: GatewayOptions): Promise<Gateway> {
       edgeServer.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
         if (stopping) return void socket.end(SHUTTING_DOWN_RAW);
         ws.listener(req, socket, head);
+      });
+      webSocketStreams(edgeServer, (req, res) => {
+        if (stopping) return shuttingDown(res as unknown as ServerResponse);
+        ws.streamListener(req, res);
       });
       const { host, port } = parseHostPort(listen);
       url = urlOf(host, await listenOn(edgeServer, host, port), tlsContext !== undefined ? 'https' : 'http');

@@ -6,7 +6,7 @@
  * never carry the connection-specific headers HTTP/2 forbids. HTTP/1.1 connections on that port are node's
  * http ones (the proxy's hot path is untouched), with the limits hardenedServer gives a node:http server.
  */
-import { Server as HttpServer, type OutgoingHttpHeaders, type RequestListener } from 'node:http';
+import { Server as HttpServer, type IncomingMessage, type OutgoingHttpHeaders, type RequestListener, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import {
   constants,
@@ -20,10 +20,10 @@ import {
   type ServerHttp2Session,
   type ServerHttp2Stream,
 } from 'node:http2';
-import type { ReadableOptions } from 'node:stream';
+import type { Duplex, ReadableOptions } from 'node:stream';
 import { PROBLEM_CONTENT_TYPE } from '@plinth/core';
 import { sharedWheel, type Expirable, type TimerWheel } from '@plinth/sdk/resilience';
-import { GatewayCodes, problemBody } from './errors.js';
+import { GatewayCodes, problemBody, rawProblem, sendProblem } from './errors.js';
 import type { TlsContext } from './tls.js';
 
 /** HTTP/2 settings and limits of the edge listener. */
@@ -61,8 +61,13 @@ function resetError(): Error {
 
 /** An HTTP/2 request, read by the proxy as an HTTP/1.1 one. */
 export class EdgeHttp2Request extends Http2ServerRequest {
+  /** An extended CONNECT's `:protocol` (RFC 8441 §4), such as `websocket`. */
+  readonly protocol: string | undefined;
+
   constructor(stream: ServerHttp2Stream, headers: IncomingHttpHeaders, options: ReadableOptions, rawHeaders: readonly string[]) {
     super(stream, headers, options, rawHeaders);
+    const p = headers[':protocol'];
+    this.protocol = typeof p === 'string' ? p : undefined;
     // `method` and `url` read the pseudo-headers from node's own copy; `headers` is what the proxy reads.
     Object.defineProperty(this, 'headers', { value: http1Headers(headers, stream), writable: true, enumerable: true, configurable: true });
     // node ends the request body cleanly when the stream is reset: a cut-off upload must fail instead, as over
@@ -200,13 +205,40 @@ function streamOptions(http1: Http1Settings, limits: Http2Limits) {
     Http2ServerResponse: EdgeHttp2Response,
     // Header pairs as node's http parser allows (2,000), the list's size bounded as over HTTP/1.1.
     maxHeaderListPairs: 2000,
-    settings: { maxConcurrentStreams: limits.maxConcurrentStreams ?? 100, maxHeaderListSize: http1.maxHeaderSize, enablePush: false },
+    // Every listener serves WebSockets over its streams (webSocketStreams): browsers then open them on the
+    // connection they already have instead of a new HTTP/1.1 one.
+    settings: { maxConcurrentStreams: limits.maxConcurrentStreams ?? 100, maxHeaderListSize: http1.maxHeaderSize, enablePush: false, enableConnectProtocol: true },
   };
+}
+
+/** Serves the WebSockets a client opens on an HTTP/2 stream: the request, and the answer to frame the handshake's outcome in. */
+export type WebSocketStreamListener = (req: EdgeHttp2Request, res: EdgeHttp2Response) => void;
+
+const webSocketsOf = new WeakMap<object, WebSocketStreamListener>();
+
+/** WebSockets over HTTP/2 (RFC 8441) on a listener (the server it listens with, as for goAway). */
+export function webSocketStreams(owner: object, listener: WebSocketStreamListener): void {
+  webSocketsOf.set(owner, listener);
+}
+
+/**
+ * A CONNECT on a stream (node's compatibility layer emits it apart from requests). Only the extended kind
+ * with `:protocol: websocket` is served; a tunnel to an arbitrary authority is not the gateway's to open.
+ */
+function onConnect(owner: object, req: IncomingMessage | EdgeHttp2Request, res: EdgeHttp2Response | Duplex): void {
+  // The HTTP/1.1 side of the TLS listener emits its own CONNECTs here too, with the socket.
+  if (!(req instanceof EdgeHttp2Request) || !(res instanceof EdgeHttp2Response)) return void (res as Duplex).end(rawProblem(405, GatewayCodes.methodNotAllowed));
+  const listener = webSocketsOf.get(owner);
+  if (req.protocol === 'websocket' && listener !== undefined) return listener(req, res);
+  const r = res as unknown as ServerResponse;
+  if (req.protocol === undefined) sendProblem(r, 405, GatewayCodes.methodNotAllowed, 'CONNECT tunnels are not proxied');
+  else sendProblem(r, 501, GatewayCodes.notImplemented, `the ${req.protocol} protocol is not served on this listener`);
 }
 
 /** What both HTTP/2 servers do with their streams; the sessions are listed under `owner` (the listening server). */
 function serveStreams(s: Http2Server | Http2SecureServer, owner: object, listener: RequestListener, http1: Http1Settings, wheel: TimerWheel): void {
   s.on('request', listener as never);
+  s.on('connect', (req: IncomingMessage | EdgeHttp2Request, res: EdgeHttp2Response | Duplex) => onConnect(owner, req, res));
   // node applies the advertised header-list limit only once the client acknowledged it: a request of the
   // first round trip is measured here (as HPACK counts, RFC 9113 §6.5.2) before node's compatibility layer
   // (its 'stream' listener, installed by the 'request' one above) turns it into a request.

@@ -12,7 +12,7 @@ import { GatewayCodes } from './errors.js';
 import { stripIncoming } from './identity-headers.js';
 import { hardenedServer, http1Settings, listenOn, parseHostPort, urlOf, type AnyServer, type ServerLimits } from './listen.js';
 import { clientCertOf, forwardedCert } from './client-cert.js';
-import { closeAllConnections, closeIdleConnections, enableH2c, goAway } from './http2.js';
+import { closeAllConnections, closeIdleConnections, enableH2c, goAway, webSocketStreams } from './http2.js';
 import type { TlsContext } from './tls.js';
 import { hostOf, type Exchange, type Forwarder } from './proxy.js';
 import { normalizePath } from './routes.js';
@@ -157,6 +157,7 @@ export async function startSidecar(
     // HTTP/2 requests go through the service's own request listener: probes, draining and in-flight counts as for HTTP/1.1.
     enableH2c(s, (req, res) => s.emit('request', req, res), http1Settings(limits), limits.http2, f.o.wheel);
   }
+  if (ingressServer !== undefined) webSocketStreams(ingressServer, wsIngress.streamListener);
   let probe: AppProbe | undefined;
   if (o.appHealth !== undefined) {
     f.o.metrics.appHealth(false);
@@ -189,6 +190,7 @@ export async function startSidecar(
       return { service: to.service, path: to.path, query, route: undefined, identity: undefined, admit: false, context, timeoutMs: undefined };
     });
     egressServer.on('upgrade', wsEgress.listener);
+    webSocketStreams(egressServer, wsEgress.streamListener);
     const p = await listenOn(egressServer, e.host, e.port);
     egressUrl = urlOf(e.host, p);
   }

@@ -1,7 +1,8 @@
-import { request as httpRequest, STATUS_CODES, type ClientRequest, type IncomingMessage } from 'node:http';
+import { createHash, randomBytes } from 'node:crypto';
+import { request as httpRequest, STATUS_CODES, type ClientRequest, type IncomingMessage, type OutgoingHttpHeaders } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import type { Socket } from 'node:net';
-import type { Duplex } from 'node:stream';
+import type { Duplex, Writable } from 'node:stream';
 import { PROBLEM_CONTENT_TYPE } from '@plinth/core';
 import type { RequestContext } from '@plinth/sdk';
 import { formatTraceparent, getLane, isStress, newTraceContext } from '@plinth/sdk/balancing';
@@ -9,6 +10,7 @@ import { isCallError, originOf, type OutboundCall, type RetryOverride, type TryC
 import type { Admission } from '@plinth/sdk/middleware';
 import type { Identity } from './auth.js';
 import { GatewayCodes, problemBody } from './errors.js';
+import type { EdgeHttp2Request, EdgeHttp2Response } from './http2.js';
 import { stripIncoming } from './identity-headers.js';
 import { challenge, edgeAuthenticate, hostOf, type EdgeOptions, type Forwarder } from './proxy.js';
 import type { GatewayMetrics } from './metrics.js';
@@ -104,7 +106,15 @@ export class WebSocketProxy {
   readonly listener = (req: IncomingMessage, socket: Duplex, head: Buffer): void => {
     // A client that resets mid-handshake must not take the process down.
     socket.on('error', noop);
-    this.serve(req, socket, head).catch(() => refuse(socket, 500, GatewayCodes.internal, 'the gateway failed to handle the upgrade'));
+    const client = new UpgradedConnection(socket);
+    this.serve(req, client, head).catch(() => client.answer(500, PROBLEM_CONTENT_TYPE, problemBody(GatewayCodes.internal, 500, 'the gateway failed to handle the upgrade'), []));
+  };
+
+  /** A WebSocket opened on an HTTP/2 stream by extended CONNECT (RFC 8441), `:protocol` already checked. */
+  readonly streamListener = (req: EdgeHttp2Request, res: EdgeHttp2Response): void => {
+    res.stream.on('error', noop);
+    const client = new WebSocketStream(res);
+    this.serve(req as unknown as IncomingMessage, client, EMPTY).catch(() => client.answer(500, PROBLEM_CONTENT_TYPE, problemBody(GatewayCodes.internal, 500, 'the gateway failed to handle the WebSocket'), []));
   };
 
   /** Open proxied connections. */
@@ -118,17 +128,18 @@ export class WebSocketProxy {
     this.open.clear();
   }
 
-  private async serve(req: IncomingMessage, client: Duplex, head: Buffer): Promise<void> {
+  private async serve(req: IncomingMessage, side: ClientSide, head: Buffer): Promise<void> {
+    const client = side.duplex;
     const f = this.f;
     const started = f.o.wheel.clock.now();
     const url = req.url ?? '/';
     const entry = { method: req.method ?? 'GET', host: hostOf(req), path: '', route: undefined as string | undefined, identity: undefined as string | undefined };
     const refused = (status: number, code: string, detail: string, extra: readonly string[] = []): void => {
       f.o.metrics.rejected(entry.route, code);
-      refuse(client, status, code, detail, extra);
+      side.answer(status, PROBLEM_CONTENT_TYPE, problemBody(code, status, detail), extra);
       this.log(entry, status, started, undefined, 0, 0, undefined, code);
     };
-    if (!isWebSocketUpgrade(req)) return refused(400, GatewayCodes.badRequest, 'only WebSocket upgrades (GET with upgrade: websocket) are proxied');
+    if (!side.http2 && !isWebSocketUpgrade(req)) return refused(400, GatewayCodes.badRequest, 'only WebSocket upgrades (GET with upgrade: websocket) are proxied');
     if (url.charCodeAt(0) !== 47 /* / */) return refused(400, GatewayCodes.badRequest, 'expected a request target starting with /');
     const q = url.indexOf('?');
     const path = normalizePath(q < 0 ? url : url.slice(0, q));
@@ -155,7 +166,7 @@ export class WebSocketProxy {
         f.o.metrics.rejected(t.route, a.code);
         const extra: string[] = [];
         for (const k in a.headers) extra.push(k, a.headers[k]!);
-        writeAnswer(client, a.status, a.contentType, a.body, extra);
+        side.answer(a.status, a.contentType, a.body, extra);
         return this.log(entry, a.status, started, undefined, 0, 0, undefined, a.code);
       }
       let released = false;
@@ -181,6 +192,13 @@ export class WebSocketProxy {
     const trace = ctx.trace ?? newTraceContext();
     const wire = f.wireHeaders(req, identity, ctx, t.direct !== undefined, formatTraceparent(trace), t.requestHeaders);
     wire.push('connection', 'upgrade', 'upgrade', 'websocket');
+    // Over HTTP/2 the client sends no key (RFC 8441 §5): the upstream's HTTP/1.1 handshake gets one of the gateway's.
+    const key = side.http2 ? randomBytes(16).toString('base64') : undefined;
+    if (key !== undefined) {
+      const i = wire.indexOf('sec-websocket-key');
+      if (i >= 0 && i % 2 === 0) wire.splice(i, 2);
+      wire.push('sec-websocket-key', key);
+    }
     const headers = pairsToObject(wire);
     const target = upPath + t.query;
     let losing: Handshake | undefined;
@@ -210,7 +228,7 @@ export class WebSocketProxy {
           release();
           const timedOut = out.timedOut;
           const code = timedOut ? 'deadline_exceeded' : 'upstream_error';
-          writeAnswer(client, timedOut ? 504 : 502, PROBLEM_CONTENT_TYPE, problemBody(code, timedOut ? 504 : 502, `${service} ${timedOut ? 'did not answer in time' : 'failed'}`), []);
+          side.answer(timedOut ? 504 : 502, PROBLEM_CONTENT_TYPE, problemBody(code, timedOut ? 504 : 502, `${service} ${timedOut ? 'did not answer in time' : 'failed'}`), []);
           return this.log(entry, timedOut ? 504 : 502, started, t.direct, 0, 0, trace.traceId, code);
         }
         status = out.status;
@@ -235,7 +253,7 @@ export class WebSocketProxy {
           release();
           const extra: string[] = [];
           for (const k in result.action.headers) extra.push(k, result.action.headers[k]!);
-          writeAnswer(client, result.action.statusCode, result.action.contentType, result.action.body, extra);
+          side.answer(result.action.statusCode, result.action.contentType, result.action.body, extra);
           return this.log(entry, result.action.statusCode, started, undefined, 0, 0, trace.traceId, 'fallback');
         }
         status = result.status;
@@ -246,7 +264,7 @@ export class WebSocketProxy {
       release();
       if (!isCallError(e)) return refused(500, GatewayCodes.internal, 'the gateway failed to forward the upgrade');
       const extra = e.retryAfterMs !== undefined && e.retryAfterMs > 0 ? ['retry-after', String(Math.ceil(e.retryAfterMs / 1000))] : [];
-      writeAnswer(client, e.status, PROBLEM_CONTENT_TYPE, problemBody(e.code, e.status, e.message), extra);
+      side.answer(e.status, PROBLEM_CONTENT_TYPE, problemBody(e.code, e.status, e.message), extra);
       return this.log(entry, e.status, started, undefined, 0, 0, trace.traceId, e.code);
     }
     losing = undefined;
@@ -254,27 +272,34 @@ export class WebSocketProxy {
     f.o.metrics.end(t.route, status, (f.o.wheel.clock.now() - started) / 1000);
     if (!hs.upgraded) {
       release();
-      passAnswer(client, hs.res);
+      side.decline(hs.res);
       return this.log(entry, hs.res.statusCode ?? 502, started, upstream, 0, 0, trace.traceId, 'upgrade_declined');
+    }
+    // An HTTP/1.1 client checks the accept value itself; over HTTP/2 nobody else would.
+    if (key !== undefined && hs.res.headers['sec-websocket-accept'] !== acceptOf(key)) {
+      release();
+      hs.socket.destroy();
+      side.answer(502, PROBLEM_CONTENT_TYPE, problemBody('upstream_error', 502, `${service} answered the WebSocket handshake with a wrong sec-websocket-accept`), []);
+      return this.log(entry, 502, started, upstream, 0, 0, trace.traceId, 'upstream_error');
     }
     if (client.destroyed) {
       release();
       hs.socket.destroy();
       return this.log(entry, 499, started, upstream, 0, 0, trace.traceId, 'client_closed');
     }
-    this.splice(client, head, hs, (reason) => {
+    this.splice(side, head, hs, (reason) => {
       release();
-      this.log(entry, 101, started, upstream, bytesRead(client), bytesWritten(client), trace.traceId, reason);
+      this.log(entry, side.http2 ? 200 : 101, started, upstream, side.bytesIn(), side.bytesOut(), trace.traceId, reason);
     });
   }
 
-  /** Answers the client's handshake with the upstream's 101 and joins the two sockets. */
-  private splice(client: Duplex, head: Buffer, hs: Extract<Handshake, { upgraded: true }>, closed: (reason: string | undefined) => void): void {
+  /** Answers the client's handshake with the upstream's acceptance and joins the two sides. */
+  private splice(side: ClientSide, head: Buffer, hs: Extract<Handshake, { upgraded: true }>, closed: (reason: string | undefined) => void): void {
+    const client = side.duplex;
     const up = hs.socket;
     up.on('error', noop);
     this.open.add(client);
-    answer101(client, hs.res);
-    if (hs.head.length > 0) client.write(hs.head);
+    side.accept(hs.res, up, hs.head);
     if (head.length > 0) up.write(head);
     client.pipe(up);
     up.pipe(client);
@@ -290,10 +315,10 @@ export class WebSocketProxy {
     };
     client.on('close', end);
     up.on('close', end);
-    // Traffic either way is activity on the client's socket: one timer per connection, none per message.
+    // Traffic either way is activity on the client's socket or stream: one timer per connection, none per message.
     const idleMs = this.f.o.websocketIdleTimeoutMs;
     if (idleMs > 0) {
-      (client as Socket).setTimeout?.(idleMs, () => {
+      side.idle(idleMs, () => {
         reason = 'idle_timeout';
         end();
       });
@@ -387,47 +412,146 @@ function statusLine(status: number): string {
   return `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'Unknown'}\r\n`;
 }
 
-/** A complete answer on the raw socket, then the connection closes (an unanswered upgrade cannot go on). */
-function writeAnswer(socket: Duplex, status: number, contentType: string, body: string | Buffer, extra: readonly string[]): void {
-  if (socket.destroyed) return;
-  let head = `${statusLine(status)}content-type: ${contentType}\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n`;
-  for (let i = 0; i + 1 < extra.length; i += 2) head += `${extra[i]}: ${extra[i + 1]}\r\n`;
-  socket.end(Buffer.concat([Buffer.from(`${head}\r\n`, 'latin1'), typeof body === 'string' ? Buffer.from(body) : body]));
+/** The client's side of one proxied WebSocket, as its HTTP version frames the handshake's outcome. */
+interface ClientSide {
+  /** What the messages flow through once open. */
+  readonly duplex: Duplex;
+  readonly http2: boolean;
+  /** A complete answer; then the connection (HTTP/1.1) or the stream (HTTP/2) closes: an unanswered handshake cannot go on. */
+  answer(status: number, contentType: string, body: string | Buffer, extra: readonly string[]): void;
+  /** The upstream declined the upgrade: its status, headers and body go to the client. */
+  decline(res: IncomingMessage): void;
+  /** The upstream's 101, as this client's success, then what the upstream sent after it (`early`) and will send (`up`). */
+  accept(res: IncomingMessage, up: Duplex, early: Buffer): void;
+  bytesIn(): number;
+  bytesOut(): number;
+  /** Calls `onIdle` once nothing has passed either way for `ms`. */
+  idle(ms: number, onIdle: () => void): void;
 }
 
-function refuse(socket: Duplex, status: number, code: string, detail: string, extra: readonly string[] = []): void {
-  writeAnswer(socket, status, PROBLEM_CONTENT_TYPE, problemBody(code, status, detail), extra);
-}
+/** An HTTP/1.1 connection that asked to upgrade: answers are written raw on its socket. */
+class UpgradedConnection implements ClientSide {
+  readonly http2 = false;
 
-/** The upstream declined the upgrade: its status, headers and body go to the client, the connection then closes. */
-function passAnswer(socket: Duplex, res: IncomingMessage): void {
-  let head = statusLine(res.statusCode ?? 502);
-  const raw = res.rawHeaders;
-  for (let i = 0; i + 1 < raw.length; i += 2) {
-    if (!ANSWER_HOP.has(raw[i]!.toLowerCase())) head += `${raw[i]}: ${raw[i + 1]}\r\n`;
+  constructor(readonly duplex: Duplex) {}
+
+  answer(status: number, contentType: string, body: string | Buffer, extra: readonly string[]): void {
+    const socket = this.duplex;
+    if (socket.destroyed) return;
+    let head = `${statusLine(status)}content-type: ${contentType}\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n`;
+    for (let i = 0; i + 1 < extra.length; i += 2) head += `${extra[i]}: ${extra[i + 1]}\r\n`;
+    socket.end(Buffer.concat([Buffer.from(`${head}\r\n`, 'latin1'), typeof body === 'string' ? Buffer.from(body) : body]));
   }
-  socket.write(`${head}connection: close\r\n\r\n`, 'latin1');
-  res.on('error', () => socket.destroy());
-  res.pipe(socket);
+
+  decline(res: IncomingMessage): void {
+    const socket = this.duplex;
+    let head = statusLine(res.statusCode ?? 502);
+    const raw = res.rawHeaders;
+    for (let i = 0; i + 1 < raw.length; i += 2) {
+      if (!ANSWER_HOP.has(raw[i]!.toLowerCase())) head += `${raw[i]}: ${raw[i + 1]}\r\n`;
+    }
+    socket.write(`${head}connection: close\r\n\r\n`, 'latin1');
+    res.on('error', () => socket.destroy());
+    res.pipe(socket);
+  }
+
+  /** The upstream's 101 as it sent it: Sec-WebSocket-Accept, the chosen protocol and extensions are its business. */
+  accept(res: IncomingMessage, _up: Duplex, early: Buffer): void {
+    let head = statusLine(101);
+    const raw = res.rawHeaders;
+    for (let i = 0; i + 1 < raw.length; i += 2) head += `${raw[i]}: ${raw[i + 1]}\r\n`;
+    this.duplex.write(`${head}\r\n`, 'latin1');
+    if (early.length > 0) this.duplex.write(early);
+  }
+
+  bytesIn(): number {
+    return (this.duplex as Partial<Socket>).bytesRead ?? 0;
+  }
+
+  bytesOut(): number {
+    return (this.duplex as Partial<Socket>).bytesWritten ?? 0;
+  }
+
+  idle(ms: number, onIdle: () => void): void {
+    (this.duplex as Socket).setTimeout?.(ms, onIdle);
+  }
 }
 
-/** The upstream's 101 as it sent it: Sec-WebSocket-Accept, the chosen protocol and extensions are its business. */
-function answer101(socket: Duplex, res: IncomingMessage): void {
-  let head = statusLine(101);
-  const raw = res.rawHeaders;
-  for (let i = 0; i + 1 < raw.length; i += 2) head += `${raw[i]}: ${raw[i + 1]}\r\n`;
-  socket.write(`${head}\r\n`, 'latin1');
+/**
+ * A WebSocket on an HTTP/2 stream (RFC 8441): the handshake's outcome is the stream's answer, 200 for an open
+ * connection, and the messages are the stream's DATA. The upstream still gets an HTTP/1.1 handshake.
+ */
+class WebSocketStream implements ClientSide {
+  readonly http2 = true;
+  readonly duplex: Duplex;
+  private read = 0;
+  private written = 0;
+
+  constructor(private readonly res: EdgeHttp2Response) {
+    this.duplex = res.stream;
+  }
+
+  answer(status: number, contentType: string, body: string | Buffer, extra: readonly string[]): void {
+    const res = this.res;
+    if (res.stream.destroyed) return;
+    if (res.headersSent) return void res.stream.destroy();
+    res.writeHead(status, ['content-type', contentType, 'content-length', String(Buffer.byteLength(body)), ...extra]);
+    res.end(body);
+  }
+
+  decline(up: IncomingMessage): void {
+    const res = this.res;
+    const headers: string[] = [];
+    const raw = up.rawHeaders;
+    for (let i = 0; i + 1 < raw.length; i += 2) {
+      const name = raw[i]!.toLowerCase();
+      if (!ANSWER_HOP.has(name)) headers.push(name, raw[i + 1]!);
+    }
+    res.writeHead(up.statusCode ?? 502, headers);
+    up.on('error', () => res.stream.destroy());
+    up.pipe(res as unknown as Writable);
+  }
+
+  accept(answer: IncomingMessage, up: Duplex, early: Buffer): void {
+    const headers: OutgoingHttpHeaders = { ':status': 200 };
+    const raw = answer.rawHeaders;
+    for (let i = 0; i + 1 < raw.length; i += 2) {
+      const name = raw[i]!.toLowerCase();
+      // The accept value proves the key the gateway sent; the client sent none (RFC 8441 §5).
+      if (ANSWER_HOP.has(name) || name === 'sec-websocket-accept' || name === 'content-length') continue;
+      const prev = headers[name];
+      headers[name] = prev === undefined ? raw[i + 1]! : Array.isArray(prev) ? [...prev, raw[i + 1]!] : [String(prev), raw[i + 1]!];
+    }
+    const s = this.res.stream;
+    s.respond(headers);
+    if (early.length > 0) s.write(early);
+    // Streams keep no byte counts of their own: counted for the access log, an addition per chunk each way.
+    this.written = early.length;
+    s.on('data', (c: Buffer) => (this.read += c.length));
+    up.on('data', (c: Buffer) => (this.written += c.length));
+  }
+
+  bytesIn(): number {
+    return this.read;
+  }
+
+  bytesOut(): number {
+    return this.written;
+  }
+
+  idle(ms: number, onIdle: () => void): void {
+    this.res.stream.setTimeout(ms, onIdle);
+  }
 }
+
+/** RFC 6455 §4.2.2: what the upstream must answer to `key`. */
+function acceptOf(key: string): string {
+  return createHash('sha1').update(`${key}258EAFA5-E914-47DA-95CA-C5AB0DC85B11`).digest('base64');
+}
+
+const EMPTY = Buffer.alloc(0);
 
 function discard(h: Handshake): void {
   if (h.upgraded) h.socket.destroy();
   else h.res.destroy();
-}
-
-function bytesRead(s: Duplex): number {
-  return (s as Partial<Socket>).bytesRead ?? 0;
-}
-
-function bytesWritten(s: Duplex): number {
-  return (s as Partial<Socket>).bytesWritten ?? 0;
 }
