@@ -101,14 +101,20 @@ function flakyJoin(tries: FlakyTry[]): Http2Server {
   const calls = new Set<string>();
   server.on('stream', (stream, headers) => {
     const id = String(headers['x-call']);
-    const first = !calls.has(id) || headers['x-always-fail'] === '1';
+    const first = headers['x-ok'] !== '1' && (!calls.has(id) || headers['x-always-fail'] === '1');
     calls.add(id);
     const after = Number(headers['x-answer-after']);
     // `x-fail-as: grpc`: the failure is a trailers-only UNAVAILABLE (HTTP 200), as an overloaded gRPC server answers.
     // `reset`: the stream is reset mid-upload (RST_STREAM INTERNAL_ERROR), as a crashing server's would be.
+    // `late`: a message, then UNAVAILABLE in the trailers, as a server failing mid-stream answers.
     const fail = (): void => {
       const as = headers['x-fail-as'];
       if (as === 'grpc') stream.respond({ ':status': 200, 'content-type': 'application/grpc', 'grpc-status': '14', 'grpc-message': 'overloaded' }, { endStream: true });
+      else if (as === 'late') {
+        stream.respond({ ':status': 200, 'content-type': 'application/grpc' }, { waitForTrailers: true });
+        stream.on('wantTrailers', () => stream.sendTrailers({ 'grpc-status': '14', 'grpc-message': 'lost its backend' }));
+        stream.end(Buffer.from([0, 0, 0, 0, 4, 112, 97, 114, 116]));
+      }
       else if (as === 'reset') stream.close(http2Constants.NGHTTP2_INTERNAL_ERROR);
       else stream.respond({ ':status': 503 }, { endStream: true });
     };
@@ -688,11 +694,20 @@ describe('gRPC retries through the gateway, the request still streaming', () => 
     await new Promise<void>((r) => closed.close(() => r()));
     const h2c = { metadata: { [PROTOCOL_METADATA]: 'h2c' } };
     started.governance.set({
-      instances: [instance('join-1', 'join', `127.0.0.1:${port}`, h2c), instance('gone-1', 'gone', `127.0.0.1:${closedPort}`, h2c), instance('sick-1', 'sick', `127.0.0.1:${port}`, h2c)],
-      faultTolerance: [resource('FaultTolerance', 'sick', FaultToleranceSpec.parse({ rules: [{ name: 'breaker', targets: [{ service: 'sick' }], strategies: [{ type: 'circuitBreaker', strategy: 'consecutiveFailures', threshold: 2, recoveryTimeoutMs: 60_000 }] }] }))],
+      instances: [
+        instance('join-1', 'join', `127.0.0.1:${port}`, h2c),
+        instance('gone-1', 'gone', `127.0.0.1:${closedPort}`, h2c),
+        instance('sick-1', 'sick', `127.0.0.1:${port}`, h2c),
+        instance('late-1', 'late', `127.0.0.1:${port}`, h2c),
+      ],
+      faultTolerance: [
+        resource('FaultTolerance', 'sick', FaultToleranceSpec.parse({ rules: [{ name: 'breaker', targets: [{ service: 'sick' }], strategies: [{ type: 'circuitBreaker', strategy: 'consecutiveFailures', threshold: 2, recoveryTimeoutMs: 60_000 }] }] })),
+        resource('FaultTolerance', 'late', FaultToleranceSpec.parse({ rules: [{ name: 'breaker', targets: [{ service: 'late' }], strategies: [{ type: 'circuitBreaker', strategy: 'consecutiveFailures', threshold: 2, recoveryTimeoutMs: 60_000 }] }] })),
+      ],
     });
     started.routes.set([
       route('sick', { auth: { mode: 'anonymous' }, match: { path: { prefix: '/plinth.test.Sick/' } }, service: 'sick' }),
+      route('late', { auth: { mode: 'anonymous' }, match: { path: { prefix: '/plinth.test.Late/' } }, service: 'late' }),
       route('join', { auth: { mode: 'anonymous' }, match: { path: { prefix: '/plinth.test.Echo/' } }, service: 'join', retries: { attempts: 3, on: [503] } }),
       route('gone', { auth: { mode: 'anonymous' }, match: { path: { prefix: '/plinth.test.Gone/' } }, service: 'gone', retries: { attempts: 3 } }),
     ]);
@@ -740,6 +755,26 @@ describe('gRPC retries through the gateway, the request still streaming', () => 
     const third = await sickCall(3);
     assert.match(third, new RegExp(`^${grpc.status.UNAVAILABLE} .*circuit`), 'the gateway answers for the open breaker');
     assert.equal(reached(), 2, 'the third call never reached the upstream');
+  });
+
+  it('judges a call whose status comes in trailers after its messages by that status: failures mid-stream open the breaker, a good end does not', async () => {
+    const lateCall = (n: number, ok: boolean) =>
+      joinInParts(client, metadata(`late-${n}`, 1, false, ok ? { 'x-ok': '1' } : { 'x-fail-as': 'late', 'x-always-fail': '1' }), 'x', ['y'], 10, '/plinth.test.Late/Join').then(
+        (v) => `ok ${v}`,
+        (e: grpc.ServiceError) => `${e.code} ${e.details}`,
+      );
+    const reached = (): number => tries.filter((t) => t.call.startsWith('late-')).length;
+    // The answers start well (HTTP 200, a message): only their trailers say UNAVAILABLE.
+    assert.equal(await lateCall(1, false), `${grpc.status.UNAVAILABLE} lost its backend`);
+    assert.equal(await lateCall(2, true), 'ok x+y', 'an OK in the trailers is a success, and breaks the run of failures');
+    assert.equal(await lateCall(3, false), `${grpc.status.UNAVAILABLE} lost its backend`);
+    assert.equal(reached(), 3, 'one failure in a row: the breaker is still closed');
+    assert.equal(await lateCall(4, false), `${grpc.status.UNAVAILABLE} lost its backend`);
+    const fifth = await lateCall(5, true);
+    assert.match(fifth, new RegExp(`^${grpc.status.UNAVAILABLE} .*circuit`), 'two failures in a row, known only at their ends, opened the breaker');
+    assert.equal(reached(), 4, 'the fifth call never reached the upstream');
+    const scrape = await (await fetch(`${gw.adminUrl}/metrics`)).text();
+    assert.match(scrape, /^plinth_gateway_grpc_requests_total\{route="edge\/late",grpc_code="14"\} 4$/m, 'the open breaker answers UNAVAILABLE too');
   });
 
   it('retries a call whose upstream stream was reset while the client was still sending, replaying the body', async () => {

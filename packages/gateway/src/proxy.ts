@@ -378,6 +378,7 @@ export class Forwarder {
     }
     if (r.kind === 'fallback') return this.fallback(ex, r.action);
     ex.upstream = r.endpoint.address;
+    r.response.healthTo(r.late);
     if (ex.res.destroyed) return;
     r.response.attach(ex, this.head(r.response, ex));
   }

@@ -1,6 +1,6 @@
 import type { IncomingHttpHeaders, ServerResponse } from 'node:http';
 import { httpStatusOfGrpc } from '@plinth/core';
-import type { TryOutcome } from '@plinth/sdk/client';
+import type { LateHealth, TryOutcome } from '@plinth/sdk/client';
 import type { Expirable, TimerWheel } from '@plinth/sdk/resilience';
 import type { ClientSpanHandle } from '@plinth/sdk/tracing';
 import type { Dispatcher } from 'undici';
@@ -16,6 +16,11 @@ export const TRY_TIMEOUT = Object.freeze(new Error('upstream try timed out'));
 const STREAM_IDLE = Object.freeze(new Error('stream idle: no byte either way within the route\'s streamIdleTimeoutMs'));
 /** The engine chose another try (or the client left): this one's answer is not wanted. */
 const DISCARDED = Object.freeze(new Error('upstream answer discarded'));
+
+/** UpstreamTry.verdict: no verdict owed (judged at the head), one owed, or the answer ended with nothing learnt. */
+const SETTLED = -3;
+const PENDING = -2;
+const RELEASED = -1;
 
 /** Response headers that belong to one connection, never forwarded (RFC 9110 §7.6.1). */
 const RESPONSE_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'transfer-encoding', 'upgrade']);
@@ -115,6 +120,9 @@ export class UpstreamTry implements Dispatcher.DispatchHandler, Expirable {
   /** A trailers-only gRPC status moved out of the head, sent as trailers at the end. */
   private statusTrailers: IncomingHttpHeaders | undefined;
   private drainListener: (() => void) | undefined;
+  /** How the answer ended for the engine (settleHealth), while it waits for that (healthAtEnd); SETTLED otherwise. */
+  private verdict = SETTLED;
+  private late: LateHealth | undefined;
 
   constructor(
     private readonly resolve: (o: TryOutcome<UpstreamTry>) => void,
@@ -141,7 +149,31 @@ export class UpstreamTry implements Dispatcher.DispatchHandler, Expirable {
     // the answer as it came).
     const gs = headers['grpc-status'];
     const judged = gs !== undefined && statusCode === 200 && this.unpausable ? httpStatusOfGrpc(grpcCodeOf(gs) ?? 2) : statusCode;
-    this.resolve({ status: judged, retryAfter: typeof ra === 'string' ? ra : undefined, response: this, error: undefined, timedOut: false });
+    // Otherwise a gRPC answer's status comes in its trailers: the engine waits for it (settleHealth).
+    const later = gs === undefined && statusCode === 200 && this.unpausable;
+    if (later) this.verdict = PENDING;
+    this.resolve({ status: judged, retryAfter: typeof ra === 'string' ? ra : undefined, response: this, error: undefined, timedOut: false, healthAtEnd: later });
+  }
+
+  /**
+   * The engine's handle for an answer judged at its end (a gRPC status in trailers): settled now if the
+   * answer has ended already, else when it does. Called once the engine took this try as the answer.
+   */
+  healthTo(late: LateHealth | undefined): void {
+    if (late === undefined) return;
+    const v = this.verdict;
+    if (v === PENDING) this.late = late;
+    else late.settle(v === RELEASED ? undefined : v);
+  }
+
+  /** How the answer ended, for the engine: an HTTP status, 0 for a failure, RELEASED for nothing learnt. */
+  private settleHealth(status: number): void {
+    if (this.verdict !== PENDING) return;
+    this.verdict = status;
+    const late = this.late;
+    if (late === undefined) return;
+    this.late = undefined;
+    late.settle(status === RELEASED ? undefined : status);
   }
 
   onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
@@ -222,6 +254,8 @@ export class UpstreamTry implements Dispatcher.DispatchHandler, Expirable {
     // chunked HTTP/1.1 answer), and read first so that the try's span ends with it.
     const t = trailersOf(c, trailers);
     this.grpcStatus = grpcCodeOf(t?.['grpc-status'] ?? this.headers?.['grpc-status']);
+    // No status at all is an INTERNAL error by gRPC's own rules (grpc-js says so to its callers).
+    this.settleHealth(httpStatusOfGrpc(this.grpcStatus ?? 13));
     // The upstream answered in full before taking the whole body (a gRPC error status, a 413): stop sending
     // it. Left writing into an HTTP/2 stream the upstream had ended, it made node's HTTP/2 session spin at
     // full CPU with memory growing without bound; the client's upload drains instead and the answer goes out.
@@ -238,6 +272,10 @@ export class UpstreamTry implements Dispatcher.DispatchHandler, Expirable {
   onResponseError(_c: Dispatcher.DispatchController | undefined, failure: Error): void {
     // Stopped through its body (abortUpstream), undici reports a premature close: the reason is ours.
     const error = this.abortReason ?? this.body?.failure ?? failure;
+    // Cut off by the upstream, or past the deadline, is its failure; stopped for the client's sake or by the
+    // route's idle rule, nothing learnt.
+    const r = this.abortReason;
+    this.settleHealth(r === DISCARDED || r === OVERFLOW || r === STREAM_IDLE ? RELEASED : 0);
     this.finish(error);
     if (!this.settled) {
       this.settled = true;
@@ -386,6 +424,7 @@ export class UpstreamTry implements Dispatcher.DispatchHandler, Expirable {
 
   /** The client went away: stop the upstream exchange. */
   abort(): void {
+    this.settleHealth(RELEASED);
     this.discarding = true;
     this.queue = undefined;
     if (this.done) return;

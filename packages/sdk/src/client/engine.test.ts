@@ -111,6 +111,64 @@ describe('OutboundEngine', () => {
   });
 });
 
+describe('OutboundEngine: answers whose health comes at their end', () => {
+  const setup = (threshold: number) => {
+    const clock = new ManualClock(1000);
+    const wheel = new RecordingWheel({ clock });
+    const gov = governance({
+      instances: [inst('a')],
+      faultTolerance: [
+        ft('r', {
+          rules: [{ name: 'r', targets: [{ service: 'orders' }], strategies: [{ type: 'retry', maxAttempts: 3 }, { type: 'circuitBreaker', strategy: 'consecutiveFailures', threshold, recoveryTimeoutMs: 1000 }] }],
+        }),
+      ],
+    });
+    const engine = new OutboundEngine({ self: 'gw', governance: gov, clock, wheel, random: () => 0 });
+    const state = () => engine.inspect('orders').breakers.find((b) => b.upstream === 'a')?.state.kind;
+    const streamed = (): Promise<EngineResult<number>> => engine.call('orders', call({ method: 'PUT' }), () => Promise.resolve({ ...answer(200), healthAtEnd: true }));
+    return { clock, engine, state, streamed };
+  };
+
+  it('judges nothing at the head: the breaker learns the outcome from settle, and a failure there is never retried', async () => {
+    const { state, streamed } = setup(2);
+    const first = await streamed();
+    assert.equal(first.kind === 'response' && first.attempts, 1);
+    const late = first.kind === 'response' ? first.late : undefined;
+    assert.ok(late, 'the result carries the handle');
+    late.settle(503);
+    late.settle(200);
+    assert.equal(state(), 'closed', 'one failure so far, the second settle ignored');
+    const second = await streamed();
+    assert.equal(second.kind === 'response' && second.attempts, 1, 'a head that started well is the answer, whatever its end');
+    (second.kind === 'response' ? second.late : undefined)!.settle(0);
+    assert.equal(state(), 'open', 'two failures in a row, both known only at their ends');
+  });
+
+  it('gives a half-open probe back when the answer was not seen to its end, and closes on a good end', async () => {
+    const { clock, state, streamed } = setup(1);
+    const opened = await streamed();
+    (opened.kind === 'response' ? opened.late : undefined)!.settle(503);
+    assert.equal(state(), 'open');
+    clock.advance(1000);
+    const probe = await streamed();
+    assert.equal(probe.kind, 'response', 'the probe goes through');
+    assert.equal(state(), 'halfOpen');
+    (probe.kind === 'response' ? probe.late : undefined)!.settle(undefined);
+    assert.equal(state(), 'halfOpen');
+    const again = await streamed();
+    assert.equal(again.kind, 'response', 'the probe given back lets another through, instead of holding the breaker half-open for good');
+    (again.kind === 'response' ? again.late : undefined)!.settle(200);
+    assert.equal(state(), 'closed');
+  });
+
+  it('judges a failed head at once, as any answer', async () => {
+    const { engine, state } = setup(1);
+    const r = await engine.call('orders', call(), () => Promise.resolve({ ...answer(503), healthAtEnd: true }));
+    assert.equal(r.kind === 'response' && r.late, undefined, 'nothing owed for a head that failed');
+    assert.equal(state(), 'open');
+  });
+});
+
 describe('OutboundEngine per-call retry', () => {
   const setup = (faultTolerance: ReturnType<typeof ft>[]) => {
     const clock = new ManualClock(1000);

@@ -135,6 +135,22 @@ export interface TryOutcome<R> {
   readonly response: R | undefined;
   readonly error: unknown;
   readonly timedOut: boolean;
+  /**
+   * The answer's head says it started well, but its outcome comes at its end (a gRPC answer, whose status
+   * travels in trailers after the messages): breakers, outlier detection and the balancer's feedback wait
+   * for `EngineResult.late.settle`. Such a try is never retried (its head is a success).
+   */
+  readonly healthAtEnd?: boolean | undefined;
+}
+
+/** The health of a call's answer, reported once it has ended (TryOutcome.healthAtEnd). */
+export interface LateHealth {
+  /**
+   * Once, when the answer ended: its status as HTTP would say it (a gRPC status mapped, 0 for an upstream that
+   * cut the answer off), or undefined when the answer was not seen to its end (the client left), which
+   * judges nothing.
+   */
+  settle(status: number | undefined): void;
 }
 
 export type Send<R> = (t: TryContext) => Promise<TryOutcome<R>>;
@@ -169,7 +185,7 @@ function captureSettle(resolve: (v: never) => void, reject: (e: unknown) => void
 }
 
 export type EngineResult<R> =
-  | { readonly kind: 'response'; readonly response: R; readonly status: number; readonly endpoint: Endpoint; readonly attempts: number }
+  | { readonly kind: 'response'; readonly response: R; readonly status: number; readonly endpoint: Endpoint; readonly attempts: number; readonly late: LateHealth | undefined }
   | { readonly kind: 'fallback'; readonly action: FallbackAction; readonly reason: 'circuit_open' | 'bulkhead_full'; readonly attempts: number };
 
 /** The strategies that govern one call: per strategy type, the first matching rule's. */
@@ -584,8 +600,8 @@ export class OutboundEngine {
   }
 
   /** @internal */
-  finish<R>(service: string, out: TryOutcome<R>, ep: Endpoint, attempts: number): EngineResult<R> {
-    if (out.status !== 0 && out.response !== undefined) return { kind: 'response', response: out.response, status: out.status, endpoint: ep, attempts };
+  finish<R>(service: string, out: TryOutcome<R>, ep: Endpoint, attempts: number, late?: LateHealth): EngineResult<R> {
+    if (out.status !== 0 && out.response !== undefined) return { kind: 'response', response: out.response, status: out.status, endpoint: ep, attempts, late };
     if (out.timedOut) throw new CallError('deadline_exceeded', service, `call to ${service} (${ep.id}) timed out after ${attempts} tr${attempts === 1 ? 'y' : 'ies'}`, { cause: out.error });
     const why = out.error instanceof Error ? out.error.message : String(out.error);
     throw new CallError('upstream_error', service, `call to ${service} (${ep.id}) failed after ${attempts} tr${attempts === 1 ? 'y' : 'ies'}: ${why}`, { cause: out.error });
@@ -620,7 +636,7 @@ export class OutboundEngine {
  * Every entry point (begin, a try's report, the end of a wait) catches: whatever throws, a CallError or a
  * bug, rejects the call's promise instead of escaping into a transport's or the wheel's callback.
  */
-class CallRun<R, A, T> implements TryReceiver<R>, TryContext {
+class CallRun<R, A, T> implements TryReceiver<R>, TryContext, LateHealth {
   // Number fields start as numbers and never hold undefined: a field that has held undefined stores every
   // double as a newly allocated box.
   /** The call's deadline; Infinity for none. */
@@ -647,6 +663,8 @@ class CallRun<R, A, T> implements TryReceiver<R>, TryContext {
   private sb: CircuitBreaker | undefined = undefined;
   private ib: CircuitBreaker | undefined = undefined;
   private inFlight = false;
+  /** The answered try's latency at its head while its health waits for its end (healthAtEnd); -1 otherwise. */
+  private lateLatency = -1;
 
   /** A getter, not a field: one double fewer to box per call. */
   get remainingMs(): number {
@@ -802,8 +820,6 @@ class CallRun<R, A, T> implements TryReceiver<R>, TryContext {
     const { e, service, plan } = this;
     const c = this.c!;
     const ep = this.endpoint;
-    const ib = this.ib;
-    const sb = this.sb;
     const attempt = this.attempt;
     const now = (this.now = e.clock.now());
     const latency = now - this.sentAt;
@@ -811,18 +827,12 @@ class CallRun<R, A, T> implements TryReceiver<R>, TryContext {
     balancer.onEnd?.(ep);
     plan.bulkhead?.release();
 
-    const failed = out.status === 0 || (plan.instanceBreaker?.isFailure ?? defaultFailure)(out.status);
-    balancer.onResult?.(ep, latency, !failed, now);
-    if (c.detector.record(ep.id, !failed)) e.metrics?.ejection(service, ep.id);
-    if (ib !== undefined) {
-      if (failed) ib.onFailure(latency, now);
-      else ib.onSuccess(latency, now);
+    if (out.healthAtEnd === true && out.status !== 0 && !(plan.instanceBreaker?.isFailure ?? defaultFailure)(out.status)) {
+      // Judged when the answer ends; its head's latency is what a slow-call rule reads, not a stream's lifetime.
+      this.lateLatency = latency;
+      return this.done(e.finish(service, out, ep, attempt, this));
     }
-    const sg = plan.serviceBreaker;
-    if (sb !== undefined && sg !== undefined) {
-      if (out.status === 0 || sg.isFailure(out.status)) sb.onFailure(latency, now);
-      else sb.onSuccess(latency, now);
-    }
+    this.judge(out.status, latency, now);
 
     const retry = this.retry;
     if (retry === undefined || attempt >= retry.maxAttempts) return this.done(e.finish(service, out, ep, attempt));
@@ -851,6 +861,37 @@ class CallRun<R, A, T> implements TryReceiver<R>, TryContext {
     } catch (err) {
       this.fail(err);
     }
+  }
+
+  /** One try's outcome, to the balancer, the outlier detector and the breakers. */
+  private judge(status: number, latency: number, now: number): void {
+    const { e, plan, service } = this;
+    const c = this.c!;
+    const ep = this.endpoint;
+    const ib = this.ib;
+    const sb = this.sb;
+    const failed = status === 0 || (plan.instanceBreaker?.isFailure ?? defaultFailure)(status);
+    c.balancer.onResult?.(ep, latency, !failed, now);
+    if (c.detector.record(ep.id, !failed)) e.metrics?.ejection(service, ep.id);
+    if (ib !== undefined) {
+      if (failed) ib.onFailure(latency, now);
+      else ib.onSuccess(latency, now);
+    }
+    const sg = plan.serviceBreaker;
+    if (sb !== undefined && sg !== undefined) {
+      if (status === 0 || sg.isFailure(status)) sb.onFailure(latency, now);
+      else sb.onSuccess(latency, now);
+    }
+  }
+
+  settle(status: number | undefined): void {
+    const latency = this.lateLatency;
+    if (latency < 0) return;
+    this.lateLatency = -1;
+    if (status !== undefined) return this.judge(status, latency, this.e.clock.now());
+    // Nothing learnt: a breaker's half-open probe is given back, as for a call never made.
+    this.ib?.release();
+    this.sb?.release();
   }
 
   private done(r: EngineResult<R>): void {

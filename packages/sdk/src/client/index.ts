@@ -2,7 +2,7 @@ export { createClient, ServiceClient } from './client.js';
 export type { CallOptions, CallResponse, ClientOptions } from './client.js';
 export { CallError, isCallError, type CallErrorCode } from './errors.js';
 export { OutboundEngine, outboundCall } from './engine.js';
-export type { BreakerInfo, CalleeInfo, EngineOptions, EngineResult, OutboundCall, OutboundMetrics, RetryOverride, Send, SendCallback, SendWith, TryContext, TryOutcome, TryReceiver, Wheel } from './engine.js';
+export type { BreakerInfo, CalleeInfo, EngineOptions, EngineResult, LateHealth, OutboundCall, OutboundMetrics, RetryOverride, Send, SendCallback, SendWith, TryContext, TryOutcome, TryReceiver, Wheel } from './engine.js';
 export { HttpTransport, type HttpResult, type HttpTransportOptions, type HttpTryRequest, type HttpTrySource } from './http-transport.js';
 export { outboundMetrics } from './metrics.js';
 export { drawSplit, hashKeyOf, restrictToSplit, routeCandidates, type HashKeyOf } from './routing.js';
