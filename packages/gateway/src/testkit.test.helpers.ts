@@ -6,7 +6,7 @@ import { connect, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { gunzipSync } from 'node:zlib';
-import type { Resource } from '@plinth/core';
+import { FaultToleranceSpec, type Resource } from '@plinth/core';
 import { StaticGovernance } from '@plinth/sdk';
 import type { OtlpSpan, OtlpTracesRequest, Tracing } from '@plinth/sdk/tracing';
 import { Agent, request } from 'undici';
@@ -281,6 +281,70 @@ export async function wsUpstream(name: string, decline = false): Promise<WsUpstr
         server.closeAllConnections();
         server.close(() => r());
       }),
+  };
+}
+
+/**
+ * The WebSocket tests' edge: `chat` (base and gray lanes, entered by `x-lane: gray`; one open connection at
+ * a time on `/room`), `nope` (declines every upgrade), and routes to them, one needing a token, one static.
+ */
+export function chatFixture(base: WsUpstream, gray: WsUpstream, declining: WsUpstream) {
+  const anon = { auth: { mode: 'anonymous' } };
+  return {
+    governance: {
+      instances: [instance('chat-1', 'chat', base.address), instance('chat-gray', 'chat', gray.address, { lane: 'gray' }), instance('nope-1', 'nope', declining.address)],
+      trafficPolicies: [resource<any>('TrafficPolicy', 'lanes', { lanes: [{ name: 'gray', services: ['chat'], mode: 'fallbackToBase', entry: [{ match: { headers: { 'x-lane': { exact: 'gray' } } } }] }], routing: [], loadBalancing: [], trustedIdentities: [] })],
+      faultTolerance: [
+        resource('FaultTolerance', 'rooms', FaultToleranceSpec.parse({
+          rules: [{ name: 'one-room', targets: [{ service: 'chat', endpoints: ['/room'] }], strategies: [{ type: 'concurrencyLimit', maxConcurrency: 1 }] }],
+        })),
+      ],
+    },
+    routes: [
+      route('chat', { ...anon, match: { path: { prefix: '/ws' } }, service: 'chat', rewrite: { prefix: '/socket' }, requestHeaders: { set: { 'x-room-tier': 'gold' }, remove: ['x-debug'] } }),
+      route('room', { ...anon, match: { path: { exact: '/room' } }, service: 'chat' }),
+      route('nope', { ...anon, match: { path: { exact: '/nope' } }, service: 'nope' }),
+      route('private', { match: { path: { exact: '/private' } }, service: 'chat' }),
+      route('static', { ...anon, match: { path: { exact: '/static' } }, static: { status: 200, body: 'ok' } }),
+    ],
+  };
+}
+
+/** A sidecar for the app `orders` (a WebSocket server) with an egress, and `payments` to reach through it. */
+export interface WsSidecar {
+  cp: TestControlPlane;
+  gw: Gateway;
+  app: WsUpstream;
+  payments: WsUpstream;
+  close(): Promise<void>;
+}
+
+/** Starts a WsSidecar on a real control plane in namespace `ns`; `resources` are put before the sidecar starts. */
+export async function wsSidecar(ns: string, appProtocol: 'http' | 'h2c' = 'http', resources: readonly { kind: string; name: string; spec: unknown }[] = []): Promise<WsSidecar> {
+  const cp = await controlPlane();
+  const app = await wsUpstream('app');
+  const payments = await wsUpstream('payments');
+  const put = (kind: string, name: string, spec: unknown) => cp.api('PUT', `/v1/resources/${kind}/${ns}/${name}`, { spec });
+  await put('Instance', 'payments-1', { service: 'payments', version: '1.0.0', address: payments.address, leaseTtlSeconds: 3600 });
+  for (const r of resources) await put(r.kind, r.name, r.spec);
+  const gw = await startGateway({
+    namespace: ns,
+    controlPlane: { url: cp.url, token: cp.token },
+    listen: '127.0.0.1:0',
+    accessLog: false,
+    sidecar: { app: `http://${app.address}`, service: 'orders', version: '2.0.0', egress: '127.0.0.1:0', deregisterDelayMs: 0, appProtocol },
+  });
+  await sleep(100);
+  return {
+    cp,
+    gw,
+    app,
+    payments,
+    close: async () => {
+      await gw.close();
+      await Promise.all([app.close(), payments.close()]);
+      await cp.destroy();
+    },
   };
 }
 

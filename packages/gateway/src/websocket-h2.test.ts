@@ -6,16 +6,15 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
-import { connect as h2connect, type ClientHttp2Session, type ClientHttp2Stream, type IncomingHttpHeaders } from 'node:http2';
+import { connect as h2connect, type ClientHttp2Session, type ClientHttp2Stream, type IncomingHttpHeaders, type OutgoingHttpHeaders } from 'node:http2';
 import type { Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { FaultToleranceSpec } from '@plinth/core';
 import type { StaticGovernance } from '@plinth/sdk';
 import type { StaticFeed } from './feed.js';
-import { startGateway, type Gateway } from './gateway.js';
-import { controlPlane, instance, resource, route, selfSigned, sleep, staticGateway, until, wsUpstream, type TestControlPlane, type WsUpstream } from './testkit.test.helpers.js';
+import type { Gateway } from './gateway.js';
+import { chatFixture, instance, route, selfSigned, sleep, staticGateway, until, wsSidecar, wsUpstream, type WsSidecar, type WsUpstream } from './testkit.test.helpers.js';
 
 const anon = { auth: { mode: 'anonymous' } };
 
@@ -151,10 +150,10 @@ function session(url: string, ca?: string): Promise<ClientHttp2Session> {
   });
 }
 
-/** A GET on the same session, to show ordinary requests share the connection. */
-function get(s: ClientHttp2Session, path: string): Promise<{ status: number; body: string }> {
+/** A request on the session, read to its end: a GET by default, to show ordinary requests share the connection. */
+function get(s: ClientHttp2Session, path: string | OutgoingHttpHeaders): Promise<{ status: number; body: string }> {
   return new Promise((resolve, reject) => {
-    const r = s.request({ ':path': path });
+    const r = s.request(typeof path === 'string' ? { ':path': path } : path);
     let status = 0;
     let body = '';
     r.on('response', (h) => (status = Number(h[':status'])));
@@ -205,23 +204,9 @@ describe('gateway WebSockets over HTTP/2 (RFC 8441)', () => {
     declining = await wsUpstream('declining', true);
     forged = await forger();
     ({ gw, governance, routes, log } = await staticGateway({ tls: { cert, key }, drainTimeoutMs: 300 }));
-    governance.set({
-      instances: [instance('chat-1', 'chat', base.address), instance('chat-gray', 'chat', gray.address, { lane: 'gray' }), instance('nope-1', 'nope', declining.address), instance('forged-1', 'forged', forged.address)],
-      trafficPolicies: [resource<any>('TrafficPolicy', 'lanes', { lanes: [{ name: 'gray', services: ['chat'], mode: 'fallbackToBase', entry: [{ match: { headers: { 'x-lane': { exact: 'gray' } } } }] }], routing: [], loadBalancing: [], trustedIdentities: [] })],
-      faultTolerance: [
-        resource('FaultTolerance', 'rooms', FaultToleranceSpec.parse({
-          rules: [{ name: 'one-room', targets: [{ service: 'chat', endpoints: ['/room'] }], strategies: [{ type: 'concurrencyLimit', maxConcurrency: 1 }] }],
-        })),
-      ],
-    });
-    routes.set([
-      route('chat', { ...anon, match: { path: { prefix: '/ws' } }, service: 'chat', rewrite: { prefix: '/socket' }, requestHeaders: { set: { 'x-room-tier': 'gold' }, remove: ['x-debug'] } }),
-      route('room', { ...anon, match: { path: { exact: '/room' } }, service: 'chat' }),
-      route('nope', { ...anon, match: { path: { exact: '/nope' } }, service: 'nope' }),
-      route('forged', { ...anon, match: { path: { exact: '/forged' } }, service: 'forged' }),
-      route('private', { match: { path: { exact: '/private' } }, service: 'chat' }),
-      route('static', { ...anon, match: { path: { exact: '/static' } }, static: { status: 200, body: 'ok' } }),
-    ]);
+    const chat = chatFixture(base, gray, declining);
+    governance.set({ ...chat.governance, instances: [...chat.governance.instances, instance('forged-1', 'forged', forged.address)] });
+    routes.set([...chat.routes, route('forged', { ...anon, match: { path: { exact: '/forged' } }, service: 'forged' })]);
     await sleep(50);
     s = await session(gw.url, ca);
   });
@@ -320,16 +305,7 @@ describe('gateway WebSockets over HTTP/2 (RFC 8441)', () => {
   });
 
   it('answers CONNECT tunnels with 405 and other extended CONNECT protocols with 501, and stays up', async () => {
-    const tunnel = await new Promise<{ status: number; body: string }>((resolve, reject) => {
-      const r = s.request({ ':method': 'CONNECT', ':authority': 'db.internal:5432' });
-      let status = 0;
-      let body = '';
-      r.on('response', (h) => (status = Number(h[':status'])));
-      r.setEncoding('utf8');
-      r.on('data', (d: string) => (body += d));
-      r.on('end', () => resolve({ status, body }));
-      r.on('error', reject);
-    });
+    const tunnel = await get(s, { ':method': 'CONNECT', ':authority': 'db.internal:5432' });
     assert.equal(tunnel.status, 405);
     assert.equal(JSON.parse(tunnel.body).code, 'method_not_allowed');
     const udp = await openOn(s, '/ws/udp', {}, 'connect-udp');
@@ -386,40 +362,17 @@ describe('gateway WebSockets over h2c, idle timeout and shutdown', () => {
 });
 
 describe('sidecar WebSockets over HTTP/2 (real control plane)', () => {
-  const NS = 'side-wsh2';
-  let cp: TestControlPlane;
-  let gw: Gateway;
-  let app: WsUpstream;
-  let payments: WsUpstream;
-
-  before(async () => {
-    cp = await controlPlane();
-    app = await wsUpstream('app');
-    payments = await wsUpstream('payments');
-    await cp.api('PUT', `/v1/resources/Instance/${NS}/payments-1`, { spec: { service: 'payments', version: '1.0.0', address: payments.address, leaseTtlSeconds: 3600 } });
-    gw = await startGateway({
-      namespace: NS,
-      controlPlane: { url: cp.url, token: cp.token },
-      listen: '127.0.0.1:0',
-      accessLog: false,
-      sidecar: { app: `http://${app.address}`, service: 'orders', version: '2.0.0', egress: '127.0.0.1:0', deregisterDelayMs: 0, appProtocol: 'h2c' },
-    });
-    await sleep(100);
-  });
-
-  after(async () => {
-    await gw?.close();
-    await Promise.all([app?.close(), payments?.close()]);
-    await cp?.destroy();
-  });
+  let side: WsSidecar;
+  before(async () => void (side = await wsSidecar('side-wsh2', 'h2c')));
+  after(() => side?.close());
 
   it('gives an app speaking HTTP/2 to its egress WebSockets to other services, by name, as the app', async () => {
-    const s = await session(gw.egressUrl!);
+    const s = await session(side.gw.egressUrl!);
     try {
       const ws = await opened(s, '/payments/stream?x=1');
       assert.equal(await ws.roundTrip('pay'), 'payments:pay');
-      assert.equal(payments.handshakes.at(-1)!.url, '/stream?x=1');
-      assert.equal(payments.handshakes.at(-1)!.headers['plinth-caller'], 'orders');
+      assert.equal(side.payments.handshakes.at(-1)!.url, '/stream?x=1');
+      assert.equal(side.payments.handshakes.at(-1)!.headers['plinth-caller'], 'orders');
       assert.equal(await ws.close(), 1000);
       const unnamed = await openOn(s, '/');
       assert.equal(unnamed.status, 404);
@@ -429,12 +382,12 @@ describe('sidecar WebSockets over HTTP/2 (real control plane)', () => {
   });
 
   it('takes WebSockets on the ingress streams of an HTTP/2 app to the app', async () => {
-    const s = await session(gw.url);
+    const s = await session(side.gw.url);
     try {
       const ws = await opened(s, '/chat', { 'plinth-caller': 'web' });
       assert.equal(await ws.roundTrip('hi'), 'app:hi');
-      assert.equal(app.handshakes.at(-1)!.url, '/chat');
-      assert.equal(app.handshakes.at(-1)!.headers['plinth-caller'], 'web');
+      assert.equal(side.app.handshakes.at(-1)!.url, '/chat');
+      assert.equal(side.app.handshakes.at(-1)!.headers['plinth-caller'], 'web');
     } finally {
       s.destroy();
     }

@@ -4,13 +4,11 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { FaultToleranceSpec } from '@plinth/core';
 import type { StaticGovernance } from '@plinth/sdk';
 import type { StaticFeed } from './feed.js';
 import type { Gateway } from './gateway.js';
 import WebSocket from 'ws';
-import { startGateway } from './gateway.js';
-import { closed, controlPlane, instance, open, opened, raw, refused, resource, roundTrip, route, sleep, staticGateway, wsUpstream, type TestControlPlane, type WsUpstream } from './testkit.test.helpers.js';
+import { chatFixture, closed, instance, open, opened, raw, refused, roundTrip, route, sleep, staticGateway, wsSidecar, wsUpstream, type WsSidecar, type WsUpstream } from './testkit.test.helpers.js';
 
 const anon = { auth: { mode: 'anonymous' } };
 
@@ -30,22 +28,9 @@ describe('gateway WebSocket proxying', () => {
     declining = await wsUpstream('declining', true);
     ({ gw, governance, routes, log } = await staticGateway({ drainTimeoutMs: 500 }));
     wsUrl = gw.url.replace('http:', 'ws:');
-    governance.set({
-      instances: [instance('chat-1', 'chat', base.address), instance('chat-gray', 'chat', gray.address, { lane: 'gray' }), instance('nope-1', 'nope', declining.address)],
-      trafficPolicies: [resource<any>('TrafficPolicy', 'lanes', { lanes: [{ name: 'gray', services: ['chat'], mode: 'fallbackToBase', entry: [{ match: { headers: { 'x-lane': { exact: 'gray' } } } }] }], routing: [], loadBalancing: [], trustedIdentities: [] })],
-      faultTolerance: [
-        resource('FaultTolerance', 'rooms', FaultToleranceSpec.parse({
-          rules: [{ name: 'one-room', targets: [{ service: 'chat', endpoints: ['/room'] }], strategies: [{ type: 'concurrencyLimit', maxConcurrency: 1 }] }],
-        })),
-      ],
-    });
-    routes.set([
-      route('chat', { ...anon, match: { path: { prefix: '/ws' } }, service: 'chat', rewrite: { prefix: '/socket' }, requestHeaders: { set: { 'x-room-tier': 'gold' }, remove: ['x-debug'] } }),
-      route('room', { ...anon, match: { path: { exact: '/room' } }, service: 'chat' }),
-      route('nope', { ...anon, match: { path: { exact: '/nope' } }, service: 'nope' }),
-      route('private', { match: { path: { exact: '/private' } }, service: 'chat' }),
-      route('static', { ...anon, match: { path: { exact: '/static' } }, static: { status: 200, body: 'ok' } }),
-    ]);
+    const chat = chatFixture(base, gray, declining);
+    governance.set(chat.governance);
+    routes.set(chat.routes);
     await sleep(50);
   });
 
@@ -174,34 +159,19 @@ describe('gateway WebSocket proxying at shutdown', () => {
 });
 
 describe('sidecar WebSocket proxying (real control plane)', () => {
-  const NS = 'side-ws';
-  let cp: TestControlPlane;
+  let side: WsSidecar;
   let gw: Gateway;
   let app: WsUpstream;
   let payments: WsUpstream;
-  const put = (kind: string, name: string, spec: unknown) => cp.api('PUT', `/v1/resources/${kind}/${NS}/${name}`, { spec });
 
   before(async () => {
-    cp = await controlPlane();
-    app = await wsUpstream('app');
-    payments = await wsUpstream('payments');
-    await put('Instance', 'payments-1', { service: 'payments', version: '1.0.0', address: payments.address, leaseTtlSeconds: 3600 });
-    await put('FaultTolerance', 'rooms', { rules: [{ name: 'one-room', targets: [{ service: 'orders', endpoints: ['/room'] }], strategies: [{ type: 'concurrencyLimit', maxConcurrency: 1 }] }] });
-    gw = await startGateway({
-      namespace: NS,
-      controlPlane: { url: cp.url, token: cp.token },
-      listen: '127.0.0.1:0',
-      accessLog: false,
-      sidecar: { app: `http://${app.address}`, service: 'orders', version: '2.0.0', egress: '127.0.0.1:0', deregisterDelayMs: 0 },
-    });
-    await sleep(100);
+    side = await wsSidecar('side-ws', 'http', [
+      { kind: 'FaultTolerance', name: 'rooms', spec: { rules: [{ name: 'one-room', targets: [{ service: 'orders', endpoints: ['/room'] }], strategies: [{ type: 'concurrencyLimit', maxConcurrency: 1 }] }] } },
+    ]);
+    ({ gw, app, payments } = side);
   });
 
-  after(async () => {
-    await gw?.close();
-    await Promise.all([app?.close(), payments?.close()]);
-    await cp?.destroy();
-  });
+  after(() => side?.close());
 
   it('takes a WebSocket at the ingress to the app, with the caller as it came', async () => {
     const ws = await opened(`${gw.url.replace('http:', 'ws:')}/chat`, { 'plinth-caller': 'web' });
