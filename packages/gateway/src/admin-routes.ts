@@ -21,7 +21,7 @@ const METHODS: ReadonlySet<string> = new Set(HTTP_METHODS);
  */
 export function routesAnswer(routes: LiveRoutes): AdminAnswer {
   const table = routes.table;
-  const list = table.routes.map((r) => ({ id: r.id, service: r.service ?? null, static: r.staticAnswer !== undefined, auth: r.auth.mode, spec: r.spec }));
+  const list = table.routes.map((r) => ({ id: r.id, service: r.service ?? null, static: r.staticAnswer !== undefined, redirect: r.redirect !== undefined, auth: r.auth.mode, spec: r.spec }));
   return { status: 200, contentType: JSON_TYPE, body: JSON.stringify({ routes: list, errors: table.errors }) };
 }
 
@@ -42,8 +42,12 @@ export function matchAnswer(routes: LiveRoutes, query: URLSearchParams): AdminAn
   const m = routes.table.match(host, method, path, headers);
   if (m === undefined) return { status: 404, contentType: JSON_TYPE, body: JSON.stringify({ match: null, detail: `no route for ${method} ${host}${path}` }) };
   const r = m.route;
-  const upstreamPath = r.service === undefined ? null : r.rewrite(path, m.params) + (q < 0 ? '' : rawPath.slice(q));
-  return { status: 200, contentType: JSON_TYPE, body: JSON.stringify({ match: { route: r.id, service: r.service ?? null, static: r.staticAnswer !== undefined, auth: r.auth.mode, upstreamPath, params: m.params } }) };
+  const search = q < 0 ? '' : rawPath.slice(q);
+  const upstreamPath = r.service === undefined ? null : r.rewrite(path, m.params) + search;
+  // Where a redirect would send a client that asked for that host over `scheme` (default http).
+  const scheme = query.get('scheme') === 'https' ? 'https' : 'http';
+  const redirect = r.redirect === undefined ? null : { status: r.redirect.status, location: r.redirect.location(scheme, query.get('host') ?? '', path, m.params, search) ?? null };
+  return { status: 200, contentType: JSON_TYPE, body: JSON.stringify({ match: { route: r.id, service: r.service ?? null, static: r.staticAnswer !== undefined, redirect, auth: r.auth.mode, upstreamPath, params: m.params } }) };
 }
 
 function bad(detail: string): AdminAnswer {

@@ -77,6 +77,8 @@ describe('gateway (static sources)', () => {
       route('api', { ...anon, match: { path: { prefix: '/api' } }, service: 'echo', rewrite: { prefix: '/' } }),
       route('limited', { ...anon, match: { path: { exact: '/limited' } }, service: 'echo' }),
       route('per-ip', { ...anon, match: { path: { exact: '/per-ip' } }, service: 'echo' }),
+      route('to-https', { ...anon, hosts: ['plain.example'], match: { path: { prefix: '/' } }, redirect: { scheme: 'https', status: 301 } }),
+      route('moved', { ...anon, match: { path: { template: '/item/:id' } }, redirect: { host: 'shop.example.com', path: '/products/:id', status: 308 } }),
       route('robots', { ...anon, match: { path: { exact: '/robots.txt' } }, static: { status: 200, body: 'User-agent: *', headers: { 'content-type': 'text/plain', 'cache-control': 'max-age=60' } } }),
       route('flaky', { ...anon, match: { path: { prefix: '/flaky' } }, service: 'flaky', retries: { attempts: 3 } }),
       // The same upstream paths as `flaky`, without retries; and a regex route with its own.
@@ -141,6 +143,23 @@ describe('gateway (static sources)', () => {
     assert.equal(n.status, 404);
     assert.equal(n.headers['content-type'], 'application/problem+json');
     assert.equal(n.json().code, 'route_not_found');
+  });
+
+  it('answers redirect routes with a Location built from the request, and refuses to build one from a Host that is no host', async () => {
+    const https = await call(`${gw.url}/cart/items?x=1`, { headers: { host: 'plain.example:8080' } });
+    assert.equal(https.status, 301);
+    assert.equal(https.headers.location, 'https://plain.example/cart/items?x=1');
+    assert.equal(https.text, '');
+    const moved = await call(`${gw.url}/item/42?ref=mail`, { method: 'POST', body: 'kept by 308' });
+    assert.equal(moved.status, 308);
+    assert.equal(moved.headers.location, `http://shop.example.com:${new URL(gw.url).port}/products/42?ref=mail`, 'the scheme and port the client used');
+    // The route keeps the client's port, which a Host that is no host name cannot give.
+    const evil = await raw(gw.url, 'GET /item/1 HTTP/1.1\r\nhost: a@evil.example\r\nconnection: close\r\n\r\n');
+    assert.match(evil, /^HTTP\/1\.1 400 /);
+    assert.match(evil, /no host name to redirect to/);
+    assert.doesNotMatch(evil, /location:/i);
+    const match = (await (await fetch(`${gw.adminUrl}/routes/match?host=plain.example&path=/a?b=c&scheme=http`)).json()) as { match: { redirect: unknown } };
+    assert.deepEqual(match.match.redirect, { status: 301, location: 'https://plain.example/a?b=c' });
   });
 
   it('retries an idempotent call on the route statuses, never a POST', async () => {

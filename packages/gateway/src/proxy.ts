@@ -546,6 +546,21 @@ export class Forwarder {
     return out;
   }
 
+  /**
+   * The scheme the client used: the connection's, or behind `--trust-proxy` what the proxies say
+   * (X-Forwarded-Proto's first value, the outermost hop's, as a TLS-terminating load balancer sets it).
+   */
+  schemeOf(req: IncomingMessage): 'http' | 'https' {
+    if (this.o.trustProxy > 0) {
+      const v = headerOf(req, 'x-forwarded-proto');
+      if (v !== undefined) {
+        const first = v.split(',')[0]!.trim().toLowerCase();
+        if (first === 'https' || first === 'http') return first;
+      }
+    }
+    return (req.socket as { encrypted?: boolean }).encrypted === true ? 'https' : 'http';
+  }
+
   /** Set by the edge (roles of verified identities). */
   rolesOf: ((subject: string) => readonly string[]) | undefined;
 
@@ -649,6 +664,8 @@ function onResponseClose(this: ServerResponse): void {
   (this as unknown as Record<symbol, Exchange | undefined>)[EXCHANGE] = undefined;
   ex.forwarder.ended(ex);
 }
+
+const EMPTY_BODY = Buffer.alloc(0);
 
 function headerOf(req: IncomingMessage, name: string): string | undefined {
   const v = req.headers[name];
@@ -786,6 +803,12 @@ export class EdgeProxy {
         else head.push(k, st.headers[k]!);
       }
       return f.answer(ex, st.status, type, st.body, head);
+    }
+    const rd = route.redirect;
+    if (rd !== undefined) {
+      const location = rd.location(f.schemeOf(req), headerOf(req, 'host') ?? '', path, m.params, query);
+      if (location === undefined) return f.problem(ex, 400, GatewayCodes.badRequest, 'the Host header is no host name to redirect to');
+      return f.answer(ex, rd.status, 'text/plain; charset=utf-8', EMPTY_BODY, ['location', location]);
     }
 
     const plan = planBody(req, route.maxBodyBytes);

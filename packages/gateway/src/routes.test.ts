@@ -91,3 +91,41 @@ describe('route matching', () => {
     assert.equal(normalizePath('/plain/path'), '/plain/path');
   });
 });
+
+describe('route redirects', () => {
+  const anon = { auth: { mode: 'anonymous' } };
+  const redirectOf = (match: Record<string, unknown>, redirect: Record<string, unknown>) => {
+    const t = new RouteTable([route('r', { ...anon, match: { path: match }, redirect })]);
+    return t.routes[0]!.redirect!;
+  };
+
+  it('keeps what it does not set: the scheme, host, port, path and query the client used', () => {
+    const https = redirectOf({ prefix: '/' }, { scheme: 'https' });
+    assert.equal(https.status, 302);
+    assert.equal(https.location('http', 'shop.example.com', '/cart', [], '?x=1'), 'https://shop.example.com/cart?x=1');
+    assert.equal(https.location('http', 'shop.example.com:8080', '/cart', [], ''), 'https://shop.example.com/cart', "a scheme set takes its own port, the well-known one, left out");
+    const host = redirectOf({ prefix: '/' }, { host: 'www.example.com', status: 301 });
+    assert.equal(host.location('https', 'example.com:8443', '/a', [], ''), 'https://www.example.com:8443/a', 'no scheme set: the port the client used');
+    assert.equal(host.location('http', 'example.com:80', '/a', [], ''), 'http://www.example.com/a', "the scheme's own port is left out");
+    const port = redirectOf({ prefix: '/' }, { scheme: 'https', port: 8443 });
+    assert.equal(port.location('http', '[::1]:8080', '/a', [], ''), 'https://[::1]:8443/a');
+  });
+
+  it('builds the path as a rewrite would: the prefix replaced, or a template filled', () => {
+    const prefix = redirectOf({ prefix: '/old' }, { prefix: '/new' });
+    assert.equal(prefix.location('https', 'shop.example.com', '/old/items/7', [], '?a=b'), 'https://shop.example.com/new/items/7?a=b');
+    assert.equal(prefix.location('https', 'shop.example.com', '/old', [], ''), 'https://shop.example.com/new');
+    const t = new RouteTable([route('r', { ...anon, match: { path: { template: '/item/:id' } }, redirect: { path: '/products/:id', status: 308 } })]);
+    const m = t.match('shop.example.com', 'GET', '/item/42', {})!;
+    assert.equal(m.route.redirect!.location('https', 'shop.example.com', '/item/42', m.params, ''), 'https://shop.example.com/products/42');
+  });
+
+  it('never makes a Location of a Host header that is no host name', () => {
+    const r = redirectOf({ prefix: '/' }, { scheme: 'https' });
+    for (const bad of ['evil.example/x', 'a@evil.example', 'shop.example.com:99999', '', 'shop example', '//evil.example']) {
+      assert.equal(r.location('http', bad, '/a', [], ''), undefined, bad);
+    }
+    const fixed = redirectOf({ prefix: '/' }, { scheme: 'https', host: 'shop.example.com' });
+    assert.equal(fixed.location('http', 'a@evil.example', '/a', [], ''), 'https://shop.example.com/a', 'a redirect that names scheme and host needs nothing of it');
+  });
+});

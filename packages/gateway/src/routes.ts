@@ -1,6 +1,6 @@
 import type { IncomingHttpHeaders } from 'node:http';
 import { BlockList, isIP } from 'node:net';
-import { parseCidr, RouteSpec, templateParams, type AuthMode, type RequestHeaderModifier, type Resource, type RouteClientIps, type RouteOidc, type StringMatch } from '@plinth/core';
+import { parseCidr, RouteSpec, templateParams, type AuthMode, type RequestHeaderModifier, type Resource, type RouteClientIps, type RouteOidc, type RouteRedirect, type StringMatch } from '@plinth/core';
 import type { RetryOverride } from '@plinth/sdk/client';
 import type { ResourceFeed } from './feed.js';
 
@@ -94,6 +94,7 @@ export interface CompiledRoute {
   readonly spec: RouteSpec;
   readonly service: string | undefined;
   readonly staticAnswer: { readonly status: number; readonly body: Buffer; readonly headers: Readonly<Record<string, string>> } | undefined;
+  readonly redirect: CompiledRedirect | undefined;
   readonly timeoutMs: number | undefined;
   /** `streamIdleTimeoutMs`, 0 without: the answer's body is then bounded by the deadline. */
   readonly streamIdleMs: number;
@@ -113,6 +114,75 @@ export interface CompiledRoute {
   readonly clientIps: ClientIpRule | undefined;
   /** Shadow traffic: the service copies go to, and the share of requests copied (0 to 1). */
   readonly mirror: { readonly service: string; readonly share: number } | undefined;
+}
+
+/** A route's redirect: its status, and the Location for a request. */
+export interface CompiledRedirect {
+  readonly status: number;
+  /**
+   * `scheme` and `host` (its Host header, with any port) as the client addressed the gateway; `path` normalized,
+   * `query` with its `?`. Undefined when the Location would take a Host that is no host name.
+   */
+  location(scheme: 'http' | 'https', host: string, path: string, params: readonly string[], query: string): string | undefined;
+}
+
+/** The path a route sends on (rewrite) or redirects to: the matched prefix replaced, a template filled, or the path as it came. */
+function pathBuilder(p: RouteSpec['match']['path'], to: { readonly prefix?: string | undefined; readonly path?: string | undefined } | undefined): (path: string, params: readonly string[]) => string {
+  if (to?.prefix !== undefined && p.prefix !== undefined) {
+    const from = p.prefix;
+    const prefix = to.prefix;
+    return (path) => joinPrefix(prefix, path.slice(from.length));
+  }
+  if (to?.path !== undefined) {
+    const names = p.template !== undefined ? templateParams(p.template) : [];
+    const parts = to.path.split('/').map((s) => (s.startsWith(':') ? names.indexOf(s.slice(1)) : s));
+    return (_path, params) => {
+      let out = '';
+      for (let i = 1; i < parts.length; i++) {
+        const part = parts[i]!;
+        out += '/' + (typeof part === 'number' ? (params[part] ?? '') : part);
+      }
+      return out === '' ? '/' : out;
+    };
+  }
+  return (path) => path;
+}
+
+const DEFAULT_PORT = { http: 80, https: 443 } as const;
+
+/**
+ * The Gateway API's RequestRedirect: each part not set is the request's. A scheme set without a port takes
+ * its well-known one; a port that is the scheme's well-known one is left out of the Location.
+ */
+function compileRedirect(r: RouteRedirect, build: (path: string, params: readonly string[]) => string): CompiledRedirect {
+  return {
+    status: r.status,
+    location(scheme, host, path, params, query) {
+      const to = r.scheme ?? scheme;
+      const h = splitHost(host);
+      if (h === undefined && (r.host === undefined || (r.port === undefined && r.scheme === undefined))) return undefined;
+      const { name, port } = h ?? { name: '', port: undefined };
+      const p = r.port ?? (r.scheme !== undefined ? undefined : port);
+      const shown = p === undefined || p === DEFAULT_PORT[to] ? '' : `:${p}`;
+      return `${to}://${r.host ?? name}${shown}${build(path, params)}${query}`;
+    },
+  };
+}
+
+/** A Host header: a DNS name or IPv4 address, or an IPv6 literal, and a port. */
+const HOST_HEADER = /^(?:([a-z0-9](?:[-a-z0-9.]*[a-z0-9])?)|(\[[0-9a-f:.]+\]))(?::(\d{1,5}))?$/i;
+
+/**
+ * `shop.example:8443` or `[::1]:8443` into the name and the port (undefined without one); undefined for a
+ * header that is no host, so that what a client sends as Host (`evil.example/x`, `a@evil.example`) never
+ * becomes a Location elsewhere.
+ */
+function splitHost(host: string): { name: string; port: number | undefined } | undefined {
+  const m = HOST_HEADER.exec(host);
+  if (m === null) return undefined;
+  const port = m[3] === undefined ? undefined : Number(m[3]);
+  if (port !== undefined && (port < 1 || port > 65535)) return undefined;
+  return { name: (m[1] ?? m[2]!).toLowerCase(), port };
 }
 
 export interface RouteMatch {
@@ -251,24 +321,7 @@ export function compileRoute(res: Resource<unknown>): { route: CompiledRoute; ra
     return true;
   };
 
-  let rewrite: CompiledRoute['rewrite'] = (path) => path;
-  const rw = spec.rewrite;
-  if (rw?.prefix !== undefined && p.prefix !== undefined) {
-    const from = p.prefix;
-    const to = rw.prefix;
-    rewrite = (path) => joinPrefix(to, path.slice(from.length));
-  } else if (rw?.path !== undefined) {
-    const names = p.template !== undefined ? templateParams(p.template) : [];
-    const parts = rw.path.split('/').map((s) => (s.startsWith(':') ? names.indexOf(s.slice(1)) : s));
-    rewrite = (_path, params) => {
-      let out = '';
-      for (let i = 1; i < parts.length; i++) {
-        const part = parts[i]!;
-        out += '/' + (typeof part === 'number' ? (params[part] ?? '') : part);
-      }
-      return out === '' ? '/' : out;
-    };
-  }
+  const rewrite = pathBuilder(p, spec.rewrite);
 
   const c = spec.cors;
   const cors: CompiledCors | undefined = c && {
@@ -290,6 +343,7 @@ export function compileRoute(res: Resource<unknown>): { route: CompiledRoute; ra
     spec,
     service: spec.service,
     staticAnswer: st && { status: st.status, body: Buffer.from(st.body), headers: st.headers },
+    redirect: spec.redirect && compileRedirect(spec.redirect, pathBuilder(p, spec.redirect)),
     timeoutMs: spec.timeoutMs,
     streamIdleMs: spec.streamIdleTimeoutMs ?? 0,
     maxBodyBytes: spec.maxBodyBytes,

@@ -55,6 +55,13 @@ describe('Route', () => {
     assert.deepEqual(r.static, { status: 200, body: 'User-agent: *', headers: {} });
   });
 
+  it('accepts a redirect, 302 unless told', () => {
+    const r = validate({ match: { path: { prefix: '/' } }, redirect: { scheme: 'https' }, auth: { mode: 'anonymous' } });
+    assert.deepEqual(r.redirect, { scheme: 'https', status: 302 });
+    const moved = validate({ match: { path: { template: '/item/:id' } }, redirect: { host: 'shop.example.com', port: 8443, path: '/products/:id', status: 308 }, auth: { mode: 'anonymous' } });
+    assert.deepEqual(moved.redirect, { host: 'shop.example.com', port: 8443, path: '/products/:id', status: 308 });
+  });
+
   it('names the field of each mistake as a user reads it', () => {
     const cases: [unknown, string[]][] = [
       [edit(full, (d) => (d.match.path = {}, delete d.rewrite, delete d.retries)), ['spec.match.path']],
@@ -86,6 +93,17 @@ describe('Route', () => {
       [edit(full, (d) => (d.requestHeaders = { set: { 'x-a': 'one\r\nx-injected: 1' } })), ['spec.requestHeaders.set["x-a"]']],
       [edit(full, (d) => (d.requestHeaders = { set: { 'bad name': '1' } })), ['spec.requestHeaders.set["bad name"]']],
       [edit(full, (d) => delete d.service), ['spec.service']],
+      [edit(full, (d) => (d.redirect = { scheme: 'https' })), ['spec.service', 'spec.rewrite', 'spec.timeoutMs', 'spec.streamIdleTimeoutMs', 'spec.retries', 'spec.requestHeaders', 'spec.responseHeaders', 'spec.mirror']],
+      [edit(full, (d) => (delete d.service, delete d.rewrite, delete d.timeoutMs, delete d.streamIdleTimeoutMs, delete d.retries, delete d.requestHeaders, delete d.responseHeaders, delete d.mirror, (d.redirect = {}))), ['spec.redirect']],
+      [
+        edit(full, (d) => (delete d.service, delete d.rewrite, delete d.timeoutMs, delete d.streamIdleTimeoutMs, delete d.retries, delete d.requestHeaders, delete d.responseHeaders, delete d.mirror, (d.redirect = { scheme: 'ftp', host: '*.example.com', port: 0, status: 200 }))),
+        ['spec.redirect.scheme', 'spec.redirect.host', 'spec.redirect.port', 'spec.redirect.status'],
+      ],
+      // On a template route: a prefix to replace there is not, a parameter it does not have, and both ways at once.
+      [
+        edit(full, (d) => (delete d.service, delete d.rewrite, delete d.timeoutMs, delete d.streamIdleTimeoutMs, delete d.retries, delete d.requestHeaders, delete d.responseHeaders, delete d.mirror, (d.redirect = { prefix: '/v2', path: '/p/:sku' }))),
+        ['spec.redirect.path', 'spec.redirect.prefix', 'spec.redirect.path'],
+      ],
       [edit(full, (d) => (d.rewrite = { path: '/v2/:order' })), ['spec.rewrite.path']],
       [edit(full, (d) => (d.rewrite = { prefix: '/v2' })), ['spec.rewrite.prefix']],
       [edit(full, (d) => (d.rewrite = { prefix: '/v2', path: '/x' })), ['spec.rewrite', 'spec.rewrite.prefix']],

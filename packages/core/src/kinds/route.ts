@@ -41,6 +41,12 @@ export function templateParams(template: string): string[] {
   return out;
 }
 
+/** Every `:name` of a path built from a template must be a parameter of the route's match.path.template. */
+function checkParamsOf(built: string, p: PathMatch, ctx: Ctx, at: PropertyKey[]): void {
+  const have = new Set(p.template !== undefined ? templateParams(p.template) : []);
+  for (const name of templateParams(built)) if (!have.has(name)) issue(ctx, at, `parameter :${name} is not a parameter of match.path.template`);
+}
+
 function checkTemplate(t: string, ctx: Ctx, path: PropertyKey[]): void {
   const segs = t.split('/').slice(1);
   const seen = new Set<string>();
@@ -96,6 +102,33 @@ export const StaticAnswer = z.strictObject({
   headers: z.record(headerName, z.string().max(4096)).default({}),
 });
 export type StaticAnswer = z.infer<typeof StaticAnswer>;
+
+/**
+ * A redirect answered by the gateway (the Kubernetes Gateway API's RequestRedirect): each part left out is
+ * the request's own. The query string is kept.
+ */
+export const RouteRedirect = z
+  .strictObject({
+    scheme: z.enum(['http', 'https']).optional(),
+    /** A host name (no wildcard, no port). */
+    host: hostPattern.refine((h) => !h.startsWith('*.'), 'expected a host name, not a wildcard').optional(),
+    /** Absent: the well-known port of `scheme` when that is set (left out of Location), else the request's. */
+    port: z.int().min(1).max(65535).optional(),
+    /** Replaces the matched prefix (match.path.prefix only), as rewrite.prefix. */
+    prefix: pathText.optional(),
+    /** The whole path, from a template using the parameters of match.path.template, as rewrite.path. */
+    path: pathText.optional(),
+    /** 301 and 308 are permanent (cached by browsers), 302, 303 and 307 not; 307 and 308 keep the method and body. */
+    status: z.union([z.literal(301), z.literal(302), z.literal(303), z.literal(307), z.literal(308)]).default(302),
+  })
+  .superRefine((r, ctx) => {
+    if (r.prefix !== undefined && r.path !== undefined) issue(ctx, ['path'], 'expected at most one of prefix or path');
+    if (r.path !== undefined) checkTemplate(r.path, ctx, ['path']);
+    if (r.scheme === undefined && r.host === undefined && r.port === undefined && r.prefix === undefined && r.path === undefined) {
+      issue(ctx, [], 'expected at least one of scheme, host, port, prefix or path: a redirect to the same URL loops');
+    }
+  });
+export type RouteRedirect = z.infer<typeof RouteRedirect>;
 
 export const RouteRewrite = z
   .strictObject({
@@ -332,6 +365,8 @@ export const RouteSpec = z
     service: dnsName.optional(),
     /** A fixed answer instead of an upstream. */
     static: StaticAnswer.optional(),
+    /** A redirect instead of an upstream. */
+    redirect: RouteRedirect.optional(),
     rewrite: RouteRewrite.optional(),
     /** Budget of the whole exchange, retries included; an incoming plinth-timeout-ms can only shorten it. */
     timeoutMs: z.int().min(1).max(600_000).optional(),
@@ -362,17 +397,18 @@ export const RouteSpec = z
     priority: z.int().min(-1000).max(1000).default(0),
   })
   .superRefine((r, ctx) => {
-    if ((r.service === undefined) === (r.static === undefined)) issue(ctx, ['service'], 'expected exactly one of service or static');
-    if (r.static !== undefined) {
-      for (const k of ['rewrite', 'timeoutMs', 'streamIdleTimeoutMs', 'retries', 'requestHeaders', 'responseHeaders', 'mirror'] as const) if (r[k] !== undefined) issue(ctx, [k], 'not allowed with static');
+    const actions = (r.service !== undefined ? 1 : 0) + (r.static !== undefined ? 1 : 0) + (r.redirect !== undefined ? 1 : 0);
+    if (actions !== 1) issue(ctx, ['service'], 'expected exactly one of service, static or redirect');
+    const own = r.static !== undefined ? 'static' : r.redirect !== undefined ? 'redirect' : undefined;
+    if (own !== undefined) {
+      for (const k of ['rewrite', 'timeoutMs', 'streamIdleTimeoutMs', 'retries', 'requestHeaders', 'responseHeaders', 'mirror'] as const) if (r[k] !== undefined) issue(ctx, [k], `not allowed with ${own}`);
     }
     const p = r.match.path;
+    if (r.redirect?.prefix !== undefined && p.prefix === undefined) issue(ctx, ['redirect', 'prefix'], 'only allowed when match.path is a prefix');
+    if (r.redirect?.path !== undefined) checkParamsOf(r.redirect.path, p, ctx, ['redirect', 'path']);
     if (r.rewrite?.prefix !== undefined && p.prefix === undefined) issue(ctx, ['rewrite', 'prefix'], 'only allowed when match.path is a prefix');
     if (r.rewrite?.path !== undefined) {
-      const have = new Set(p.template !== undefined ? templateParams(p.template) : []);
-      for (const name of templateParams(r.rewrite.path)) {
-        if (!have.has(name)) issue(ctx, ['rewrite', 'path'], `parameter :${name} is not a parameter of match.path.template`);
-      }
+      checkParamsOf(r.rewrite.path, p, ctx, ['rewrite', 'path']);
       if (p.regex !== undefined || p.prefix !== undefined) issue(ctx, ['rewrite', 'path'], 'only allowed when match.path is exact or a template (use rewrite.prefix for a prefix)');
     }
     if (r.auth.mode === 'anonymous') {
