@@ -9,7 +9,7 @@ import type { CompiledAuth } from './routes.js';
 export interface Identity {
   /** `ServiceAccount:<namespace>/<name>`, or `User:<id>` for an end user's token (auth mode oidc). */
   readonly subject: string;
-  readonly via: 'jwt' | 'apiKey' | 'mtls' | 'oidc';
+  readonly via: 'jwt' | 'apiKey' | 'mtls' | 'oidc' | 'external';
   readonly audiences: readonly string[];
   /** Epoch seconds. */
   readonly expiresAt: number;
@@ -20,8 +20,20 @@ export interface Identity {
 }
 
 export type AuthOutcome =
-  | { readonly ok: true; readonly identity: Identity | undefined }
-  | { readonly ok: false; readonly status: 401 | 403 | 503; readonly code: string; readonly detail: string };
+  | {
+      readonly ok: true;
+      readonly identity: Identity | undefined;
+      /** Headers for the upstream an authorization service gave (auth mode external), flat name/value pairs. */
+      readonly headers?: readonly string[] | undefined;
+    }
+  | {
+      readonly ok: false;
+      readonly status: number;
+      readonly code: string;
+      readonly detail: string;
+      /** The answer an authorization service gave (auth mode external), passed to the client instead of a problem document. */
+      readonly answer?: { readonly status: number; readonly contentType: string; readonly body: Buffer; readonly headers: readonly string[] } | undefined;
+    };
 
 export interface AuthOptions {
   /** Base URL of the plinth server: JWKS at `/.well-known/jwks.json`, key exchange at `/v1/auth/token`. */

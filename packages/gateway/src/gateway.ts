@@ -26,6 +26,7 @@ import { handshakeRefusal } from './client-cert.js';
 import { GatewayCodes, problemBody } from './errors.js';
 import { clientFeed, type ResourceFeed } from './feed.js';
 import { hardenedServer, http1Settings, listenOn, parseHostPort, urlOf, type AnyServer, type ServerLimits } from './listen.js';
+import { ExternalAuthorizer } from './external-auth.js';
 import { closeAllConnections, closeIdleConnections, enableH2c, goAway, webSocketStreams } from './http2.js';
 import { GatewayMetrics, writeMetrics } from './metrics.js';
 import { MIRROR_MAX_IN_FLIGHT } from './mirror.js';
@@ -252,7 +253,8 @@ export async function startGateway(o: GatewayOptions): Promise<Gateway> {
       const serverUrl = o.identity?.serverUrl ?? o.controlPlane?.url;
       const roles = bindings ? new RoleIndex(bindings) : undefined;
       const auth = serverUrl !== undefined ? new Authenticator({ ...o.identity, serverUrl }, roles) : undefined;
-      const edgeOptions = { routes, auth, oidc: new OidcVerifier(o.oidc), roles, clientCerts };
+      const external = new ExternalAuthorizer(forwarder.engine, forwarder.pools, forwarder, wheel);
+      const edgeOptions = { routes, auth, oidc: new OidcVerifier(o.oidc), roles, clientCerts, external };
       const edge = new EdgeProxy(forwarder, edgeOptions);
       const listener = edge.listener;
       const serve = (req: IncomingMessage, res: ServerResponse): void => {

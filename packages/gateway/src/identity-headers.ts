@@ -61,3 +61,8 @@ export function pushIncomingIdentity(out: string[], headers: IncomingHttpHeaders
     if (typeof v === 'string') out.push(k, v);
   }
 }
+
+/** What may go into a header value taken from a token or an authorization service (node:http refuses the rest) and stay readable in a log. */
+export const HEADER_SAFE = /^[\x20-\x7e]{1,4096}$/;
+/** What may name a user: printable, no spaces. */
+export const SUBJECT_SAFE = /^[\x21-\x7e]{1,256}$/;

@@ -3,12 +3,10 @@ import { isProviderUrl, type RouteOidc } from '@plinth/core';
 import { createRemoteJWKSet, jwtVerify, type JWTPayload, type JWTVerifyGetKey } from 'jose';
 import { MAX_CACHED_TOKENS, refuse, TOKEN_TOLERANCE_SEC, tokenRefusal, type AuthOutcome, type Identity, type TokenWording } from './auth.js';
 import { GatewayCodes } from './errors.js';
+import { HEADER_SAFE, SUBJECT_SAFE } from './identity-headers.js';
 
 /** Asymmetric algorithms only: a shared-secret (HS*) or unsigned token cannot be told from a forged one here. */
 const ALGORITHMS = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA'];
-/** What may go into a header value (node:http refuses the rest) and stay readable in a log. */
-const HEADER_SAFE = /^[\x20-\x7e]{1,4096}$/;
-const SUBJECT_SAFE = /^[\x21-\x7e]{1,256}$/;
 
 export interface OidcOptions {
   /** Least time between two key fetches for unknown key ids. Default 30 s. */

@@ -18,6 +18,7 @@ import { GatewayCodes, problemBody } from './errors.js';
 import { grpcMessage, grpcStatusOf, isGrpcRequest } from './grpc-status.js';
 import { deadlineHeaders } from './deadline-headers.js';
 import { decodeTextBody, grpcRequestHeaders, grpcWebContentType, grpcWebModeOf, GrpcWebAnswer, type GrpcWebMode } from './grpc-web.js';
+import type { ExternalAuthorizer } from './external-auth.js';
 import { pushIdentity, pushIncomingIdentity, stripIncoming } from './identity-headers.js';
 import type { GatewayMetrics } from './metrics.js';
 import { Mirror } from './mirror.js';
@@ -71,6 +72,8 @@ export class Exchange implements Sink {
   service: string | undefined;
   upstream: string | undefined;
   identity: Identity | undefined;
+  /** What an authorization service gave for the upstream (auth mode external). */
+  authHeaders: readonly string[] | undefined = undefined;
   lane: string | undefined;
   stress = false;
   traceId: string | undefined;
@@ -341,7 +344,7 @@ export class Forwarder {
       ex.clientSpans = true;
       ex.clientParent = ex.span !== undefined ? ex.span.traceContext : parseTraceparent(headerOf(req, Headers.traceparent));
     }
-    ex.wire = this.wireHeaders(req, ex.identity, ctx, direct !== undefined, ex.clientSpans ? undefined : ex.traceparent, ex.route?.requestHeaders);
+    ex.wire = this.wireHeaders(req, ex.identity, ctx, direct !== undefined, ex.clientSpans ? undefined : ex.traceparent, ex.route?.requestHeaders, ex.authHeaders);
     if (web !== undefined) {
       ex.wire = grpcRequestHeaders(ex.wire, web);
       ex.grpcWeb = new GrpcWebAnswer(web);
@@ -393,7 +396,7 @@ export class Forwarder {
     if (body.kind !== 'whole' || web) return this.mirror.skip(route.id);
     const baggage: Baggage = new Map(ctx.baggage);
     setStress(baggage, true);
-    const wire = this.wireHeaders(ex.req, ex.identity, { trace: ctx.trace, baggage, deadlineAt: ctx.deadlineAt, caller: ctx.caller }, false, ex.traceparent, route.requestHeaders);
+    const wire = this.wireHeaders(ex.req, ex.identity, { trace: ctx.trace, baggage, deadlineAt: ctx.deadlineAt, caller: ctx.caller }, false, ex.traceparent, route.requestHeaders, ex.authHeaders);
     this.mirror.copy({
       route: route.id,
       service,
@@ -497,7 +500,7 @@ export class Forwarder {
    * The upstream request's headers, flat: the client's minus hop-by-hop and owned ones, plus forwarding,
    * identity and context. `traceparent` undefined: each try adds its own (it has a client span).
    */
-  wireHeaders(req: IncomingMessage, identity: Identity | undefined, ctx: RequestContext, direct: boolean, traceparent: string | undefined, edit?: HeaderEdit): string[] {
+  wireHeaders(req: IncomingMessage, identity: Identity | undefined, ctx: RequestContext, direct: boolean, traceparent: string | undefined, edit?: HeaderEdit, authHeaders?: readonly string[]): string[] {
     const h = req.headers;
     const drop = connectionTokens(h.connection);
     const out: string[] = [];
@@ -536,6 +539,7 @@ export class Forwarder {
     // Straight to the app (sidecar ingress), the caller is whoever called; through the engine, it is us.
     const caller = direct ? ctx.caller : this.o.self;
     if (caller !== undefined) out.push(Headers.caller, caller);
+    if (authHeaders !== undefined) for (let i = 0; i < authHeaders.length; i++) out.push(authHeaders[i]!);
     if (identity !== undefined) pushIdentity(out, identity, this.rolesOf?.(identity.subject) ?? []);
     else if (this.o.trustIdentityHeaders) pushIncomingIdentity(out, h);
     if (ctx.baggage.size > 0) {
@@ -708,6 +712,8 @@ export interface EdgeOptions {
   roles: RoleIndex | undefined;
   /** The listener verifies client certificates (`tls.clientCa`), so routes of mode mtls can take them. */
   clientCerts: boolean;
+  /** Routes of auth mode external: their authorization services, called through the engine. */
+  external: ExternalAuthorizer;
 }
 
 /**
@@ -723,6 +729,7 @@ export function edgeAuthenticate(req: IncomingMessage, route: CompiledRoute, o: 
     return c.outcome;
   }
   if (auth.mode === 'oidc') return o.oidc.authenticate(req.headers, auth.oidc!);
+  if (auth.mode === 'external') return o.external.authorize(req, auth.external!);
   if (o.auth === undefined) return NO_PROVIDER;
   return o.auth.authenticate(req.headers, auth);
 }
@@ -789,9 +796,15 @@ export class EdgeProxy {
       if (a instanceof Promise) a = await a;
       if (!a.ok) {
         f.o.metrics.rejected(route.id, a.code);
+        const v = a.answer;
+        if (v !== undefined) {
+          ex.reason = a.code;
+          return f.answer(ex, v.status, v.contentType, v.body, v.headers, a.detail);
+        }
         return f.problem(ex, a.status, a.code, a.detail, challenge(route, a.status));
       }
       ex.identity = a.identity;
+      ex.authHeaders = a.headers;
     }
 
     const st = route.staticAnswer;

@@ -2,6 +2,7 @@ import type { IncomingHttpHeaders } from 'node:http';
 import { BlockList, isIP } from 'node:net';
 import { parseCidr, RouteSpec, templateParams, type AuthMode, type RequestHeaderModifier, type Resource, type RouteClientIps, type RouteOidc, type RouteRedirect, type StringMatch } from '@plinth/core';
 import type { RetryOverride } from '@plinth/sdk/client';
+import { compileExternalAuth, externalAuthNames, type CompiledExternalAuth } from './external-auth.js';
 import type { ResourceFeed } from './feed.js';
 
 /** A route's CORS policy with its answer headers prepared once. */
@@ -81,6 +82,8 @@ export interface CompiledAuth {
   readonly trustDomains: ReadonlySet<string> | undefined;
   /** mode oidc: the provider and what the route asks of its tokens. */
   readonly oidc: RouteOidc | undefined;
+  /** mode external: the authorization service and what passes between it, the client and the upstream. */
+  readonly external: CompiledExternalAuth | undefined;
 }
 
 /**
@@ -348,13 +351,13 @@ export function compileRoute(res: Resource<unknown>): { route: CompiledRoute; ra
     streamIdleMs: spec.streamIdleTimeoutMs ?? 0,
     maxBodyBytes: spec.maxBodyBytes,
     cors,
-    auth: { mode: spec.auth.mode, audiences: spec.auth.audiences, requiredRoles: spec.auth.requiredRoles, trustDomains: spec.auth.trustDomains && new Set(spec.auth.trustDomains), oidc: spec.auth.oidc },
+    auth: { mode: spec.auth.mode, audiences: spec.auth.audiences, requiredRoles: spec.auth.requiredRoles, trustDomains: spec.auth.trustDomains && new Set(spec.auth.trustDomains), oidc: spec.auth.oidc, external: spec.auth.external && compileExternalAuth(spec.auth.external) },
     matchPath,
     matchRest,
     rewrite,
     retry: spec.retries && Object.freeze({ maxAttempts: spec.retries.attempts, retryOn: Object.freeze([...spec.retries.on]) }),
     // A client's own headers named like the route's claim headers never pass: only the verified token sets them.
-    requestHeaders: compileHeaderEdit(spec.requestHeaders, Object.values(spec.auth.oidc?.claimHeaders ?? {})),
+    requestHeaders: compileHeaderEdit(spec.requestHeaders, [...Object.values(spec.auth.oidc?.claimHeaders ?? {}), ...externalAuthNames(spec.auth.external)]),
     responseHeaders: compileHeaderEdit(spec.responseHeaders),
     clientIps: spec.clientIps && new ClientIpRule(spec.clientIps),
     mirror: spec.mirror && spec.mirror.percent > 0 ? Object.freeze({ service: spec.mirror.service, share: spec.mirror.percent / 100 }) : undefined,

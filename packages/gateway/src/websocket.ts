@@ -33,6 +33,8 @@ export interface WebSocketTarget {
   readonly query: string;
   readonly route: string | undefined;
   readonly identity: Identity | undefined;
+  /** What an authorization service gave for the upstream (auth mode external). */
+  readonly authHeaders?: readonly string[] | undefined;
   /** Run the service's inbound admission (edge, ingress); without it, `context` is the request's context (egress). */
   readonly admit: boolean;
   readonly context?: RequestContext | undefined;
@@ -75,13 +77,15 @@ export function edgeWebSocketResolver(routes: LiveRoutes, edge: EdgeOptions, met
     }
     if (route.service === undefined) return wsRefusal(400, GatewayCodes.badRequest, `route ${route.id} answers by itself and takes no WebSocket`, undefined, route.id);
     let identity: Identity | undefined;
+    let authHeaders: readonly string[] | undefined;
     let a = edgeAuthenticate(req, route, edge, metrics);
     if (a !== undefined) {
       if (a instanceof Promise) a = await a;
-      if (!a.ok) return wsRefusal(a.status, a.code, a.detail, challenge(route, a.status), route.id);
+      if (!a.ok) return a.answer !== undefined ? wsRefusal(a.answer.status, a.code, a.detail, a.answer.headers, route.id) : wsRefusal(a.status, a.code, a.detail, challenge(route, a.status), route.id);
       identity = a.identity;
+      authHeaders = a.headers;
     }
-    return { service: route.service, path: route.rewrite(path, m.params), query, route: route.id, identity, admit: true, timeoutMs: route.timeoutMs, retry: route.retry, requestHeaders: route.requestHeaders };
+    return { service: route.service, path: route.rewrite(path, m.params), query, route: route.id, identity, authHeaders, admit: true, timeoutMs: route.timeoutMs, retry: route.retry, requestHeaders: route.requestHeaders };
   };
 }
 
@@ -190,7 +194,7 @@ export class WebSocketProxy {
     }
 
     const trace = ctx.trace ?? newTraceContext();
-    const wire = f.wireHeaders(req, identity, ctx, t.direct !== undefined, formatTraceparent(trace), t.requestHeaders);
+    const wire = f.wireHeaders(req, identity, ctx, t.direct !== undefined, formatTraceparent(trace), t.requestHeaders, t.authHeaders);
     wire.push('connection', 'upgrade', 'upgrade', 'websocket');
     // Over HTTP/2 the client sends no key (RFC 8441 §5): the upstream's HTTP/1.1 handshake gets one of the gateway's.
     const key = side.http2 ? randomBytes(16).toString('base64') : undefined;

@@ -55,6 +55,11 @@ describe('Route', () => {
     assert.deepEqual(r.static, { status: 200, body: 'User-agent: *', headers: {} });
   });
 
+  it('accepts external authorization with its defaults', () => {
+    const r = validate({ match: { path: { prefix: '/' } }, service: 'shop', auth: { mode: 'external', external: { service: 'oauth2-proxy', path: '/oauth2/auth' } } });
+    assert.deepEqual(r.auth.external, { service: 'oauth2-proxy', path: '/oauth2/auth', requestHeaders: ['authorization', 'cookie'], upstreamHeaders: [], clientHeaders: ['www-authenticate', 'location', 'set-cookie'], timeoutMs: 1000 });
+  });
+
   it('accepts a redirect, 302 unless told', () => {
     const r = validate({ match: { path: { prefix: '/' } }, redirect: { scheme: 'https' }, auth: { mode: 'anonymous' } });
     assert.deepEqual(r.redirect, { scheme: 'https', status: 302 });
@@ -93,6 +98,17 @@ describe('Route', () => {
       [edit(full, (d) => (d.requestHeaders = { set: { 'x-a': 'one\r\nx-injected: 1' } })), ['spec.requestHeaders.set["x-a"]']],
       [edit(full, (d) => (d.requestHeaders = { set: { 'bad name': '1' } })), ['spec.requestHeaders.set["bad name"]']],
       [edit(full, (d) => delete d.service), ['spec.service']],
+      [edit(full, (d) => (d.auth = { mode: 'external' })), ['spec.auth.external']],
+      [edit(full, (d) => (d.auth = { mode: 'jwt', external: { service: 'authz' } })), ['spec.auth.external']],
+      [edit(full, (d) => (d.auth = { mode: 'external', requiredRoles: ['x'], external: { service: 'authz' } })), ['spec.auth.requiredRoles']],
+      [
+        edit(full, (d) => (d.auth = { mode: 'external', external: { service: 'Authz', path: 'check', timeoutMs: 0 } })),
+        ['spec.auth.external.service', 'spec.auth.external.path', 'spec.auth.external.timeoutMs'],
+      ],
+      [
+        edit(full, (d) => (d.auth = { mode: 'external', external: { service: 'authz', requestHeaders: ['Host', 'plinth-identity'], upstreamHeaders: ['x-forwarded-for', 'x-tenant'], userHeader: 'cookie' } })),
+        ['spec.auth.external.requestHeaders[0]', 'spec.auth.external.requestHeaders[1]', 'spec.auth.external.upstreamHeaders[0]', 'spec.auth.external.userHeader', 'spec.auth.external'],
+      ],
       [edit(full, (d) => (d.redirect = { scheme: 'https' })), ['spec.service', 'spec.rewrite', 'spec.timeoutMs', 'spec.streamIdleTimeoutMs', 'spec.retries', 'spec.requestHeaders', 'spec.responseHeaders', 'spec.mirror']],
       [edit(full, (d) => (delete d.service, delete d.rewrite, delete d.timeoutMs, delete d.streamIdleTimeoutMs, delete d.retries, delete d.requestHeaders, delete d.responseHeaders, delete d.mirror, (d.redirect = {}))), ['spec.redirect']],
       [

@@ -272,7 +272,7 @@ export const RouteClientIps = z
   .refine((c) => c.allow !== undefined || c.deny !== undefined, { message: 'expected allow, deny or both' });
 export type RouteClientIps = z.infer<typeof RouteClientIps>;
 
-export const AUTH_MODES = ['jwt', 'apiKey', 'anonymous', 'any', 'mtls', 'oidc'] as const;
+export const AUTH_MODES = ['jwt', 'apiKey', 'anonymous', 'any', 'mtls', 'oidc', 'external'] as const;
 export type AuthMode = (typeof AUTH_MODES)[number];
 
 /** A SPIFFE trust domain: lower-case letters, digits, dots, dashes and underscores (SPIFFE ID spec §2.1). */
@@ -337,6 +337,47 @@ export const RouteOidc = z
   });
 export type RouteOidc = z.infer<typeof RouteOidc>;
 
+/** Headers an authorization service is never asked to see or send: framing, and what the gateway sets itself. */
+const NOT_FOR_AUTHZ = new Set(['host', 'connection', 'keep-alive', 'content-length', 'transfer-encoding', 'te', 'trailer', 'upgrade', 'expect']);
+
+/**
+ * Authorization by a service of the shop's own (auth mode external), as Traefik's ForwardAuth and nginx's
+ * auth_request ask it: for each request the gateway sends a GET to `path` of `service` (through the engine:
+ * discovery, balancing, breakers) with the request's method, scheme, host, URI and address in
+ * X-Forwarded-* headers and the client's `requestHeaders`. A 2xx answer lets the request through, with the
+ * answer's `upstreamHeaders`; any other answer goes to the client as it came (status, body, `clientHeaders`):
+ * a 401, or a 302 to a login page. oauth2-proxy, Authelia and Authentik speak this.
+ */
+export const RouteExternalAuth = z
+  .strictObject({
+    service: dnsName,
+    path: pathText.default('/'),
+    /** The client's headers the service sees (absent from the request: not sent). */
+    requestHeaders: z.array(headerName).max(32).default(['authorization', 'cookie']),
+    /** Headers of a 2xx answer sent upstream; a client's own headers of those names never pass. */
+    upstreamHeaders: z.array(headerName).max(32).default([]),
+    /** Headers of a refusal passed to the client, beside its content type. */
+    clientHeaders: z.array(headerName).max(32).default(['www-authenticate', 'location', 'set-cookie']),
+    /** A 2xx answer's header naming the end user: the identity `User:<value>`, and `user.id` in the baggage. */
+    userHeader: headerName.optional(),
+    /** Budget of the check, retries included; past it the request gets 503. */
+    timeoutMs: z.int().min(1).max(60_000).default(1000),
+  })
+  .superRefine((o, ctx) => {
+    o.requestHeaders.forEach((n, i) => {
+      const lower = n.toLowerCase();
+      if (NOT_FOR_AUTHZ.has(lower) || ownedOnRequest(lower)) issue(ctx, ['requestHeaders', i], `${lower} is the gateway's to set`);
+    });
+    const up = [...o.upstreamHeaders, ...(o.userHeader !== undefined ? [o.userHeader] : [])];
+    up.forEach((n, i) => {
+      const lower = n.toLowerCase();
+      if (NOT_FOR_AUTHZ.has(lower) || ownedOnRequest(lower) || lower === 'authorization' || lower === 'cookie') {
+        issue(ctx, i < o.upstreamHeaders.length ? ['upstreamHeaders', i] : ['userHeader'], `the gateway owns ${lower}; name another header`);
+      }
+    });
+  });
+export type RouteExternalAuth = z.infer<typeof RouteExternalAuth>;
+
 export const RouteAuth = z.strictObject({
   /**
    * jwt: a bearer JWT signed by the server. apiKey: a plinth_… credential. any: either. mtls: a client
@@ -345,6 +386,7 @@ export const RouteAuth = z.strictObject({
    */
   mode: z.enum(AUTH_MODES).default('jwt'),
   oidc: RouteOidc.optional(),
+  external: RouteExternalAuth.optional(),
   /** The token's `aud` must be one of these; default the server's own audience, "plinth". */
   audiences: z.array(z.string().min(1).max(256)).min(1).max(32).optional(),
   /** mtls only: the SPIFFE trust domains whose IDs this route accepts. Absent: any the client CA bundle vouches for. */
@@ -428,6 +470,14 @@ export const RouteSpec = z
         if (edited.has(name.toLowerCase())) issue(ctx, ['auth', 'oidc', 'claimHeaders', claim], `${name.toLowerCase()} is set by requestHeaders too; name it once`);
       }
     } else if (r.auth.oidc !== undefined) issue(ctx, ['auth', 'oidc'], 'only allowed when mode is oidc');
+    if (r.auth.mode === 'external') {
+      if (r.auth.external === undefined) issue(ctx, ['auth', 'external'], 'expected the authorization service (service, path) when mode is external');
+      for (const k of ['audiences', 'requiredRoles'] as const) if (r.auth[k] !== undefined) issue(ctx, ['auth', k], `not allowed when mode is external (the service decides)`);
+      const edited = new Set([...Object.keys(r.requestHeaders?.set ?? {}), ...Object.keys(r.requestHeaders?.add ?? {})].map((n) => n.toLowerCase()));
+      for (const name of [...(r.auth.external?.upstreamHeaders ?? []), ...(r.auth.external?.userHeader !== undefined ? [r.auth.external.userHeader] : [])]) {
+        if (edited.has(name.toLowerCase())) issue(ctx, ['auth', 'external'], `${name.toLowerCase()} is set by requestHeaders too; name it once`);
+      }
+    } else if (r.auth.external !== undefined) issue(ctx, ['auth', 'external'], 'only allowed when mode is external');
     if (r.cors?.allowCredentials === true && r.cors.allowOrigins.includes('*')) {
       issue(ctx, ['cors', 'allowCredentials'], 'browsers refuse credentials with allowOrigins "*"; list the origins');
     }
