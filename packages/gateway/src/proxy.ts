@@ -18,6 +18,7 @@ import { GatewayCodes, problemBody } from './errors.js';
 import { grpcMessage, grpcStatusOf, isGrpcRequest } from './grpc-status.js';
 import { deadlineHeaders } from './deadline-headers.js';
 import { decodeTextBody, grpcRequestHeaders, grpcWebContentType, grpcWebModeOf, GrpcWebAnswer, type GrpcWebMode } from './grpc-web.js';
+import type { CompiledCompression } from './compression.js';
 import type { ExternalAuthorizer } from './external-auth.js';
 import { pushIdentity, pushIncomingIdentity, stripIncoming } from './identity-headers.js';
 import type { GatewayMetrics } from './metrics.js';
@@ -112,6 +113,15 @@ export class Exchange implements Sink {
     this.res = res;
     this.startedAt = startedAt;
     this.method = req.method ?? 'GET';
+  }
+
+  get compression(): CompiledCompression | undefined {
+    return this.route?.compression;
+  }
+
+  get acceptEncoding(): string | undefined {
+    const v = this.req.headers['accept-encoding'];
+    return typeof v === 'string' ? v : undefined;
   }
 }
 

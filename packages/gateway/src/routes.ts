@@ -2,6 +2,7 @@ import type { IncomingHttpHeaders } from 'node:http';
 import { BlockList, isIP } from 'node:net';
 import { parseCidr, RouteSpec, templateParams, type AuthMode, type RequestHeaderModifier, type Resource, type RouteClientIps, type RouteOidc, type RouteRedirect, type StringMatch } from '@plinth/core';
 import type { RetryOverride } from '@plinth/sdk/client';
+import { compileCompression, type CompiledCompression } from './compression.js';
 import { compileExternalAuth, externalAuthNames, type CompiledExternalAuth } from './external-auth.js';
 import type { ResourceFeed } from './feed.js';
 
@@ -103,6 +104,7 @@ export interface CompiledRoute {
   readonly streamIdleMs: number;
   readonly maxBodyBytes: number;
   readonly cors: CompiledCors | undefined;
+  readonly compression: CompiledCompression | undefined;
   readonly auth: CompiledAuth;
   /** Parameter values in template order, or NO_PARAMS; undefined when the path does not match. */
   matchPath(path: string): readonly string[] | undefined;
@@ -351,6 +353,7 @@ export function compileRoute(res: Resource<unknown>): { route: CompiledRoute; ra
     streamIdleMs: spec.streamIdleTimeoutMs ?? 0,
     maxBodyBytes: spec.maxBodyBytes,
     cors,
+    compression: compileCompression(spec.compression),
     auth: { mode: spec.auth.mode, audiences: spec.auth.audiences, requiredRoles: spec.auth.requiredRoles, trustDomains: spec.auth.trustDomains && new Set(spec.auth.trustDomains), oidc: spec.auth.oidc, external: spec.auth.external && compileExternalAuth(spec.auth.external) },
     matchPath,
     matchRest,

@@ -4,7 +4,9 @@ import type { LateHealth, TryOutcome } from '@plinth/sdk/client';
 import type { Expirable, TimerWheel } from '@plinth/sdk/resilience';
 import type { ClientSpanHandle } from '@plinth/sdk/tracing';
 import type { Dispatcher } from 'undici';
+import type { Transform } from 'node:stream';
 import type { BodyReader } from './body.js';
+import { compressedHead, compressor, decide, type CompiledCompression } from './compression.js';
 import { grpcCodeOf } from './grpc-status.js';
 import type { GrpcWebAnswer } from './grpc-web.js';
 import { isHttp2Response } from './http2.js';
@@ -52,6 +54,10 @@ export interface Sink {
   readonly grpcWeb: GrpcWebAnswer | undefined;
   /** Why the exchange ended early, for the log (`stream_idle_timeout`). */
   reason: string | undefined;
+  /** The route's answer compression, with what the client said of it (its method and Accept-Encoding). */
+  readonly compression: CompiledCompression | undefined;
+  readonly method: string;
+  readonly acceptEncoding: string | undefined;
 }
 
 /**
@@ -120,6 +126,8 @@ export class UpstreamTry implements Dispatcher.DispatchHandler, Expirable {
   /** A trailers-only gRPC status moved out of the head, sent as trailers at the end. */
   private statusTrailers: IncomingHttpHeaders | undefined;
   private drainListener: (() => void) | undefined;
+  /** The compressor the answer's body goes through (Route compression), piped into the response. */
+  private compressing: Transform | undefined;
   /** How the answer ended for the engine (settleHealth), while it waits for that (healthAtEnd); SETTLED otherwise. */
   private verdict = SETTLED;
   private late: LateHealth | undefined;
@@ -198,6 +206,8 @@ export class UpstreamTry implements Dispatcher.DispatchHandler, Expirable {
   /** One chunk of the answer to the client, as gRPC-Web when the call came so. */
   private write(sink: Sink, chunk: Buffer): boolean {
     const out = sink.grpcWeb === undefined ? chunk : sink.grpcWeb.data(chunk);
+    const z = this.compressing;
+    if (z !== undefined) return z.write(out);
     sink.bytesOut += out.length;
     return sink.res.write(out);
   }
@@ -211,7 +221,7 @@ export class UpstreamTry implements Dispatcher.DispatchHandler, Expirable {
       this.paused = true;
       this.controller?.pause();
     }
-    sink.res.once('drain', (this.drainListener ??= () => this.unpause()));
+    (this.compressing ?? sink.res).once('drain', (this.drainListener ??= () => this.unpause()));
   }
 
   /**
@@ -344,13 +354,14 @@ export class UpstreamTry implements Dispatcher.DispatchHandler, Expirable {
     // headers, so the status goes in trailers after them, the other form gRPC allows.
     if (sink.grpcWeb !== undefined) head = sink.grpcWeb.head(head);
     else if (this.headers?.['grpc-status'] !== undefined && isHttp2Response(res)) head = this.statusToTrailers(head);
+    else if (sink.compression !== undefined && !this.unpausable) head = this.compressFor(sink, head);
     res.writeHead(this.status, head as string[]);
     const q = this.queue;
     this.queue = undefined;
     this.queuedBytes = 0;
     if (this.ended) {
       // The whole answer arrived before the decision, as most do: one write with the head where it is one chunk.
-      if (q !== undefined && q.length === 1 && sink.grpcWeb === undefined) {
+      if (q !== undefined && q.length === 1 && sink.grpcWeb === undefined && this.compressing === undefined) {
         this.endWith(sink, this.trailers);
         sink.bytesOut += q[0]!.length;
         res.end(q[0]);
@@ -367,6 +378,28 @@ export class UpstreamTry implements Dispatcher.DispatchHandler, Expirable {
     else this.unpause();
   }
 
+  /**
+   * Compresses the answer if the route and the client want it (compression.ts): the head is made to say so,
+   * and the body goes through a compressor piped into the response.
+   */
+  private compressFor(sink: Sink, head: readonly string[]): readonly string[] {
+    const h = this.headers ?? {};
+    const cl = h['content-length'];
+    const length = this.ended ? this.queuedBytes : typeof cl === 'string' ? Number(cl) : undefined;
+    const d = decide(sink.compression!, sink.method, sink.acceptEncoding, this.status, h, length);
+    if (d.encoding === undefined && !d.varies) return head;
+    if (d.encoding !== undefined) {
+      const z = (this.compressing = compressor(d.encoding));
+      const res = sink.res;
+      z.on('data', (c: Buffer) => (sink.bytesOut += c.length));
+      z.on('error', (e) => res.destroy(e));
+      // The client left: the compressor's work and buffers go with it.
+      res.once('close', () => z.destroy());
+      z.pipe(res);
+    }
+    return compressedHead(head, d.encoding, d.varies);
+  }
+
   private writeHeld(sink: Sink, q: readonly Buffer[]): boolean {
     let ok = true;
     for (const c of q) ok = this.write(sink, c);
@@ -376,7 +409,12 @@ export class UpstreamTry implements Dispatcher.DispatchHandler, Expirable {
   /** Ends the answer: its trailers, then the end of the body. */
   private close(sink: Sink, trailers: IncomingHttpHeaders | undefined): void {
     const tail = this.endWith(sink, trailers);
-    if (tail === undefined) sink.res.end();
+    const z = this.compressing;
+    if (z !== undefined) {
+      // Its end ends the response, through the pipe, after the last compressed bytes.
+      if (tail === undefined) z.end();
+      else z.end(tail);
+    } else if (tail === undefined) sink.res.end();
     else {
       sink.bytesOut += tail.length;
       sink.res.end(tail);

@@ -130,6 +130,29 @@ export const RouteRedirect = z
   });
 export type RouteRedirect = z.infer<typeof RouteRedirect>;
 
+/** Compressed by default: text, and the structured types that are text underneath. */
+export const DEFAULT_COMPRESSIBLE_TYPES = ['text/*', 'application/json', 'application/javascript', 'application/xml', 'application/problem+json', 'application/x-ndjson', 'image/svg+xml'];
+
+/** Answer compression at the edge (see gateway.md, Compression). */
+export const RouteCompression = z.strictObject({
+  /** In the route's order of preference, among those the client accepts. */
+  encodings: z
+    .array(z.enum(['br', 'gzip']))
+    .min(1)
+    .max(2)
+    .refine((a) => new Set(a).size === a.length, 'each encoding once')
+    .default(['br', 'gzip']),
+  /** Media types (`application/json`), or `text/*` for every subtype. */
+  types: z
+    .array(z.string().regex(/^[a-z0-9!#$&^_.+-]+\/([a-z0-9!#$&^_.+-]+|\*)$/, 'expected a lower-case media type such as application/json or text/*'))
+    .min(1)
+    .max(64)
+    .default(DEFAULT_COMPRESSIBLE_TYPES),
+  /** Answers known to be smaller are sent as they are (compression would cost more than it saves). */
+  minBytes: z.int().min(0).max(1024 * 1024 * 1024).default(1024),
+});
+export type RouteCompression = z.infer<typeof RouteCompression>;
+
 export const RouteRewrite = z
   .strictObject({
     /** Replaces the matched prefix (match.path.prefix only): prefix /api + rewrite / sends /api/orders as /orders. */
@@ -427,6 +450,8 @@ export const RouteSpec = z
     /** Larger request bodies are refused with 413. */
     maxBodyBytes: z.int().min(0).max(1024 * 1024 * 1024).default(DEFAULT_MAX_BODY_BYTES),
     cors: RouteCors.optional(),
+    /** Upstream answers compressed on their way out, for clients that accept it. */
+    compression: RouteCompression.optional(),
     /**
      * gRPC-Web calls (`application/grpc-web…`): `translate` turns each into gRPC over HTTP/2 for the upstream
      * and its answer back into gRPC-Web; `passthrough` forwards them as they are, to an upstream that speaks
@@ -443,7 +468,7 @@ export const RouteSpec = z
     if (actions !== 1) issue(ctx, ['service'], 'expected exactly one of service, static or redirect');
     const own = r.static !== undefined ? 'static' : r.redirect !== undefined ? 'redirect' : undefined;
     if (own !== undefined) {
-      for (const k of ['rewrite', 'timeoutMs', 'streamIdleTimeoutMs', 'retries', 'requestHeaders', 'responseHeaders', 'mirror'] as const) if (r[k] !== undefined) issue(ctx, [k], `not allowed with ${own}`);
+      for (const k of ['rewrite', 'timeoutMs', 'streamIdleTimeoutMs', 'retries', 'requestHeaders', 'responseHeaders', 'mirror', 'compression'] as const) if (r[k] !== undefined) issue(ctx, [k], `not allowed with ${own}`);
     }
     const p = r.match.path;
     if (r.redirect?.prefix !== undefined && p.prefix === undefined) issue(ctx, ['redirect', 'prefix'], 'only allowed when match.path is a prefix');
