@@ -37,9 +37,9 @@ export function compileExternalAuth(spec: RouteExternalAuth): CompiledExternalAu
 }
 
 /** The headers the gateway sends upstream for a route in place of any the client sent under those names. */
-export function externalAuthNames(spec: RouteExternalAuth | undefined): string[] {
-  if (spec === undefined) return [];
-  return [...spec.upstreamHeaders, ...(spec.userHeader !== undefined ? [spec.userHeader] : [])];
+export function externalAuthNames(auth: CompiledExternalAuth | undefined): string[] {
+  if (auth === undefined) return [];
+  return auth.userHeader !== undefined ? [...auth.upstreamHeaders, auth.userHeader] : [...auth.upstreamHeaders];
 }
 
 /** The service's answer to one check. */

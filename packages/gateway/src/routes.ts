@@ -340,6 +340,7 @@ export function compileRoute(res: Resource<unknown>): { route: CompiledRoute; ra
     maxAge: String(c.maxAgeSec),
   };
 
+  const external = spec.auth.external && compileExternalAuth(spec.auth.external);
   const id = `${res.metadata.namespace}/${res.metadata.name}`;
   const st = spec.static;
   const route: CompiledRoute = {
@@ -354,13 +355,14 @@ export function compileRoute(res: Resource<unknown>): { route: CompiledRoute; ra
     maxBodyBytes: spec.maxBodyBytes,
     cors,
     compression: compileCompression(spec.compression),
-    auth: { mode: spec.auth.mode, audiences: spec.auth.audiences, requiredRoles: spec.auth.requiredRoles, trustDomains: spec.auth.trustDomains && new Set(spec.auth.trustDomains), oidc: spec.auth.oidc, external: spec.auth.external && compileExternalAuth(spec.auth.external) },
+    auth: { mode: spec.auth.mode, audiences: spec.auth.audiences, requiredRoles: spec.auth.requiredRoles, trustDomains: spec.auth.trustDomains && new Set(spec.auth.trustDomains), oidc: spec.auth.oidc, external },
     matchPath,
     matchRest,
     rewrite,
     retry: spec.retries && Object.freeze({ maxAttempts: spec.retries.attempts, retryOn: Object.freeze([...spec.retries.on]) }),
-    // A client's own headers named like the route's claim headers never pass: only the verified token sets them.
-    requestHeaders: compileHeaderEdit(spec.requestHeaders, [...Object.values(spec.auth.oidc?.claimHeaders ?? {}), ...externalAuthNames(spec.auth.external)]),
+    // A client's own headers named like the route's claim headers (or the authorization service's) never pass:
+    // only the verified token (or the service) sets them.
+    requestHeaders: compileHeaderEdit(spec.requestHeaders, [...Object.values(spec.auth.oidc?.claimHeaders ?? {}), ...externalAuthNames(external)]),
     responseHeaders: compileHeaderEdit(spec.responseHeaders),
     clientIps: spec.clientIps && new ClientIpRule(spec.clientIps),
     mirror: spec.mirror && spec.mirror.percent > 0 ? Object.freeze({ service: spec.mirror.service, share: spec.mirror.percent / 100 }) : undefined,

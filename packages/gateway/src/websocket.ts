@@ -194,15 +194,12 @@ export class WebSocketProxy {
     }
 
     const trace = ctx.trace ?? newTraceContext();
-    const wire = f.wireHeaders(req, identity, ctx, t.direct !== undefined, formatTraceparent(trace), t.requestHeaders, t.authHeaders);
-    wire.push('connection', 'upgrade', 'upgrade', 'websocket');
     // Over HTTP/2 the client sends no key (RFC 8441 §5): the upstream's HTTP/1.1 handshake gets one of the gateway's.
     const key = side.http2 ? randomBytes(16).toString('base64') : undefined;
-    if (key !== undefined) {
-      const i = wire.indexOf('sec-websocket-key');
-      if (i >= 0 && i % 2 === 0) wire.splice(i, 2);
-      wire.push('sec-websocket-key', key);
-    }
+    if (key !== undefined) delete req.headers['sec-websocket-key'];
+    const wire = f.wireHeaders(req, identity, ctx, t.direct !== undefined, formatTraceparent(trace), t.requestHeaders, t.authHeaders);
+    wire.push('connection', 'upgrade', 'upgrade', 'websocket');
+    if (key !== undefined) wire.push('sec-websocket-key', key);
     const headers = pairsToObject(wire);
     const target = upPath + t.query;
     let losing: Handshake | undefined;
