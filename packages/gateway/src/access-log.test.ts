@@ -9,7 +9,7 @@ import { accessLine, createAccessLog, IsoClock, type AccessEntry } from './acces
 import { sleep } from './testkit.test.helpers.js';
 
 const entry = (i: number): AccessEntry => ({
-  method: 'GET', host: 'shop.example.com', path: `/api/items/${i}`, route: 'edge/items', status: 200, durationMs: 1.25,
+  method: 'GET', host: 'shop.example.com', path: `/api/items/${i}`, route: 'edge/items', service: 'items', status: 200, durationMs: 1.25,
   upstream: '10.0.0.7:8080', bytesIn: 0, bytesOut: 120, traceId: '4bf92f3577b34da6a3ce929d0e0e4736', identity: 'shopper',
   lane: undefined, stress: false, reason: undefined,
 });

@@ -7,6 +7,8 @@ export interface AccessEntry {
   host: string;
   path: string;
   route: string | undefined;
+  /** The upstream service (for a split route, the one drawn). */
+  service: string | undefined;
   status: number;
   durationMs: number;
   upstream: string | undefined;
@@ -116,6 +118,7 @@ function num(n: number): string {
 export function accessLine(e: AccessEntry, time: string): string {
   let line = `{"level":30,"time":"${time}","method":${jsonString(e.method)},"host":${jsonString(e.host)},"path":${jsonString(e.path)}`;
   if (e.route !== undefined) line += `,"route":${jsonString(e.route)}`;
+  if (e.service !== undefined) line += `,"service":${jsonString(e.service)}`;
   line += `,"status":${num(e.status)},"durationMs":${num(e.durationMs)}`;
   if (e.upstream !== undefined) line += `,"upstream":${jsonString(e.upstream)}`;
   line += `,"bytesIn":${num(e.bytesIn)},"bytesOut":${num(e.bytesOut)}`;

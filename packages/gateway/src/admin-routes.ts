@@ -21,13 +21,14 @@ const METHODS: ReadonlySet<string> = new Set(HTTP_METHODS);
  */
 export function routesAnswer(routes: LiveRoutes): AdminAnswer {
   const table = routes.table;
-  const list = table.routes.map((r) => ({ id: r.id, service: r.service ?? null, static: r.staticAnswer !== undefined, redirect: r.redirect !== undefined, auth: r.auth.mode, spec: r.spec }));
+  const list = table.routes.map((r) => ({ id: r.id, service: r.service ?? null, split: r.split?.backends ?? null, static: r.staticAnswer !== undefined, redirect: r.redirect !== undefined, auth: r.auth.mode, spec: r.spec }));
   return { status: 200, contentType: JSON_TYPE, body: JSON.stringify({ routes: list, errors: table.errors }) };
 }
 
 /**
- * `GET /routes/match?method=GET&host=shop.example.com&path=/orders/7&header.x-lane=gray`: which route a
- * request of that method, host, path and headers takes, and what it sends upstream, without sending it.
+ * `GET /routes/match?method=GET&host=shop.example.com&path=/orders/7?color=red&header.x-lane=gray`: which
+ * route a request of that method, host, path, query and headers takes, and what it sends upstream, without
+ * sending it; for a sticky split, `identity=` or `ip=` tells the backend that caller is drawn to.
  */
 export function matchAnswer(routes: LiveRoutes, query: URLSearchParams): AdminAnswer {
   const method = (query.get('method') ?? 'GET').toUpperCase();
@@ -39,15 +40,20 @@ export function matchAnswer(routes: LiveRoutes, query: URLSearchParams): AdminAn
   const host = (query.get('host') ?? '').toLowerCase().replace(/:\d+$/, '');
   const headers: IncomingHttpHeaders = {};
   for (const [k, v] of query) if (k.startsWith('header.') && k.length > 7) headers[k.slice(7).toLowerCase()] = v;
-  const m = routes.table.match(host, method, path, headers);
+  const search = q < 0 ? '' : rawPath.slice(q);
+  const m = routes.table.match(host, method, path, headers, search);
   if (m === undefined) return { status: 404, contentType: JSON_TYPE, body: JSON.stringify({ match: null, detail: `no route for ${method} ${host}${path}` }) };
   const r = m.route;
-  const search = q < 0 ? '' : rawPath.slice(q);
-  const upstreamPath = r.service === undefined ? null : r.rewrite(path, m.params) + search;
+  const upstreamPath = r.service === undefined && r.split === undefined ? null : r.rewrite(path, m.params) + search;
+  // A split's draw: known for a sticky one given the caller (`identity`) or the address (`ip`) it hashes on.
+  const sticky = r.spec.split?.stickyBy;
+  const key = sticky === 'identity' ? query.get('identity') : sticky === 'clientIp' ? query.get('ip') : null;
+  const service = r.service ?? (r.split !== undefined && key !== null ? r.split.pick(key, key) : null);
+  const split = r.split === undefined ? null : { backends: r.split.backends, stickyBy: sticky ?? null };
   // Where a redirect would send a client that asked for that host over `scheme` (default http).
   const scheme = query.get('scheme') === 'https' ? 'https' : 'http';
   const redirect = r.redirect === undefined ? null : { status: r.redirect.status, location: r.redirect.location(scheme, query.get('host') ?? '', path, m.params, search) ?? null };
-  return { status: 200, contentType: JSON_TYPE, body: JSON.stringify({ match: { route: r.id, service: r.service ?? null, static: r.staticAnswer !== undefined, redirect, auth: r.auth.mode, upstreamPath, params: m.params } }) };
+  return { status: 200, contentType: JSON_TYPE, body: JSON.stringify({ match: { route: r.id, service, split, static: r.staticAnswer !== undefined, redirect, auth: r.auth.mode, upstreamPath, params: m.params } }) };
 }
 
 function bad(detail: string): AdminAnswer {

@@ -11,7 +11,7 @@ import type { StaticGovernance } from '@plinth/sdk';
 import { REPLAYABLE_BYTES } from './body.js';
 import type { Gateway } from './gateway.js';
 import type { StaticFeed } from './feed.js';
-import { call, instance, raw, resource, route, sleep, staticGateway, upstream, type Upstream } from './testkit.test.helpers.js';
+import { call, instance, raw, resource, route, sleep, staticGateway, until, upstream, type Upstream } from './testkit.test.helpers.js';
 
 const anon = { auth: { mode: 'anonymous' } };
 
@@ -26,6 +26,7 @@ describe('gateway (static sources)', () => {
   let slow: Upstream;
   let reset: Upstream;
   let hop: Upstream;
+  let legacy: Upstream;
   let flakyCalls = 0;
 
   before(async () => {
@@ -53,6 +54,7 @@ describe('gateway (static sources)', () => {
       res.writeHead(200, [ 'connection', 'x-hop-resp', 'x-hop-resp', '1', 'keep-alive', 'timeout=1', 'x-fine', '1' ]);
       res.end('hop');
     });
+    legacy = await upstream('legacy');
     ({ gw, governance, routes, log } = await staticGateway({ server: { headersTimeoutMs: 300, requestTimeoutMs: 5000, connectionsCheckingIntervalMs: 50 } }));
     governance.set({
       instances: [
@@ -62,6 +64,7 @@ describe('gateway (static sources)', () => {
         instance('slow-1', 'slow', slow.address),
         instance('reset-1', 'reset', reset.address),
         instance('hop-1', 'hop', hop.address),
+        instance('legacy-1', 'legacy', legacy.address),
       ],
       trafficPolicies: [resource<any>('TrafficPolicy', 'lanes', { lanes: [{ name: 'gray', services: ['echo'], mode: 'fallbackToBase', entry: [{ match: { headers: { 'x-lane': { exact: 'gray' } } } }] }], routing: [], loadBalancing: [], trustedIdentities: [] })],
       faultTolerance: [
@@ -79,6 +82,10 @@ describe('gateway (static sources)', () => {
       route('per-ip', { ...anon, match: { path: { exact: '/per-ip' } }, service: 'echo' }),
       route('to-https', { ...anon, hosts: ['plain.example'], match: { path: { prefix: '/' } }, redirect: { scheme: 'https', status: 301 } }),
       route('moved', { ...anon, match: { path: { template: '/item/:id' } }, redirect: { host: 'shop.example.com', path: '/products/:id', status: 308 } }),
+      route('migrate', { ...anon, match: { path: { prefix: '/migrate' } }, split: { backends: [{ service: 'echo', weight: 75 }, { service: 'legacy', weight: 25 }] } }),
+      route('sticky', { ...anon, match: { path: { prefix: '/sticky' } }, split: { backends: [{ service: 'echo', weight: 50 }, { service: 'legacy', weight: 50 }], stickyBy: 'clientIp' } }),
+      route('variant-b', { ...anon, match: { path: { prefix: '/variant' }, query: { variant: { exact: 'b' } } }, service: 'legacy' }),
+      route('variant', { ...anon, match: { path: { prefix: '/variant' } }, service: 'echo' }),
       route('robots', { ...anon, match: { path: { exact: '/robots.txt' } }, static: { status: 200, body: 'User-agent: *', headers: { 'content-type': 'text/plain', 'cache-control': 'max-age=60' } } }),
       route('flaky', { ...anon, match: { path: { prefix: '/flaky' } }, service: 'flaky', retries: { attempts: 3 } }),
       // The same upstream paths as `flaky`, without retries; and a regex route with its own.
@@ -101,7 +108,7 @@ describe('gateway (static sources)', () => {
 
   after(async () => {
     await gw.close();
-    for (const u of [echo, gray, flaky, slow, reset, hop]) await u.close();
+    for (const u of [echo, gray, flaky, slow, reset, hop, legacy]) await u.close();
   });
 
   it('forwards with X-Forwarded-* and Forwarded, drops hop-by-hop headers both ways, rewrites the prefix, keeps the query', async () => {
@@ -160,6 +167,36 @@ describe('gateway (static sources)', () => {
     assert.doesNotMatch(evil, /location:/i);
     const match = (await (await fetch(`${gw.adminUrl}/routes/match?host=plain.example&path=/a?b=c&scheme=http`)).json()) as { match: { redirect: unknown } };
     assert.deepEqual(match.match.redirect, { status: 301, location: 'https://plain.example/a?b=c' });
+  });
+
+  it('splits a route across services by weight, sticky by client address when told', async () => {
+    const counts = { echo: 0, legacy: 0 };
+    for (let i = 0; i < 400; i++) {
+      const r = await call(`${gw.url}/migrate/cart`);
+      assert.equal(r.status, 200);
+      counts[r.headers['x-upstream'] as 'echo' | 'legacy']++;
+    }
+    // 25 % of 400: a standard deviation of about 8.7.
+    assert.ok(counts.legacy > 55 && counts.legacy < 145, `legacy took ${counts.legacy} of 400`);
+    assert.equal(counts.echo + counts.legacy, 400);
+    const drawn = (await (await fetch(`${gw.adminUrl}/routes/match?path=/sticky/a&ip=127.0.0.1`)).json()) as { match: { service: string; split: { stickyBy: string } } };
+    assert.equal(drawn.match.split.stickyBy, 'clientIp');
+    for (let i = 0; i < 20; i++) assert.equal((await call(`${gw.url}/sticky/a`)).headers['x-upstream'], drawn.match.service, 'one client address, one backend (the one the admin API names)');
+    assert.equal((drawn.match.service === 'legacy' ? legacy : echo).seen.at(-1)?.url, '/sticky/a', 'the path goes on unchanged');
+    await until('the access log names the service drawn', () => log.some((l) => l.path === '/sticky/a'));
+    assert.deepEqual(new Set(log.filter((l) => l.path === '/sticky/a').map((l) => l.service)), new Set([drawn.match.service]));
+    const migrated = new Set(log.filter((l) => l.route === 'edge/migrate').map((l) => l.service));
+    assert.deepEqual(migrated, new Set(['echo', 'legacy']));
+  });
+
+  it('matches query parameters, decoded, before the same path without them', async () => {
+    assert.equal((await call(`${gw.url}/variant/x?variant=b`)).headers['x-upstream'], 'legacy');
+    assert.equal((await call(`${gw.url}/variant/x?ref=1&variant=%62`)).headers['x-upstream'], 'legacy');
+    assert.equal((await call(`${gw.url}/variant/x?variant=a`)).headers['x-upstream'], 'echo');
+    assert.equal((await call(`${gw.url}/variant/x`)).headers['x-upstream'], 'echo');
+    assert.equal(legacy.seen.at(-1)?.url, '/variant/x?ref=1&variant=%62', 'the query goes upstream as the client wrote it');
+    const m = (await (await fetch(`${gw.adminUrl}/routes/match?path=${encodeURIComponent('/variant/x?variant=b')}`)).json()) as { match: { route: string } };
+    assert.equal(m.match.route, 'edge/variant-b');
   });
 
   it('retries an idempotent call on the route statuses, never a POST', async () => {

@@ -221,6 +221,7 @@ export class Forwarder {
       host: ex.host,
       path: ex.path,
       route: ex.route?.id,
+      service: ex.service,
       status: finished ? status : 499,
       durationMs: Math.round(seconds * 1e6) / 1000,
       upstream: ex.upstream,
@@ -785,8 +786,8 @@ export class EdgeProxy {
     const origin = req.headers.origin;
     const acrm = req.headers['access-control-request-method'];
     const preflight = ex.method === 'OPTIONS' && origin !== undefined && typeof acrm === 'string';
-    let m = preflight ? table.match(ex.host, acrm.toUpperCase(), path, req.headers) : undefined;
-    if (m === undefined || (preflight && m.route.cors === undefined)) m = table.match(ex.host, ex.method, path, req.headers) ?? m;
+    let m = preflight ? table.match(ex.host, acrm.toUpperCase(), path, req.headers, query) : undefined;
+    if (m === undefined || (preflight && m.route.cors === undefined)) m = table.match(ex.host, ex.method, path, req.headers, query) ?? m;
     if (m === undefined) return f.problem(ex, 404, GatewayCodes.routeNotFound, `no route for ${ex.method} ${ex.host}${path}`);
     const route = m.route;
     ex.route = route;
@@ -836,7 +837,7 @@ export class EdgeProxy {
 
     const plan = planBody(req, route.maxBodyBytes);
     if (plan.kind === 'tooLarge') return f.tooLarge(ex, route.maxBodyBytes);
-    const service = route.service!;
+    const service = route.serviceFor(ex.identity?.subject, ex.ip)!;
     const upPath = route.rewrite(path, m.params);
     const ctx = await f.admit(ex, service, upPath);
     if (ctx === undefined) return;

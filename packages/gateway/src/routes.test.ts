@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import { bucketOf } from '@plinth/core';
 import { normalizePath, RouteTable } from './routes.js';
 import { route } from './testkit.test.helpers.js';
 
@@ -7,8 +8,8 @@ function table(...routes: [string, Record<string, unknown>][]): RouteTable {
   return new RouteTable(routes.map(([n, s]) => route(n, { service: 'svc', ...s })));
 }
 
-function hit(t: RouteTable, path: string, o: { host?: string; method?: string; headers?: Record<string, string> } = {}): string | undefined {
-  return t.match(o.host ?? 'example.com', o.method ?? 'GET', path, o.headers ?? {})?.route.name;
+function hit(t: RouteTable, path: string, o: { host?: string; method?: string; headers?: Record<string, string>; query?: string } = {}): string | undefined {
+  return t.match(o.host ?? 'example.com', o.method ?? 'GET', path, o.headers ?? {}, o.query ?? '')?.route.name;
 }
 
 describe('route matching', () => {
@@ -59,6 +60,52 @@ describe('route matching', () => {
     assert.equal(hit(t, '/a', { headers: { 'x-tenant': 'acme' } }), 'tenant');
     assert.equal(hit(t, '/a', { headers: { 'x-tenant': 'other' } }), undefined);
     assert.equal(hit(t, '/a', { method: 'POST', headers: { 'x-tenant': 'acme' } }), undefined);
+  });
+
+  it('checks query parameters: exact names, the first value percent-decoded, absent fails; more conditions win', () => {
+    const t = table(
+      ['variant-b', { match: { path: { prefix: '/shop' }, query: { variant: { exact: 'b' } } } }],
+      ['b-and-ad', { match: { path: { prefix: '/shop' }, query: { variant: { exact: 'b' }, 'utm source': { prefix: 'ad' } } } }],
+      ['debug', { match: { path: { prefix: '/shop' }, query: { debug: { regex: '^(1|true)$' } } } }],
+      ['plain', { match: { path: { prefix: '/shop' } } }],
+    );
+    assert.equal(hit(t, '/shop/a', { query: '?variant=b' }), 'variant-b');
+    assert.equal(hit(t, '/shop/a', { query: '?x=1&variant=%62' }), 'variant-b', 'values are compared decoded');
+    assert.equal(hit(t, '/shop/a', { query: '?variant=b&utm+source=adwords' }), 'b-and-ad', 'names decode too (+ is a space); two conditions beat one');
+    assert.equal(hit(t, '/shop/a', { query: '?variant=a&variant=b' }), 'plain', 'the first value decides');
+    assert.equal(hit(t, '/shop/a', { query: '?Variant=b' }), 'plain', 'names are case-sensitive');
+    assert.equal(hit(t, '/shop/a', { query: '?debug=true' }), 'debug');
+    assert.equal(hit(t, '/shop/a', { query: '?debug=yes' }), 'plain');
+    assert.equal(hit(t, '/shop/a'), 'plain', 'an absent parameter fails its condition');
+    assert.equal(hit(t, '/shop/a', { query: '?variant=%zz&debug=1' }), 'debug', 'a malformed escape is kept as it is, not an error');
+  });
+
+  it('splits traffic across services by weight, at random or sticky by identity or address', () => {
+    const tableOf = (stickyBy?: string) => new RouteTable([route('mig', { match: { path: { prefix: '/' } }, split: { backends: [{ service: 'old', weight: 70 }, { service: 'new', weight: 30 }, { service: 'off', weight: 0 }], ...(stickyBy ? { stickyBy } : {}) } })]);
+    const split = (stickyBy?: string) => tableOf(stickyBy).routes[0]!;
+    const random = split();
+    assert.equal(random.service, undefined);
+    assert.deepEqual(tableOf().services().sort(), ['new', 'off', 'old'], 'every backend is a service the gateway watches');
+    const counts = new Map<string, number>();
+    for (let i = 0; i < 10_000; i++) {
+      const s = random.serviceFor(undefined, undefined)!;
+      counts.set(s, (counts.get(s) ?? 0) + 1);
+    }
+    assert.equal(counts.get('off'), undefined, 'a backend of weight 0 takes nothing');
+    // 30 % of 10,000 draws: a standard deviation of about 46.
+    assert.ok(Math.abs((counts.get('new') ?? 0) - 3000) < 400, `new took ${counts.get('new')}`);
+
+    const byIdentity = split('identity');
+    const users = Array.from({ length: 2000 }, (_, i) => `User:u${i}`);
+    const first = users.map((u) => byIdentity.serviceFor(u, '10.0.0.1'));
+    assert.deepEqual(users.map((u) => byIdentity.serviceFor(u, '10.0.0.2')), first, 'one caller stays on one backend, whatever its address');
+    const share = first.filter((s) => s === 'new').length / users.length;
+    assert.ok(share > 0.25 && share < 0.35, `sticky share of new: ${share}`);
+    assert.equal(byIdentity.serviceFor('User:u7', undefined), bucketOf('edge/mig:User:u7') < 7000 ? 'old' : 'new', 'the bucket is the hash of the route and the caller');
+
+    const byIp = split('clientIp');
+    assert.equal(new Set(Array.from({ length: 50 }, () => byIp.serviceFor('User:a', '192.0.2.7'))).size, 1);
+    assert.equal(new Set(Array.from({ length: 50 }, (_, i) => byIp.serviceFor('User:a', `192.0.2.${i}`))).size, 2, 'addresses spread over both live backends');
   });
 
   it('rewrites a prefix and a template path', () => {

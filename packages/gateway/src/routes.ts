@@ -1,6 +1,6 @@
 import type { IncomingHttpHeaders } from 'node:http';
 import { BlockList, isIP } from 'node:net';
-import { parseCidr, RouteSpec, templateParams, type AuthMode, type RequestHeaderModifier, type Resource, type RouteClientIps, type RouteOidc, type RouteRedirect, type StringMatch } from '@plinth/core';
+import { bucketOf, parseCidr, RouteSpec, templateParams, type AuthMode, type RequestHeaderModifier, type Resource, type RouteClientIps, type RouteOidc, type RouteRedirect, type ServiceSplit, type StringMatch } from '@plinth/core';
 import type { RetryOverride } from '@plinth/sdk/client';
 import { compileCompression, type CompiledCompression } from './compression.js';
 import { compileExternalAuth, externalAuthNames, type CompiledExternalAuth } from './external-auth.js';
@@ -96,7 +96,15 @@ export interface CompiledRoute {
   readonly id: string;
   readonly name: string;
   readonly spec: RouteSpec;
+  /** The one upstream service; undefined for a split, a static answer or a redirect. */
   readonly service: string | undefined;
+  /** The services sharing the route's traffic, with their weights. */
+  readonly split: CompiledSplit | undefined;
+  /**
+   * The upstream service for one request: the route's own, or the split's draw (by the caller's identity or
+   * address when sticky); undefined for a route that answers by itself.
+   */
+  serviceFor(identity: string | undefined, ip: string | undefined): string | undefined;
   readonly staticAnswer: { readonly status: number; readonly body: Buffer; readonly headers: Readonly<Record<string, string>> } | undefined;
   readonly redirect: CompiledRedirect | undefined;
   readonly timeoutMs: number | undefined;
@@ -108,8 +116,8 @@ export interface CompiledRoute {
   readonly auth: CompiledAuth;
   /** Parameter values in template order, or NO_PARAMS; undefined when the path does not match. */
   matchPath(path: string): readonly string[] | undefined;
-  /** Methods and headers (the path matched already). */
-  matchRest(method: string, headers: IncomingHttpHeaders): boolean;
+  /** Methods, headers and query parameters (the path matched already); `search` is the query with its `?`, or ''. */
+  matchRest(method: string, headers: IncomingHttpHeaders, search: string): boolean;
   /** The path sent upstream (without the query). */
   rewrite(path: string, params: readonly string[]): string;
   /** The route's `retries`, as the engine takes them per call (one object per compiled route). */
@@ -119,6 +127,38 @@ export interface CompiledRoute {
   readonly clientIps: ClientIpRule | undefined;
   /** Shadow traffic: the service copies go to, and the share of requests copied (0 to 1). */
   readonly mirror: { readonly service: string; readonly share: number } | undefined;
+}
+
+export interface CompiledSplit {
+  readonly backends: readonly { readonly service: string; readonly weight: number }[];
+  pick(identity: string | undefined, ip: string | undefined): string;
+}
+
+/**
+ * Weights (adding up to 100) as upper bounds in 10,000 buckets; a sticky key hashes to a bucket salted with
+ * the route's id, so two routes splitting the same callers draw independently.
+ */
+function compileSplit(id: string, s: ServiceSplit): CompiledSplit {
+  const services: string[] = [];
+  const bounds: number[] = [];
+  let acc = 0;
+  for (const b of s.backends) {
+    if (b.weight === 0) continue;
+    acc += b.weight * 100;
+    services.push(b.service);
+    bounds.push(acc);
+  }
+  const by = s.stickyBy;
+  const salt = `${id}:`;
+  return {
+    backends: s.backends,
+    pick(identity, ip) {
+      const key = by === 'identity' ? identity : by === 'clientIp' ? ip : undefined;
+      const bucket = key === undefined ? Math.floor(Math.random() * 10_000) : bucketOf(salt + key);
+      for (let i = 0; i < bounds.length - 1; i++) if (bucket < bounds[i]!) return services[i]!;
+      return services[services.length - 1]!;
+    },
+  };
 }
 
 /** A route's redirect: its status, and the Location for a request. */
@@ -320,9 +360,15 @@ export function compileRoute(res: Resource<unknown>): { route: CompiledRoute; ra
 
   const methods = spec.match.methods ? new Set<string>(spec.match.methods) : undefined;
   const headerConds = spec.match.headers ? Object.entries(spec.match.headers).map(([n, m]) => [n.toLowerCase(), stringMatcher(m)] as const) : [];
-  const matchRest = (method: string, headers: IncomingHttpHeaders): boolean => {
+  const queryConds = spec.match.query ? Object.entries(spec.match.query).map(([n, m]) => [n, stringMatcher(m)] as const) : [];
+  const matchRest = (method: string, headers: IncomingHttpHeaders, search: string): boolean => {
     if (methods !== undefined && !methods.has(method)) return false;
     for (const [n, m] of headerConds) if (!m(headerText(headers, n))) return false;
+    if (queryConds.length > 0) {
+      // Parsed only for routes that ask, and only once their method and headers held.
+      const params = new URLSearchParams(search);
+      for (const [n, m] of queryConds) if (!m(params.get(n) ?? undefined)) return false;
+    }
     return true;
   };
 
@@ -343,11 +389,15 @@ export function compileRoute(res: Resource<unknown>): { route: CompiledRoute; ra
   const external = spec.auth.external && compileExternalAuth(spec.auth.external);
   const id = `${res.metadata.namespace}/${res.metadata.name}`;
   const st = spec.static;
+  const one = spec.service;
+  const split = spec.split && compileSplit(id, spec.split);
   const route: CompiledRoute = {
     id,
     name: res.metadata.name,
     spec,
-    service: spec.service,
+    service: one,
+    split,
+    serviceFor: split !== undefined ? (identity, ip) => split.pick(identity, ip) : () => one,
     staticAnswer: st && { status: st.status, body: Buffer.from(st.body), headers: st.headers },
     redirect: spec.redirect && compileRedirect(spec.redirect, pathBuilder(p, spec.redirect)),
     timeoutMs: spec.timeoutMs,
@@ -367,7 +417,7 @@ export function compileRoute(res: Resource<unknown>): { route: CompiledRoute; ra
     clientIps: spec.clientIps && new ClientIpRule(spec.clientIps),
     mirror: spec.mirror && spec.mirror.percent > 0 ? Object.freeze({ service: spec.mirror.service, share: spec.mirror.percent / 100 }) : undefined,
   };
-  return { route, rank: { kind, literal, template, conditions: (methods ? 1 : 0) + headerConds.length, priority: spec.priority } };
+  return { route, rank: { kind, literal, template, conditions: (methods ? 1 : 0) + headerConds.length + queryConds.length, priority: spec.priority } };
 }
 
 class Bucket {
@@ -392,12 +442,12 @@ class Bucket {
     this.rankedOrdered = [];
   }
 
-  match(method: string, path: string, headers: IncomingHttpHeaders): RouteMatch | undefined {
+  match(method: string, path: string, headers: IncomingHttpHeaders, search: string): RouteMatch | undefined {
     const ex = this.exact.get(path);
-    if (ex !== undefined) for (const route of ex) if (route.matchRest(method, headers)) return { route, params: NO_PARAMS };
+    if (ex !== undefined) for (const route of ex) if (route.matchRest(method, headers, search)) return { route, params: NO_PARAMS };
     for (const route of this.ordered) {
       const params = route.matchPath(path);
-      if (params !== undefined && route.matchRest(method, headers)) return { route, params };
+      if (params !== undefined && route.matchRest(method, headers, search)) return { route, params };
     }
     return undefined;
   }
@@ -460,27 +510,32 @@ export class RouteTable {
     this.errors = errors;
   }
 
-  /** `host` lower case without the port; `method` upper case; `path` without the query. */
-  match(host: string, method: string, path: string, headers: IncomingHttpHeaders): RouteMatch | undefined {
+  /** `host` lower case without the port; `method` upper case; `path` without the query; `search` the query with its `?`, or ''. */
+  match(host: string, method: string, path: string, headers: IncomingHttpHeaders, search = ''): RouteMatch | undefined {
     if (this.hosts.size > 0) {
       const b = this.hosts.get(host);
       if (b !== undefined) {
-        const m = b.match(method, path, headers);
+        const m = b.match(method, path, headers, search);
         if (m !== undefined) return m;
       }
     }
     for (const w of this.wildcards) {
       if (host.length > w.suffix.length && host.endsWith(w.suffix)) {
-        const m = w.bucket.match(method, path, headers);
+        const m = w.bucket.match(method, path, headers, search);
         if (m !== undefined) return m;
       }
     }
-    return this.any.match(method, path, headers);
+    return this.any.match(method, path, headers, search);
   }
 
   /** The upstream services the routes name. */
   services(): string[] {
-    return [...new Set(this.routes.map((r) => r.service).filter((s): s is string => s !== undefined))];
+    const names = new Set<string>();
+    for (const r of this.routes) {
+      if (r.service !== undefined) names.add(r.service);
+      for (const b of r.split?.backends ?? []) names.add(b.service);
+    }
+    return [...names];
   }
 }
 

@@ -29,8 +29,9 @@ describe('gateway WebSocket proxying', () => {
     ({ gw, governance, routes, log } = await staticGateway({ drainTimeoutMs: 500 }));
     wsUrl = gw.url.replace('http:', 'ws:');
     const chat = chatFixture(base, gray, declining);
-    governance.set(chat.governance);
-    routes.set(chat.routes);
+    // `chat-next`, served by the gray upstream, takes all of `/next`'s traffic from `chat`.
+    governance.set({ ...chat.governance, instances: [...chat.governance.instances, instance('next-1', 'chat-next', gray.address)] });
+    routes.set([...chat.routes, route('next', { auth: { mode: 'anonymous' }, match: { path: { prefix: '/next' } }, split: { backends: [{ service: 'chat', weight: 0 }, { service: 'chat-next', weight: 100 }] } })]);
     await sleep(50);
   });
 
@@ -59,6 +60,13 @@ describe('gateway WebSocket proxying', () => {
     assert.ok(line, 'one access-log line for the connection, when it closed');
     assert.equal(line.upstream, base.address);
     assert.ok(Number(line.bytesIn) > 0 && Number(line.bytesOut) > 0);
+  });
+
+  it("draws a split route's backend for the handshake, as for a request", async () => {
+    const ws = await opened(`${wsUrl}/next/room`);
+    assert.equal(await roundTrip(ws, 'hi'), 'gray:hi');
+    ws.close();
+    await closed(ws);
   });
 
   it('enters the lane on the handshake, as a request would', async () => {

@@ -68,14 +68,14 @@ export function edgeWebSocketResolver(routes: LiveRoutes, edge: EdgeOptions, met
   return async (req, path, query) => {
     stripIncoming(req.headers, { keepIdentity: false, keepCaller: false });
     const host = hostOf(req);
-    const m = routes.table.match(host, 'GET', path, req.headers);
+    const m = routes.table.match(host, 'GET', path, req.headers, query);
     if (m === undefined) return wsRefusal(404, GatewayCodes.routeNotFound, `no route for GET ${host}${path}`);
     const route = m.route;
+    const ip = clientIp(req);
     if (route.clientIps !== undefined) {
-      const ip = clientIp(req);
       if (!route.clientIps.admits(ip)) return wsRefusal(403, GatewayCodes.ipForbidden, `the client address ${ip ?? '(unknown)'} may not use this route`, undefined, route.id);
     }
-    if (route.service === undefined) return wsRefusal(400, GatewayCodes.badRequest, `route ${route.id} answers by itself and takes no WebSocket`, undefined, route.id);
+    if (route.service === undefined && route.split === undefined) return wsRefusal(400, GatewayCodes.badRequest, `route ${route.id} answers by itself and takes no WebSocket`, undefined, route.id);
     let identity: Identity | undefined;
     let authHeaders: readonly string[] | undefined;
     let a = edgeAuthenticate(req, route, edge, metrics);
@@ -85,7 +85,7 @@ export function edgeWebSocketResolver(routes: LiveRoutes, edge: EdgeOptions, met
       identity = a.identity;
       authHeaders = a.headers;
     }
-    return { service: route.service, path: route.rewrite(path, m.params), query, route: route.id, identity, authHeaders, admit: true, timeoutMs: route.timeoutMs, retry: route.retry, requestHeaders: route.requestHeaders };
+    return { service: route.serviceFor(identity?.subject, ip)!, path: route.rewrite(path, m.params), query, route: route.id, identity, authHeaders, admit: true, timeoutMs: route.timeoutMs, retry: route.retry, requestHeaders: route.requestHeaders };
   };
 }
 
@@ -137,7 +137,7 @@ export class WebSocketProxy {
     const f = this.f;
     const started = f.o.wheel.clock.now();
     const url = req.url ?? '/';
-    const entry = { method: req.method ?? 'GET', host: hostOf(req), path: '', route: undefined as string | undefined, identity: undefined as string | undefined };
+    const entry = { method: req.method ?? 'GET', host: hostOf(req), path: '', route: undefined as string | undefined, service: undefined as string | undefined, identity: undefined as string | undefined };
     const refused = (status: number, code: string, detail: string, extra: readonly string[] = []): void => {
       f.o.metrics.rejected(entry.route, code);
       side.answer(status, PROBLEM_CONTENT_TYPE, problemBody(code, status, detail), extra);
@@ -152,6 +152,7 @@ export class WebSocketProxy {
     const t = await this.resolve(req, path, q < 0 ? '' : url.slice(q));
     entry.route = t.route;
     if ('refused' in t) return refused(t.status, t.code, t.detail, t.headers);
+    entry.service = t.service;
     const identity = t.identity;
     entry.identity = identity?.subject;
     const service = t.service;
@@ -326,12 +327,13 @@ export class WebSocketProxy {
     }
   }
 
-  private log(e: { method: string; host: string; path: string; route: string | undefined; identity: string | undefined }, status: number, started: number, upstream: string | undefined, bytesIn: number, bytesOut: number, traceId: string | undefined, reason: string | undefined): void {
+  private log(e: { method: string; host: string; path: string; route: string | undefined; service: string | undefined; identity: string | undefined }, status: number, started: number, upstream: string | undefined, bytesIn: number, bytesOut: number, traceId: string | undefined, reason: string | undefined): void {
     this.f.o.accessLog.write({
       method: e.method,
       host: e.host,
       path: e.path,
       route: e.route,
+      service: e.service,
       status,
       durationMs: Math.round((this.f.o.wheel.clock.now() - started) * 1000) / 1000,
       upstream,

@@ -9,7 +9,7 @@ const fieldsOf = (spec: unknown): string[] => specFields('Route', spec, 'edge');
 
 const full = {
   hosts: ['shop.example.com', '*.example.com'],
-  match: { path: { template: '/orders/:id' }, methods: ['GET', 'PUT'], headers: { 'x-tenant': { prefix: 'acme' } } },
+  match: { path: { template: '/orders/:id' }, methods: ['GET', 'PUT'], headers: { 'x-tenant': { prefix: 'acme' } }, query: { variant: { exact: 'b' }, 'utm source': { regex: '^ad' } } },
   service: 'orders',
   rewrite: { path: '/v2/orders/:id' },
   timeoutMs: 2000,
@@ -61,6 +61,13 @@ describe('Route', () => {
     assert.deepEqual(r.auth.external, { service: 'oauth2-proxy', path: '/oauth2/auth', requestHeaders: ['authorization', 'cookie'], upstreamHeaders: [], clientHeaders: ['www-authenticate', 'location', 'set-cookie'], timeoutMs: 1000 });
   });
 
+  it('accepts a split of traffic across services, random unless sticky', () => {
+    const split = { backends: [{ service: 'checkout', weight: 90 }, { service: 'checkout-next', weight: 10 }] };
+    assert.deepEqual(validate({ match: { path: { prefix: '/checkout' } }, split }).split, split);
+    const sticky = { backends: [{ service: 'a', weight: 0 }, { service: 'b', weight: 100 }], stickyBy: 'identity' };
+    assert.deepEqual(validate({ match: { path: { prefix: '/' } }, split: sticky }).split, sticky);
+  });
+
   it('accepts a redirect, 302 unless told', () => {
     const r = validate({ match: { path: { prefix: '/' } }, redirect: { scheme: 'https' }, auth: { mode: 'anonymous' } });
     assert.deepEqual(r.redirect, { scheme: 'https', status: 302 });
@@ -99,6 +106,12 @@ describe('Route', () => {
       [edit(full, (d) => (d.requestHeaders = { set: { 'x-a': 'one\r\nx-injected: 1' } })), ['spec.requestHeaders.set["x-a"]']],
       [edit(full, (d) => (d.requestHeaders = { set: { 'bad name': '1' } })), ['spec.requestHeaders.set["bad name"]']],
       [edit(full, (d) => delete d.service), ['spec.service']],
+      [edit(full, (d) => (d.split = { backends: [{ service: 'a', weight: 50 }, { service: 'b', weight: 50 }] })), ['spec.service']],
+      [edit(full, (d) => (delete d.service, d.split = { backends: [{ service: 'a', weight: 50 }, { service: 'b', weight: 40 }] })), ['spec.split.backends']],
+      [edit(full, (d) => (delete d.service, d.split = { backends: [{ service: 'a', weight: 50 }, { service: 'a', weight: 50 }] })), ['spec.split.backends[1].service']],
+      [edit(full, (d) => (delete d.service, d.split = { backends: [{ service: 'a', weight: 100 }] })), ['spec.split.backends']],
+      [edit(full, (d) => (delete d.service, d.split = { backends: [{ service: 'A', weight: 101 }, { service: 'b', weight: 0 }], stickyBy: 'cookie' })), ['spec.split.backends[0].service', 'spec.split.backends[0].weight', 'spec.split.stickyBy']],
+      [edit(full, (d) => (d.match.query = { '': { exact: 'x' }, v: { exact: 'a', regex: 'b' } })), ['spec.match.query[""]', 'spec.match.query.v']],
       [edit(full, (d) => (d.compression = { encodings: ['gzip', 'zstd'], types: ['JSON', 'application/*x'], minBytes: -1 })), ['spec.compression.encodings[1]', 'spec.compression.types[0]', 'spec.compression.types[1]', 'spec.compression.minBytes']],
       [edit(full, (d) => (d.compression = { encodings: ['gzip', 'gzip'] })), ['spec.compression.encodings']],
       [edit(full, (d) => (d.auth = { mode: 'external' })), ['spec.auth.external']],

@@ -86,12 +86,20 @@ export const PathMatch = z
   });
 export type PathMatch = z.infer<typeof PathMatch>;
 
+/** A query parameter's name as it is decoded: any text but empty, at most 256 characters. */
+const queryName = z.string().min(1).max(256);
+
 export const RouteMatch = z.strictObject({
   path: PathMatch,
   /** Absent: every method. */
   methods: z.array(z.enum(HTTP_METHODS)).min(1).max(HTTP_METHODS.length).optional(),
   /** All must hold; names match case-insensitively. */
   headers: z.record(headerName, StringMatch).optional(),
+  /**
+   * Query parameters, all must hold: names match exactly (case-sensitive, as the Gateway API's queryParams),
+   * each against the parameter's first value, percent-decoded; a parameter that is absent fails every match.
+   */
+  query: z.record(queryName, StringMatch).optional(),
 });
 export type RouteMatch = z.infer<typeof RouteMatch>;
 
@@ -266,6 +274,39 @@ export const RouteMirror = z.strictObject({
 });
 export type RouteMirror = z.infer<typeof RouteMirror>;
 
+/**
+ * A traffic split across services (the Gateway API's weighted backendRefs): a migration from one service to
+ * another, or an A/B test of two implementations. Each request goes to one backend, drawn by weight; with
+ * `stickyBy` the draw is a hash of the verified caller (`identity`) or the client address (`clientIp`), so
+ * one caller stays on one backend while the weights hold. Lanes and version splits choose instances within
+ * a service; this chooses the service.
+ */
+export const ServiceSplit = z
+  .strictObject({
+    backends: z
+      .array(
+        z.strictObject({
+          service: dnsName,
+          /** Share of requests, 0 to 100; the backends' weights add up to 100. */
+          weight: z.int().min(0).max(100),
+        }),
+      )
+      .min(2)
+      .max(16),
+    /** Absent: each request drawn at random. A request without an identity (or address) is drawn at random. */
+    stickyBy: z.enum(['identity', 'clientIp']).optional(),
+  })
+  .superRefine((s, ctx) => {
+    const sum = s.backends.reduce((a, b) => a + b.weight, 0);
+    if (sum !== 100) issue(ctx, ['backends'], `weights must add up to 100 (they add up to ${sum})`);
+    const seen = new Set<string>();
+    s.backends.forEach((b, i) => {
+      if (seen.has(b.service)) issue(ctx, ['backends', i, 'service'], `${b.service} is named twice`);
+      seen.add(b.service);
+    });
+  });
+export type ServiceSplit = z.infer<typeof ServiceSplit>;
+
 /** `10.0.0.0/8`, `2001:db8::/32`, or one address (`bits` undefined); undefined when it is neither. */
 export function parseCidr(s: string): { readonly address: string; readonly family: 4 | 6; readonly bits: number | undefined } | undefined {
   const slash = s.indexOf('/');
@@ -428,6 +469,8 @@ export const RouteSpec = z
     match: RouteMatch,
     /** The upstream service (its registered name). */
     service: dnsName.optional(),
+    /** Upstream services sharing the route's traffic by weight, instead of one `service`. */
+    split: ServiceSplit.optional(),
     /** A fixed answer instead of an upstream. */
     static: StaticAnswer.optional(),
     /** A redirect instead of an upstream. */
@@ -464,8 +507,8 @@ export const RouteSpec = z
     priority: z.int().min(-1000).max(1000).default(0),
   })
   .superRefine((r, ctx) => {
-    const actions = (r.service !== undefined ? 1 : 0) + (r.static !== undefined ? 1 : 0) + (r.redirect !== undefined ? 1 : 0);
-    if (actions !== 1) issue(ctx, ['service'], 'expected exactly one of service, static or redirect');
+    const actions = (r.service !== undefined ? 1 : 0) + (r.split !== undefined ? 1 : 0) + (r.static !== undefined ? 1 : 0) + (r.redirect !== undefined ? 1 : 0);
+    if (actions !== 1) issue(ctx, ['service'], 'expected exactly one of service, split, static or redirect');
     const own = r.static !== undefined ? 'static' : r.redirect !== undefined ? 'redirect' : undefined;
     if (own !== undefined) {
       for (const k of ['rewrite', 'timeoutMs', 'streamIdleTimeoutMs', 'retries', 'requestHeaders', 'responseHeaders', 'mirror', 'compression'] as const) if (r[k] !== undefined) issue(ctx, [k], `not allowed with ${own}`);
