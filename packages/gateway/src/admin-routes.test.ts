@@ -44,7 +44,7 @@ describe('admin /routes and /routes/match', () => {
     const m = async (q: string) => call(`${gw.adminUrl}/routes/match?${q}`);
     const orders = await m('method=get&host=api.example.com:443&path=/api/orders/42?x=1');
     assert.equal(orders.status, 200);
-    assert.deepEqual(orders.json().match, { route: 'edge/orders', service: 'orders', static: false, redirect: null, auth: 'jwt', upstreamPath: '/v2/orders/42?x=1', params: ['42'] });
+    assert.deepEqual(orders.json().match, { route: 'edge/orders', service: 'orders', split: null, static: false, redirect: null, auth: 'jwt', upstreamPath: '/v2/orders/42?x=1', params: ['42'] });
     const gray = await m('method=GET&host=shop.example.com&path=/api/cart&header.X-Lane=gray');
     assert.equal((gray.json().match as { route: string }).route, 'edge/gray', 'headers take part as they would on a request');
     assert.equal((await m('method=GET&host=shop.example.com&path=/api/cart')).status, 404, 'without the header no route matches');

@@ -60,6 +60,16 @@ const CREDENTIAL_PREFIX = 'plinth_';
 /** Verified tokens kept per cache (server-signed here, each OpenID provider's in oidc.ts). */
 export const MAX_CACHED_TOKENS = 10_000;
 /** Clock skew allowed between whoever signed a token and this gateway. */
+/**
+ * A verified token's `aud` as a list: RFC 7519 allows a string or an array of strings, and jose checks its
+ * type only when asked for one audience, so anything else a provider signs (a number, objects in the array)
+ * is read as naming none, never as an error.
+ */
+export function audiencesOf(aud: unknown): readonly string[] {
+  if (typeof aud === 'string') return [aud];
+  return Array.isArray(aud) ? aud.filter((a): a is string => typeof a === 'string') : [];
+}
+
 export const TOKEN_TOLERANCE_SEC = 30;
 
 const NO_IDENTITY: AuthOutcome = { ok: true, identity: undefined };
@@ -197,8 +207,7 @@ export class Authenticator {
     }
     const sub = payload.sub;
     if (typeof sub !== 'string' || !/^ServiceAccount:[^/]+\/[^/]+$/.test(sub)) return refuse('token subject is not a service account');
-    const aud = payload.aud;
-    const identity: Identity = { subject: sub, via, audiences: aud === undefined ? [] : typeof aud === 'string' ? [aud] : aud, expiresAt: Number(payload.exp) };
+    const identity: Identity = { subject: sub, via, audiences: audiencesOf(payload.aud), expiresAt: Number(payload.exp) };
     if (this.tokens.size >= MAX_CACHED_TOKENS) this.tokens.clear();
     this.tokens.set(token, identity);
     return { ok: true, identity };

@@ -27,6 +27,7 @@ describe('gateway (static sources)', () => {
   let reset: Upstream;
   let hop: Upstream;
   let legacy: Upstream;
+  let broken: Upstream;
   let flakyCalls = 0;
 
   before(async () => {
@@ -43,6 +44,13 @@ describe('gateway (static sources)', () => {
       }, 400);
     });
     reset = await upstream('reset', (req) => req.socket.destroy());
+    // /broken/head: a head, then a body cut short before a byte of it; /broken/midway: part of the body, then the cut.
+    broken = await upstream('broken', (req, res) => {
+      res.writeHead(200, { 'content-type': 'text/plain', 'content-length': '100' });
+      if (req.url === '/broken/midway') res.write('x'.repeat(40));
+      else res.flushHeaders();
+      setTimeout(() => res.socket?.destroy(), 30);
+    });
     hop = await upstream('hop', (req, res) => {
       if (req.url === '/hop/trailers') {
         res.writeHead(200, { 'content-type': 'text/plain' });
@@ -65,6 +73,7 @@ describe('gateway (static sources)', () => {
         instance('reset-1', 'reset', reset.address),
         instance('hop-1', 'hop', hop.address),
         instance('legacy-1', 'legacy', legacy.address),
+        instance('broken-1', 'broken', broken.address),
       ],
       trafficPolicies: [resource<any>('TrafficPolicy', 'lanes', { lanes: [{ name: 'gray', services: ['echo'], mode: 'fallbackToBase', entry: [{ match: { headers: { 'x-lane': { exact: 'gray' } } } }] }], routing: [], loadBalancing: [], trustedIdentities: [] })],
       faultTolerance: [
@@ -93,6 +102,7 @@ describe('gateway (static sources)', () => {
       route('flaky-regex', { ...anon, match: { path: { regex: '^/re/[a-z]+$' } }, service: 'flaky', retries: { attempts: 2, on: [503] } }),
       route('slow', { ...anon, match: { path: { prefix: '/slow' } }, service: 'slow', timeoutMs: 100 }),
       route('reset', { ...anon, match: { path: { prefix: '/reset' } }, service: 'reset' }),
+      route('broken', { ...anon, match: { path: { prefix: '/broken' } }, service: 'broken' }),
       route('hop', { ...anon, match: { path: { prefix: '/hop' } }, service: 'hop' }),
       route('small', { ...anon, match: { path: { prefix: '/small' } }, service: 'echo', maxBodyBytes: 1000 }),
       route('edited', {
@@ -108,7 +118,7 @@ describe('gateway (static sources)', () => {
 
   after(async () => {
     await gw.close();
-    for (const u of [echo, gray, flaky, slow, reset, hop, legacy]) await u.close();
+    for (const u of [echo, gray, flaky, slow, reset, hop, legacy, broken]) await u.close();
   });
 
   it('forwards with X-Forwarded-* and Forwarded, drops hop-by-hop headers both ways, rewrites the prefix, keeps the query', async () => {
@@ -248,6 +258,23 @@ describe('gateway (static sources)', () => {
     assert.equal(r.status, 502);
     assert.equal(r.json().code, 'upstream_error');
     assert.equal((await call(`${gw.url}/api/ok`)).status, 200);
+  });
+
+  it('answers 502 whole when an upstream breaks off before any of its body, and logs a cut midway as its 502', async () => {
+    const whole = await call(`${gw.url}/broken/head`);
+    assert.equal(whole.status, 502, 'nothing had gone to the client: it is told, not left with a closed connection');
+    assert.equal(whole.json().code, 'upstream_error');
+    assert.match(String(whole.json().detail), /broken broke off its answer/);
+    const cut = await raw(gw.url, 'GET /broken/midway HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n');
+    assert.match(cut, /^HTTP\/1\.1 200 /, 'the head and the first bytes had gone: all HTTP/1.1 allows is the cut');
+    assert.ok(!cut.endsWith('x'.repeat(100)));
+    await until('both log lines', () => log.filter((l) => String(l.path).startsWith('/broken/')).length === 2);
+    for (const l of log.filter((x) => String(x.path).startsWith('/broken/'))) {
+      assert.equal(l.status, 502, `${l.path} is the upstream's failure`);
+      assert.equal(l.reason, 'upstream_error');
+    }
+    const m = await (await fetch(`${gw.adminUrl}/metrics`)).text();
+    assert.match(m, /plinth_gateway_requests_total\{route="edge\/broken",status_class="5xx"\} 2/, 'not counted as clients that left');
   });
 
   it('refuses bodies over maxBodyBytes with 413, by length or while streaming, and forwards others intact', async () => {

@@ -1,7 +1,7 @@
 import type { IncomingHttpHeaders } from 'node:http';
 import { isProviderUrl, type RouteOidc } from '@plinth/core';
 import { createRemoteJWKSet, jwtVerify, type JWTPayload, type JWTVerifyGetKey } from 'jose';
-import { MAX_CACHED_TOKENS, refuse, TOKEN_TOLERANCE_SEC, tokenRefusal, type AuthOutcome, type Identity, type TokenWording } from './auth.js';
+import { audiencesOf, MAX_CACHED_TOKENS, refuse, TOKEN_TOLERANCE_SEC, tokenRefusal, type AuthOutcome, type Identity, type TokenWording } from './auth.js';
 import { GatewayCodes } from './errors.js';
 import { HEADER_SAFE, SUBJECT_SAFE } from './identity-headers.js';
 
@@ -144,8 +144,7 @@ export class OidcVerifier {
 
 /** The route's audience, scopes and user claim on a verified payload, and the identity it makes. */
 function admit(payload: JWTPayload, route: RouteOidc): AuthOutcome {
-  const aud = payload.aud;
-  const audiences = aud === undefined ? [] : typeof aud === 'string' ? [aud] : aud;
+  const audiences = audiencesOf(payload.aud);
   if (!audiences.some((a) => route.audiences.includes(a))) return refuse(`token audience is not ${route.audiences.join(' or ')}`);
   if (route.requiredScopes !== undefined) {
     const held = scopesOf(payload);

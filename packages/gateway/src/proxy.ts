@@ -25,7 +25,7 @@ import type { GatewayMetrics } from './metrics.js';
 import { Mirror } from './mirror.js';
 import type { UpstreamTls } from './upstream-tls.js';
 import { normalizePath, type CompiledCors, type CompiledRoute, type HeaderEdit, type LiveRoutes } from './routes.js';
-import { connectionTokens, UpstreamTry, type Sink } from './upstream.js';
+import { connectionTokens, DEADLINE_CUT, TRY_TIMEOUT, UPSTREAM_CUT, UpstreamTry, type Sink } from './upstream.js';
 
 function isTrailers(v: string | string[] | undefined): boolean {
   return typeof v === 'string' && v.trim().toLowerCase() === 'trailers';
@@ -123,6 +123,10 @@ export class Exchange implements Sink {
     const v = this.req.headers['accept-encoding'];
     return typeof v === 'string' ? v : undefined;
   }
+
+  brokenOff(error: Error): void {
+    this.forwarder.brokenOff(this, error);
+  }
 }
 
 export interface ForwarderOptions {
@@ -209,7 +213,9 @@ export class Forwarder {
     ex.current?.abort();
     ex.release?.();
     ex.release = undefined;
-    const status = finished ? ex.refusedAs || res.statusCode : 0;
+    // An answer the upstream broke off midway counts as the gateway's 502 (504 past the deadline), not as a
+    // client that left.
+    const status = finished ? ex.refusedAs || res.statusCode : ex.reason === UPSTREAM_CUT ? 502 : ex.reason === DEADLINE_CUT ? 504 : 0;
     const seconds = (this.o.wheel.clock.now() - ex.startedAt) / 1000;
     this.o.metrics.end(ex.route?.id, status, seconds);
     // What arrived of a body that streamed, which a gRPC call's or a chunked one's headers do not say.
@@ -222,7 +228,7 @@ export class Forwarder {
       path: ex.path,
       route: ex.route?.id,
       service: ex.service,
-      status: finished ? status : 499,
+      status: status === 0 ? 499 : status,
       durationMs: Math.round(seconds * 1e6) / 1000,
       upstream: ex.upstream,
       bytesIn: ex.bytesIn,
@@ -393,8 +399,20 @@ export class Forwarder {
     if (r.kind === 'fallback') return this.fallback(ex, r.action);
     ex.upstream = r.endpoint.address;
     r.response.healthTo(r.late);
+    this.deliver(ex, r.response);
+  }
+
+  /** The try's answer to the client, or a whole 502/504 when the upstream broke it off before any of it left. */
+  private deliver(ex: Exchange, t: UpstreamTry): void {
     if (ex.res.destroyed) return;
-    r.response.attach(ex, this.head(r.response, ex));
+    const broken = t.brokenOff;
+    if (broken === undefined) t.attach(ex, this.head(t, ex));
+    else this.brokenOff(ex, broken);
+  }
+
+  brokenOff(ex: Exchange, error: Error): void {
+    if (error === TRY_TIMEOUT) return this.problem(ex, 504, DEADLINE_CUT, `${ex.service} did not finish its answer in time`);
+    this.problem(ex, 502, UPSTREAM_CUT, `${ex.service} broke off its answer: ${errorText(error)}`);
   }
 
   /**
@@ -436,8 +454,7 @@ export class Forwarder {
       if (out.timedOut) return this.problem(ex, 504, 'deadline_exceeded', `${service} did not answer in time`);
       return this.problem(ex, 502, 'upstream_error', `${service} failed: ${errorText(out.error)}`);
     }
-    if (ex.res.destroyed) return;
-    out.response.attach(ex, this.head(out.response, ex));
+    this.deliver(ex, out.response);
   }
 
   private head(t: UpstreamTry, ex: Exchange): string[] {

@@ -70,10 +70,19 @@ function trickleUpload(url: string, first: number, parts: number): Promise<Strea
  * /events?n=N: N server-sent events, one every EVERY_MS, then the end; `hang=1` stays silent after the first.
  * /never: no answer at all. /upload: the head at once, then the number of body bytes once the body ended.
  */
+const gate: (() => void)[] = [];
+
 function eventServer(open: Set<ServerResponse>): Server {
   return createServer((req, res) => {
     const u = new URL(req.url ?? '/', 'http://x');
     if (u.pathname === '/never') return void open.add(res);
+    if (u.pathname === '/gated') {
+      // An event stream whose first event waits until the client has its head.
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      res.flushHeaders();
+      gate.push(() => res.end('data: after the head\n\n'));
+      return;
+    }
     if (u.pathname === '/upload') {
       res.writeHead(200, { 'content-type': 'text/plain' });
       res.flushHeaders();
@@ -116,6 +125,7 @@ describe('streamIdleTimeoutMs: streaming answers bounded by silence, not by the 
     started.routes.set([
       route('streams', { ...anon, match: { path: { prefix: '/s/' } }, service: 'events', rewrite: { prefix: '/' }, timeoutMs: DEADLINE_MS, streamIdleTimeoutMs: IDLE_MS }),
       route('bounded', { ...anon, match: { path: { prefix: '/b/' } }, service: 'events', rewrite: { prefix: '/' }, timeoutMs: DEADLINE_MS }),
+      route('plain', { ...anon, match: { path: { prefix: '/p/' } }, service: 'events', rewrite: { prefix: '/' } }),
     ]);
   });
 
@@ -132,6 +142,23 @@ describe('streamIdleTimeoutMs: streaming answers bounded by silence, not by the 
     assert.ok(r.complete, 'ended cleanly');
     assert.equal(r.body, Array.from({ length: 8 }, (_, i) => `data: ${i + 1}\n\n`).join(''));
     assert.ok(r.ms > DEADLINE_MS, `ran ${r.ms} ms, past the ${DEADLINE_MS} ms deadline`);
+  });
+
+  it("passes an event stream's head on at once, before its first event, on any route", async () => {
+    const body = await new Promise<string>((resolve, reject) => {
+      const req = httpRequest(`${gw.url}/p/gated`, { agent: false }, (res) => {
+        assert.equal(res.headers['content-type'], 'text/event-stream');
+        let text = '';
+        res.setEncoding('utf8');
+        res.on('data', (c: string) => (text += c));
+        res.on('end', () => resolve(text));
+        // Only now does the upstream send its event: a head held back for it would never come.
+        gate.shift()!();
+      });
+      req.on('error', reject);
+      req.end();
+    });
+    assert.equal(body, 'data: after the head\n\n');
   });
 
   it('cuts the same stream at the deadline on a route without it', async () => {

@@ -14,6 +14,10 @@ import type { HeaderEdit } from './routes.js';
 
 /** Raised into undici by the wheel when a try runs out of time; recognised by identity. */
 export const TRY_TIMEOUT = Object.freeze(new Error('upstream try timed out'));
+
+/** Log reasons of an answer cut off after its head: by the upstream (a reset, bad framing), or by the deadline. */
+export const UPSTREAM_CUT = 'upstream_error';
+export const DEADLINE_CUT = 'deadline_exceeded';
 /** A streaming answer on which no byte passed, either way, for the route's streamIdleTimeoutMs. */
 const STREAM_IDLE = Object.freeze(new Error('stream idle: no byte either way within the route\'s streamIdleTimeoutMs'));
 /** The engine chose another try (or the client left): this one's answer is not wanted. */
@@ -56,6 +60,8 @@ export interface Sink {
   reason: string | undefined;
   /** The route's answer compression, with what the client said of it (its method and Accept-Encoding). */
   readonly compression: CompiledCompression | undefined;
+  /** The upstream broke off an answer none of which had gone out: the client can still be told so, whole. */
+  brokenOff(error: Error): void;
   readonly method: string;
   readonly acceptEncoding: string | undefined;
 }
@@ -121,6 +127,12 @@ export class UpstreamTry implements Dispatcher.DispatchHandler, Expirable {
   private abortReason: Error | undefined;
   private ended = false;
   private failure: Error | undefined;
+  /**
+   * An HTTP/1.1 answer's head, attached before any of its body came: node sends a head with the first body
+   * bytes anyway, so it is written then, and an upstream that breaks off before them leaves the client a
+   * whole 502 instead of a closed connection.
+   */
+  private heldHead: readonly string[] | undefined;
   /** Trailers that came before the answer was attached. */
   private trailers: IncomingHttpHeaders | undefined;
   /** A trailers-only gRPC status moved out of the head, sent as trailers at the end. */
@@ -144,7 +156,15 @@ export class UpstreamTry implements Dispatcher.DispatchHandler, Expirable {
   }
 
   onResponseStart(_controller: Dispatcher.DispatchController, statusCode: number, headers: IncomingHttpHeaders): void {
-    if (this.settled) return;
+    // An informational answer (103 Early Hints; undici refuses an unasked-for 100 itself) comes before the
+    // final one and is not passed on, as Envoy and nginx do by default.
+    if (this.settled || statusCode < 200) return;
+    if (statusCode > 599) {
+      // HTTP's statuses end at 599 (RFC 9110 §15); a client's fetch fails on any other, so it is the
+      // upstream's failure (502, retried as one), never passed on.
+      this.abortUpstream(new Error(`it answered with status ${statusCode}, which HTTP does not have`));
+      return;
+    }
     this.status = statusCode;
     this.headers = headers;
     this.settled = true;
@@ -205,6 +225,7 @@ export class UpstreamTry implements Dispatcher.DispatchHandler, Expirable {
 
   /** One chunk of the answer to the client, as gRPC-Web when the call came so. */
   private write(sink: Sink, chunk: Buffer): boolean {
+    if (this.heldHead !== undefined) this.sendHead(sink);
     const out = sink.grpcWeb === undefined ? chunk : sink.grpcWeb.data(chunk);
     const z = this.compressing;
     if (z !== undefined) return z.write(out);
@@ -293,9 +314,17 @@ export class UpstreamTry implements Dispatcher.DispatchHandler, Expirable {
       return;
     }
     if (this.discarding) return;
-    // The answer had started: the client gets a cut-off response, which is all HTTP allows now.
-    if (this.sink !== undefined) this.sink.res.destroy(error);
-    else this.failure = error;
+    // The answer had started: the client gets a cut-off response, which is all HTTP allows now. The log and
+    // the metrics say whose doing it was (a client that left, or the route's idle rule, have said so already).
+    const sink = this.sink;
+    if (sink === undefined) this.failure = error;
+    else if (this.heldHead !== undefined && (r === undefined || r === TRY_TIMEOUT)) {
+      this.heldHead = undefined;
+      sink.brokenOff(error);
+    } else {
+      if (r === undefined || r === TRY_TIMEOUT) sink.reason ??= r === TRY_TIMEOUT ? DEADLINE_CUT : UPSTREAM_CUT;
+      sink.res.destroy(error);
+    }
   }
 
   /** A dispatch that threw synchronously. */
@@ -344,6 +373,14 @@ export class UpstreamTry implements Dispatcher.DispatchHandler, Expirable {
     this.abortUpstream(STREAM_IDLE);
   }
 
+  /**
+   * The upstream broke off its answer (a reset, bad framing, the deadline) after its head but before the
+   * answer was attached: nothing has gone to the client yet, so it can still be told so whole.
+   */
+  get brokenOff(): Error | undefined {
+    return this.failure;
+  }
+
   /** This is the answer: head, what arrived meanwhile, then the rest as it comes. */
   attach(sink: Sink, head: readonly string[]): void {
     this.sink = sink;
@@ -355,8 +392,22 @@ export class UpstreamTry implements Dispatcher.DispatchHandler, Expirable {
     if (sink.grpcWeb !== undefined) head = sink.grpcWeb.head(head);
     else if (this.headers?.['grpc-status'] !== undefined && isHttp2Response(res)) head = this.statusToTrailers(head);
     else if (sink.compression !== undefined && !this.unpausable) head = this.compressFor(sink, head);
-    res.writeHead(this.status, head as string[]);
     const q = this.queue;
+    if (q === undefined && !this.ended && this.failure === undefined && !isHttp2Response(res)) {
+      // Nothing of the body yet. An event stream, or a route that streams, is sent its head at once (the
+      // client waits for it before the first event); any other waits for its first bytes, as node would.
+      const type = this.headers?.['content-type'];
+      if (this.idleMs === 0 && this.compressing === undefined && sink.grpcWeb === undefined && !(typeof type === 'string' && type.startsWith('text/event-stream'))) {
+        this.heldHead = head;
+        this.unpause();
+        return;
+      }
+      res.writeHead(this.status, head as string[]);
+      res.flushHeaders();
+      this.unpause();
+      return;
+    }
+    res.writeHead(this.status, head as string[]);
     this.queue = undefined;
     this.queuedBytes = 0;
     if (this.ended) {
@@ -400,6 +451,11 @@ export class UpstreamTry implements Dispatcher.DispatchHandler, Expirable {
     return compressedHead(head, d.encoding, d.varies);
   }
 
+  private sendHead(sink: Sink): void {
+    sink.res.writeHead(this.status, this.heldHead as string[]);
+    this.heldHead = undefined;
+  }
+
   private writeHeld(sink: Sink, q: readonly Buffer[]): boolean {
     let ok = true;
     for (const c of q) ok = this.write(sink, c);
@@ -408,6 +464,7 @@ export class UpstreamTry implements Dispatcher.DispatchHandler, Expirable {
 
   /** Ends the answer: its trailers, then the end of the body. */
   private close(sink: Sink, trailers: IncomingHttpHeaders | undefined): void {
+    if (this.heldHead !== undefined) this.sendHead(sink);
     const tail = this.endWith(sink, trailers);
     const z = this.compressing;
     if (z !== undefined) {

@@ -376,6 +376,11 @@ function handshake(address: string, path: string, headers: Record<string, string
       done({ status: 101, retryAfter: undefined, response: { upgraded: true, res, socket, head: upHead }, error: undefined, timedOut: false });
     });
     r.on('response', (res) => {
+      if ((res.statusCode ?? 0) > 599) {
+        // As for any answer (upstream.ts): a status HTTP does not have is the upstream's failure.
+        res.destroy();
+        return done({ status: 0, retryAfter: undefined, response: undefined, error: new Error(`it answered with status ${res.statusCode}, which HTTP does not have`), timedOut: false });
+      }
       const ra = res.headers['retry-after'];
       done({ status: res.statusCode ?? 502, retryAfter: typeof ra === 'string' ? ra : undefined, response: { upgraded: false, res }, error: undefined, timedOut: false });
     });
