@@ -135,6 +135,9 @@ describe('auth mode oidc: end users’ tokens from an OpenID provider', () => {
       ['an unknown key', token({ sub: 'alice' }, { kid: 'nope' }), /key the provider does not publish/],
       ['a shared-secret algorithm', new SignJWT({ sub: 'alice' }).setProtectedHeader({ alg: 'HS256', kid: 'rsa-1' }).setIssuer(ISSUER).setAudience('shop-web').setExpirationTime('5m').sign(new TextEncoder().encode('x'.repeat(32))), /algorithm is not accepted/],
       ['no user', token({}), /does not name a user/],
+      // The provider signed them, but RFC 7519's aud is a string or a list of strings: these name no audience.
+      ['an audience that is a number', new SignJWT({ sub: 'alice', aud: 7 } as Record<string, unknown>).setProtectedHeader({ alg: 'RS256', kid: 'rsa-1' }).setIssuer(ISSUER).setExpirationTime('5m').sign(rsa), /audience/],
+      ['an audience list holding no strings', new SignJWT({ sub: 'alice', aud: [{ name: 'shop-web' }, 1] } as Record<string, unknown>).setProtectedHeader({ alg: 'RS256', kid: 'rsa-1' }).setIssuer(ISSUER).setExpirationTime('5m').sign(rsa), /audience/],
       ['garbage', 'not.a.token', /malformed token/],
     ];
     for (const [what, t, detail] of cases) {
