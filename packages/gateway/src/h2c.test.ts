@@ -5,6 +5,7 @@
 import assert from 'node:assert/strict';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { connect as http2Connect, type ClientHttp2Session, type IncomingHttpHeaders as Http2Headers } from 'node:http2';
+import { connect } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import type { StaticGovernance } from '@plinth/sdk';
 import { Client } from 'undici';
@@ -12,7 +13,7 @@ import type { StaticFeed } from './feed.js';
 import type { Gateway } from './gateway.js';
 import { enableH2c } from './http2.js';
 import { hardenedServer, http1Settings, listenOn } from './listen.js';
-import { call, closedAfter, instance, raw, route, staticGateway, upstream, type Upstream } from './testkit.test.helpers.js';
+import { call, closedAfter, instance, raw, route, staticGateway, until, upstream, type Upstream } from './testkit.test.helpers.js';
 
 const PREFACE = 'PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n';
 
@@ -197,5 +198,58 @@ describe('h2c off, and the HTTP/1.1 path with it on', () => {
   it('refuses h2c with TLS or in sidecar mode', async () => {
     await assert.rejects(staticGateway({ h2c: true, tls: { cert: '/nonexistent', key: '/nonexistent' } }), /h2c is cleartext HTTP\/2; with tls, HTTP\/2 is offered through ALPN/);
     await assert.rejects(staticGateway({ h2c: true, sidecar: { app: 'http://127.0.0.1:1', service: 's', version: '1.0.0' } }), /h2c is for the edge listener/);
+  });
+});
+
+describe('h2c keepalive: connections node leaves stuck, and quiet live ones', () => {
+  let gw: Gateway;
+  let slow: Upstream;
+
+  before(async () => {
+    slow = await upstream('slow', (_req, res) => setTimeout(() => res.end('late'), 900));
+    let governance: StaticGovernance;
+    let routes: StaticFeed;
+    ({ gw, governance, routes } = await staticGateway({ h2c: true, server: { http2: { pingIdleMs: 200, pingTimeoutMs: 200 } }, accessLog: false }));
+    governance.set({ instances: [instance('slow-1', 'slow', slow.address)] });
+    routes.set([route('slow', { auth: { mode: 'anonymous' }, match: { path: { prefix: '/' } }, service: 'slow' })]);
+  });
+
+  after(async () => {
+    await gw?.close();
+    await slow?.close();
+  });
+
+  it('closes a connection whose own GOAWAY node never followed through, ending the streams it held', async () => {
+    const frame = (type: number, flags: number, id: number, payload: Buffer) => {
+      const head = Buffer.alloc(9);
+      head.writeUIntBE(payload.length, 0, 3);
+      head[3] = type;
+      head[4] = flags;
+      head.writeUInt32BE(id, 5);
+      return Buffer.concat([head, payload]);
+    };
+    const field = (k: string, v: string) => Buffer.concat([Buffer.from([0, k.length]), Buffer.from(k), Buffer.from([v.length]), Buffer.from(v)]);
+    const headers = Buffer.concat([field(':method', 'GET'), field(':scheme', 'http'), field(':authority', 'a'), field(':path', '/x')]);
+    // A complete GET, then a PING of 7 bytes: node answers GOAWAY(FRAME_SIZE_ERROR) and stops there.
+    const sock = connect(Number(new URL(gw.url).port), '127.0.0.1');
+    sock.on('error', () => {});
+    sock.resume();
+    sock.write(Buffer.concat([Buffer.from(PREFACE), frame(4, 0, 0, Buffer.alloc(0)), frame(1, 0x5, 1, headers), frame(6, 0, 0, Buffer.alloc(7))]));
+    const closed = new Promise<void>((r) => sock.on('close', () => r()));
+    await until('the exchange started', () => gw.inFlight() === 1, 2000);
+    await until('the stuck connection closed by the keepalive, and its exchange ended', () => gw.inFlight() === 0, 3000);
+    await closed;
+  });
+
+  it('keeps a quiet connection whose peer answers the PINGs', async () => {
+    const session = await connected(gw.url);
+    try {
+      // The answer takes 900 ms: four idle periods of PINGs, each answered by node's client.
+      const r = await h2(session, '/slow');
+      assert.equal(r.status, 200);
+      assert.equal(r.text, 'late');
+    } finally {
+      session.close();
+    }
   });
 });

@@ -8,6 +8,7 @@
  */
 import { Server as HttpServer, type IncomingMessage, type OutgoingHttpHeaders, type RequestListener, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
+import { Server as TlsServer } from 'node:tls';
 import {
   constants,
   createSecureServer,
@@ -30,6 +31,14 @@ import type { TlsContext } from './tls.js';
 export interface Http2Limits {
   /** Streams a client may have open at once on one connection. Default 100. */
   maxConcurrentStreams?: number;
+  /**
+   * A connection with streams open that has been silent this long is sent a PING (HTTP/2 keepalive, as
+   * Envoy's connection_keepalive); default 60 s. An idle connection without streams is closed by the
+   * keep-alive timeout instead.
+   */
+  pingIdleMs?: number;
+  /** The PING unanswered this long, the connection is closed and its streams reset. Default 10 s. */
+  pingTimeoutMs?: number;
 }
 
 /** What an HTTP/2 message must not carry (RFC 9113 §8.2.2); node throws ERR_HTTP2_INVALID_CONNECTION_HEADERS on them. */
@@ -194,7 +203,7 @@ export function http2Server(listener: RequestListener, http1: Http1Settings, tls
   });
   // node's http2 server does not take http.Server's options: what its HTTP/1.1 connections read is set here.
   Object.assign(s, { ...http1, requireHostHeader: true, joinDuplicateHeaders: false, rejectNonStandardBodyWrites: false, maxHeadersCount: null, maxRequestsPerSocket: 0, httpAllowHalfOpen: false });
-  serveStreams(s, s, listener, http1, wheel);
+  serveStreams(s, s, listener, http1, limits, wheel);
   return s;
 }
 
@@ -236,7 +245,7 @@ function onConnect(owner: object, req: IncomingMessage | EdgeHttp2Request, res: 
 }
 
 /** What both HTTP/2 servers do with their streams; the sessions are listed under `owner` (the listening server). */
-function serveStreams(s: Http2Server | Http2SecureServer, owner: object, listener: RequestListener, http1: Http1Settings, wheel: TimerWheel): void {
+function serveStreams(s: Http2Server | Http2SecureServer, owner: object, listener: RequestListener, http1: Http1Settings, limits: Http2Limits, wheel: TimerWheel): void {
   s.on('request', listener as never);
   s.on('connect', (req: IncomingMessage | EdgeHttp2Request, res: EdgeHttp2Response | Duplex) => onConnect(owner, req, res));
   // node applies the advertised header-list limit only once the client acknowledged it: a request of the
@@ -250,7 +259,15 @@ function serveStreams(s: Http2Server | Http2SecureServer, owner: object, listene
   });
   const sessions = new Set<ServerHttp2Session>();
   sessionsOf.set(owner, sessions);
-  s.on('session', (session: ServerHttp2Session) => trackSession(session, sessions, http1, wheel));
+  // node makes a connection's session within its connection event, and hands out only a proxy of the socket
+  // that may not be destroyed: the socket itself is taken here, for the keepalive's last resort.
+  let arriving: Socket | undefined;
+  s.prependListener(s instanceof TlsServer ? 'secureConnection' : 'connection', (socket: Socket) => (arriving = socket));
+  s.on('session', (session: ServerHttp2Session) => {
+    const socket = arriving;
+    arriving = undefined;
+    trackSession(session, socket, sessions, http1, limits, wheel);
+  });
   // A session's protocol errors (garbage frames, a flood) end that session only; nothing to add.
   s.on('sessionError', () => {});
 }
@@ -271,7 +288,7 @@ const sniffingOf = new WeakMap<object, Set<Socket>>();
  */
 export function enableH2c(server: HttpServer, listener: RequestListener, http1: Http1Settings, limits: Http2Limits = {}, wheel: TimerWheel = sharedWheel): void {
   const h2 = createHttp2Server(streamOptions(http1, limits));
-  serveStreams(h2, server, listener, http1, wheel);
+  serveStreams(h2, server, listener, http1, limits, wheel);
   const http1Listeners = server.listeners('connection') as ((socket: Socket) => void)[];
   server.removeAllListeners('connection');
   const sniffing = new Set<Socket>();
@@ -375,9 +392,10 @@ class StalledUpload implements Expirable {
   }
 }
 
-function trackSession(session: ServerHttp2Session, sessions: Set<ServerHttp2Session>, http1: Http1Settings, wheel: TimerWheel): void {
+function trackSession(session: ServerHttp2Session, socket: Socket | undefined, sessions: Set<ServerHttp2Session>, http1: Http1Settings, limits: Http2Limits, wheel: TimerWheel): void {
   sessions.add(session);
   let open = 0;
+  keepAlive(session, socket, limits.pingIdleMs ?? 60_000, limits.pingTimeoutMs ?? 10_000, () => open > 0);
   let idle: NodeJS.Timeout | undefined;
   const arm = (): void => {
     idle = setTimeout(() => session.close(), http1.keepAliveTimeout);
@@ -397,6 +415,42 @@ function trackSession(session: ServerHttp2Session, sessions: Set<ServerHttp2Sess
     sessions.delete(session);
   });
   arm();
+}
+
+/**
+ * HTTP/2 keepalive: a connection silent for `idleMs` (node's session timeout, refreshed by its own reads and
+ * writes, no timer per stream) is sent a PING, and closed when no ACK comes within `timeoutMs`. Besides peers
+ * gone without a word (a network cut under a quiet event stream), it ends connections node leaves stuck: after
+ * node's HTTP/2 layer sends a GOAWAY for a protocol error (a PING of the wrong size, a stream depending on
+ * itself), it neither closes the connection, as RFC 9113 §5.4.1 requires, nor sends anything more, nor tells
+ * its JavaScript side, so the streams the client had opened would stay open forever, each holding an exchange,
+ * its admission slot and its memory; such a connection answers no PING either.
+ */
+function keepAlive(session: ServerHttp2Session, socket: Socket | undefined, idleMs: number, timeoutMs: number, busy: () => boolean): void {
+  if (idleMs <= 0) return;
+  let waiting: NodeJS.Timeout | undefined;
+  // In the stuck state node's session.destroy() ends the streams but leaves the socket open: it goes too.
+  const end = (): void => {
+    session.destroy();
+    socket?.destroy();
+  };
+  session.setTimeout(idleMs, () => {
+    if (waiting !== undefined || session.destroyed || !busy()) return;
+    let sent = false;
+    try {
+      sent = session.ping((err) => {
+        clearTimeout(waiting);
+        waiting = undefined;
+        if (err !== null && !session.destroyed) end();
+      });
+    } catch {
+      // Closed already (node throws ERR_HTTP2_INVALID_SESSION): nothing left to keep alive.
+    }
+    if (!sent) return end();
+    waiting = setTimeout(end, timeoutMs);
+    waiting.unref();
+  });
+  session.once('close', () => clearTimeout(waiting));
 }
 
 /** An answer on an HTTP/2 stream (over TLS or h2c): trailers go out in a HEADERS frame, no connection headers. */
