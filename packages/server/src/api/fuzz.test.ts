@@ -139,6 +139,48 @@ describe('malformed input never crashes the server nor answers 500', () => {
     assert.ok([...statuses.keys()].some((k) => k >= 400 && k < 500));
   });
 
+  it('answers every route, with any parameters, body and credentials, without a 5xx', async () => {
+    const r = rng(Number(process.env.PLINTH_FUZZ_SEED ?? 0xa11));
+    const pick = <T>(xs: readonly T[]): T => xs[Math.floor(r() * xs.length)]!;
+    const seg = () => pick(['fuzz', 'default', 'x', '', '%zz', '..', '%2e%2e', 'a'.repeat(300), 'ÿ', '4bf92f3577b34da6a3ce929d0e0e4736', '0', '-1', 'Config', 'Nope']);
+    // Every route the server has; `:x` segments are filled with odd values.
+    const routes: [string, string][] = [
+      ['GET', '/.well-known/jwks.json'], ['POST', '/v1/auth/token'], ['GET', '/v1/whoami'], ['POST', '/v1/serviceaccounts/:ns/:name/credentials'],
+      ['DELETE', '/v1/serviceaccounts/:ns/:name/credentials/:id'], ['POST', '/v1/auth/keys/rotate'], ['GET', '/v1/audit'], ['POST', '/v1/traces'],
+      ['GET', '/v1/traces/:id'], ['GET', '/v1/traces'], ['GET', '/v1/apm/red'], ['GET', '/v1/apm/topology'], ['GET', '/v1/apm/services'],
+      ['GET', '/v1/apm/slos/:ns/:name'], ['GET', '/v1/apm/slos'], ['GET', '/v1/apm/alerts'], ['GET', '/v1/apm/contention'], ['GET', '/v1/watch'],
+      ['POST', '/v1/leases/:ns/:name'], ['POST', '/v1/registry/:ns/:name/drain'], ['GET', '/v1/kinds'], ['GET', '/v1/resources/:kind/:ns/:name/history'],
+      ['GET', '/v1/resources/:kind/:ns/:name/diff'], ['POST', '/v1/resources/:kind/:ns/:name/rollback'], ['POST', '/v1/secrets/keys/rotate'],
+      ['GET', '/healthz'], ['GET', '/readyz'], ['GET', '/metrics'],
+    ];
+    const PARAMS = ['namespace', 'service', 'endpoint', 'status', 'minDurationMs', 'maxDurationMs', 'tag', 'from', 'to', 'limit', 'group', 'split', 'includeStress', 'kinds', 'selector', 'continue', 'reveal', 'source', 'revision', 'from', 'ttlSeconds', 'timeoutMs', 'since'];
+    const VALUES = ['', 'x', '-1', '0', '1e309', 'NaN', '99999999999999999999', 'true', 'yes', 'error', 'lane:gray', 'lane', 'a in (b,c)', '%zz', '2026-12-02T00:00:00Z', 'service', 'endpoint', 'edge', ',,', 'a'.repeat(3000)];
+    const bodies = ['', '{}', '[]', 'null', '{"ttlSeconds":-1}', '{"ttlSeconds":1e30,"name":5}', '{"ttlSeconds":"x"}', '{"holder":"a","ttlSeconds":5}', '{"holder":{},"ttlSeconds":5}', '{"resourceSpans":[{"scopeSpans":[{"spans":[{}]}]}]}', '{', '\u0000', 'x'.repeat(5000)];
+    const bad: string[] = [];
+    const statuses = new Map<number, number>();
+    for (let i = 0, n = Number(process.env.PLINTH_FUZZ_CASES ?? 1500); i < n; i++) {
+      const [method, template] = pick(routes);
+      let path = template.replace(/:[a-z]+/g, () => encodeURIComponent(seg()));
+      const n = Math.floor(r() * 4);
+      if (n > 0) path += '?' + Array.from({ length: n }, () => `${pick(PARAMS)}=${encodeURIComponent(pick(VALUES))}`).join('&');
+      const auth = r() < 0.75 ? `Bearer ${s.token}` : pick(['', 'Bearer', 'Bearer x.y.z', 'Bearer plinth_nope', 'Basic YTpi', `Bearer ${s.token}x`, 'Bearer eyJhbGciOiJub25lIn0.e30.']);
+      const headers: Record<string, string> = { 'content-type': pick(['application/json', 'application/json', 'application/x-protobuf', 'text/plain', '']) };
+      if (auth !== '') headers.authorization = auth;
+      const body = method === 'GET' || method === 'DELETE' ? undefined : pick(bodies);
+      // A watch that is accepted streams until told to stop: the answer's head is what this checks.
+      const ac = new AbortController();
+      const res = await fetch(s.url + path, { method, headers, ...(body !== undefined ? { body } : {}), signal: ac.signal });
+      statuses.set(res.status, (statuses.get(res.status) ?? 0) + 1);
+      const text = template === '/v1/watch' && res.status === 200 ? '' : await res.text();
+      ac.abort();
+      if (res.status >= 500 && res.status !== 503) bad.push(`${method} ${path} (${auth.slice(0, 20)}) -> ${res.status} ${text.slice(0, 200)}`);
+      else if (res.status >= 400 && !(res.headers.get('content-type') ?? '').includes('application/problem+json')) bad.push(`${method} ${path} -> ${res.status} without problem+json`);
+    }
+    assert.deepEqual(bad.slice(0, 10), [], `statuses: ${JSON.stringify([...statuses])}`);
+    if (process.env.PLINTH_FUZZ_DEBUG !== undefined) console.log(JSON.stringify([...statuses].sort()));
+    assert.ok((statuses.get(200) ?? 0) > 50 && (statuses.get(400) ?? 0) > 50 && (statuses.get(401) ?? 0) > 50, JSON.stringify([...statuses]));
+  });
+
   it('answers oversized bodies 413, oversized headers 431 and garbage on the socket 400', async () => {
     const big = await fetch(`${s.url}/v1/resources/Config/fuzz/big`, {
       method: 'PUT',
