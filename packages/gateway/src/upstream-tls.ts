@@ -8,7 +8,7 @@
  */
 import type { ConnectionOptions, PeerCertificate } from 'node:tls';
 import { trustDomain } from '@plinth/core';
-import { defaultPool, type UpstreamProtocol } from '@plinth/sdk/client';
+import { defaultPool, guardedConnector, type UpstreamProtocol } from '@plinth/sdk/client';
 import { Pool, buildConnector, type Dispatcher } from 'undici';
 import { spiffeIdOf } from './client-cert.js';
 import { checkCaBundle, checkPair, readPem, readPemAsync, same, TlsConfigError, watchPemFiles, type TlsWatcher } from './tls.js';
@@ -143,7 +143,9 @@ export class UpstreamTls {
 
   private build(m: Material): Connector {
     this.current = m;
-    return buildConnector({ ...this.options(m), allowH2: this.o.http2 === true } as buildConnector.BuildOptions);
+    const base = buildConnector({ ...this.options(m), allowH2: this.o.http2 === true } as buildConnector.BuildOptions);
+    // ALPN may pick h2: its sessions get the close guard (a protocol-breaking upstream must not crash the gateway).
+    return this.o.http2 === true ? guardedConnector(base) : base;
   }
 
   private options(m: Material): ConnectorOptions {

@@ -339,7 +339,10 @@ export class UpstreamTry implements Dispatcher.DispatchHandler, Expirable {
     this.expired = true;
     if (this.controller !== undefined) {
       this.abortUpstream(TRY_TIMEOUT);
-      return;
+      // Stopped through its body, undici reports the abort when it next writes that body. A request it
+      // queued again after its HTTP/2 connection went away (undici 7 sends such requests anew on the next
+      // connection) may never be written again: without an answer's head by now, the try ends here.
+      if (this.settled || this.done) return;
     }
     if (!this.settled) {
       this.settled = true;

@@ -9,3 +9,4 @@ export { drawSplit, hashKeyOf, restrictToSplit, routeCandidates, type HashKeyOf 
 export { outboundRules, ruleMatches, type OutboundRule } from './rules.js';
 export { BreakerGroup, SERVICE_UPSTREAM, type BreakerHooks } from './breakers.js';
 export { defaultPool, EndpointPools, originOf, protocolOf, type EndpointPoolsOptions, type UpstreamProtocol } from './pools.js';
+export { guardedConnector } from './h2-close-guard.js';

@@ -1,6 +1,7 @@
 import { PROTOCOL_METADATA } from '@plinth/core';
 import { buildConnector, Pool, type Dispatcher } from 'undici';
 import type { EndpointSet } from '../balancing/endpoints.js';
+import { guardedConnector } from './h2-close-guard.js';
 
 /** How an upstream origin is spoken to: HTTP/1.1 (or what ALPN picks over TLS), or cleartext HTTP/2. */
 export type UpstreamProtocol = 'http' | 'h2c';
@@ -33,7 +34,7 @@ export function defaultPool(origin: string, protocol: UpstreamProtocol, connecti
   if (protocol === 'h2c' && origin.startsWith('http:')) {
     // A Pool builds its connector without useH2c (which marks a plain socket as h2, prior knowledge), so it
     // is given one; undici's types do not list the option yet.
-    const connect = buildConnector({ allowH2: true, useH2c: true } as buildConnector.BuildOptions);
+    const connect = guardedConnector(buildConnector({ allowH2: true, useH2c: true } as buildConnector.BuildOptions));
     return new Pool(origin, { connections, allowH2: true, connect });
   }
   return new Pool(origin, { connections, pipelining: 1 });
@@ -99,11 +100,25 @@ export class EndpointPools {
     }
   }
 
-  async close(): Promise<void> {
+  /**
+   * Closes every pool: what is in flight finishes, then the connections close. A request undici holds that no
+   * caller waits for any more (it queues requests again when an HTTP/2 connection goes away, and one whose
+   * body was stopped is never sent) would hold a graceful close forever: after `graceMs` the pools are destroyed.
+   */
+  async close(graceMs = 2000): Promise<void> {
     this.closed = true;
     this.last = undefined;
     const all = [...this.pools.values()];
     this.pools.clear();
-    await Promise.all(all.map((p) => p.dispatcher.close().catch(() => undefined)));
+    await Promise.all(all.map((p) => closeWithin(p.dispatcher, graceMs)));
   }
+}
+
+async function closeWithin(d: Dispatcher, graceMs: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<void>((resolve) => {
+    timer = setTimeout(() => resolve(d.destroy().catch(() => undefined)), graceMs);
+  });
+  await Promise.race([d.close().catch(() => undefined), late]);
+  clearTimeout(timer);
 }
