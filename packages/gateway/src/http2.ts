@@ -33,11 +33,11 @@ export interface Http2Limits {
   maxConcurrentStreams?: number;
   /**
    * A connection with streams open that has been silent this long is sent a PING (HTTP/2 keepalive, as
-   * Envoy's connection_keepalive); default 60 s. An idle connection without streams is closed by the
+   * Envoy's connection_keepalive); default 20 s. An idle connection without streams is closed by the
    * keep-alive timeout instead.
    */
   pingIdleMs?: number;
-  /** The PING unanswered this long, the connection is closed and its streams reset. Default 10 s. */
+  /** The PING unanswered this long, the connection is closed and its streams reset. Default 5 s. */
   pingTimeoutMs?: number;
 }
 
@@ -395,7 +395,7 @@ class StalledUpload implements Expirable {
 function trackSession(session: ServerHttp2Session, socket: Socket | undefined, sessions: Set<ServerHttp2Session>, http1: Http1Settings, limits: Http2Limits, wheel: TimerWheel): void {
   sessions.add(session);
   let open = 0;
-  keepAlive(session, socket, limits.pingIdleMs ?? 60_000, limits.pingTimeoutMs ?? 10_000, () => open > 0);
+  keepAlive(session, socket, limits.pingIdleMs ?? 20_000, limits.pingTimeoutMs ?? 5_000, () => open > 0);
   let idle: NodeJS.Timeout | undefined;
   const arm = (): void => {
     idle = setTimeout(() => session.close(), http1.keepAliveTimeout);
