@@ -398,15 +398,17 @@ export class UpstreamTry implements Dispatcher.DispatchHandler, Expirable {
     const q = this.queue;
     if (q === undefined && !this.ended && this.failure === undefined && !isHttp2Response(res)) {
       // Nothing of the body yet. An event stream, or a route that streams, is sent its head at once (the
-      // client waits for it before the first event); any other waits for its first bytes, as node would.
+      // client waits for it before the first event); a compressed or gRPC-Web answer goes out with its first
+      // bytes, whose writer cannot send a held head first; any other is held for them, as node would.
       const type = this.headers?.['content-type'];
-      if (this.idleMs === 0 && this.compressing === undefined && sink.grpcWeb === undefined && !(typeof type === 'string' && type.startsWith('text/event-stream'))) {
+      const streaming = this.idleMs > 0 || (typeof type === 'string' && type.startsWith('text/event-stream'));
+      if (!streaming && this.compressing === undefined && sink.grpcWeb === undefined) {
         this.heldHead = head;
         this.unpause();
         return;
       }
       res.writeHead(this.status, head as string[]);
-      res.flushHeaders();
+      if (streaming) res.flushHeaders();
       this.unpause();
       return;
     }
