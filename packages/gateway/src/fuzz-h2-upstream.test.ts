@@ -14,67 +14,25 @@ import { createServer, type AddressInfo, type Server, type Socket } from 'node:n
 import { after, before, describe, it } from 'node:test';
 import { PROTOCOL_METADATA } from '@plinth/core';
 import { int, pick, rng, type Rand } from './fuzz.test.helpers.js';
+import { CONTINUATION, DATA, END_HEADERS, END_STREAM, frame, GOAWAY, HEADERS, hpackField, PADDED, PING, RST_STREAM, SETTINGS, u32, WINDOW_UPDATE } from './h2-frames.test.helpers.js';
 import type { Gateway } from './gateway.js';
 import { call, instance, route, staticGateway, until } from './testkit.test.helpers.js';
 
-const HEADERS = 0x1;
-const DATA = 0x0;
-const RST_STREAM = 0x3;
-const SETTINGS = 0x4;
-const PING = 0x6;
-const GOAWAY = 0x7;
-const WINDOW_UPDATE = 0x8;
-const CONTINUATION = 0x9;
-const END_STREAM = 0x1;
-const END_HEADERS = 0x4;
-const PADDED = 0x8;
 
-function frame(type: number, flags: number, stream: number, payload: Buffer): Buffer {
-  const head = Buffer.alloc(9);
-  head.writeUIntBE(payload.length, 0, 3);
-  head[3] = type;
-  head[4] = flags;
-  head.writeUInt32BE(stream & 0x7fffffff, 5);
-  return Buffer.concat([head, payload]);
-}
 
-/** A literal header field without indexing, new name, no Huffman coding (RFC 7541 §6.2.2); short strings only. */
-function field(name: string, value: string): Buffer {
-  const n = Buffer.from(name, 'latin1');
-  const v = Buffer.from(value, 'latin1');
-  const len = (x: number) => (x < 127 ? Buffer.from([x]) : Buffer.from([127, ...varint(x - 127)]));
-  return Buffer.concat([Buffer.from([0]), len(n.length), n, len(v.length), v]);
-}
-
-function varint(n: number): number[] {
-  const out: number[] = [];
-  while (n >= 128) {
-    out.push((n & 127) | 128);
-    n = Math.floor(n / 128);
-  }
-  out.push(n);
-  return out;
-}
-
-const u32 = (n: number): Buffer => {
-  const b = Buffer.alloc(4);
-  b.writeUInt32BE(n >>> 0);
-  return b;
-};
-
-const ok = (extra: [string, string][] = []): Buffer => Buffer.concat([field(':status', '200'), field('content-type', 'text/plain'), ...extra.map(([k, v]) => field(k, v))]);
+const ok = (extra: [string, string][] = []): Buffer => Buffer.concat([hpackField(':status', '200'), hpackField('content-type', 'text/plain'), ...extra.map(([k, v]) => hpackField(k, v))]);
 
 /** The wrong ways of answering stream `id`; each returns the frames to write, or 'close' / 'silence'. */
 const ANSWERS: readonly ((id: number, r: Rand) => Buffer[] | 'close' | 'silence')[] = [
   (id) => [frame(HEADERS, END_HEADERS, id, ok()), frame(DATA, END_STREAM, id, Buffer.from('ok'))],
-  (id) => [frame(HEADERS, END_HEADERS | END_STREAM, id, field('content-type', 'text/plain'))],
-  (id, r) => [frame(HEADERS, END_HEADERS | END_STREAM, id, field(':status', pick(r, ['abc', '99', '600', '999', '', '2000'])))],
+  (id) => [frame(HEADERS, END_HEADERS | END_STREAM, id, hpackField('content-type', 'text/plain'))],
+  (id, r) => [frame(HEADERS, END_HEADERS | END_STREAM, id, hpackField(':status', pick(r, ['abc', '99', '600', '999', '', '2000'])))],
   (id, r) => [frame(HEADERS, END_HEADERS, id, ok()), frame(RST_STREAM, 0, id, u32(pick(r, [0, 1, 2, 7, 8, 11])))],
   (_id, r) => [frame(GOAWAY, 0, 0, Buffer.concat([u32(0), u32(pick(r, [0, 1, 2, 11]))]))],
   (id) => [frame(HEADERS, END_HEADERS, id, ok()), frame(GOAWAY, 0, 0, Buffer.concat([u32(id), u32(2)]))],
   (id) => [frame(DATA, END_STREAM, id, Buffer.from('early')), frame(HEADERS, END_HEADERS | END_STREAM, id, ok())],
   (id) => [frame(HEADERS, END_HEADERS, id, ok()), frame(DATA, END_STREAM, id, Buffer.from('ok')), frame(DATA, 0, id, Buffer.from('after the end'))],
-  (id) => [frame(HEADERS, END_HEADERS, id, ok([['content-type', 'application/grpc']])), frame(DATA, 0, id, Buffer.from([0, 0, 0, 0, 0])), frame(HEADERS, END_HEADERS | END_STREAM, id, Buffer.concat([field('grpc-status', '0'), field('grpc-message', '%zz')]))],
+  (id) => [frame(HEADERS, END_HEADERS, id, ok([['content-type', 'application/grpc']])), frame(DATA, 0, id, Buffer.from([0, 0, 0, 0, 0])), frame(HEADERS, END_HEADERS | END_STREAM, id, Buffer.concat([hpackField('grpc-status', '0'), hpackField('grpc-message', '%zz')]))],
   (id) => [frame(HEADERS, END_HEADERS | END_STREAM, id, ok([['connection', 'keep-alive'], ['transfer-encoding', 'chunked']]))],
   (id) => [frame(HEADERS, END_HEADERS | END_STREAM, id, ok([['X-Upper', '1']]))],
   (id) => {
@@ -87,7 +45,7 @@ const ANSWERS: readonly ((id: number, r: Rand) => Buffer[] | 'close' | 'silence'
   (id) => [frame(WINDOW_UPDATE, 0, 0, u32(0x7fffffff)), frame(WINDOW_UPDATE, 0, id, u32(0x7fffffff)), frame(HEADERS, END_HEADERS | END_STREAM, id, ok())],
   (_id, r) => [Buffer.from(Array.from({ length: 1 + int(r, 100) }, () => int(r, 256)))],
   (id) => [frame(HEADERS, END_HEADERS | PADDED | END_STREAM, id, Buffer.concat([Buffer.from([200]), ok()]))],
-  (id) => [frame(HEADERS, END_HEADERS, id, Buffer.concat([field(':status', '103'), field('link', '</a.css>')])), frame(HEADERS, END_HEADERS, id, ok()), frame(DATA, END_STREAM, id, Buffer.from('ok'))],
+  (id) => [frame(HEADERS, END_HEADERS, id, Buffer.concat([hpackField(':status', '103'), hpackField('link', '</a.css>')])), frame(HEADERS, END_HEADERS, id, ok()), frame(DATA, END_STREAM, id, Buffer.from('ok'))],
   (id) => [frame(HEADERS, END_HEADERS, id, ok([['content-length', '100']])), frame(DATA, END_STREAM, id, Buffer.from('short'))],
   (id) => [frame(HEADERS, END_HEADERS, id, ok()), frame(DATA, 0, id, Buffer.from('part')), frame(RST_STREAM, 0, id, u32(2))],
   (id) => [frame(HEADERS, END_HEADERS, id + 2, ok()), frame(HEADERS, END_HEADERS | END_STREAM, id, ok())],

@@ -16,67 +16,8 @@ import { connect as http2Connect } from 'node:http2';
 import { connect } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { bytes, claimsToken, fuzzEdge, header, int, METHODS, PATHS, pick, rng, type FuzzEdge, type Rand } from './fuzz.test.helpers.js';
+import { CONTINUATION, DATA, END_HEADERS, END_STREAM, frame, GOAWAY, HEADERS, hpackField, PADDED, PING, PREFACE, PRIORITY, PRIORITY_FLAG, RST_STREAM, SETTINGS, settings, u32, WINDOW_UPDATE } from './h2-frames.test.helpers.js';
 import { until } from './testkit.test.helpers.js';
-
-const PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1');
-const DATA = 0x0;
-const HEADERS = 0x1;
-const PRIORITY = 0x2;
-const RST_STREAM = 0x3;
-const SETTINGS = 0x4;
-const PING = 0x6;
-const GOAWAY = 0x7;
-const WINDOW_UPDATE = 0x8;
-const CONTINUATION = 0x9;
-const END_STREAM = 0x1;
-const END_HEADERS = 0x4;
-const PADDED = 0x8;
-const PRIORITY_FLAG = 0x20;
-
-function frame(type: number, flags: number, stream: number, payload: Buffer): Buffer {
-  const head = Buffer.alloc(9);
-  head.writeUIntBE(payload.length, 0, 3);
-  head[3] = type;
-  head[4] = flags;
-  head.writeUInt32BE(stream & 0x7fffffff, 5);
-  return Buffer.concat([head, payload]);
-}
-
-/** RFC 7541 §5.1: an integer with an N-bit prefix. */
-function hpackInt(n: number, prefixBits: number, flags: number): number[] {
-  const max = (1 << prefixBits) - 1;
-  if (n < max) return [flags | n];
-  const out = [flags | max];
-  let rest = n - max;
-  while (rest >= 128) {
-    out.push((rest & 127) | 128);
-    rest = Math.floor(rest / 128);
-  }
-  out.push(rest);
-  return out;
-}
-
-/** A literal header field without indexing, new name, no Huffman coding (RFC 7541 §6.2.2). */
-function hpackField(name: string, value: string): Buffer {
-  const n = Buffer.from(name, 'latin1');
-  const v = Buffer.from(value, 'latin1');
-  return Buffer.concat([Buffer.from([0x00]), Buffer.from(hpackInt(n.length, 7, 0)), n, Buffer.from(hpackInt(v.length, 7, 0)), v]);
-}
-
-function u32(n: number): Buffer {
-  const b = Buffer.alloc(4);
-  b.writeUInt32BE(n >>> 0);
-  return b;
-}
-
-function settings(entries: [number, number][]): Buffer {
-  const b = Buffer.alloc(6 * entries.length);
-  entries.forEach(([id, value], i) => {
-    b.writeUInt16BE(id, 6 * i);
-    b.writeUInt32BE(value >>> 0, 6 * i + 2);
-  });
-  return frame(SETTINGS, 0, 0, b);
-}
 
 /** The frames a client sends for one connection, and whether they were damaged. */
 async function connection(r: Rand, sign: (claims: Record<string, unknown>) => Promise<string>): Promise<Buffer> {

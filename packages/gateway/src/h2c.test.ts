@@ -13,6 +13,7 @@ import type { StaticFeed } from './feed.js';
 import type { Gateway } from './gateway.js';
 import { enableH2c } from './http2.js';
 import { hardenedServer, http1Settings, listenOn } from './listen.js';
+import { END_HEADERS, END_STREAM, frame, HEADERS, hpackField, PING, settings } from './h2-frames.test.helpers.js';
 import { call, closedAfter, instance, raw, route, staticGateway, until, upstream, type Upstream } from './testkit.test.helpers.js';
 
 const PREFACE = 'PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n';
@@ -220,21 +221,12 @@ describe('h2c keepalive: connections node leaves stuck, and quiet live ones', ()
   });
 
   it('closes a connection whose own GOAWAY node never followed through, ending the streams it held', async () => {
-    const frame = (type: number, flags: number, id: number, payload: Buffer) => {
-      const head = Buffer.alloc(9);
-      head.writeUIntBE(payload.length, 0, 3);
-      head[3] = type;
-      head[4] = flags;
-      head.writeUInt32BE(id, 5);
-      return Buffer.concat([head, payload]);
-    };
-    const field = (k: string, v: string) => Buffer.concat([Buffer.from([0, k.length]), Buffer.from(k), Buffer.from([v.length]), Buffer.from(v)]);
-    const headers = Buffer.concat([field(':method', 'GET'), field(':scheme', 'http'), field(':authority', 'a'), field(':path', '/x')]);
+    const headers = Buffer.concat([hpackField(':method', 'GET'), hpackField(':scheme', 'http'), hpackField(':authority', 'a'), hpackField(':path', '/x')]);
     // A complete GET, then a PING of 7 bytes: node answers GOAWAY(FRAME_SIZE_ERROR) and stops there.
     const sock = connect(Number(new URL(gw.url).port), '127.0.0.1');
     sock.on('error', () => {});
     sock.resume();
-    sock.write(Buffer.concat([Buffer.from(PREFACE), frame(4, 0, 0, Buffer.alloc(0)), frame(1, 0x5, 1, headers), frame(6, 0, 0, Buffer.alloc(7))]));
+    sock.write(Buffer.concat([Buffer.from(PREFACE), settings([]), frame(HEADERS, END_STREAM | END_HEADERS, 1, headers), frame(PING, 0, 0, Buffer.alloc(7))]));
     const closed = new Promise<void>((r) => sock.on('close', () => r()));
     await until('the exchange started', () => gw.inFlight() === 1, 2000);
     await until('the stuck connection closed by the keepalive, and its exchange ended', () => gw.inFlight() === 0, 3000);

@@ -1,0 +1,64 @@
+/**
+ * HTTP/2 frames written by hand (RFC 9113 §4, §6), for tests that must send what node's own client refuses
+ * to: frame types and flags, one frame, HPACK literals (RFC 7541, no indexing, no Huffman), SETTINGS.
+ */
+export const PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1');
+export const DATA = 0x0;
+export const HEADERS = 0x1;
+export const PRIORITY = 0x2;
+export const RST_STREAM = 0x3;
+export const SETTINGS = 0x4;
+export const PING = 0x6;
+export const GOAWAY = 0x7;
+export const WINDOW_UPDATE = 0x8;
+export const CONTINUATION = 0x9;
+export const END_STREAM = 0x1;
+export const END_HEADERS = 0x4;
+export const PADDED = 0x8;
+export const PRIORITY_FLAG = 0x20;
+
+export function frame(type: number, flags: number, stream: number, payload: Buffer): Buffer {
+  const head = Buffer.alloc(9);
+  head.writeUIntBE(payload.length, 0, 3);
+  head[3] = type;
+  head[4] = flags;
+  head.writeUInt32BE(stream & 0x7fffffff, 5);
+  return Buffer.concat([head, payload]);
+}
+
+/** RFC 7541 §5.1: an integer with an N-bit prefix. */
+function hpackInt(n: number, prefixBits: number, flags: number): number[] {
+  const max = (1 << prefixBits) - 1;
+  if (n < max) return [flags | n];
+  const out = [flags | max];
+  let rest = n - max;
+  while (rest >= 128) {
+    out.push((rest & 127) | 128);
+    rest = Math.floor(rest / 128);
+  }
+  out.push(rest);
+  return out;
+}
+
+/** A literal header field without indexing, new name, no Huffman coding (RFC 7541 §6.2.2). */
+export function hpackField(name: string, value: string): Buffer {
+  const n = Buffer.from(name, 'latin1');
+  const v = Buffer.from(value, 'latin1');
+  return Buffer.concat([Buffer.from([0x00]), Buffer.from(hpackInt(n.length, 7, 0)), n, Buffer.from(hpackInt(v.length, 7, 0)), v]);
+}
+
+export function u32(n: number): Buffer {
+  const b = Buffer.alloc(4);
+  b.writeUInt32BE(n >>> 0);
+  return b;
+}
+
+export function settings(entries: [number, number][]): Buffer {
+  const b = Buffer.alloc(6 * entries.length);
+  entries.forEach(([id, value], i) => {
+    b.writeUInt16BE(id, 6 * i);
+    b.writeUInt32BE(value >>> 0, 6 * i + 2);
+  });
+  return frame(SETTINGS, 0, 0, b);
+}
+
