@@ -13,7 +13,7 @@ import assert from 'node:assert/strict';
 import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { PROTOCOL_METADATA } from '@plinth/core';
-import { int, pick, rng, type Rand } from './fuzz.test.helpers.js';
+import { caseRng, int, pick, type Rand, rng } from './fuzz.test.helpers.js';
 import { CONTINUATION, DATA, END_HEADERS, END_STREAM, frame, GOAWAY, HEADERS, hpackField, PADDED, PING, RST_STREAM, SETTINGS, u32, WINDOW_UPDATE } from './h2-frames.test.helpers.js';
 import type { Gateway } from './gateway.js';
 import { call, instance, route, staticGateway, until } from './testkit.test.helpers.js';
@@ -131,7 +131,7 @@ describe('fuzzing the edge: upstreams that misbehave over HTTP/2', () => {
       Array.from({ length: 6 }, async () => {
         while (next < cases) {
           const i = next++;
-          const r = rng(seed + i);
+          const r = caseRng(seed, i);
           const n = int(r, ANSWERS.length);
           pending.push({ n, r });
           const method = pick(r, ['GET', 'GET', 'POST']);

@@ -15,7 +15,7 @@ import assert from 'node:assert/strict';
 import { connect as http2Connect } from 'node:http2';
 import { connect } from 'node:net';
 import { after, before, describe, it } from 'node:test';
-import { bytes, claimsToken, fuzzEdge, header, int, METHODS, PATHS, pick, rng, type FuzzEdge, type Rand } from './fuzz.test.helpers.js';
+import { bytes, caseRng, claimsToken, fuzzEdge, type FuzzEdge, header, int, METHODS, PATHS, pick, type Rand } from './fuzz.test.helpers.js';
 import { CONTINUATION, DATA, END_HEADERS, END_STREAM, frame, GOAWAY, HEADERS, hpackField, PADDED, PING, PREFACE, PRIORITY, PRIORITY_FLAG, RST_STREAM, SETTINGS, settings, u32, WINDOW_UPDATE } from './h2-frames.test.helpers.js';
 import { until } from './testkit.test.helpers.js';
 
@@ -172,7 +172,7 @@ describe('fuzzing the edge over HTTP/2: raw frames', () => {
     let next = 0;
     if (process.env.PLINTH_FUZZ_DEBUG === 'leak') {
       for (let i = 0; i < cases; i++) {
-        const data = await connection(rng(seed + i), edge.sign);
+        const data = await connection(caseRng(seed, i), edge.sign);
         await exchange(edge.port, data);
         const t0 = Date.now();
         while (edge.gw.inFlight() > 0 && Date.now() - t0 < 1500) await new Promise((r) => setTimeout(r, 50));
@@ -187,7 +187,7 @@ describe('fuzzing the edge over HTTP/2: raw frames', () => {
       Array.from({ length: 8 }, async () => {
         while (next < cases) {
           const i = next++;
-          const data = await connection(rng(seed + i), edge.sign);
+          const data = await connection(caseRng(seed, i), edge.sign);
           const codes = await exchange(edge.port, data);
           for (const c of codes) goaways.set(c, (goaways.get(c) ?? 0) + 1);
         }

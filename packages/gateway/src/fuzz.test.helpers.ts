@@ -19,6 +19,14 @@ export function rng(seed: number): () => number {
   };
 }
 
+/**
+ * The generator of case `i` of a campaign: seed and index are mixed by multiplication, so two campaigns of
+ * different seeds share no case (with `seed + i`, seeds 7 and 8 would run the same cases shifted by one).
+ */
+export function caseRng(seed: number, i: number): () => number {
+  return rng((Math.imul(seed, 0x9e3779b1) ^ Math.imul(i + 1, 0x85ebca6b)) >>> 0);
+}
+
 export type Rand = () => number;
 export const pick = <T>(r: Rand, xs: readonly T[]): T => xs[Math.floor(r() * xs.length)]!;
 export const int = (r: Rand, n: number): number => Math.floor(r() * n);

@@ -11,7 +11,7 @@
 import assert from 'node:assert/strict';
 import { connect } from 'node:net';
 import { after, before, describe, it } from 'node:test';
-import { BAD_ANSWERS, bytes, claimsToken, fuzzEdge, header, int, METHODS, PATHS, pick, rng, type FuzzEdge, type Rand } from './fuzz.test.helpers.js';
+import { BAD_ANSWERS, bytes, caseRng, claimsToken, fuzzEdge, type FuzzEdge, header, int, METHODS, PATHS, pick, type Rand } from './fuzz.test.helpers.js';
 import { call, until } from './testkit.test.helpers.js';
 
 /**
@@ -123,7 +123,7 @@ describe('fuzzing the edge: hostile requests and misbehaving upstreams', () => {
       Array.from({ length: 8 }, async () => {
         while (next < cases) {
           const i = next++;
-          const r = rng(seed + i * 7919);
+          const r = caseRng(seed, i);
           const { data, hostile } = await request(r);
           const answer = await exchange(port, data, 4000, hostile);
           const status = /^HTTP\/1\.[01] (\d{3}) /.exec(answer)?.[1] ?? (answer === '' ? 'closed' : 'garbled');
