@@ -158,10 +158,11 @@ export class UpstreamTry implements Dispatcher.DispatchHandler, Expirable {
   onResponseStart(_controller: Dispatcher.DispatchController, statusCode: number, headers: IncomingHttpHeaders): void {
     // An informational answer (103 Early Hints; undici refuses an unasked-for 100 itself) comes before the
     // final one and is not passed on, as Envoy and nginx do by default.
-    if (this.settled || statusCode < 200) return;
-    if (statusCode > 599) {
-      // HTTP's statuses end at 599 (RFC 9110 §15); a client's fetch fails on any other, so it is the
-      // upstream's failure (502, retried as one), never passed on.
+    if (this.settled) return;
+    if (!(statusCode >= 200 && statusCode <= 599)) {
+      if (statusCode >= 100 && statusCode < 200) return;
+      // HTTP's statuses end at 599 (RFC 9110 §15), and an HTTP/2 answer may lack one: a client's fetch fails
+      // on them, so it is the upstream's failure (502, retried as one), never passed on.
       this.abortUpstream(new Error(`it answered with status ${statusCode}, which HTTP does not have`));
       return;
     }
@@ -281,6 +282,8 @@ export class UpstreamTry implements Dispatcher.DispatchHandler, Expirable {
   }
 
   onResponseEnd(c: Dispatcher.DispatchController, trailers: IncomingHttpHeaders | null | undefined): void {
+    // Only informational answers, or an answer refused above, then the end: no answer at all.
+    if (!this.settled) return this.onResponseError(c, new Error('it ended the stream without a final answer'));
     // gRPC's status travels in trailers (or, trailers-only, in the head): passed on as it came (HTTP/2, or a
     // chunked HTTP/1.1 answer), and read first so that the try's span ends with it.
     const t = trailersOf(c, trailers);
@@ -339,10 +342,12 @@ export class UpstreamTry implements Dispatcher.DispatchHandler, Expirable {
     this.expired = true;
     if (this.controller !== undefined) {
       this.abortUpstream(TRY_TIMEOUT);
-      // Stopped through its body, undici reports the abort when it next writes that body. A request it
-      // queued again after its HTTP/2 connection went away (undici 7 sends such requests anew on the next
-      // connection) may never be written again: without an answer's head by now, the try ends here.
-      if (this.settled || this.done) return;
+      if (this.done) return;
+      // Stopped through its body, undici reports the abort when it next writes that body, and a request it
+      // queued again after its HTTP/2 connection went away (undici 7 sends running requests anew on the
+      // next connection) may never be written again nor answered: the try ends here, whether its answer had
+      // begun or not. A report undici makes later finds it ended.
+      return this.onResponseError(undefined, TRY_TIMEOUT);
     }
     if (!this.settled) {
       this.settled = true;
