@@ -13,7 +13,7 @@ import assert from 'node:assert/strict';
 import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import { afterEach, beforeEach, describe, it } from 'node:test';
 import { PROTOCOL_METADATA } from '@plinth/core';
-import { caseRng, int, pick, type Rand, rng } from './fuzz.test.helpers.js';
+import { campaign, int, pick, type Rand, rng } from './fuzz.test.helpers.js';
 import { CONTINUATION, DATA, END_HEADERS, END_STREAM, frame, GOAWAY, HEADERS, hpackField, PADDED, PING, RST_STREAM, SETTINGS, u32, WINDOW_UPDATE } from './h2-frames.test.helpers.js';
 import type { Gateway } from './gateway.js';
 import { call, instance, route, staticGateway, until } from './testkit.test.helpers.js';
@@ -152,29 +152,22 @@ describe('fuzzing the edge: upstreams that misbehave over HTTP/2', () => {
     const cases = Number(process.env.PLINTH_FUZZ_CASES ?? 250);
     const statuses = new Map<number, number>();
     const failures: string[] = [];
-    let next = 0;
-    await Promise.all(
-      Array.from({ length: 6 }, async () => {
-        while (next < cases) {
-          const i = next++;
-          const r = caseRng(seed, i);
-          const n = int(r, ANSWERS.length);
-          pending.push({ n, r });
-          const method = pick(r, ['GET', 'GET', 'POST']);
-          const started = Date.now();
-          let status: number;
-          try {
-            const res = await call(`${gw.url}/case/${i}`, { method, ...(method === 'POST' ? { body: Buffer.alloc(int(r, 100_000), 'b') } : {}) });
-            status = res.status;
-          } catch {
-            status = 0; // the gateway cut a reply that had begun: allowed, counted
-          }
-          statuses.set(status, (statuses.get(status) ?? 0) + 1);
-          if (status === 500) failures.push(`case ${i} (answer ${n}, seed ${seed}): 500`);
-          if (Date.now() - started > 3000) failures.push(`case ${i} (answer ${n}): answered after ${Date.now() - started} ms`);
-        }
-      }),
-    );
+    await campaign(seed, cases, 6, async (i, r) => {
+      const n = int(r, ANSWERS.length);
+      pending.push({ n, r });
+      const method = pick(r, ['GET', 'GET', 'POST']);
+      const started = Date.now();
+      let status: number;
+      try {
+        const res = await call(`${gw.url}/case/${i}`, { method, ...(method === 'POST' ? { body: Buffer.alloc(int(r, 100_000), 'b') } : {}) });
+        status = res.status;
+      } catch {
+        status = 0; // the gateway cut a reply that had begun: allowed, counted
+      }
+      statuses.set(status, (statuses.get(status) ?? 0) + 1);
+      if (status === 500) failures.push(`case ${i} (answer ${n}, seed ${seed}): 500`);
+      if (Date.now() - started > 3000) failures.push(`case ${i} (answer ${n}): answered after ${Date.now() - started} ms`);
+    });
     pending = [];
     if (process.env.PLINTH_FUZZ_DEBUG !== undefined) console.log(JSON.stringify([...statuses].sort()));
     assert.deepEqual(failures.slice(0, 5), [], JSON.stringify([...statuses]));

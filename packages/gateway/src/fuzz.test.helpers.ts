@@ -27,6 +27,21 @@ export function caseRng(seed: number, i: number): () => number {
   return rng((Math.imul(seed, 0x9e3779b1) ^ Math.imul(i + 1, 0x85ebca6b)) >>> 0);
 }
 
+/**
+ * Cases 0 to `cases - 1` of a campaign, `concurrency` at a time, each with its own generator (`caseRng`).
+ */
+export async function campaign(seed: number, cases: number, concurrency: number, run: (i: number, r: Rand) => Promise<void>): Promise<void> {
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: concurrency }, async () => {
+      while (next < cases) {
+        const i = next++;
+        await run(i, caseRng(seed, i));
+      }
+    }),
+  );
+}
+
 export type Rand = () => number;
 export const pick = <T>(r: Rand, xs: readonly T[]): T => xs[Math.floor(r() * xs.length)]!;
 export const int = (r: Rand, n: number): number => Math.floor(r() * n);

@@ -11,7 +11,7 @@
 import assert from 'node:assert/strict';
 import { connect } from 'node:net';
 import { after, before, describe, it } from 'node:test';
-import { BAD_ANSWERS, bytes, caseRng, claimsToken, fuzzEdge, type FuzzEdge, header, int, METHODS, PATHS, pick, type Rand } from './fuzz.test.helpers.js';
+import { BAD_ANSWERS, bytes, campaign, claimsToken, type FuzzEdge, fuzzEdge, header, int, METHODS, PATHS, pick, type Rand } from './fuzz.test.helpers.js';
 import { call, until } from './testkit.test.helpers.js';
 
 /**
@@ -118,21 +118,14 @@ describe('fuzzing the edge: hostile requests and misbehaving upstreams', () => {
     const cases = Number(process.env.PLINTH_FUZZ_CASES ?? 1500);
     const statuses = new Map<string, number>();
     const failures: string[] = [];
-    let next = 0;
-    await Promise.all(
-      Array.from({ length: 8 }, async () => {
-        while (next < cases) {
-          const i = next++;
-          const r = caseRng(seed, i);
-          const { data, hostile } = await request(r);
-          const answer = await exchange(port, data, 4000, hostile);
-          const status = /^HTTP\/1\.[01] (\d{3}) /.exec(answer)?.[1] ?? (answer === '' ? 'closed' : 'garbled');
-          statuses.set(status, (statuses.get(status) ?? 0) + 1);
-          if (process.env.PLINTH_FUZZ_DEBUG && status === process.env.PLINTH_FUZZ_DEBUG && !hostile) console.log(JSON.stringify(data.toString('latin1').slice(0, 300)), '=>', JSON.stringify(answer.slice(0, 300)));
-          if (status === '500' || status === 'garbled') failures.push(`case ${i} (seed ${seed}): ${status}\n  sent ${JSON.stringify(data.toString('latin1').slice(0, 600))}\n  got ${JSON.stringify(answer.slice(0, 400))}`);
-        }
-      }),
-    );
+    await campaign(seed, cases, 8, async (i, r) => {
+      const { data, hostile } = await request(r);
+      const answer = await exchange(port, data, 4000, hostile);
+      const status = /^HTTP\/1\.[01] (\d{3}) /.exec(answer)?.[1] ?? (answer === '' ? 'closed' : 'garbled');
+      statuses.set(status, (statuses.get(status) ?? 0) + 1);
+      if (process.env.PLINTH_FUZZ_DEBUG && status === process.env.PLINTH_FUZZ_DEBUG && !hostile) console.log(JSON.stringify(data.toString('latin1').slice(0, 300)), '=>', JSON.stringify(answer.slice(0, 300)));
+      if (status === '500' || status === 'garbled') failures.push(`case ${i} (seed ${seed}): ${status}\n  sent ${JSON.stringify(data.toString('latin1').slice(0, 600))}\n  got ${JSON.stringify(answer.slice(0, 400))}`);
+    });
     if (process.env.PLINTH_FUZZ_DEBUG !== undefined) console.log(JSON.stringify([...statuses].sort()));
     assert.deepEqual(failures.slice(0, 5), [], `statuses ${JSON.stringify([...statuses].sort())}`);
     assert.ok((statuses.get('200') ?? 0) > cases / 20, `some requests went through: ${JSON.stringify([...statuses])}`);
