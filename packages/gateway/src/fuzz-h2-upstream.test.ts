@@ -22,6 +22,9 @@ import { call, instance, route, staticGateway, until } from './testkit.test.help
 
 const ok = (extra: [string, string][] = []): Buffer => Buffer.concat([hpackField(':status', '200'), hpackField('content-type', 'text/plain'), ...extra.map(([k, v]) => hpackField(k, v))]);
 
+/** A stream window of one byte for the gateway's side, then data far past the gateway's own window. */
+const flowBreaking = (id: number): Buffer[] => [frame(SETTINGS, 0, 0, Buffer.from([0, 4, 0, 0, 0, 1])), frame(HEADERS, END_HEADERS, id, ok()), frame(DATA, END_STREAM, id, Buffer.alloc(70_000, 'x'))];
+
 /** The wrong ways of answering stream `id`; each returns the frames to write, or 'close' / 'silence'. */
 const ANSWERS: readonly ((id: number, r: Rand) => Buffer[] | 'close' | 'silence')[] = [
   (id) => [frame(HEADERS, END_HEADERS, id, ok()), frame(DATA, END_STREAM, id, Buffer.from('ok'))],
@@ -49,7 +52,7 @@ const ANSWERS: readonly ((id: number, r: Rand) => Buffer[] | 'close' | 'silence'
   (id) => [frame(HEADERS, END_HEADERS, id, ok([['content-length', '100']])), frame(DATA, END_STREAM, id, Buffer.from('short'))],
   (id) => [frame(HEADERS, END_HEADERS, id, ok()), frame(DATA, 0, id, Buffer.from('part')), frame(RST_STREAM, 0, id, u32(2))],
   (id) => [frame(HEADERS, END_HEADERS, id + 2, ok()), frame(HEADERS, END_HEADERS | END_STREAM, id, ok())],
-  (id) => [frame(SETTINGS, 0, 0, Buffer.from([0, 4, 0, 0, 0, 1])), frame(HEADERS, END_HEADERS, id, ok()), frame(DATA, END_STREAM, id, Buffer.alloc(70_000, 'x'))],
+  flowBreaking,
   (id) => [frame(HEADERS, END_HEADERS, id, ok()), frame(DATA, 0, id, Buffer.from('x')), frame(HEADERS, END_HEADERS, id, ok())],
   // An informational answer, then the end: no final answer at all.
   (id) => [frame(HEADERS, END_HEADERS | END_STREAM, id, hpackField(':status', '103'))],
@@ -126,6 +129,26 @@ describe('fuzzing the edge: upstreams that misbehave over HTTP/2', () => {
     await gw?.close();
     for (const s of up?.sockets ?? []) s.destroy();
     up?.server.close();
+  });
+
+  it('survives an upstream whose frames node refuses, under concurrent requests (the close guard)', async () => {
+    // Data past the window the upstream itself set: node's client fails to process it and closes the
+    // session by itself, the case that made undici 7 throw from its microtask before h2-close-guard.
+    const FLOW_BREAKING = ANSWERS.indexOf(flowBreaking);
+    let sent = 0;
+    await campaign(1, 60, 4, async (i) => {
+      pending.push({ n: FLOW_BREAKING, r: rng(i) });
+      const method = i % 3 === 2 ? 'POST' : 'GET';
+      try {
+        const res = await call(`${gw.url}/flow/${i}`, { method, ...(method === 'POST' ? { body: Buffer.alloc(30_000, 'b') } : {}) });
+        assert.notEqual(res.status, 500);
+      } catch {
+        // a reply cut after it began
+      }
+      sent++;
+    });
+    assert.equal(sent, 60, 'every request came back: the process is still here');
+    await until('nothing left in flight', () => gw.inFlight() === 0, 5000);
   });
 
   it('answers each wrong kind of answer, one at a time, cleanly and within its timeout', async () => {
