@@ -59,7 +59,6 @@ const API_KEY_HEADER = 'x-api-key';
 const CREDENTIAL_PREFIX = 'plinth_';
 /** Verified tokens kept per cache (server-signed here, each OpenID provider's in oidc.ts). */
 export const MAX_CACHED_TOKENS = 10_000;
-/** Clock skew allowed between whoever signed a token and this gateway. */
 /**
  * A verified token's `aud` as a list: RFC 7519 allows a string or an array of strings, and jose checks its
  * type only when asked for one audience, so anything else a provider signs (a number, objects in the array)
@@ -70,6 +69,7 @@ export function audiencesOf(aud: unknown): readonly string[] {
   return Array.isArray(aud) ? aud.filter((a): a is string => typeof a === 'string') : [];
 }
 
+/** Clock skew allowed between whoever signed a token and this gateway. */
 export const TOKEN_TOLERANCE_SEC = 30;
 
 const NO_IDENTITY: AuthOutcome = { ok: true, identity: undefined };

@@ -60,6 +60,11 @@ const TITLES: Record<string, string> = {
 };
 
 /** An RFC 9457 problem document with Plinth's `code` extension. */
+/** An upstream's status HTTP does not have (RFC 9110 §15: three digits, 100 to 599), as the try's failure. */
+export function noSuchStatus(status: number | undefined): Error {
+  return new Error(`it answered with status ${status}, which HTTP does not have`);
+}
+
 export function problemBody(code: string, status: number, detail: string): string {
   return JSON.stringify({ type: PROBLEM_TYPE_BASE + code, title: TITLES[code] ?? 'Error', status, detail, code });
 }

@@ -25,7 +25,7 @@ import type { GatewayMetrics } from './metrics.js';
 import { Mirror } from './mirror.js';
 import type { UpstreamTls } from './upstream-tls.js';
 import { normalizePath, type CompiledCors, type CompiledRoute, type HeaderEdit, type LiveRoutes } from './routes.js';
-import { connectionTokens, DEADLINE_CUT, TRY_TIMEOUT, UPSTREAM_CUT, UpstreamTry, type Sink } from './upstream.js';
+import { connectionTokens, TRY_TIMEOUT, UpstreamTry, type Sink } from './upstream.js';
 
 function isTrailers(v: string | string[] | undefined): boolean {
   return typeof v === 'string' && v.trim().toLowerCase() === 'trailers';
@@ -215,7 +215,7 @@ export class Forwarder {
     ex.release = undefined;
     // An answer the upstream broke off midway counts as the gateway's 502 (504 past the deadline), not as a
     // client that left.
-    const status = finished ? ex.refusedAs || res.statusCode : ex.reason === UPSTREAM_CUT ? 502 : ex.reason === DEADLINE_CUT ? 504 : 0;
+    const status = finished ? ex.refusedAs || res.statusCode : ex.reason === 'upstream_error' ? 502 : ex.reason === 'deadline_exceeded' ? 504 : 0;
     const seconds = (this.o.wheel.clock.now() - ex.startedAt) / 1000;
     this.o.metrics.end(ex.route?.id, status, seconds);
     // What arrived of a body that streamed, which a gRPC call's or a chunked one's headers do not say.
@@ -411,8 +411,8 @@ export class Forwarder {
   }
 
   brokenOff(ex: Exchange, error: Error): void {
-    if (error === TRY_TIMEOUT) return this.problem(ex, 504, DEADLINE_CUT, `${ex.service} did not finish its answer in time`);
-    this.problem(ex, 502, UPSTREAM_CUT, `${ex.service} broke off its answer: ${errorText(error)}`);
+    if (error === TRY_TIMEOUT) return this.problem(ex, 504, 'deadline_exceeded', `${ex.service} did not finish its answer in time`);
+    this.problem(ex, 502, 'upstream_error', `${ex.service} broke off its answer: ${errorText(error)}`);
   }
 
   /**

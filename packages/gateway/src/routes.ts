@@ -397,7 +397,7 @@ export function compileRoute(res: Resource<unknown>): { route: CompiledRoute; ra
     spec,
     service: one,
     split,
-    serviceFor: split !== undefined ? (identity, ip) => split.pick(identity, ip) : () => one,
+    serviceFor: split !== undefined ? split.pick : () => one,
     staticAnswer: st && { status: st.status, body: Buffer.from(st.body), headers: st.headers },
     redirect: spec.redirect && compileRedirect(spec.redirect, pathBuilder(p, spec.redirect)),
     timeoutMs: spec.timeoutMs,

@@ -7,6 +7,7 @@ import type { Dispatcher } from 'undici';
 import type { Transform } from 'node:stream';
 import type { BodyReader } from './body.js';
 import { compressedHead, compressor, decide, type CompiledCompression } from './compression.js';
+import { noSuchStatus } from './errors.js';
 import { grpcCodeOf } from './grpc-status.js';
 import type { GrpcWebAnswer } from './grpc-web.js';
 import { isHttp2Response } from './http2.js';
@@ -15,9 +16,6 @@ import type { HeaderEdit } from './routes.js';
 /** Raised into undici by the wheel when a try runs out of time; recognised by identity. */
 export const TRY_TIMEOUT = Object.freeze(new Error('upstream try timed out'));
 
-/** Log reasons of an answer cut off after its head: by the upstream (a reset, bad framing), or by the deadline. */
-export const UPSTREAM_CUT = 'upstream_error';
-export const DEADLINE_CUT = 'deadline_exceeded';
 /** A streaming answer on which no byte passed, either way, for the route's streamIdleTimeoutMs. */
 const STREAM_IDLE = Object.freeze(new Error('stream idle: no byte either way within the route\'s streamIdleTimeoutMs'));
 /** The engine chose another try (or the client left): this one's answer is not wanted. */
@@ -163,7 +161,7 @@ export class UpstreamTry implements Dispatcher.DispatchHandler, Expirable {
       if (statusCode >= 100 && statusCode < 200) return;
       // HTTP's statuses end at 599 (RFC 9110 §15), and an HTTP/2 answer may lack one: a client's fetch fails
       // on them, so it is the upstream's failure (502, retried as one), never passed on.
-      this.abortUpstream(new Error(`it answered with status ${statusCode}, which HTTP does not have`));
+      this.abortUpstream(noSuchStatus(statusCode));
       return;
     }
     this.status = statusCode;
@@ -320,12 +318,13 @@ export class UpstreamTry implements Dispatcher.DispatchHandler, Expirable {
     // The answer had started: the client gets a cut-off response, which is all HTTP allows now. The log and
     // the metrics say whose doing it was (a client that left, or the route's idle rule, have said so already).
     const sink = this.sink;
+    const upstreams = r === undefined || r === TRY_TIMEOUT;
     if (sink === undefined) this.failure = error;
-    else if (this.heldHead !== undefined && (r === undefined || r === TRY_TIMEOUT)) {
+    else if (this.heldHead !== undefined && upstreams) {
       this.heldHead = undefined;
       sink.brokenOff(error);
     } else {
-      if (r === undefined || r === TRY_TIMEOUT) sink.reason ??= r === TRY_TIMEOUT ? DEADLINE_CUT : UPSTREAM_CUT;
+      if (upstreams) sink.reason ??= r === TRY_TIMEOUT ? 'deadline_exceeded' : 'upstream_error';
       sink.res.destroy(error);
     }
   }

@@ -9,7 +9,7 @@ import { formatTraceparent, getLane, isStress, newTraceContext } from '@plinth/s
 import { isCallError, originOf, type OutboundCall, type RetryOverride, type TryContext, type TryOutcome } from '@plinth/sdk/client';
 import type { Admission } from '@plinth/sdk/middleware';
 import type { Identity } from './auth.js';
-import { GatewayCodes, problemBody } from './errors.js';
+import { GatewayCodes, noSuchStatus, problemBody } from './errors.js';
 import type { EdgeHttp2Request, EdgeHttp2Response } from './http2.js';
 import { stripIncoming } from './identity-headers.js';
 import { challenge, edgeAuthenticate, hostOf, type EdgeOptions, type Forwarder } from './proxy.js';
@@ -379,7 +379,7 @@ function handshake(address: string, path: string, headers: Record<string, string
       if ((res.statusCode ?? 0) > 599) {
         // As for any answer (upstream.ts): a status HTTP does not have is the upstream's failure.
         res.destroy();
-        return done({ status: 0, retryAfter: undefined, response: undefined, error: new Error(`it answered with status ${res.statusCode}, which HTTP does not have`), timedOut: false });
+        return done({ status: 0, retryAfter: undefined, response: undefined, error: noSuchStatus(res.statusCode), timedOut: false });
       }
       const ra = res.headers['retry-after'];
       done({ status: res.statusCode ?? 502, retryAfter: typeof ra === 'string' ? ra : undefined, response: { upgraded: false, res }, error: undefined, timedOut: false });
