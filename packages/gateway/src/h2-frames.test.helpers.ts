@@ -1,7 +1,10 @@
 /**
  * HTTP/2 frames written by hand (RFC 9113 §4, §6), for tests that must send what node's own client refuses
- * to: frame types and flags, one frame, HPACK literals (RFC 7541, no indexing, no Huffman), SETTINGS.
+ * to: frame types and flags, one frame, HPACK literals (RFC 7541, no indexing, no Huffman), SETTINGS; and a
+ * stand-in HTTP/2 service that answers with such frames.
  */
+import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
+
 export const PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1');
 export const DATA = 0x0;
 export const HEADERS = 0x1;
@@ -62,3 +65,59 @@ export function settings(entries: [number, number][]): Buffer {
   return frame(SETTINGS, 0, 0, b);
 }
 
+
+/** How the stand-in service answers a request stream: frames to write, or drop the connection, or nothing. */
+export type H2Answer = Buffer[] | 'close' | 'silence';
+
+export interface H2Service {
+  server: Server;
+  address: string;
+  sockets: Set<Socket>;
+}
+
+/**
+ * A stand-in HTTP/2 (h2c) service: reads the client's preface and frames, acknowledges its SETTINGS and
+ * PINGs, and answers each request stream's HEADERS by `answer`. It never sends WINDOW_UPDATE unless an answer
+ * does: a client's uploads stop when the 65,535 bytes of the connection's first window are spent.
+ */
+export async function h2Service(answer: (stream: number) => H2Answer): Promise<H2Service> {
+  const sockets = new Set<Socket>();
+  const server = createServer((s) => {
+    sockets.add(s);
+    s.on('close', () => sockets.delete(s));
+    s.on('error', () => {});
+    let buf = Buffer.alloc(0);
+    let preface = false;
+    s.write(frame(SETTINGS, 0, 0, Buffer.alloc(0)));
+    s.on('data', (d: Buffer) => {
+      buf = Buffer.concat([buf, d]);
+      if (!preface) {
+        if (buf.length < 24) return;
+        buf = buf.subarray(24);
+        preface = true;
+      }
+      while (buf.length >= 9) {
+        const len = buf.readUIntBE(0, 3);
+        if (buf.length < 9 + len) return;
+        const type = buf[3]!;
+        const flags = buf[4]!;
+        const id = buf.readUInt32BE(5) & 0x7fffffff;
+        buf = buf.subarray(9 + len);
+        if (type === SETTINGS && (flags & 1) === 0) s.write(frame(SETTINGS, 1, 0, Buffer.alloc(0)));
+        if (type === PING && (flags & 1) === 0) s.write(frame(PING, 1, 0, Buffer.alloc(8)));
+        if (type !== HEADERS) continue;
+        const out = answer(id);
+        if (out === 'close') s.destroy();
+        else if (out !== 'silence' && !s.destroyed) s.write(Buffer.concat(out));
+      }
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  return { server, address: `127.0.0.1:${(server.address() as AddressInfo).port}`, sockets };
+}
+
+/** Closes the stand-in service and every connection to it. */
+export function stopH2Service(up: H2Service | undefined): void {
+  for (const s of up?.sockets ?? []) s.destroy();
+  up?.server.close();
+}
