@@ -16,7 +16,7 @@ import { fileURLToPath } from 'node:url';
 import { afterEach, beforeEach, describe, it } from 'node:test';
 import { PROTOCOL_METADATA } from '@plinth/core';
 import { campaign, int, pick, type Rand, rng } from './fuzz.test.helpers.js';
-import { CONTINUATION, DATA, END_HEADERS, END_STREAM, frame, GOAWAY, type H2Answer, h2Service, type H2Service, HEADERS, stopH2Service, hpackField, PADDED, PING, RST_STREAM, SETTINGS, u32, WINDOW_UPDATE } from './h2-frames.test.helpers.js';
+import { CONTINUATION, DATA, END_HEADERS, END_STREAM, frame, GOAWAY, type H2Answer, h2Service, type H2Service, HEADERS, hpackField, PADDED, PING, RST_STREAM, SETTINGS, stopH2Service, u32, WINDOW_UPDATE, windowThenGoaway } from './h2-frames.test.helpers.js';
 import type { Gateway } from './gateway.js';
 import { call, instance, route, staticGateway, until } from './testkit.test.helpers.js';
 
@@ -61,7 +61,7 @@ const ANSWERS: readonly ((id: number, r: Rand) => H2Answer)[] = [
   (id) => [frame(HEADERS, END_HEADERS | END_STREAM, id, hpackField(':status', '99'))],
   (id) => [frame(HEADERS, END_HEADERS | END_STREAM, id, hpackField(':status', '600'))],
   // Not wrong at all: the window opened, then a graceful GOAWAY, in one write (see the stream-close guard).
-  (id) => [frame(WINDOW_UPDATE, 0, 0, u32(1 << 20)), frame(GOAWAY, 0, 0, Buffer.concat([u32(id), u32(0)]))],
+  windowThenGoaway,
 ];
 
 /** This process's CPU time (user + system), in ms. */

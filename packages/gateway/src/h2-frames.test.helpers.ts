@@ -65,6 +65,11 @@ export function settings(entries: [number, number][]): Buffer {
   return frame(SETTINGS, 0, 0, b);
 }
 
+/**
+ * A connection window opened wide, then a graceful GOAWAY that lets `stream` finish, in one write: what a
+ * service shutting down does after reading its uploads slowly.
+ */
+export const windowThenGoaway = (stream: number): Buffer[] => [frame(WINDOW_UPDATE, 0, 0, u32(1 << 20)), frame(GOAWAY, 0, 0, Buffer.concat([u32(stream), u32(0)]))];
 
 /** How the stand-in service answers a request stream: frames to write, or drop the connection, or nothing. */
 export type H2Answer = Buffer[] | 'close' | 'silence';

@@ -8,13 +8,13 @@
  * DATA frames: this program never prints. With it, it prints `{ statuses, idleCpuMs }` and exits 0.
  */
 import { PROTOCOL_METADATA } from '@plinth/core';
-import { END_HEADERS, END_STREAM, frame, GOAWAY, type H2Answer, h2Service, HEADERS, hpackField, stopH2Service, u32, WINDOW_UPDATE } from './h2-frames.test.helpers.js';
+import { END_HEADERS, END_STREAM, frame, type H2Answer, h2Service, HEADERS, hpackField, stopH2Service, windowThenGoaway } from './h2-frames.test.helpers.js';
 import { call, instance, route, sleep, staticGateway } from './testkit.test.helpers.js';
 
 const answers: ((stream: number) => H2Answer)[] = [
   (id) => [frame(HEADERS, END_HEADERS | END_STREAM, id, hpackField(':status', '200'))],
   () => 'silence',
-  (id) => [frame(WINDOW_UPDATE, 0, 0, u32(1 << 20)), frame(GOAWAY, 0, 0, Buffer.concat([u32(id), u32(0)]))],
+  windowThenGoaway,
 ];
 const up = await h2Service((id) => answers.shift()?.(id) ?? 'silence');
 const { gw, governance, routes } = await staticGateway({});
