@@ -1,4 +1,4 @@
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 
 /** The built CLI's entry point, run as a child process the way users run it. */
@@ -19,3 +19,17 @@ export function runCli(args: string[], env: NodeJS.ProcessEnv): Promise<Run> {
     });
   });
 }
+
+/** Pipes an exposition into `promtool check metrics`; resolves with its complaints (empty = clean). */
+export function promtool(text: string): Promise<{ code: number; output: string }> {
+  return new Promise((resolve, reject) => {
+    const p = spawn('promtool', ['check', 'metrics'], { stdio: ['pipe', 'pipe', 'pipe'] });
+    let output = '';
+    p.stdout.on('data', (d) => (output += d));
+    p.stderr.on('data', (d) => (output += d));
+    p.on('error', reject);
+    p.on('close', (code) => resolve({ code: code ?? -1, output }));
+    p.stdin.end(text);
+  });
+}
+

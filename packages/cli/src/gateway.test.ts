@@ -4,7 +4,7 @@
  * Children are spawned asynchronously: a synchronous spawn would block this event loop, and with it the server.
  */
 import assert from 'node:assert/strict';
-import { execFile, spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { execFile, spawn, spawnSync, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { createServer, type Server } from 'node:http';
 import { connect as connectHttp2 } from 'node:http2';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
@@ -15,9 +15,12 @@ import { after, before, describe, it } from 'node:test';
 import { connect as tlsConnect } from 'node:tls';
 import { startServer, type RunningServer } from '@plinth/server';
 import { Agent, request } from 'undici';
-import { MAIN, runCli, type Run } from './cli.test.helpers.js';
+import { MAIN, promtool, runCli, type Run } from './cli.test.helpers.js';
 
 const NS = 'gw';
+const hasPromtool = spawnSync('promtool', ['--version'], { stdio: 'ignore' }).status === 0;
+if (!hasPromtool && process.env.CI === 'true') throw new Error('CI=true but promtool is missing: .ci/run installs the prometheus package');
+if (!hasPromtool) console.log('# the workers\' summed /metrics is not linted: promtool is not installed (Debian package prometheus)');
 
 let tmp: string;
 let server: RunningServer;
@@ -48,6 +51,15 @@ function alpnOf(url: string, ca: string): Promise<string> {
     });
     s.on('error', reject);
   });
+}
+
+/** A self-signed certificate for localhost and 127.0.0.1, with its key. */
+function selfSigned(keyOut: string, certOut: string): Promise<void> {
+  return new Promise<void>((resolve, reject) =>
+    execFile('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-subj', '/CN=localhost', '-addext', 'subjectAltName=DNS:localhost,IP:127.0.0.1', '-days', '1', '-keyout', keyOut, '-out', certOut], (err, _o, stderr) =>
+      err ? reject(new Error(stderr)) : resolve(),
+    ),
+  );
 }
 
 before(async () => {
@@ -219,6 +231,9 @@ void describe('plinth gateway against a real server', () => {
       [['--h2c', '--sidecar', '--app', 'http://127.0.0.1:5000', '--service', 'hello', '--app-version', '1.0.0'], /^error: --h2c applies to the edge gateway, not --sidecar$/m],
       [['--tls-cert', 'c.pem', '--tls-key', 'k.pem', '--tls-client-cert', 'require'], /^error: --tls-client-cert applies with --tls-client-ca$/m],
       [['--tls-cert', 'c.pem', '--tls-key', 'k.pem', '--tls-client-ca', 'ca.pem', '--tls-client-cert', 'always'], /^error: --tls-client-cert expects request or require, not "always"$/m],
+      [['--workers', '0'], /^error: --workers expects a number of processes from 1 to 256, or auto, not "0"$/m],
+      [['--workers', 'some'], /^error: --workers expects a number of processes from 1 to 256, or auto, not "some"$/m],
+      [['--workers', '2', '--sidecar', '--app', 'http://127.0.0.1:5000', '--service', 'hello', '--app-version', '1.0.0'], /^error: --workers applies to the edge gateway: a sidecar registers its one app from one process$/m],
     ];
     const runs = await Promise.all(cases.map(([args]) => cli(['gateway', ...args])));
     runs.forEach((r, i) => {
@@ -238,14 +253,8 @@ void describe('plinth gateway against a real server', () => {
     const other = join(dir, 'other-k.pem');
     await rm(dir, { recursive: true, force: true });
     await mkdir(dir);
-    const openssl = (keyOut: string, certOut: string) =>
-      new Promise<void>((resolve, reject) =>
-        execFile('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-subj', '/CN=localhost', '-addext', 'subjectAltName=DNS:localhost,IP:127.0.0.1', '-days', '1', '-keyout', keyOut, '-out', certOut], (err, _o, stderr) =>
-          err ? reject(new Error(stderr)) : resolve(),
-        ),
-      );
-    await openssl(key, cert);
-    await openssl(other, join(dir, 'other-c.pem'));
+    await selfSigned(key, cert);
+    await selfSigned(other, join(dir, 'other-c.pem'));
 
     const missing = join(dir, 'missing.pem');
     const runs = await Promise.all([
@@ -372,6 +381,164 @@ void describe('plinth gateway against a real server', () => {
     } finally {
       await withCert.close();
       await without.close();
+      if (gw.child.exitCode === null && gw.child.signalCode === null) gw.child.kill('SIGKILL');
+    }
+  });
+
+  void it('serves from --workers 2, replaces them on SIGHUP with no failed request and its counters kept, replaces a crashed worker, and drains on SIGTERM', async () => {
+    const gw = await startGatewayProcess(['--workers', '2']);
+    const workersOf = async (): Promise<number[]> => (JSON.parse((await get(`${gw.admin}/healthz`)).text) as { workers: number[] }).workers;
+    const alive = (pid: number): boolean => {
+      try {
+        process.kill(pid, 0);
+        return true;
+      } catch {
+        return false;
+      }
+    };
+    const twoxx = async (): Promise<number> => Number(/^plinth_gateway_requests_total\{route="gw\/hello",status_class="2xx"\} (\d+)$/m.exec((await get(`${gw.admin}/metrics`)).text)?.[1] ?? 0);
+    try {
+      const first = /\(namespace gw, 2 workers: (\d+) (\d+)\)/.exec(gw.output().stdout);
+      assert.ok(first, gw.output().stdout);
+      const original = [Number(first[1]), Number(first[2])];
+      assert.deepEqual((await workersOf()).sort(), [...original].sort());
+      let ready = await get(`${gw.admin}/readyz`);
+      for (let i = 0; i < 100 && ready.status !== 200; i++) {
+        await sleep(50);
+        ready = await get(`${gw.admin}/readyz`);
+      }
+      assert.equal(ready.status, 200, ready.text);
+
+      // A new connection per request: each one is accepted by whichever worker the kernel hands it to.
+      let served = 0;
+      const failures: string[] = [];
+      const once = async (path: string): Promise<void> => {
+        try {
+          const r = await request(`${gw.url}${path}`, { reset: true });
+          const text = await r.body.text();
+          if (r.statusCode === 200 && text === `hello ${path} from gateway`) served++;
+          else failures.push(`${r.statusCode} ${text}`);
+        } catch (e) {
+          failures.push(String(e));
+        }
+      };
+      for (let i = 0; i < 20; i++) await once(`/hello/${i}`);
+      assert.deepEqual(failures, []);
+      assert.equal(await twoxx(), 20, 'the primary sums the workers\' counters');
+      const table = await get(`${gw.admin}/routes`);
+      assert.equal(table.status, 200, 'a worker answers for its route table');
+      assert.deepEqual((JSON.parse(table.text) as { routes: { id: string }[] }).routes.map((r) => r.id), ['gw/hello']);
+
+      // A request in flight on an old worker, then a reload under load.
+      const keepAlive = new Agent();
+      const inFlight = request(`${gw.url}/hello/held`, { dispatcher: keepAlive }).then(async (r) => ({ status: r.statusCode, text: await r.body.text() }));
+      while (held.length === 0) await sleep(5);
+      gw.child.kill('SIGHUP');
+      let loading = true;
+      const load = Promise.all(
+        Array.from({ length: 4 }, async (_, k) => {
+          for (let i = 0; loading; i++) await once(`/hello/load-${k}-${i}`);
+        }),
+      );
+      // Once neither original worker serves, both are draining: the held request's one is waiting for it.
+      for (let i = 0; i < 400 && (await workersOf()).some((p) => original.includes(p)); i++) await sleep(25);
+      const replaced = await workersOf();
+      assert.equal(replaced.length, 2);
+      assert.ok(!replaced.some((p) => original.includes(p)), `new workers ${replaced.join(' ')}, old ${original.join(' ')}`);
+      assert.ok(original.some(alive), 'the worker holding the request is still draining');
+      held.shift()!();
+      assert.deepEqual(await inFlight, { status: 200, text: 'hello /hello/held from gateway' });
+      for (let i = 0; i < 400 && !/reloaded: workers/.test(gw.output().stderr); i++) await sleep(25);
+      loading = false;
+      await load;
+      await keepAlive.close();
+      assert.match(gw.output().stderr, /SIGHUP: replacing the workers one by one/);
+      assert.match(gw.output().stderr, new RegExp(`reloaded: workers (${replaced.join('|')}) (${replaced.join('|')})`));
+      assert.deepEqual(failures, [], 'no request failed during the reload');
+      assert.ok(served > 40, `requests served during the reload: ${served - 20}`);
+      assert.ok(!original.some(alive), 'the old workers exited');
+      // The retired workers' counts are kept: the counter goes on from where it was.
+      assert.equal(await twoxx(), served + 1);
+      const metrics = (await get(`${gw.admin}/metrics`)).text;
+      assert.match(metrics, /^plinth_gateway_reloads_total\{outcome="done"\} 1$/m);
+      if (hasPromtool) {
+        const lint = await promtool(metrics);
+        assert.deepEqual([lint.code, lint.output.trim()], [0, ''], 'the summed exposition passes promtool check metrics');
+      }
+      assert.match(metrics, /^plinth_gateway_workers 2$/m);
+
+      // A worker killed outright is replaced; the other serves meanwhile.
+      const [victim, survivor] = replaced as [number, number];
+      process.kill(victim, 'SIGKILL');
+      for (let i = 0; i < 10; i++) await once(`/hello/after-crash-${i}`);
+      assert.deepEqual(failures, [], 'the surviving worker serves');
+      let now = await workersOf();
+      for (let i = 0; i < 400 && now.length < 2; i++) {
+        await sleep(25);
+        now = await workersOf();
+      }
+      assert.equal(now.length, 2);
+      assert.ok(now.includes(survivor) && !now.includes(victim), now.join(' '));
+      assert.match(gw.output().stderr, /a gateway worker exited unasked; starting another/);
+      assert.match((await get(`${gw.admin}/metrics`)).text, /^plinth_gateway_worker_restarts_total 1$/m);
+
+      gw.child.kill('SIGTERM');
+      assert.equal(await gw.exited, 0, gw.output().stderr);
+      assert.ok(!now.some(alive), 'no worker outlives the primary');
+      assert.match(gw.output().stderr, /stopped/);
+      // Four processes wrote access-log lines to one pipe: each line is whole.
+      const lines = gw.output().stdout.split('\n').filter((l) => l !== '' && !/^(plinth gateway listening|admin on) /.test(l));
+      const entries = lines.map((l) => JSON.parse(l) as { path: string; status: number });
+      // (the worker killed outright may have lost the lines it had not written yet)
+      assert.ok(entries.length > 20, `${entries.length} access-log lines`);
+      assert.ok(entries.some((e) => e.path === '/hello/held' && e.status === 200), 'a drained worker flushed its log');
+    } finally {
+      if (gw.child.exitCode === null && gw.child.signalCode === null) gw.child.kill('SIGKILL');
+    }
+  });
+
+  void it('--workers: a worker that cannot start fails the start with its exit code; a reload whose new worker cannot start leaves the running ones serving', async () => {
+    const busy = createServer();
+    await new Promise<void>((r) => busy.listen(0, '127.0.0.1', r));
+    try {
+      const r = await cli(['gateway', '--listen', `127.0.0.1:${(busy.address() as AddressInfo).port}`, '-n', NS, '--workers', '2'], { PLINTH_TOKEN: gatewayToken });
+      assert.equal(r.code, 1, r.stderr);
+      assert.match(r.stderr, /^error: cannot start the gateway: an address is already in use/m, 'the worker says why');
+      assert.match(r.stderr, /^error: cannot start the gateway: a gateway worker exited with code 1 before it was up$/m);
+      assert.equal(r.stdout, '');
+    } finally {
+      busy.close();
+    }
+
+    // The upstream CA bundle is read at start: a new worker without it cannot start, the running ones keep theirs.
+    const dir = join(tmp, 'reload');
+    await rm(dir, { recursive: true, force: true });
+    await mkdir(dir);
+    const ca = join(dir, 'ca.pem');
+    await selfSigned(join(dir, 'ca-key.pem'), ca);
+    const gw = await startGatewayProcess(['--workers', '2', '--upstream-ca', ca]);
+    try {
+      const original = (JSON.parse((await get(`${gw.admin}/healthz`)).text) as { workers: number[] }).workers;
+      const bundle = await readFile(ca, 'utf8');
+      await rm(ca);
+      gw.child.kill('SIGHUP');
+      for (let i = 0; i < 400 && !/reload failed/.test(gw.output().stderr); i++) await sleep(25);
+      assert.match(gw.output().stderr, /cannot read the upstream TLS CA bundle/);
+      assert.match(gw.output().stderr, new RegExp(`reload failed: workers (${original.join('|')}) (${original.join('|')}) serve on`));
+      assert.deepEqual((JSON.parse((await get(`${gw.admin}/healthz`)).text) as { workers: number[] }).workers.sort(), [...original].sort());
+      const r = await request(`${gw.url}/hello/still`, { reset: true });
+      assert.deepEqual([r.statusCode, await r.body.text()], [200, 'hello /hello/still from gateway']);
+      assert.match((await get(`${gw.admin}/metrics`)).text, /^plinth_gateway_reloads_total\{outcome="failed"\} 1$/m);
+
+      await writeFile(ca, bundle);
+      gw.child.kill('SIGHUP');
+      for (let i = 0; i < 400 && !/reloaded: workers/.test(gw.output().stderr); i++) await sleep(25);
+      const now = (JSON.parse((await get(`${gw.admin}/healthz`)).text) as { workers: number[] }).workers;
+      assert.equal(now.length, 2);
+      assert.ok(!now.some((p) => original.includes(p)), 'once the bundle is back, a reload replaces both');
+      gw.child.kill('SIGTERM');
+      assert.equal(await gw.exited, 0, gw.output().stderr);
+    } finally {
       if (gw.child.exitCode === null && gw.child.signalCode === null) gw.child.kill('SIGKILL');
     }
   });

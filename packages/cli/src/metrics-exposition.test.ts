@@ -4,7 +4,7 @@
  * serves real traffic first so that labelled series exist, not only their help lines.
  */
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -16,24 +16,12 @@ import { request } from 'undici';
 import { createClient, StaticGovernance } from '@plinth/sdk';
 import { InboundMetrics, plinth } from '@plinth/sdk/middleware';
 import { startServer } from '@plinth/server';
+import { promtool } from './cli.test.helpers.js';
 
 const hasPromtool = spawnSync('promtool', ['--version'], { stdio: 'ignore' }).status === 0;
 const skip = hasPromtool ? false : 'promtool is not installed (Debian package prometheus)';
 if (!hasPromtool && process.env.CI === 'true') throw new Error('CI=true but promtool is missing: .ci/run installs the prometheus package');
 if (skip) console.log(`# skipping exposition checks: ${skip}`);
-
-/** Pipes an exposition into `promtool check metrics`; resolves with its complaints (empty = clean). */
-function promtool(text: string): Promise<{ code: number; output: string }> {
-  return new Promise((resolve, reject) => {
-    const p = spawn('promtool', ['check', 'metrics'], { stdio: ['pipe', 'pipe', 'pipe'] });
-    let output = '';
-    p.stdout.on('data', (d) => (output += d));
-    p.stderr.on('data', (d) => (output += d));
-    p.on('error', reject);
-    p.on('close', (code) => resolve({ code: code ?? -1, output }));
-    p.stdin.end(text);
-  });
-}
 
 async function assertClean(component: string, text: string, mustContain: string[]): Promise<void> {
   for (const name of mustContain) assert.ok(text.includes(name), `${component} exposes ${name}`);

@@ -27,6 +27,11 @@ export interface AccessEntry {
 export interface AccessLogOptions {
   /** A file path, a file descriptor (1 = stdout, the default) or a stream with `write`. */
   destination?: string | number | DestinationStream;
+  /**
+   * Other processes write lines to the same destination (a gateway's workers sharing stdout): every write is
+   * then whole lines of at most PIPE_BUF bytes, which a pipe never interleaves with another writer's.
+   */
+  shared?: boolean;
 }
 
 export interface AccessLog {
@@ -42,6 +47,8 @@ const MIN_WRITE = 16 * 1024;
 const MAX_WRITE = 64 * 1024;
 /** The most that may wait for a slow or stuck destination (a blocked pipe); beyond it lines are dropped and counted. */
 const MAX_BUFFERED = 16 * 1024 * 1024;
+/** POSIX's PIPE_BUF on Linux: a write of at most this many bytes to a pipe is never split. */
+const PIPE_BUF = 4096;
 /** A quiet gateway's lines still appear within this. */
 const FLUSH_EVERY_MS = 1000;
 
@@ -63,7 +70,15 @@ export function createAccessLog(o: AccessLogOptions = {}): AccessLog {
   // to maxWrite, rebuilt by concatenation) on every write, about 2.5 µs a line; with Buffers it adds lengths
   // (about 0.3 µs a line, the Buffer included).
   const dest = own
-    ? pino.destination({ dest: d, sync: false, contentMode: 'buffer', minLength: MIN_WRITE, maxWrite: MAX_WRITE, maxLength: MAX_BUFFERED, periodicFlush: FLUSH_EVERY_MS })
+    ? pino.destination({
+        dest: d,
+        sync: false,
+        contentMode: 'buffer',
+        // sonic-boom starts a new chunk rather than split a line, so chunks of whole lines stay within maxWrite.
+        ...(o.shared === true ? { minLength: PIPE_BUF - 1024, maxWrite: PIPE_BUF } : { minLength: MIN_WRITE, maxWrite: MAX_WRITE }),
+        maxLength: MAX_BUFFERED,
+        periodicFlush: FLUSH_EVERY_MS,
+      })
     : d;
   const sink = dest as unknown as { write(chunk: string | Buffer): unknown };
   let dropped = 0;

@@ -1,6 +1,7 @@
-import type { IncomingHttpHeaders } from 'node:http';
+import type { IncomingHttpHeaders, Server } from 'node:http';
 import { HTTP_METHODS, PROBLEM_CONTENT_TYPE } from '@plinth/core';
 import { GatewayCodes, problemBody } from './errors.js';
+import { hardenedServer, listenOn, parseHostPort, urlOf } from './listen.js';
 import { normalizePath, type LiveRoutes } from './routes.js';
 
 /** An admin answer: status and JSON body. */
@@ -11,6 +12,29 @@ export interface AdminAnswer {
 }
 
 const JSON_TYPE = 'application/json';
+
+/** The admin listener on `listen` (`host:port`), answering every request by `answer` of its path and query. */
+export async function listenAdmin(listen: string, answer: (target: string) => Promise<AdminAnswer>): Promise<{ server: Server; url: string }> {
+  const server = hardenedServer((req, res) => {
+    answer(req.url ?? '/').then(
+      (a) => {
+        res.writeHead(a.status, { 'content-type': a.contentType, 'content-length': Buffer.byteLength(a.body), 'cache-control': 'no-store' });
+        res.end(a.body);
+      },
+      () => res.destroy(),
+    );
+  });
+  const { host, port } = parseHostPort(listen);
+  return { server, url: urlOf(host, await listenOn(server, host, port)) };
+}
+
+/** Closes an admin listener and its connections: scrapes and probes hold nothing worth waiting for. */
+export function closeAdmin(server: Server): Promise<void> {
+  return new Promise<void>((r) => {
+    server.close(() => r());
+    server.closeAllConnections();
+  });
+}
 
 const METHODS: ReadonlySet<string> = new Set(HTTP_METHODS);
 

@@ -5,6 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { createServer } from 'node:http';
+import { connect } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { Headers } from '@plinth/core';
 import type { StaticGovernance } from '@plinth/sdk';
@@ -505,6 +506,34 @@ describe('gateway shutdown', () => {
     );
     await closed;
     assert.equal(gw.inFlight(), 0);
+    await up.close();
+  });
+
+  it('serves a request that arrives during the drain on a connection accepted before it, with connection: close', async () => {
+    const up = await upstream('late');
+    const { gw, governance, routes } = await staticGateway({ accessLog: false });
+    governance.set({ instances: [instance('l-1', 'late', up.address)] });
+    routes.set([route('all', { ...anon, match: { path: { prefix: '/' } }, service: 'late' })]);
+    const u = new URL(gw.url);
+    // Accepted, its request not all there when the drain begins, as a worker sharing a port sees it.
+    const fresh = connect(Number(u.port), u.hostname);
+    await new Promise<void>((r) => fresh.once('connect', () => r()));
+    const text = new Promise<string>((resolve) => {
+      let t = '';
+      fresh.on('data', (c: Buffer) => (t += c.toString()));
+      fresh.on('close', () => resolve(t));
+    });
+    // Its first bytes read before the drain begins: the gateway holds the connection, with no request in flight.
+    fresh.write('GET /fresh HTTP/1.1\r\n');
+    await sleep(50);
+    const closed = gw.close();
+    await sleep(100);
+    fresh.write('host: x\r\n\r\n');
+    const answer = await text;
+    await closed;
+    assert.match(answer, /^HTTP\/1\.1 200 /, answer);
+    assert.match(answer, /\r\nconnection: close\r\n/i);
+    assert.deepEqual(up.seen.map((r) => r.url), ['/fresh']);
     await up.close();
   });
 

@@ -2,19 +2,19 @@
  * `startGateway`: the edge (or sidecar) HTTP proxy on the SDK's governance engine.
  *
  * Deploying without failed requests. Node 20's http has no SO_REUSEPORT, so two processes cannot share one
- * port on their own. The pattern is "start new, drain old": run two gateways behind whatever spreads
- * connections over them (a load balancer or a Kubernetes Service, with readiness on the admin `/readyz`), start
- * the new one, wait until it is ready, then `close()` (SIGTERM in the CLI) the old one: it reports not ready,
- * stops accepting, closes idle kept-alive connections, lets requests in flight finish and answers late ones
- * on kept-alive sockets with `connection: close`, so clients reconnect to the new one. On one host, node's
- * cluster module shares a listening socket between workers (`server.listen({ port, exclusive: false })`
- * in workers, the default there): fork a new worker, then close the old one the same way.
+ * port on their own. Either run two gateways behind whatever spreads connections over them (a load balancer
+ * or a Kubernetes Service, with readiness on the admin `/readyz`), start the new one, wait until it is ready,
+ * then `close()` (SIGTERM in the CLI) the old one; or, on one host, serve from workers (workers.ts): their
+ * primary holds the listening socket and replaces them one by one. A drain reports not ready, stops
+ * accepting, closes idle kept-alive connections, serves what still arrives with `connection: close` and lets
+ * requests in flight finish, so clients reconnect elsewhere.
  */
 import type { IncomingMessage, ServerResponse, Server } from 'node:http';
 import type { Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import type { Duplex } from 'node:stream';
-import type { RoleBindingSpec } from '@plinth/core';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { PROBLEM_CONTENT_TYPE, type RoleBindingSpec } from '@plinth/core';
 import { controlPlaneGovernance, createControlPlaneClient, GOVERNANCE_KINDS, type ControlPlaneClient, type GovernanceSource, type Logger } from '@plinth/sdk';
 import { sharedWheel, type TimerWheel } from '@plinth/sdk/resilience';
 import type { Tracing } from '@plinth/sdk/tracing';
@@ -27,12 +27,12 @@ import { GatewayCodes, problemBody } from './errors.js';
 import { clientFeed, type ResourceFeed } from './feed.js';
 import { hardenedServer, http1Settings, listenOn, parseHostPort, urlOf, type AnyServer, type ServerLimits } from './listen.js';
 import { ExternalAuthorizer } from './external-auth.js';
-import { closeAllConnections, closeIdleConnections, enableH2c, goAway, webSocketStreams } from './http2.js';
-import { GatewayMetrics, writeMetrics } from './metrics.js';
+import { closeAllConnections, closeIdleConnections, enableH2c, goAway, openConnections, webSocketStreams } from './http2.js';
+import { GatewayMetrics } from './metrics.js';
 import { MIRROR_MAX_IN_FLIGHT } from './mirror.js';
 import { OidcVerifier, type OidcOptions } from './oidc.js';
 import { EdgeProxy, Forwarder } from './proxy.js';
-import { matchAnswer, routesAnswer } from './admin-routes.js';
+import { closeAdmin, listenAdmin, matchAnswer, routesAnswer, type AdminAnswer } from './admin-routes.js';
 import { LiveRoutes } from './routes.js';
 import { startSidecar, type RunningSidecar, type SidecarOptions } from './sidecar.js';
 import { loadTls, watchTls, type TlsOptions, type TlsWatcher } from './tls.js';
@@ -99,6 +99,12 @@ export interface GatewayOptions {
   metrics?: Registry;
   /** Hop spans: a SERVER span per request (not at the sidecar egress) and a CLIENT span per upstream try, the upstream's parent. */
   tracing?: Tracing;
+  /**
+   * How many worker processes serve as this one gateway (`plinth gateway --workers`, workers.ts): each counts
+   * 1/n of every local rate limit and inbound concurrency limit, so the gateway as a whole keeps the rules'
+   * figures. Default 1.
+   */
+  processes?: number;
   /** For FaultTolerance rate limits with limitMode global. */
   redis?: Redis;
   zone?: string;
@@ -142,6 +148,12 @@ export interface Gateway {
   readonly controlPlane: ControlPlaneClient | undefined;
   /** Requests being served. */
   inFlight(): number;
+  /** The gateway's metrics, served on the admin listener (and gathered by a supervising primary, workers.ts). */
+  readonly registry: Registry;
+  /** Why the gateway is not ready (`draining`, `no_snapshot`, `registering`), or undefined when it is. */
+  readiness(): string | undefined;
+  /** The admin listener's answer to a path and query (`/readyz`, `/routes/match?path=/x`), listener or not. */
+  admin(target: string): Promise<AdminAnswer>;
   /** Graceful: not ready, stop accepting, finish requests in flight (up to drainTimeoutMs), then close everything. Idempotent. */
   close(): Promise<void>;
 }
@@ -233,6 +245,7 @@ export async function startGateway(o: GatewayOptions): Promise<Gateway> {
     tracing: o.tracing,
     redis: o.redis,
     zone: o.zone,
+    processes: o.processes ?? 1,
   });
 
   const listen = o.listen ?? '127.0.0.1:8080';
@@ -242,6 +255,8 @@ export async function startGateway(o: GatewayOptions): Promise<Gateway> {
   let running: RunningSidecar | undefined;
   let url: string;
   let stopping = false;
+  /** The drain is over: what still arrives would be cut by the connections' close, so it is refused. */
+  let drained = false;
   try {
     if (clientCerts) metrics.mtlsRefusals();
     if (sidecar !== undefined) {
@@ -258,7 +273,9 @@ export async function startGateway(o: GatewayOptions): Promise<Gateway> {
       const edge = new EdgeProxy(forwarder, edgeOptions);
       const listener = edge.listener;
       const serve = (req: IncomingMessage, res: ServerResponse): void => {
-        if (stopping) return shuttingDown(res);
+        // Draining, a request still arriving (on a connection accepted just before the listener closed, or one
+        // kept alive) is served with `connection: close`: refusing it would fail a client that did nothing wrong.
+        if (drained) return shuttingDown(res);
         listener(req, res);
       };
       if (tlsContext === undefined) {
@@ -312,32 +329,24 @@ export async function startGateway(o: GatewayOptions): Promise<Gateway> {
     () => (snapshotCurrent = true),
     () => {},
   );
+  const readiness = (): string | undefined => (stopping ? 'draining' : !snapshotCurrent ? 'no_snapshot' : running !== undefined && !running.service.ready ? 'registering' : undefined);
+  const admin = async (target: string): Promise<AdminAnswer> => {
+    const q = target.indexOf('?');
+    const path = q < 0 ? target : target.slice(0, q);
+    if (path === '/metrics') return { status: 200, contentType: metrics.registry.contentType, body: await metrics.registry.metrics() };
+    if (path === '/healthz') return { status: 200, contentType: JSON_TYPE, body: '{"ok":true}' };
+    if (path === '/readyz') {
+      const reason = readiness();
+      return reason === undefined ? { status: 200, contentType: JSON_TYPE, body: '{"ready":true}' } : { status: 503, contentType: JSON_TYPE, body: `{"ready":false,"reason":"${reason}"}` };
+    }
+    // The edge's route table; a sidecar routes by service name and has none.
+    if (!sidecar && path === '/routes') return routesAnswer(routes);
+    if (!sidecar && path === '/routes/match') return matchAnswer(routes, new URLSearchParams(q < 0 ? '' : target.slice(q + 1)));
+    return { status: 404, contentType: PROBLEM_CONTENT_TYPE, body: problemBody(GatewayCodes.routeNotFound, 404, `admin paths: /metrics, /healthz, /readyz${sidecar ? '' : ', /routes, /routes/match'}`) };
+  };
   if (o.adminListen !== undefined) {
-    adminServer = hardenedServer((req, res) => {
-      const url = req.url ?? '/';
-      const q = url.indexOf('?');
-      const path = q < 0 ? url : url.slice(0, q);
-      if (path === '/metrics') {
-        writeMetrics(metrics.registry, res).catch(() => res.destroy());
-        return;
-      }
-      if (path === '/healthz') return json(res, 200, '{"ok":true}');
-      if (path === '/readyz') {
-        const reason = stopping ? 'draining' : !snapshotCurrent ? 'no_snapshot' : running !== undefined && !running.service.ready ? 'registering' : undefined;
-        return reason === undefined ? json(res, 200, '{"ready":true}') : json(res, 503, `{"ready":false,"reason":"${reason}"}`);
-      }
-      // The edge's route table; a sidecar routes by service name and has none.
-      if (!sidecar && (path === '/routes' || path === '/routes/match')) {
-        const a = path === '/routes' ? routesAnswer(routes) : matchAnswer(routes, new URLSearchParams(q < 0 ? '' : url.slice(q + 1)));
-        res.writeHead(a.status, { 'content-type': a.contentType, 'content-length': Buffer.byteLength(a.body), 'cache-control': 'no-store' });
-        res.end(a.body);
-        return;
-      }
-      json(res, 404, problemBody(GatewayCodes.routeNotFound, 404, `admin paths: /metrics, /healthz, /readyz${sidecar ? '' : ', /routes, /routes/match'}`));
-    });
-    const { host, port } = parseHostPort(o.adminListen);
     try {
-      adminUrl = urlOf(host, await listenOn(adminServer, host, port));
+      ({ server: adminServer, url: adminUrl } = await listenAdmin(o.adminListen, admin));
     } catch (e) {
       await forwarder.close();
       tlsWatcher?.close();
@@ -372,7 +381,17 @@ export async function startGateway(o: GatewayOptions): Promise<Gateway> {
       closeIdleConnections(s);
       // Connections whose request is answering close once it is done; idle ones now and after each answer.
       const sweep = setInterval(() => closeIdleConnections(s), 50);
-      const done = await forwarder.drained(drainMs);
+      const deadline = Date.now() + drainMs;
+      let done = await forwarder.drained(drainMs);
+      // A connection accepted just before the listener closed may not have sent its request yet (node counts it
+      // active, not idle): it gets a moment to, and what it sends is served like a request in flight. With
+      // workers sharing the port, the kernel hands connections to a draining one until its listener is closed.
+      const graceEnd = Math.min(deadline, Date.now() + FRESH_CONNECTION_GRACE_MS);
+      while (done && openConnections(s) > 0 && Date.now() < graceEnd) {
+        await sleep(20);
+        done = await forwarder.drained(Math.max(0, deadline - Date.now()));
+      }
+      drained = true;
       clearInterval(sweep);
       if (!done) log.warn('requests still in flight after the drain timeout; closing their connections', { inFlight: forwarder.inFlight, drainTimeoutMs: drainMs });
       // A WebSocket has no "last answer" to end on: once requests are drained, its clients reconnect elsewhere.
@@ -381,13 +400,7 @@ export async function startGateway(o: GatewayOptions): Promise<Gateway> {
       await closed;
     }
     await forwarder.close();
-    if (adminServer !== undefined) {
-      const a = adminServer;
-      await new Promise<void>((r) => {
-        a.close(() => r());
-        a.closeAllConnections();
-      });
-    }
+    if (adminServer !== undefined) await closeAdmin(adminServer);
     for (const c of closers.reverse()) await c();
     await accessLog.close();
   };
@@ -399,6 +412,9 @@ export async function startGateway(o: GatewayOptions): Promise<Gateway> {
     governance,
     controlPlane: client,
     inFlight: () => forwarder.inFlight,
+    registry: metrics.registry,
+    readiness,
+    admin,
     close: () => (closing ??= doClose()),
   };
 }
@@ -418,6 +434,10 @@ function tlsFailureHandler(metrics: GatewayMetrics, log: Logger, clientCerts: bo
   };
 }
 
+const JSON_TYPE = 'application/json';
+/** How long a drain waits for connections that were accepted but have not sent a request yet. */
+const FRESH_CONNECTION_GRACE_MS = 1000;
+
 const SHUTTING_DOWN = problemBody(GatewayCodes.unavailable, 503, 'this gateway is shutting down; retry');
 const SHUTTING_DOWN_RAW =
   `HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/problem+json\r\ncontent-length: ${Buffer.byteLength(SHUTTING_DOWN)}\r\n` +
@@ -427,9 +447,4 @@ const SHUTTING_DOWN_RAW =
 function shuttingDown(res: ServerResponse): void {
   res.writeHead(503, { 'content-type': 'application/problem+json', 'content-length': Buffer.byteLength(SHUTTING_DOWN), connection: 'close', 'retry-after': '0' });
   res.end(SHUTTING_DOWN);
-}
-
-function json(res: ServerResponse, status: number, body: string): void {
-  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), 'cache-control': 'no-store' });
-  res.end(body);
 }

@@ -469,6 +469,17 @@ export function closeIdleConnections(s: HttpServer | Http2SecureServer): void {
   (s as HttpServer).closeIdleConnections();
 }
 
+/**
+ * HTTP/1.1 connections still open (idle, answering, or accepted with no request yet) and connections whose
+ * protocol is still being told apart. node keeps the HTTP/1.1 ones in a list of its own that it does not
+ * export; without it, none are counted.
+ */
+export function openConnections(s: HttpServer | Http2SecureServer): number {
+  const key = Object.getOwnPropertySymbols(s).find((k) => k.description === 'http.server.connections');
+  const list = key === undefined ? undefined : (s as unknown as Record<symbol, { all?: () => unknown[] } | undefined>)[key];
+  return (typeof list?.all === 'function' ? list.all().length : 0) + (sniffingOf.get(s)?.size ?? 0);
+}
+
 /** Shutdown, last step: every connection, HTTP/1.1 and HTTP/2, closed now. */
 export function closeAllConnections(s: HttpServer | Http2SecureServer): void {
   const sniffing = sniffingOf.get(s);

@@ -1,5 +1,6 @@
 export { startGateway, GATEWAY_KINDS, type Gateway, type GatewayControlPlane, type GatewayOptions } from './gateway.js';
 export type { SidecarOptions } from './sidecar.js';
+export { startWorkerPool, serveAsWorker, leavePool, workerRole, WorkerStartError, type WorkerPool, type WorkerPoolOptions, type WorkerRole } from './workers.js';
 export type { AppHealthOptions } from './app-health.js';
 export { Authenticator, RoleIndex, type AuthOptions, type AuthOutcome, type Identity } from './auth.js';
 export { RouteTable, LiveRoutes, compileRoute, normalizePath, NO_PARAMS, type CompiledRoute, type CompiledCors, type CompiledAuth, type RouteMatch } from './routes.js';

@@ -1,4 +1,3 @@
-import type { ServerResponse } from 'node:http';
 import type { GovernanceSource } from '@plinth/sdk';
 import { outboundMetrics, type OutboundMetrics } from '@plinth/sdk/client';
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
@@ -47,6 +46,8 @@ export class GatewayMetrics {
       help: 'Routable instances per upstream service, as the gateway sees them (base lane and lanes).',
       labelNames: ['service'],
       registers,
+      // Workers of one gateway see the same instances: their figures are not to be added up.
+      aggregator: 'max',
       collect() {
         this.reset();
         for (const s of services()) this.set({ service: s }, governance.endpoints(s).size);
@@ -197,11 +198,4 @@ export function tlsFailureReason(code: string | undefined): 'timeout' | 'protoco
   if (code === 'ERR_TLS_HANDSHAKE_TIMEOUT') return 'timeout';
   if (code !== undefined && (code.startsWith('ERR_SSL_') || code === 'ERR_TLS_INVALID_PROTOCOL_VERSION')) return 'protocol';
   return 'other';
-}
-
-/** Answers a scrape. */
-export async function writeMetrics(registry: Registry, res: ServerResponse): Promise<void> {
-  const text = await registry.metrics();
-  res.writeHead(200, { 'content-type': registry.contentType, 'content-length': Buffer.byteLength(text) });
-  res.end(text);
 }

@@ -157,6 +157,8 @@ export interface ForwarderOptions {
   tracing: Tracing | undefined;
   redis: Redis | undefined;
   zone: string | undefined;
+  /** Worker processes serving as this one gateway: each counts its share of local rate and concurrency limits. */
+  processes: number;
 }
 
 /**
@@ -269,6 +271,7 @@ export class Forwarder {
         governance: this.inboundGovernance,
         trust: this.o.trust,
         wheel: this.o.wheel,
+        processes: this.o.processes,
         ...(this.o.redis !== undefined ? { redis: this.o.redis } : {}),
       });
       this.runtimes.set(service, rt);

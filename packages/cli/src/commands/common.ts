@@ -76,12 +76,13 @@ export function checkSelector(selector: string | undefined): string | undefined 
  * Keeps a long-running command (server, gateway) up until SIGINT/SIGTERM, then closes it gracefully. A second
  * signal means "now": exit 130 without waiting for the drain.
  */
-export async function runUntilSignal(close: () => Promise<void>, draining: string): Promise<void> {
+export async function runUntilSignal(close: () => Promise<void>, draining: string, force?: () => void): Promise<void> {
   await new Promise<void>((done) => {
     let closing = false;
     const stop = (sig: NodeJS.Signals): void => {
       if (closing) {
         note(`${sig} again: exiting without ${draining}`);
+        force?.();
         process.exit(130);
       }
       closing = true;

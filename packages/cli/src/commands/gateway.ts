@@ -1,3 +1,4 @@
+import { availableParallelism } from 'node:os';
 import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import { resolveConnection, defaultNamespace } from '../config.js';
@@ -35,6 +36,7 @@ interface GatewayFlags {
   upstreamServerIdentity?: string;
   upstreamTrustDomains?: string;
   upstreamHttp2?: boolean;
+  workers?: string;
 }
 
 const HOST_PORT = /^(\[[^\]]+\]|[^:]*):\d+$/;
@@ -72,6 +74,7 @@ export function registerGateway(program: Command): void {
     .option('--app-health-interval <ms>', 'sidecar: milliseconds between two probes (default 5000; 3 failures in a row make the app critical)')
     .option('--advertise <address>', 'sidecar: the address other services reach the ingress at, e.g. https://10.0.0.7:8443 (default from --listen)')
     .option('--stream-idle-timeout <ms>', 'for routes without their own streamIdleTimeoutMs and for sidecar traffic: the deadline bounds an exchange up to its answer\'s head, then a streaming answer (server-sent events, gRPC streams) is cut only after this many milliseconds without a byte either way')
+    .option('--workers <n>', 'serve from n worker processes (or "auto": one per core) sharing --listen, with the admin address in the primary; SIGHUP to the primary then replaces them one by one with no failed request (edge mode)')
     .option('--trace-sample <ratio>', 'export a span per hop to the control plane for this share of new traces (0..1; errors and slow requests are kept on demand); needs create on Span')
     .action(async (flags: GatewayFlags, cmd: Command) => {
       const globals = cmd.optsWithGlobals<{ url?: string; token?: string }>();
@@ -127,9 +130,36 @@ export function registerGateway(program: Command): void {
       if (sample !== undefined && !(sample >= 0 && sample <= 1)) throw new UsageError('--trace-sample expects a ratio from 0 to 1, e.g. 0.01');
       const streamIdle = flags.streamIdleTimeout === undefined ? undefined : Number(flags.streamIdleTimeout);
       if (streamIdle !== undefined && !(Number.isInteger(streamIdle) && streamIdle > 0)) throw new UsageError(`--stream-idle-timeout expects milliseconds, a positive integer, not ${JSON.stringify(flags.streamIdleTimeout)}`);
+      const workers = flags.workers === undefined ? undefined : workerCount(flags.workers);
+      if (workers !== undefined && flags.sidecar) throw new UsageError('--workers applies to the edge gateway: a sidecar registers its one app from one process');
       const namespace = flags.namespace ?? defaultNamespace();
       // Loaded here so that other commands do not pay for the gateway's modules.
-      const { startGateway } = await import('@plinth/gateway');
+      const { startGateway, startWorkerPool, serveAsWorker, leavePool, workerRole, WorkerStartError } = await import('@plinth/gateway');
+      const role = workers !== undefined ? workerRole() : undefined;
+      if (workers !== undefined && role === undefined) {
+        let pool;
+        try {
+          pool = await startWorkerPool({ workers, ...(flags.admin !== undefined ? { adminListen: flags.admin } : {}), logger: { warn: (m, f) => note(`warning: ${m}${f ? ` ${JSON.stringify(f)}` : ''}`), debug: () => {} } });
+        } catch (e) {
+          // The worker printed why it could not start; its exit code says what kind of failure it was.
+          if (e instanceof WorkerStartError) throw new CliError(`cannot start the gateway: ${e.message}`, knownExitCode(e.exitCode));
+          const err = e as NodeJS.ErrnoException;
+          if (err.code === 'EADDRINUSE') throw new CliError(`cannot start the gateway: an address is already in use (${err.message})`, ExitCode.REFUSED);
+          throw new CliError(`cannot start the gateway: ${err.message}`, ExitCode.REFUSED);
+        }
+        out(`plinth gateway listening on ${pool.url} (namespace ${namespace}, ${workers} worker${workers === 1 ? '' : 's'}: ${pool.pids().join(' ')})`);
+        if (pool.adminUrl) out(`admin on ${pool.adminUrl} (/metrics, /healthz, /readyz)`);
+        const p = pool;
+        process.on('SIGHUP', () => {
+          note('SIGHUP: replacing the workers one by one');
+          p.reload().then(
+            (ok) => note(ok ? `reloaded: workers ${p.pids().join(' ')}` : `reload failed: workers ${p.pids().join(' ')} serve on`),
+            (e: unknown) => note(`reload failed: ${(e as Error).message}`),
+          );
+        });
+        await runUntilSignal(() => p.close(), 'draining', () => p.kill());
+        return;
+      }
       const tracing =
         sample === undefined
           ? undefined
@@ -146,7 +176,9 @@ export function registerGateway(program: Command): void {
           namespace,
           controlPlane: { url: conn.url, token: conn.token, ...(flags.cacheFile !== undefined ? { cacheFile: resolve(flags.cacheFile) } : {}) },
           listen: flags.listen,
-          ...(flags.admin !== undefined ? { adminListen: flags.admin } : {}),
+          // A worker's admin answers go through the primary's listener.
+          ...(flags.admin !== undefined && role === undefined ? { adminListen: flags.admin } : {}),
+          ...(role !== undefined ? { processes: role.of } : {}),
           ...(flags.tlsCert !== undefined && flags.tlsKey !== undefined
             ? {
                 tls: {
@@ -162,7 +194,7 @@ export function registerGateway(program: Command): void {
           ...(upstreamTls !== undefined ? { upstreamTls } : {}),
           ...(trustProxy !== undefined ? { trustProxy } : {}),
           ...(streamIdle !== undefined ? { streamIdleTimeoutMs: streamIdle } : {}),
-          ...(flags.accessLog ? {} : { accessLog: false as const }),
+          ...(flags.accessLog ? (role !== undefined ? { accessLog: { shared: true } } : {}) : { accessLog: false as const }),
           ...(tracing !== undefined ? { tracing } : {}),
           logger: { warn: (m, f) => note(`warning: ${m}${f ? ` ${JSON.stringify(f)}` : ''}`), debug: () => {} },
           ...(flags.sidecar
@@ -181,21 +213,42 @@ export function registerGateway(program: Command): void {
             : {}),
         });
       } catch (e) {
+        // A worker's channel to the primary would keep it alive: the error is printed, then it exits.
+        if (role !== undefined) leavePool();
         const err = e as NodeJS.ErrnoException;
         if (err.code === 'EADDRINUSE') throw new CliError(`cannot start the gateway: an address is already in use (${err.message})`, ExitCode.REFUSED);
         if (err instanceof TypeError) throw new UsageError(err.message);
         if (/no snapshot/.test(err.message)) throw new CliError(`cannot start the gateway: ${err.message}`, ExitCode.UNREACHABLE);
         throw new CliError(`cannot start the gateway: ${err.message}`, ExitCode.REFUSED);
       }
+      const running = gw;
+      const closeAll = async (): Promise<void> => {
+        await running.close();
+        await tracing?.shutdown();
+      };
+      if (role !== undefined) {
+        await serveAsWorker(running, closeAll);
+        leavePool();
+        return;
+      }
       out(`plinth gateway ${flags.sidecar ? `(sidecar for ${flags.service}) ` : ''}listening on ${gw.url} (namespace ${namespace})`);
       if (gw.egressUrl) out(`egress on ${gw.egressUrl}: http://${new URL(gw.egressUrl).host}/<service>/<path>`);
       if (gw.adminUrl) out(`admin on ${gw.adminUrl} (/metrics, /healthz, /readyz)`);
-      const running = gw;
-      await runUntilSignal(async () => {
-        await running.close();
-        await tracing?.shutdown();
-      }, 'draining');
+      await runUntilSignal(closeAll, 'draining');
     });
+}
+
+/** A worker's exit code when it is one of the CLI's own, else REFUSED. */
+function knownExitCode(code: number | null): ExitCode {
+  return (Object.values(ExitCode) as number[]).includes(code ?? -1) && code !== ExitCode.OK ? (code as ExitCode) : ExitCode.REFUSED;
+}
+
+/** `--workers`: a positive integer, or `auto` for one per core node may use. */
+function workerCount(v: string): number {
+  if (v === 'auto') return availableParallelism();
+  const n = Number(v);
+  if (!(Number.isInteger(n) && n >= 1 && n <= 256)) throw new UsageError(`--workers expects a number of processes from 1 to 256, or auto, not ${JSON.stringify(v)}`);
+  return n;
 }
 
 /** `--app-health`: an HTTP path, or `grpc` / `grpc:<service>` for the gRPC Health Checking Protocol. */

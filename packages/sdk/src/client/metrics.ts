@@ -36,6 +36,8 @@ export function outboundMetrics(registry: Registry): OutboundMetrics {
     help: 'Circuit breaker state per callee and upstream (instance id, * for service scope): 0 closed, 1 half-open, 2 open',
     labelNames: ['callee', 'endpoint'] as const,
     registers,
+    // Summed over a gateway's workers (each with its own breakers) the state means nothing; the worst one tells.
+    aggregator: 'max',
   });
   const retries = new Counter({ name: 'plinth_outbound_retries_total', help: 'Outbound retries', labelNames: ['callee'] as const, registers });
   const ejections = new Counter({ name: 'plinth_outbound_ejections_total', help: 'Upstream instances ejected by outlier detection', labelNames: ['callee'] as const, registers });

@@ -168,6 +168,28 @@ describe('InboundPipeline live rule changes', () => {
   });
 });
 
+describe('InboundPipeline in one of several processes (a gateway\'s workers)', () => {
+  const admitted = (p: InboundPipeline, n: number): number => Array.from({ length: n }, () => sync(p.admit(req()))).filter((a) => a.ok).length;
+
+  it('counts 1/n of a local rate limit, and 1/n of the instance share of globalToLocal', () => {
+    assert.equal(admitted(setup([rate(10)], { processes: 2 }).pipeline, 20), 5);
+    assert.equal(admitted(setup([rate(12, { limitMode: 'globalToLocal' })], { processes: 2, instanceCount: () => 3 }).pipeline, 20), 2);
+    assert.equal(admitted(setup([rate(10)]).pipeline, 20), 10, 'one process counts the whole threshold');
+  });
+
+  it('holds 1/n of an inbound concurrency limit and its queue, at least one slot', () => {
+    const limit = (maxConcurrency: number, maxQueue?: number) =>
+      faultTolerance('conc', { rules: [{ name: 'cl', targets: [{ service: 'orders' }], strategies: [{ type: 'concurrencyLimit', maxConcurrency, ...(maxQueue !== undefined ? { maxQueue } : {}) }] }] });
+    const { pipeline } = setup([limit(8, 4)], { processes: 4 });
+    const answers = Array.from({ length: 5 }, () => pipeline.admit(req()));
+    assert.deepEqual(
+      answers.map((a) => (a instanceof Promise ? 'queued' : a.ok ? 'in' : 'refused')),
+      ['in', 'in', 'queued', 'refused', 'refused'],
+    );
+    assert.equal(admitted(setup([limit(2)], { processes: 4 }).pipeline, 3), 1, 'fewer slots than processes still leaves each one');
+  });
+});
+
 describe('InboundPipeline concurrency limits', () => {
   const conc = (maxConcurrency: number, more: Record<string, unknown> = {}) =>
     faultTolerance('conc', { rules: [{ name: 'cl', targets: [{ service: 'orders' }], strategies: [{ type: 'concurrencyLimit', maxConcurrency, ...more }] }] });

@@ -20,6 +20,12 @@ export interface InboundOptions {
   redis?: Redis;
   /** Live instances of this service (globalToLocal / local fallback shares); default governance.endpoints(service).size || 1. */
   instanceCount?: () => number;
+  /**
+   * Processes that serve as one instance (a gateway's workers): each counts 1/n of every rate limit (of its
+   * instance share for globalToLocal and the local fallback) and of every inbound concurrency limit (at least
+   * one slot), so the instance as a whole keeps the rule's figures. Default 1.
+   */
+  processes?: number;
   /** Monotonic clock for limiters and estimates; default `monotonicClock`. */
   clock?: Clock;
   /** Wall clock for FaultInjection `expiresAt` (RFC 3339, wall time); default `Date`. */
@@ -105,6 +111,7 @@ export class InboundPipeline {
   private readonly env: GateEnv;
   private readonly redisKeyPrefix: string;
   private readonly instanceCount: () => number;
+  private readonly processes: number;
   private plan: Plan | undefined;
   private kept = new Map<string, Kept>();
   private releaseSignal: (() => void) | undefined;
@@ -122,6 +129,7 @@ export class InboundPipeline {
     const gov = o.governance;
     const service = o.service;
     this.instanceCount = o.instanceCount ?? (() => gov.endpoints(service).size || 1);
+    this.processes = Math.max(1, Math.floor(o.processes ?? 1));
     const injected = o.overloadSignal;
     this.env = {
       clock: this.clock,
@@ -281,7 +289,7 @@ export class InboundPipeline {
     switch (s.type) {
       case 'rateLimit': {
         const global = s.limitMode === 'global' && this.env.redis !== undefined;
-        const shareOf = s.limitMode === 'local' ? 1 : share;
+        const shareOf = (s.limitMode === 'local' ? 1 : share) * this.processes;
         const id = global ? json : `${json}\0${shareOf}`;
         if (prev !== undefined && prev.json === id) gate = prev.gate;
         else gate = global ? new ClusterRateGate(s, { ...this.env, quotaKey: `${this.redisKeyPrefix}${this.service}:${ruleKey}` }) : new LocalRateGate(s, shareOf, this.clock);
@@ -289,6 +297,7 @@ export class InboundPipeline {
         return gate;
       }
       case 'concurrencyLimit': {
+        if (this.processes > 1) s = { ...s, maxConcurrency: Math.max(1, Math.floor(s.maxConcurrency / this.processes)), ...(s.maxQueue !== undefined ? { maxQueue: Math.floor(s.maxQueue / this.processes) } : {}) };
         if (prev !== undefined && prev.gate instanceof ConcurrencyGate) {
           if (prev.json !== json) prev.gate.reconfigure(s);
           gate = prev.gate;
