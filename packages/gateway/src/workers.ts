@@ -255,19 +255,24 @@ export async function startWorkerPool(o: WorkerPoolOptions): Promise<WorkerPool>
   const replace = (w: Worker, code: number | null, signal: string | null): void => {
     const lived = Date.now() - (readyAt.get(w) ?? Date.now());
     readyAt.delete(w);
-    if (lived >= STABLE_MS) crashStreak = 0;
-    const delay = crashStreak === 0 ? 0 : Math.min(MAX_BACKOFF_MS, 100 * 2 ** crashStreak);
-    crashStreak++;
+    crashStreak = lived >= STABLE_MS ? 0 : crashStreak + 1;
     restarts.inc();
-    log.warn('a gateway worker exited unasked; starting another', { pid: w.process.pid, code, signal, inMs: delay });
+    log.warn('a gateway worker exited unasked; starting another', { pid: w.process.pid, code, signal, servedMs: lived });
+    respawn();
+  };
+
+  /** A replacement: at once after a worker that had served a while, else after a backoff that doubles. */
+  const respawn = (): void => {
+    const delay = crashStreak === 0 ? 0 : Math.min(MAX_BACKOFF_MS, 100 * 2 ** crashStreak);
     const t = setTimeout(() => {
       respawns.delete(t);
       if (closing) return;
       fork().then(
         (fresh) => (closing ? void drain(fresh) : void serving.add(fresh)),
         (e: unknown) => {
+          crashStreak++;
           log.warn('a replacement gateway worker failed to start; trying again', { error: (e as Error).message });
-          if (!closing) replace(w, null, null);
+          if (!closing) respawn();
         },
       );
     }, delay);
