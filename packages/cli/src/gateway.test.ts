@@ -542,4 +542,47 @@ void describe('plinth gateway against a real server', () => {
       if (gw.child.exitCode === null && gw.child.signalCode === null) gw.child.kill('SIGKILL');
     }
   });
+
+  void it('--workers: no worker outlives its primary, killed outright or told twice to stop', async () => {
+    const pidsOf = async (admin: string): Promise<number[]> => (JSON.parse((await get(`${admin}/healthz`)).text) as { workers: number[] }).workers;
+    const gone = async (pids: number[]): Promise<boolean> => {
+      for (let i = 0; i < 200; i++) {
+        if (
+          !pids.some((p) => {
+            try {
+              process.kill(p, 0);
+              return true;
+            } catch {
+              return false;
+            }
+          })
+        )
+          return true;
+        await sleep(25);
+      }
+      return false;
+    };
+    const killed = await startGatewayProcess(['--workers', '2']);
+    const first = await pidsOf(killed.admin);
+    killed.child.kill('SIGKILL');
+    assert.ok(await gone(first), 'workers exit when their primary is killed');
+
+    // A second SIGTERM while a request holds the drain: exit 130 at once, the workers killed.
+    const told = await startGatewayProcess(['--workers', '2']);
+    try {
+      const second = await pidsOf(told.admin);
+      const inFlight = request(`${told.url}/hello/held`).catch((e: Error) => e);
+      while (held.length === 0) await sleep(5);
+      told.child.kill('SIGTERM');
+      for (let i = 0; i < 200 && !/SIGTERM: shutting down/.test(told.output().stderr); i++) await sleep(10);
+      told.child.kill('SIGTERM');
+      assert.equal(await told.exited, 130, told.output().stderr);
+      assert.match(told.output().stderr, /SIGTERM again: exiting without draining/);
+      assert.ok(await gone(second), 'the workers are killed with it');
+      assert.ok((await inFlight) instanceof Error, 'the request held in flight was cut');
+    } finally {
+      held.shift()?.();
+      if (told.child.exitCode === null && told.child.signalCode === null) told.child.kill('SIGKILL');
+    }
+  });
 });
