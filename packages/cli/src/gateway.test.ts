@@ -585,4 +585,22 @@ void describe('plinth gateway against a real server', () => {
       if (told.child.exitCode === null && told.child.signalCode === null) told.child.kill('SIGKILL');
     }
   });
+
+  void it('--check: exit 0 when a start would succeed and every Route compiles, without binding; the start\'s own errors otherwise', async () => {
+    const busy = createServer();
+    await new Promise<void>((r) => busy.listen(0, '127.0.0.1', r));
+    try {
+      const ok = await cli(['gateway', '--check', '--listen', `127.0.0.1:${(busy.address() as AddressInfo).port}`, '-n', NS, '--workers', '2'], { PLINTH_TOKEN: gatewayToken });
+      assert.equal(ok.code, 0, ok.stderr);
+      assert.equal(ok.stdout, 'configuration OK: 1 Route in namespace gw\n');
+    } finally {
+      busy.close();
+    }
+    const missing = join(tmp, 'no-such-cert.pem');
+    const tls = await cli(['gateway', '--check', '-n', NS, '--tls-cert', missing, '--tls-key', missing], { PLINTH_TOKEN: gatewayToken });
+    assert.deepEqual([tls.code, tls.stderr.trim(), tls.stdout], [2, `error: cannot read the TLS certificate ${missing}: no such file`, '']);
+    const forged = await cli(['gateway', '--check', '-n', NS], { PLINTH_TOKEN: 'plinth_forged' });
+    assert.equal(forged.code, 4, forged.stderr);
+    assert.match(forged.stderr, /^error: the gateway would not start: the control plane refuses the token \(.*401.*\)$/m);
+  });
 });

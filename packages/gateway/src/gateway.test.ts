@@ -8,10 +8,10 @@ import { createServer } from 'node:http';
 import { connect } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { Headers } from '@plinth/core';
-import type { StaticGovernance } from '@plinth/sdk';
+import { StaticGovernance } from '@plinth/sdk';
 import { REPLAYABLE_BYTES } from './body.js';
-import type { Gateway } from './gateway.js';
-import type { StaticFeed } from './feed.js';
+import { checkGateway, type Gateway } from './gateway.js';
+import { StaticFeed } from './feed.js';
 import { call, instance, raw, resource, route, sleep, staticGateway, until, upstream, type Upstream } from './testkit.test.helpers.js';
 
 const anon = { auth: { mode: 'anonymous' } };
@@ -553,5 +553,24 @@ describe('gateway shutdown', () => {
     assert.ok((await stuck) instanceof Error, 'a request past the drain timeout has its connection closed');
     hang.closeAllConnections();
     hang.close();
+  });
+});
+
+describe('checkGateway (plinth gateway --check)', () => {
+  it('compiles the Routes a start would serve and names those it would ignore, without listening', async () => {
+    const governance = new StaticGovernance();
+    const routes = new StaticFeed([route('bad', { match: { path: {} } }), route('good', { ...anon, service: 's', match: { path: { exact: '/' } } })]);
+    const found = await checkGateway({ namespace: 'edge', governance, routes, listen: '127.0.0.1:1' });
+    assert.equal(found.routes, 1);
+    assert.equal(found.routeErrors.length, 1);
+    assert.match(found.routeErrors[0]!, /^Route edge\/bad: /);
+  });
+
+  it('refuses what a start would refuse: option combinations, unreadable TLS files, a sidecar app it cannot front', async () => {
+    const governance = new StaticGovernance();
+    await assert.rejects(checkGateway({ namespace: 'edge', governance, h2c: true, tls: { cert: '/nonexistent/c.pem', key: '/nonexistent/k.pem' } }), { name: 'TypeError', message: /h2c is cleartext HTTP\/2/ });
+    await assert.rejects(checkGateway({ namespace: 'edge', governance, tls: { cert: '/nonexistent/c.pem', key: '/nonexistent/k.pem' } }), /cannot read the TLS certificate \/nonexistent\/c\.pem: no such file/);
+    await assert.rejects(checkGateway({ namespace: 'edge', governance, sidecar: { app: 'ftp://127.0.0.1:21', service: 'x', version: '1' } }), { name: 'TypeError', message: /sidecar app must be an http:\/\/ URL/ });
+    await assert.rejects(checkGateway({ namespace: 'edge' }), /give either controlPlane or governance/);
   });
 });

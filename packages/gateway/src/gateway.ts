@@ -15,7 +15,7 @@ import type { TLSSocket } from 'node:tls';
 import type { Duplex } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { PROBLEM_CONTENT_TYPE, type RoleBindingSpec } from '@plinth/core';
-import { controlPlaneGovernance, createControlPlaneClient, GOVERNANCE_KINDS, type ControlPlaneClient, type GovernanceSource, type Logger } from '@plinth/sdk';
+import { controlPlaneGovernance, createControlPlaneClient, GOVERNANCE_KINDS, isControlPlaneError, type ControlPlaneClient, type GovernanceSource, type Logger } from '@plinth/sdk';
 import { sharedWheel, type TimerWheel } from '@plinth/sdk/resilience';
 import type { Tracing } from '@plinth/sdk/tracing';
 import type { Redis } from 'ioredis';
@@ -34,7 +34,7 @@ import { OidcVerifier, type OidcOptions } from './oidc.js';
 import { EdgeProxy, Forwarder } from './proxy.js';
 import { closeAdmin, listenAdmin, matchAnswer, routesAnswer, type AdminAnswer } from './admin-routes.js';
 import { LiveRoutes } from './routes.js';
-import { startSidecar, type RunningSidecar, type SidecarOptions } from './sidecar.js';
+import { checkSidecarOptions, startSidecar, type RunningSidecar, type SidecarOptions } from './sidecar.js';
 import { loadTls, watchTls, type TlsOptions, type TlsWatcher } from './tls.js';
 import { UpstreamTls, type UpstreamTlsOptions } from './upstream-tls.js';
 import { edgeWebSocketResolver, WebSocketProxy } from './websocket.js';
@@ -159,6 +159,7 @@ export interface Gateway {
 }
 
 const noopLogger: Logger = { warn: () => {}, debug: () => {} };
+const EMPTY_FEED: ResourceFeed = { version: 0, list: () => [], onChange: () => () => {} };
 
 function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
@@ -170,12 +171,72 @@ function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   ]).finally(() => clearTimeout(timer));
 }
 
-export async function startGateway(o: GatewayOptions): Promise<Gateway> {
-  if ((o.controlPlane === undefined) === (o.governance === undefined)) throw new TypeError('startGateway: give either controlPlane or governance');
-  const log = o.logger ?? noopLogger;
+/** Option combinations no gateway can run with. */
+function checkCombinations(o: GatewayOptions): void {
   if (o.sidecar?.appProtocol === 'h2c' && o.tls?.http2 === false) throw new TypeError('startGateway: sidecar appProtocol h2c needs HTTP/2 on the ingress: tls.http2 must not be false');
   if (o.h2c === true && o.sidecar !== undefined) throw new TypeError('startGateway: h2c is for the edge listener; a sidecar takes cleartext HTTP/2 on its ingress with sidecar.appProtocol h2c');
   if (o.h2c === true && o.tls !== undefined) throw new TypeError('startGateway: h2c is cleartext HTTP/2; with tls, HTTP/2 is offered through ALPN (tls.http2)');
+  if (o.sidecar !== undefined) checkSidecarOptions(o.sidecar);
+}
+
+/** A control-plane client holding its first snapshot (from the server, or the cache file while it is down). */
+async function firstSnapshot(cp: GatewayControlPlane, namespace: string, startTimeoutMs: number | undefined, log: Logger, refusalEnds = false): Promise<ControlPlaneClient> {
+  const c = createControlPlaneClient({ url: cp.url, token: cp.token, kinds: GATEWAY_KINDS, namespace, ...(cp.cacheFile !== undefined ? { cacheFile: cp.cacheFile } : {}), logger: log });
+  const ms = startTimeoutMs ?? 30_000;
+  // A start waits out a refusal (the credential may be on its way); a check reports it at once.
+  let off = (): void => {};
+  const refused = new Promise<never>((_, reject) => {
+    if (!refusalEnds) return;
+    off = c.on('syncFailed', ({ error }) => {
+      if (isControlPlaneError(error) && (error.status === 401 || error.status === 403)) reject(error);
+    });
+  });
+  try {
+    await withTimeout(Promise.race([c.started, refused]), ms, `no snapshot from ${cp.url} within ${ms} ms (and no cache file to start from)`);
+  } catch (e) {
+    await c.close();
+    throw e;
+  } finally {
+    off();
+  }
+  return c;
+}
+
+/** What `checkGateway` found. */
+export interface GatewayCheck {
+  /** The Routes of the namespace the edge would serve; none for a sidecar, which routes by service name. */
+  readonly routes: number;
+  /** Routes that cannot be compiled, with why: a running gateway ignores them (and warns). */
+  readonly routeErrors: readonly string[];
+}
+
+/**
+ * `plinth gateway --check`, as `nginx -t`: reads every option and file a start would (option combinations,
+ * TLS pairs and CA bundles, the sidecar's app options) and takes a first snapshot with the token given (the
+ * cache file when the control plane is down), then compiles the Routes, without listening, registering or
+ * serving. Throws what a start would throw.
+ */
+export async function checkGateway(o: GatewayOptions): Promise<GatewayCheck> {
+  if ((o.controlPlane === undefined) === (o.governance === undefined)) throw new TypeError('checkGateway: give either controlPlane or governance');
+  checkCombinations(o);
+  if (o.tls !== undefined) loadTls(o.tls);
+  if (o.upstreamTls !== undefined) UpstreamTls.load(o.upstreamTls).close();
+  const client = o.controlPlane !== undefined ? await firstSnapshot(o.controlPlane, o.namespace, o.startTimeoutMs, o.logger ?? noopLogger, true) : undefined;
+  try {
+    if (o.sidecar !== undefined) return { routes: 0, routeErrors: [] };
+    const feed = client !== undefined ? clientFeed(client, 'Route', o.namespace) : undefined;
+    const table = new LiveRoutes(feed ?? o.routes ?? EMPTY_FEED).table;
+    feed?.close();
+    return { routes: table.routes.length, routeErrors: table.errors };
+  } finally {
+    await client?.close();
+  }
+}
+
+export async function startGateway(o: GatewayOptions): Promise<Gateway> {
+  if ((o.controlPlane === undefined) === (o.governance === undefined)) throw new TypeError('startGateway: give either controlPlane or governance');
+  const log = o.logger ?? noopLogger;
+  checkCombinations(o);
   // Before the control plane: a bad certificate should fail at once, not after the first snapshot.
   const tlsContext = o.tls !== undefined ? loadTls(o.tls) : undefined;
   const clientCerts = tlsContext?.requestCert === true;
@@ -187,23 +248,8 @@ export async function startGateway(o: GatewayOptions): Promise<Gateway> {
   let routesFeed: ResourceFeed;
   let bindings: ResourceFeed<RoleBindingSpec> | undefined;
   if (o.controlPlane !== undefined) {
-    const cp = o.controlPlane;
-    client = createControlPlaneClient({
-      url: cp.url,
-      token: cp.token,
-      kinds: GATEWAY_KINDS,
-      namespace: o.namespace,
-      ...(cp.cacheFile !== undefined ? { cacheFile: cp.cacheFile } : {}),
-      logger: log,
-    });
-    const c = client;
+    const c = (client = await firstSnapshot(o.controlPlane, o.namespace, o.startTimeoutMs, log));
     closers.push(() => c.close());
-    try {
-      await withTimeout(c.started, o.startTimeoutMs ?? 30_000, `no snapshot from ${cp.url} within ${o.startTimeoutMs ?? 30_000} ms (and no cache file to start from)`);
-    } catch (e) {
-      await c.close();
-      throw e;
-    }
     const g = controlPlaneGovernance(c, o.namespace);
     const rf = clientFeed(c, 'Route', o.namespace);
     const bf = clientFeed<RoleBindingSpec>(c, 'RoleBinding', o.namespace);
@@ -213,7 +259,7 @@ export async function startGateway(o: GatewayOptions): Promise<Gateway> {
     bindings = bf;
   } else {
     governance = o.governance!;
-    routesFeed = o.routes ?? { version: 0, list: () => [], onChange: () => () => {} };
+    routesFeed = o.routes ?? EMPTY_FEED;
     bindings = o.roleBindings;
   }
 

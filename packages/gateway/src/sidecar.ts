@@ -85,6 +85,16 @@ function serviceHost(host: string): string | undefined {
  *   discovery, lanes, version routing, balancing, breakers, retries and deadlines from the engine. The app
  *   passes on the `traceparent`, `baggage` and `plinth-timeout-ms` it received, as with any mesh.
  */
+/** The sidecar options a start refuses, refused before anything runs; the app's URL and protocol. */
+export function checkSidecarOptions(o: SidecarOptions): { app: URL; appProtocol: 'http' | 'h2c' } {
+  const app = new URL(o.app);
+  if (app.protocol !== 'http:') throw new TypeError(`sidecar app must be an http:// URL, not ${o.app}`);
+  const appProtocol = o.appProtocol ?? 'http';
+  if (appProtocol !== 'http' && appProtocol !== 'h2c') throw new TypeError(`sidecar appProtocol is http or h2c, not ${JSON.stringify(appProtocol)}`);
+  if (o.appHealth !== undefined) checkAppHealthOptions(o.appHealth, appProtocol);
+  return { app, appProtocol };
+}
+
 export async function startSidecar(
   f: Forwarder,
   o: SidecarOptions,
@@ -96,11 +106,7 @@ export async function startSidecar(
   log: Logger,
   tls?: SidecarTls,
 ): Promise<RunningSidecar> {
-  const app = new URL(o.app);
-  if (app.protocol !== 'http:') throw new TypeError(`sidecar app must be an http:// URL, not ${o.app}`);
-  const appProtocol = o.appProtocol ?? 'http';
-  if (appProtocol !== 'http' && appProtocol !== 'h2c') throw new TypeError(`sidecar appProtocol is http or h2c, not ${JSON.stringify(appProtocol)}`);
-  if (o.appHealth !== undefined) checkAppHealthOptions(o.appHealth, appProtocol);
+  const { app, appProtocol } = checkSidecarOptions(o);
   const appPool = defaultPool(app.origin, appProtocol, 64);
   const maxBody = o.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
   const metadata = appProtocol === 'h2c' ? { ...o.metadata, [PROTOCOL_METADATA]: 'h2c' } : o.metadata;

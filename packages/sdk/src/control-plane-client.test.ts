@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { Agent } from 'undici';
-import { createControlPlaneClient, type ControlPlaneClient, type ControlPlaneClientOptions } from './index.js';
+import { createControlPlaneClient, isControlPlaneError, type ControlPlaneClient, type ControlPlaneClientOptions } from './index.js';
 import { TestControlPlane, nextEvent, recordChanges, recordingLogger, stillPending, until } from './testing/control-plane.js';
 
 const tmp = mkdtempSync(join(tmpdir(), 'plinth-sdk-client-'));
@@ -215,7 +215,13 @@ test('a rejected token keeps the client retrying with backoff, and says so', asy
   t.after(() => s.destroy());
   const log = recordingLogger();
   const cp = client(s, { token: 'eyJhbGciOiJFUzI1NiJ9.e30.bogus', logger: log });
+  const failures: { status: number; failures: number; retryInMs: number }[] = [];
+  cp.on('syncFailed', ({ error, failures: n, retryInMs }) => failures.push({ status: isControlPlaneError(error) ? error.status : 0, failures: n, retryInMs }));
   assert.ok(await stillPending(cp.ready, 400));
   assert.ok(log.warnings.some((w) => w.includes('cannot sync')), log.warnings.join(' | '));
   assert.ok(log.debugs.length >= 1, 'and kept trying');
+  // Every failed round is an event with the server's status, counted, with the delay before the next.
+  assert.ok(failures.length >= 2, JSON.stringify(failures));
+  assert.deepEqual(failures.map((f) => [f.status, f.failures]).slice(0, 2), [[401, 1], [401, 2]]);
+  assert.ok(failures.every((f) => f.retryInMs >= 0));
 });

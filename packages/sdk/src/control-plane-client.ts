@@ -53,6 +53,11 @@ export interface ControlPlaneEvents {
   synced: [info: { revision: number }];
   /** An open watch stream ended; the client reconnects by itself. */
   disconnected: [info: { reason: DisconnectReason; error?: Error }];
+  /**
+   * A round of listing and watching failed (the server unreachable, or it refused: a `ControlPlaneError`
+   * with its HTTP status); the client goes on serving its snapshot and tries again after `retryInMs`.
+   */
+  syncFailed: [info: { error: Error; failures: number; retryInMs: number }];
 }
 
 export interface ListFilter {
@@ -290,6 +295,7 @@ class Client implements ControlPlaneClient {
       } else if (!isControlPlaneError(error, REVISION_COMPACTED)) {
         // First failure after a healthy period, then every 10th: an outage is reported, not narrated.
         const n = ++errorsInARow;
+        this.emitter.emit('syncFailed', { error: error instanceof Error ? error : new Error(errorMessage(error)), failures: n, retryInMs: delay });
         const details = { error: errorMessage(error), failures: n, retryInMs: delay, source: this.src };
         if (n === 1 || n % 10 === 0) this.log.warn('cannot sync with the control plane; serving the last snapshot', details);
         else this.log.debug('still cannot sync with the control plane', details);

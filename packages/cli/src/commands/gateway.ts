@@ -1,6 +1,7 @@
 import { availableParallelism } from 'node:os';
 import { resolve } from 'node:path';
 import type { Command } from 'commander';
+import type { GatewayOptions } from '@plinth/gateway';
 import { resolveConnection, defaultNamespace } from '../config.js';
 import { CliError, ExitCode, UsageError } from '../errors.js';
 import { note, out, runUntilSignal } from './common.js';
@@ -37,6 +38,7 @@ interface GatewayFlags {
   upstreamTrustDomains?: string;
   upstreamHttp2?: boolean;
   workers?: string;
+  check?: boolean;
 }
 
 const HOST_PORT = /^(\[[^\]]+\]|[^:]*):\d+$/;
@@ -75,6 +77,7 @@ export function registerGateway(program: Command): void {
     .option('--advertise <address>', 'sidecar: the address other services reach the ingress at, e.g. https://10.0.0.7:8443 (default from --listen)')
     .option('--stream-idle-timeout <ms>', 'for routes without their own streamIdleTimeoutMs and for sidecar traffic: the deadline bounds an exchange up to its answer\'s head, then a streaming answer (server-sent events, gRPC streams) is cut only after this many milliseconds without a byte either way')
     .option('--workers <n>', 'serve from n worker processes (or "auto": one per core) sharing --listen, with the admin address in the primary; SIGHUP to the primary then replaces them one by one with no failed request (edge mode)')
+    .option('--check', 'check the flags, the files they name, the token and the Routes as a start would, then exit: 0 when it would start and every Route compiles')
     .option('--trace-sample <ratio>', 'export a span per hop to the control plane for this share of new traces (0..1; errors and slow requests are kept on demand); needs create on Span')
     .action(async (flags: GatewayFlags, cmd: Command) => {
       const globals = cmd.optsWithGlobals<{ url?: string; token?: string }>();
@@ -134,9 +137,11 @@ export function registerGateway(program: Command): void {
       if (workers !== undefined && flags.sidecar) throw new UsageError('--workers applies to the edge gateway: a sidecar registers its one app from one process');
       const namespace = flags.namespace ?? defaultNamespace();
       // Loaded here so that other commands do not pay for the gateway's modules.
-      const { startGateway, startWorkerPool, serveAsWorker, leavePool, workerRole, WorkerStartError } = await import('@plinth/gateway');
+      const { checkGateway, startGateway, startWorkerPool, serveAsWorker, leavePool, workerRole, WorkerStartError } = await import('@plinth/gateway');
+      const { isControlPlaneError } = await import('@plinth/sdk');
+      const tokenRefused = (e: unknown): boolean => isControlPlaneError(e) && (e.status === 401 || e.status === 403);
       const role = workers !== undefined ? workerRole() : undefined;
-      if (workers !== undefined && role === undefined) {
+      if (workers !== undefined && role === undefined && !flags.check) {
         let pool;
         try {
           pool = await startWorkerPool({ workers, ...(flags.admin !== undefined ? { adminListen: flags.admin } : {}), logger: { warn: (m, f) => note(`warning: ${m}${f ? ` ${JSON.stringify(f)}` : ''}`), debug: () => {} } });
@@ -160,6 +165,57 @@ export function registerGateway(program: Command): void {
         await runUntilSignal(() => p.close(), 'draining', () => p.kill());
         return;
       }
+      const options: GatewayOptions = {
+        namespace,
+        controlPlane: { url: conn.url, token: conn.token, ...(flags.cacheFile !== undefined ? { cacheFile: resolve(flags.cacheFile) } : {}) },
+        listen: flags.listen,
+        // A worker's admin answers go through the primary's listener.
+        ...(flags.admin !== undefined && role === undefined ? { adminListen: flags.admin } : {}),
+        ...(role !== undefined ? { processes: role.of } : {}),
+        ...(flags.tlsCert !== undefined && flags.tlsKey !== undefined
+          ? {
+              tls: {
+                cert: resolve(flags.tlsCert),
+                key: resolve(flags.tlsKey),
+                ...(flags.http2 ? {} : { http2: false }),
+                ...(flags.tlsClientCa !== undefined ? { clientCa: resolve(flags.tlsClientCa) } : {}),
+                ...(clientCert !== undefined ? { clientCert } : {}),
+              },
+            }
+          : {}),
+        ...(flags.h2c === true ? { h2c: true } : {}),
+        ...(upstreamTls !== undefined ? { upstreamTls } : {}),
+        ...(trustProxy !== undefined ? { trustProxy } : {}),
+        ...(streamIdle !== undefined ? { streamIdleTimeoutMs: streamIdle } : {}),
+        ...(flags.accessLog ? (role !== undefined ? { accessLog: { shared: true } } : {}) : { accessLog: false as const }),
+        logger: { warn: (m, f) => note(`warning: ${m}${f ? ` ${JSON.stringify(f)}` : ''}`), debug: () => {} },
+        ...(flags.sidecar
+          ? {
+              sidecar: {
+                app: flags.app!,
+                service: flags.service!,
+                version: flags.appVersion!,
+                ...(flags.lane !== undefined ? { lane: flags.lane } : {}),
+                ...(flags.egress !== undefined ? { egress: flags.egress } : {}),
+                ...(flags.advertise !== undefined ? { advertiseAddress: flags.advertise } : {}),
+                ...(flags.appProtocol !== undefined ? { appProtocol: flags.appProtocol as 'http' | 'h2c' } : {}),
+                ...(appHealth !== undefined ? { appHealth: { check: appHealth, ...(probeEvery !== undefined ? { intervalMs: probeEvery } : {}) } } : {}),
+              },
+            }
+          : {}),
+      };
+      if (flags.check) {
+        let found;
+        try {
+          found = await checkGateway(options);
+        } catch (e) {
+          throw startFailure(e, 'the gateway would not start', tokenRefused);
+        }
+        for (const error of found.routeErrors) note(`route error: ${error}`);
+        if (found.routeErrors.length > 0) throw new CliError(`${found.routeErrors.length} Route${found.routeErrors.length === 1 ? '' : 's'} of namespace ${namespace} cannot be compiled and would be ignored`, ExitCode.REFUSED);
+        out(`configuration OK: ${flags.sidecar ? `sidecar for ${flags.service}` : `${found.routes} Route${found.routes === 1 ? '' : 's'}`} in namespace ${namespace}`);
+        return;
+      }
       const tracing =
         sample === undefined
           ? undefined
@@ -172,54 +228,11 @@ export function registerGateway(program: Command): void {
             });
       let gw;
       try {
-        gw = await startGateway({
-          namespace,
-          controlPlane: { url: conn.url, token: conn.token, ...(flags.cacheFile !== undefined ? { cacheFile: resolve(flags.cacheFile) } : {}) },
-          listen: flags.listen,
-          // A worker's admin answers go through the primary's listener.
-          ...(flags.admin !== undefined && role === undefined ? { adminListen: flags.admin } : {}),
-          ...(role !== undefined ? { processes: role.of } : {}),
-          ...(flags.tlsCert !== undefined && flags.tlsKey !== undefined
-            ? {
-                tls: {
-                  cert: resolve(flags.tlsCert),
-                  key: resolve(flags.tlsKey),
-                  ...(flags.http2 ? {} : { http2: false }),
-                  ...(flags.tlsClientCa !== undefined ? { clientCa: resolve(flags.tlsClientCa) } : {}),
-                  ...(clientCert !== undefined ? { clientCert } : {}),
-                },
-              }
-            : {}),
-          ...(flags.h2c === true ? { h2c: true } : {}),
-          ...(upstreamTls !== undefined ? { upstreamTls } : {}),
-          ...(trustProxy !== undefined ? { trustProxy } : {}),
-          ...(streamIdle !== undefined ? { streamIdleTimeoutMs: streamIdle } : {}),
-          ...(flags.accessLog ? (role !== undefined ? { accessLog: { shared: true } } : {}) : { accessLog: false as const }),
-          ...(tracing !== undefined ? { tracing } : {}),
-          logger: { warn: (m, f) => note(`warning: ${m}${f ? ` ${JSON.stringify(f)}` : ''}`), debug: () => {} },
-          ...(flags.sidecar
-            ? {
-                sidecar: {
-                  app: flags.app!,
-                  service: flags.service!,
-                  version: flags.appVersion!,
-                  ...(flags.lane !== undefined ? { lane: flags.lane } : {}),
-                  ...(flags.egress !== undefined ? { egress: flags.egress } : {}),
-                  ...(flags.advertise !== undefined ? { advertiseAddress: flags.advertise } : {}),
-                  ...(flags.appProtocol !== undefined ? { appProtocol: flags.appProtocol as 'http' | 'h2c' } : {}),
-                  ...(appHealth !== undefined ? { appHealth: { check: appHealth, ...(probeEvery !== undefined ? { intervalMs: probeEvery } : {}) } } : {}),
-                },
-              }
-            : {}),
-        });
+        gw = await startGateway({ ...options, ...(tracing !== undefined ? { tracing } : {}) });
       } catch (e) {
         // A worker's channel to the primary would keep it alive: the error is printed, then it exits.
         if (role !== undefined) leavePool();
-        const err = e as NodeJS.ErrnoException;
-        if (err.code === 'EADDRINUSE') throw new CliError(`cannot start the gateway: an address is already in use (${err.message})`, ExitCode.REFUSED);
-        if (err instanceof TypeError) throw new UsageError(err.message);
-        if (/no snapshot/.test(err.message)) throw new CliError(`cannot start the gateway: ${err.message}`, ExitCode.UNREACHABLE);
-        throw new CliError(`cannot start the gateway: ${err.message}`, ExitCode.REFUSED);
+        throw startFailure(e, 'cannot start the gateway', tokenRefused);
       }
       const running = gw;
       const closeAll = async (): Promise<void> => {
@@ -236,6 +249,16 @@ export function registerGateway(program: Command): void {
       if (gw.adminUrl) out(`admin on ${gw.adminUrl} (/metrics, /healthz, /readyz)`);
       await runUntilSignal(closeAll, 'draining');
     });
+}
+
+/** A failed start (or check) as the CLI reports it: bad options exit 2, no snapshot 3, anything else 1. */
+function startFailure(e: unknown, what: string, tokenRefused: (e: unknown) => boolean): Error {
+  const err = e as NodeJS.ErrnoException;
+  if (err.code === 'EADDRINUSE') return new CliError(`${what}: an address is already in use (${err.message})`, ExitCode.REFUSED);
+  if (err instanceof TypeError) return new UsageError(err.message);
+  if (/no snapshot/.test(err.message)) return new CliError(`${what}: ${err.message}`, ExitCode.UNREACHABLE);
+  if (tokenRefused(e)) return new CliError(`${what}: the control plane refuses the token (${err.message})`, ExitCode.AUTH);
+  return new CliError(`${what}: ${err.message}`, ExitCode.REFUSED);
 }
 
 /** A worker's exit code when it is one of the CLI's own, else REFUSED. */
