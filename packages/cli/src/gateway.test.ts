@@ -205,6 +205,22 @@ void describe('plinth gateway against a real server', () => {
     }
   });
 
+  void it('a single gateway drains on SIGHUP instead of dying on the spot', async () => {
+    const gw = await startGatewayProcess();
+    try {
+      const inFlight = request(`${gw.url}/hello/held`).then(async (r) => [r.statusCode, await r.body.text()]);
+      while (held.length === 0) await sleep(5);
+      gw.child.kill('SIGHUP');
+      for (let i = 0; i < 200 && !/SIGTERM: shutting down/.test(gw.output().stderr); i++) await sleep(10);
+      held.shift()!();
+      assert.deepEqual(await inFlight, [200, 'hello /hello/held from gateway']);
+      assert.equal(await gw.exited, 0, gw.output().stderr);
+      assert.match(gw.output().stderr, /SIGHUP: a single gateway cannot reload \(run it with --workers for that\); draining as for SIGTERM/);
+    } finally {
+      if (gw.child.exitCode === null && gw.child.signalCode === null) gw.child.kill('SIGKILL');
+    }
+  });
+
   void it('bad flags exit 2 with a message naming the flag', async () => {
     const cases: [string[], RegExp][] = [
       [['--listen', 'nowhere'], /^error: --listen expects host:port, not "nowhere"$/m],

@@ -247,6 +247,12 @@ export function registerGateway(program: Command): void {
       out(`plinth gateway ${flags.sidecar ? `(sidecar for ${flags.service}) ` : ''}listening on ${gw.url} (namespace ${namespace})`);
       if (gw.egressUrl) out(`egress on ${gw.egressUrl}: http://${new URL(gw.egressUrl).host}/<service>/<path>`);
       if (gw.adminUrl) out(`admin on ${gw.adminUrl} (/metrics, /healthz, /readyz)`);
+      // node's default for SIGHUP is to die on the spot, cutting requests in flight: one process cannot reload
+      // (that takes --workers), so a hangup, or a HUP sent out of habit, drains and stops as SIGTERM does.
+      process.once('SIGHUP', () => {
+        note('SIGHUP: a single gateway cannot reload (run it with --workers for that); draining as for SIGTERM');
+        process.kill(process.pid, 'SIGTERM');
+      });
       await runUntilSignal(closeAll, 'draining');
     });
 }
