@@ -1,6 +1,6 @@
 import type { IncomingHttpHeaders, Server } from 'node:http';
 import { HTTP_METHODS, PROBLEM_CONTENT_TYPE } from '@plinth/core';
-import { GatewayCodes, problemBody } from './errors.js';
+import { GatewayCodes, problemBody, type GatewayCode } from './errors.js';
 import { hardenedServer, listenOn, parseHostPort, urlOf } from './listen.js';
 import { normalizePath, type LiveRoutes } from './routes.js';
 
@@ -12,6 +12,16 @@ export interface AdminAnswer {
 }
 
 const JSON_TYPE = 'application/json';
+
+/** An admin answer with a JSON body. */
+export function jsonAnswer(status: number, body: string): AdminAnswer {
+  return { status, contentType: JSON_TYPE, body };
+}
+
+/** An admin answer with a problem document (RFC 9457). */
+export function problemAnswer(code: GatewayCode, status: number, detail: string): AdminAnswer {
+  return { status, contentType: PROBLEM_CONTENT_TYPE, body: problemBody(code, status, detail) };
+}
 
 /** The admin listener on `listen` (`host:port`), answering every request by `answer` of its path and query. */
 export async function listenAdmin(listen: string, answer: (target: string) => Promise<AdminAnswer>): Promise<{ server: Server; url: string }> {
@@ -46,7 +56,7 @@ const METHODS: ReadonlySet<string> = new Set(HTTP_METHODS);
 export function routesAnswer(routes: LiveRoutes): AdminAnswer {
   const table = routes.table;
   const list = table.routes.map((r) => ({ id: r.id, service: r.service ?? null, split: r.split?.backends ?? null, static: r.staticAnswer !== undefined, redirect: r.redirect !== undefined, auth: r.auth.mode, spec: r.spec }));
-  return { status: 200, contentType: JSON_TYPE, body: JSON.stringify({ routes: list, errors: table.errors }) };
+  return jsonAnswer(200, JSON.stringify({ routes: list, errors: table.errors }));
 }
 
 /**
@@ -66,7 +76,7 @@ export function matchAnswer(routes: LiveRoutes, query: URLSearchParams): AdminAn
   for (const [k, v] of query) if (k.startsWith('header.') && k.length > 7) headers[k.slice(7).toLowerCase()] = v;
   const search = q < 0 ? '' : rawPath.slice(q);
   const m = routes.table.match(host, method, path, headers, search);
-  if (m === undefined) return { status: 404, contentType: JSON_TYPE, body: JSON.stringify({ match: null, detail: `no route for ${method} ${host}${path}` }) };
+  if (m === undefined) return jsonAnswer(404, JSON.stringify({ match: null, detail: `no route for ${method} ${host}${path}` }));
   const r = m.route;
   const upstreamPath = r.service === undefined && r.split === undefined ? null : r.rewrite(path, m.params) + search;
   // A split's draw: known for a sticky one given the caller (`identity`) or the address (`ip`) it hashes on.
@@ -77,9 +87,9 @@ export function matchAnswer(routes: LiveRoutes, query: URLSearchParams): AdminAn
   // Where a redirect would send a client that asked for that host over `scheme` (default http).
   const scheme = query.get('scheme') === 'https' ? 'https' : 'http';
   const redirect = r.redirect === undefined ? null : { status: r.redirect.status, location: r.redirect.location(scheme, query.get('host') ?? '', path, m.params, search) ?? null };
-  return { status: 200, contentType: JSON_TYPE, body: JSON.stringify({ match: { route: r.id, service, split, static: r.staticAnswer !== undefined, redirect, auth: r.auth.mode, upstreamPath, params: m.params } }) };
+  return jsonAnswer(200, JSON.stringify({ match: { route: r.id, service, split, static: r.staticAnswer !== undefined, redirect, auth: r.auth.mode, upstreamPath, params: m.params } }));
 }
 
 function bad(detail: string): AdminAnswer {
-  return { status: 400, contentType: PROBLEM_CONTENT_TYPE, body: problemBody(GatewayCodes.badRequest, 400, detail) };
+  return problemAnswer(GatewayCodes.badRequest, 400, detail);
 }

@@ -14,7 +14,7 @@ import type { Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import type { Duplex } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { PROBLEM_CONTENT_TYPE, type RoleBindingSpec } from '@plinth/core';
+import type { RoleBindingSpec } from '@plinth/core';
 import { controlPlaneGovernance, createControlPlaneClient, GOVERNANCE_KINDS, isControlPlaneError, type ControlPlaneClient, type GovernanceSource, type Logger } from '@plinth/sdk';
 import { sharedWheel, type TimerWheel } from '@plinth/sdk/resilience';
 import type { Tracing } from '@plinth/sdk/tracing';
@@ -32,7 +32,7 @@ import { GatewayMetrics } from './metrics.js';
 import { MIRROR_MAX_IN_FLIGHT } from './mirror.js';
 import { OidcVerifier, type OidcOptions } from './oidc.js';
 import { EdgeProxy, Forwarder } from './proxy.js';
-import { closeAdmin, listenAdmin, matchAnswer, routesAnswer, type AdminAnswer } from './admin-routes.js';
+import { closeAdmin, jsonAnswer, listenAdmin, matchAnswer, problemAnswer, routesAnswer, type AdminAnswer } from './admin-routes.js';
 import { LiveRoutes } from './routes.js';
 import { checkSidecarOptions, startSidecar, type RunningSidecar, type SidecarOptions } from './sidecar.js';
 import { loadTls, watchTls, type TlsOptions, type TlsWatcher } from './tls.js';
@@ -150,8 +150,6 @@ export interface Gateway {
   inFlight(): number;
   /** The gateway's metrics, served on the admin listener (and gathered by a supervising primary, workers.ts). */
   readonly registry: Registry;
-  /** Why the gateway is not ready (`draining`, `no_snapshot`, `registering`), or undefined when it is. */
-  readiness(): string | undefined;
   /** The admin listener's answer to a path and query (`/readyz`, `/routes/match?path=/x`), listener or not. */
   admin(target: string): Promise<AdminAnswer>;
   /** Graceful: not ready, stop accepting, finish requests in flight (up to drainTimeoutMs), then close everything. Idempotent. */
@@ -188,7 +186,7 @@ async function firstSnapshot(cp: GatewayControlPlane, namespace: string, startTi
   const refused = new Promise<never>((_, reject) => {
     if (!refusalEnds) return;
     off = c.on('syncFailed', ({ error }) => {
-      if (isControlPlaneError(error) && (error.status === 401 || error.status === 403)) reject(error);
+      if (isTokenRefusal(error)) reject(error);
     });
   });
   try {
@@ -200,6 +198,11 @@ async function firstSnapshot(cp: GatewayControlPlane, namespace: string, startTi
     off();
   }
   return c;
+}
+
+/** The control plane refused the gateway's token (401) or its rights (403). */
+export function isTokenRefusal(e: unknown): boolean {
+  return isControlPlaneError(e) && (e.status === 401 || e.status === 403);
 }
 
 /** What `checkGateway` found. */
@@ -375,20 +378,19 @@ export async function startGateway(o: GatewayOptions): Promise<Gateway> {
     () => (snapshotCurrent = true),
     () => {},
   );
-  const readiness = (): string | undefined => (stopping ? 'draining' : !snapshotCurrent ? 'no_snapshot' : running !== undefined && !running.service.ready ? 'registering' : undefined);
   const admin = async (target: string): Promise<AdminAnswer> => {
     const q = target.indexOf('?');
     const path = q < 0 ? target : target.slice(0, q);
     if (path === '/metrics') return { status: 200, contentType: metrics.registry.contentType, body: await metrics.registry.metrics() };
-    if (path === '/healthz') return { status: 200, contentType: JSON_TYPE, body: '{"ok":true}' };
+    if (path === '/healthz') return jsonAnswer(200, '{"ok":true}');
     if (path === '/readyz') {
-      const reason = readiness();
-      return reason === undefined ? { status: 200, contentType: JSON_TYPE, body: '{"ready":true}' } : { status: 503, contentType: JSON_TYPE, body: `{"ready":false,"reason":"${reason}"}` };
+      const reason = stopping ? 'draining' : !snapshotCurrent ? 'no_snapshot' : running !== undefined && !running.service.ready ? 'registering' : undefined;
+      return reason === undefined ? jsonAnswer(200, '{"ready":true}') : jsonAnswer(503, `{"ready":false,"reason":"${reason}"}`);
     }
     // The edge's route table; a sidecar routes by service name and has none.
     if (!sidecar && path === '/routes') return routesAnswer(routes);
     if (!sidecar && path === '/routes/match') return matchAnswer(routes, new URLSearchParams(q < 0 ? '' : target.slice(q + 1)));
-    return { status: 404, contentType: PROBLEM_CONTENT_TYPE, body: problemBody(GatewayCodes.routeNotFound, 404, `admin paths: /metrics, /healthz, /readyz${sidecar ? '' : ', /routes, /routes/match'}`) };
+    return problemAnswer(GatewayCodes.routeNotFound, 404, `admin paths: /metrics, /healthz, /readyz${sidecar ? '' : ', /routes, /routes/match'}`);
   };
   if (o.adminListen !== undefined) {
     try {
@@ -459,7 +461,6 @@ export async function startGateway(o: GatewayOptions): Promise<Gateway> {
     controlPlane: client,
     inFlight: () => forwarder.inFlight,
     registry: metrics.registry,
-    readiness,
     admin,
     close: () => (closing ??= doClose()),
   };
@@ -480,7 +481,6 @@ function tlsFailureHandler(metrics: GatewayMetrics, log: Logger, clientCerts: bo
   };
 }
 
-const JSON_TYPE = 'application/json';
 /** How long a drain waits for connections that were accepted but have not sent a request yet. */
 const FRESH_CONNECTION_GRACE_MS = 1000;
 

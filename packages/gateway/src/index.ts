@@ -1,4 +1,4 @@
-export { startGateway, checkGateway, GATEWAY_KINDS, type Gateway, type GatewayCheck, type GatewayControlPlane, type GatewayOptions } from './gateway.js';
+export { startGateway, checkGateway, isTokenRefusal, GATEWAY_KINDS, type Gateway, type GatewayCheck, type GatewayControlPlane, type GatewayOptions } from './gateway.js';
 export type { SidecarOptions } from './sidecar.js';
 export { startWorkerPool, serveAsWorker, leavePool, workerRole, WorkerStartError, type WorkerPool, type WorkerPoolOptions, type WorkerRole } from './workers.js';
 export type { AppHealthOptions } from './app-health.js';

@@ -17,11 +17,10 @@
  */
 import cluster, { type Worker } from 'node:cluster';
 import type { Server } from 'node:http';
-import { PROBLEM_CONTENT_TYPE } from '@plinth/core';
 import type { Logger } from '@plinth/sdk';
 import { AggregatorRegistry, Counter, Gauge, Registry, type MetricObjectWithValues, type MetricValue } from 'prom-client';
-import { closeAdmin, listenAdmin, type AdminAnswer } from './admin-routes.js';
-import { GatewayCodes, problemBody } from './errors.js';
+import { closeAdmin, jsonAnswer, listenAdmin, problemAnswer, type AdminAnswer } from './admin-routes.js';
+import { GatewayCodes } from './errors.js';
 import type { Gateway } from './gateway.js';
 
 const WORKER_ENV = 'PLINTH_GATEWAY_WORKER';
@@ -83,7 +82,7 @@ export function serveAsWorker(gw: Gateway, close: () => Promise<void>): Promise<
       if (m.plinth === 'admin') {
         gw.admin(m.target).then(
           (answer) => send({ plinth: 'admin', id: m.id, answer }),
-          () => send({ plinth: 'admin', id: m.id, answer: { status: 503, contentType: PROBLEM_CONTENT_TYPE, body: problemBody(GatewayCodes.unavailable, 503, 'the worker could not answer') } }),
+          () => send({ plinth: 'admin', id: m.id, answer: problemAnswer(GatewayCodes.unavailable, 503, 'the worker could not answer') }),
         );
       } else if (m.plinth === 'metrics') {
         gw.registry.getMetricsAsJSON().then(
@@ -328,19 +327,18 @@ export async function startWorkerPool(o: WorkerPoolOptions): Promise<WorkerPool>
     });
 
   const pids = (): number[] => [...serving].map((w) => w.process.pid ?? 0);
-  const answerOf = (status: number, body: string, contentType = 'application/json'): AdminAnswer => ({ status, contentType, body });
 
   const admin = async (target: string): Promise<AdminAnswer> => {
     const q = target.indexOf('?');
     const path = q < 0 ? target : target.slice(0, q);
-    if (path === '/healthz') return answerOf(serving.size > 0 ? 200 : 503, JSON.stringify({ ok: serving.size > 0, workers: pids() }));
+    if (path === '/healthz') return jsonAnswer(serving.size > 0 ? 200 : 503, JSON.stringify({ ok: serving.size > 0, workers: pids() }));
     if (path === '/readyz') {
-      if (closing) return answerOf(503, '{"ready":false,"reason":"draining"}');
-      if (serving.size === 0) return answerOf(503, '{"ready":false,"reason":"no_workers"}');
+      if (closing) return jsonAnswer(503, '{"ready":false,"reason":"draining"}');
+      if (serving.size === 0) return jsonAnswer(503, '{"ready":false,"reason":"no_workers"}');
       const answers = await ask<AdminAnswer>(serving, (id) => ({ plinth: 'admin', id, target: '/readyz' }));
       const notReady = [...serving].map((w) => answers.get(w)).find((a) => a === undefined || a.status !== 200);
-      if (notReady === undefined) return answerOf(200, JSON.stringify({ ready: true, workers: pids() }));
-      return notReady.status === 503 ? notReady : answerOf(503, '{"ready":false,"reason":"worker_unresponsive"}');
+      if (notReady === undefined) return jsonAnswer(200, JSON.stringify({ ready: true, workers: pids() }));
+      return notReady.status === 503 ? notReady : jsonAnswer(503, '{"ready":false,"reason":"worker_unresponsive"}');
     }
     if (path === '/metrics') {
       const answers = await ask<MetricJson[]>([...serving, ...draining], (id) => ({ plinth: 'metrics', id }));
@@ -348,12 +346,12 @@ export async function startWorkerPool(o: WorkerPoolOptions): Promise<WorkerPool>
       await folding;
       const live = [...answers].filter(([w]) => !retired.has(w)).map(([, m]) => m);
       const merged = Registry.merge([AggregatorRegistry.aggregate([...live, retiredFigures]), registry]);
-      return answerOf(200, await merged.metrics(), merged.contentType);
+      return { status: 200, contentType: merged.contentType, body: await merged.metrics() };
     }
     const one = [...serving][0];
-    if (one === undefined) return answerOf(503, problemBody(GatewayCodes.unavailable, 503, 'no gateway worker is serving'), PROBLEM_CONTENT_TYPE);
+    if (one === undefined) return problemAnswer(GatewayCodes.unavailable, 503, 'no gateway worker is serving');
     const answers = await ask<AdminAnswer>([one], (id) => ({ plinth: 'admin', id, target }));
-    return answers.get(one) ?? answerOf(503, problemBody(GatewayCodes.unavailable, 503, 'the gateway worker did not answer'), PROBLEM_CONTENT_TYPE);
+    return answers.get(one) ?? problemAnswer(GatewayCodes.unavailable, 503, 'the gateway worker did not answer');
   };
 
   const killAll = (): void => {

@@ -137,20 +137,17 @@ export function registerGateway(program: Command): void {
       if (workers !== undefined && flags.sidecar) throw new UsageError('--workers applies to the edge gateway: a sidecar registers its one app from one process');
       const namespace = flags.namespace ?? defaultNamespace();
       // Loaded here so that other commands do not pay for the gateway's modules.
-      const { checkGateway, startGateway, startWorkerPool, serveAsWorker, leavePool, workerRole, WorkerStartError } = await import('@plinth/gateway');
-      const { isControlPlaneError } = await import('@plinth/sdk');
-      const tokenRefused = (e: unknown): boolean => isControlPlaneError(e) && (e.status === 401 || e.status === 403);
+      const { checkGateway, isTokenRefusal, startGateway, startWorkerPool, serveAsWorker, leavePool, workerRole, WorkerStartError } = await import('@plinth/gateway');
+      const logger = { warn: (m: string, f?: Record<string, unknown>) => note(`warning: ${m}${f ? ` ${JSON.stringify(f)}` : ''}`), debug: () => {} };
       const role = workers !== undefined ? workerRole() : undefined;
       if (workers !== undefined && role === undefined && !flags.check) {
         let pool;
         try {
-          pool = await startWorkerPool({ workers, ...(flags.admin !== undefined ? { adminListen: flags.admin } : {}), logger: { warn: (m, f) => note(`warning: ${m}${f ? ` ${JSON.stringify(f)}` : ''}`), debug: () => {} } });
+          pool = await startWorkerPool({ workers, ...(flags.admin !== undefined ? { adminListen: flags.admin } : {}), logger });
         } catch (e) {
           // The worker printed why it could not start; its exit code says what kind of failure it was.
           if (e instanceof WorkerStartError) throw new CliError(`cannot start the gateway: ${e.message}`, knownExitCode(e.exitCode));
-          const err = e as NodeJS.ErrnoException;
-          if (err.code === 'EADDRINUSE') throw new CliError(`cannot start the gateway: an address is already in use (${err.message})`, ExitCode.REFUSED);
-          throw new CliError(`cannot start the gateway: ${err.message}`, ExitCode.REFUSED);
+          throw startFailure(e, 'cannot start the gateway', isTokenRefusal);
         }
         out(`plinth gateway listening on ${pool.url} (namespace ${namespace}, ${workers} worker${workers === 1 ? '' : 's'}: ${pool.pids().join(' ')})`);
         if (pool.adminUrl) out(`admin on ${pool.adminUrl} (/metrics, /healthz, /readyz)`);
@@ -188,7 +185,7 @@ export function registerGateway(program: Command): void {
         ...(trustProxy !== undefined ? { trustProxy } : {}),
         ...(streamIdle !== undefined ? { streamIdleTimeoutMs: streamIdle } : {}),
         ...(flags.accessLog ? (role !== undefined ? { accessLog: { shared: true } } : {}) : { accessLog: false as const }),
-        logger: { warn: (m, f) => note(`warning: ${m}${f ? ` ${JSON.stringify(f)}` : ''}`), debug: () => {} },
+        logger,
         ...(flags.sidecar
           ? {
               sidecar: {
@@ -209,7 +206,7 @@ export function registerGateway(program: Command): void {
         try {
           found = await checkGateway(options);
         } catch (e) {
-          throw startFailure(e, 'the gateway would not start', tokenRefused);
+          throw startFailure(e, 'the gateway would not start', isTokenRefusal);
         }
         for (const error of found.routeErrors) note(`route error: ${error}`);
         if (found.routeErrors.length > 0) throw new CliError(`${found.routeErrors.length} Route${found.routeErrors.length === 1 ? '' : 's'} of namespace ${namespace} cannot be compiled and would be ignored`, ExitCode.REFUSED);
@@ -232,7 +229,7 @@ export function registerGateway(program: Command): void {
       } catch (e) {
         // A worker's channel to the primary would keep it alive: the error is printed, then it exits.
         if (role !== undefined) leavePool();
-        throw startFailure(e, 'cannot start the gateway', tokenRefused);
+        throw startFailure(e, 'cannot start the gateway', isTokenRefusal);
       }
       const running = gw;
       const closeAll = async (): Promise<void> => {
