@@ -559,29 +559,44 @@ void describe('plinth gateway against a real server', () => {
     }
   });
 
-  void it('--workers: no worker outlives its primary, killed outright or told twice to stop', async () => {
+  void it('--workers: no worker outlives its primary: killed outright, its workers drain and exit; told twice to stop, they are killed', async () => {
     const pidsOf = async (admin: string): Promise<number[]> => (JSON.parse((await get(`${admin}/healthz`)).text) as { workers: number[] }).workers;
+    const someAlive = (pids: number[]): boolean =>
+      pids.some((p) => {
+        try {
+          process.kill(p, 0);
+          return true;
+        } catch {
+          return false;
+        }
+      });
     const gone = async (pids: number[]): Promise<boolean> => {
       for (let i = 0; i < 200; i++) {
-        if (
-          !pids.some((p) => {
-            try {
-              process.kill(p, 0);
-              return true;
-            } catch {
-              return false;
-            }
-          })
-        )
-          return true;
+        if (!someAlive(pids)) return true;
         await sleep(25);
       }
       return false;
     };
+    // The orphaned workers finish the request in flight (node's cluster alone would exit them at once).
     const killed = await startGatewayProcess(['--workers', '2']);
-    const first = await pidsOf(killed.admin);
-    killed.child.kill('SIGKILL');
-    assert.ok(await gone(first), 'workers exit when their primary is killed');
+    try {
+      const first = await pidsOf(killed.admin);
+      const inFlight = request(`${killed.url}/hello/held-orphaned`).then(
+        async (r) => ({ status: r.statusCode, text: await r.body.text() }),
+        (e: Error) => e,
+      );
+      while (held.length === 0) await sleep(5);
+      killed.child.kill('SIGKILL');
+      for (let i = 0; i < 200 && (killed.output().stderr.match(/the primary is gone; draining/g) ?? []).length < 2; i++) await sleep(25);
+      assert.equal((killed.output().stderr.match(/the primary is gone; draining, then exiting/g) ?? []).length, 2, killed.output().stderr);
+      assert.ok(someAlive(first), 'the worker holding a request drains');
+      held.shift()!();
+      assert.deepEqual(await inFlight, { status: 200, text: 'hello /hello/held-orphaned from gateway' });
+      assert.ok(await gone(first), 'workers exit once drained when their primary is killed');
+      assert.doesNotMatch(killed.output().stderr, /error/i, 'the orphans drained and left cleanly');
+    } finally {
+      held.shift()?.();
+    }
 
     // A second SIGTERM while a request holds the drain: exit 130 at once, the workers killed.
     const told = await startGatewayProcess(['--workers', '2']);

@@ -50,12 +50,16 @@ export function workerRole(env: NodeJS.ProcessEnv = process.env): WorkerRole | u
 
 /**
  * In a worker, once its gateway is up: tells the primary, answers its admin questions and drains when told
- * to. node's cluster ends a worker whose primary is gone at once, so none outlives it. Signals are the
- * primary's to act on: a terminal's
- * Ctrl-C or a service manager's SIGTERM reaches every process of the group, and the primary drains them in
- * order. Resolves once `close` is done and the final figures are with the primary.
+ * to. Signals are the primary's to act on: a terminal's Ctrl-C or a service manager's SIGTERM reaches every
+ * process of the group, and the primary drains them in order. Resolves once `close` is done and the final
+ * figures are with the primary.
+ *
+ * A primary that dies without draining its workers (SIGKILL, the OOM killer) leaves them orphans. node's cluster
+ * would exit such a worker on the spot, cutting the requests it has in flight; instead it drains as if told to,
+ * with `orphaned` called first, and then exits, so that none outlives its primary by more than a drain and a
+ * service manager can start a new one on the same port as soon as the listener closes.
  */
-export function serveAsWorker(gw: Gateway, close: () => Promise<void>): Promise<void> {
+export function serveAsWorker(gw: Gateway, close: () => Promise<void>, orphaned?: () => void): Promise<void> {
   return new Promise((done) => {
     const send = (m: FromWorker, then?: () => void): void => {
       if (!process.connected || process.send === undefined) return void then?.();
@@ -91,6 +95,15 @@ export function serveAsWorker(gw: Gateway, close: () => Promise<void>): Promise<
         );
       } else if (m.plinth === 'drain') drain();
     });
+    const self = cluster.worker;
+    // The channel closes with `exitedAfterDisconnect` set when the worker or its primary asked for it; unset,
+    // the primary is gone. node's own listener runs after this one and exits unless the flag is set.
+    self?.once('disconnect', () => {
+      if (self.exitedAfterDisconnect || closing) return;
+      self.exitedAfterDisconnect = true;
+      orphaned?.();
+      drain();
+    });
     for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(sig, () => {});
     send({ plinth: 'ready', url: gw.url });
   });
@@ -101,7 +114,8 @@ export function serveAsWorker(gw: Gateway, close: () => Promise<void>): Promise<
  * code set (node's cluster would exit 0 at once on a bare disconnect of the channel, which keeps it alive).
  */
 export function leavePool(): void {
-  cluster.worker?.disconnect();
+  // An orphan's channel is already closed (disconnecting it again would throw); it exits once idle.
+  if (process.connected) cluster.worker?.disconnect();
 }
 
 export interface WorkerPoolOptions {

@@ -237,7 +237,7 @@ export function registerGateway(program: Command): void {
         await tracing?.shutdown();
       };
       if (role !== undefined) {
-        await serveAsWorker(running, closeAll);
+        await serveAsWorker(running, closeAll, () => note(`gateway worker ${process.pid}: the primary is gone; draining, then exiting`));
         leavePool();
         return;
       }
