@@ -6,7 +6,7 @@ import { createServer, type Server } from 'node:http';
 import { createServer as createTcpServer, type AddressInfo, type Server as TcpServer, type Socket } from 'node:net';
 import { exportJWK, generateKeyPair, SignJWT } from 'jose';
 import type { GatewayOptions } from './gateway.js';
-import { instance, route, staticGateway, upstream } from './testkit.test.helpers.js';
+import { instance, route, staticGateway, upstream, type Upstream } from './testkit.test.helpers.js';
 
 /** mulberry32: a failing case replays from its seed; neighbouring seeds give unrelated streams. */
 export function rng(seed: number): () => number {
@@ -102,6 +102,8 @@ export interface FuzzEdge {
   readonly port: number;
   /** Every access-log line. */
   readonly log: Record<string, unknown>[];
+  /** The plain upstream, which keeps every request it was sent. */
+  readonly echo: Upstream;
   /** Signs claims with the key the oidc route's provider publishes. */
   sign(claims: Record<string, unknown>): Promise<string>;
   close(): Promise<void>;
@@ -151,6 +153,7 @@ export async function fuzzEdge(extra: Partial<GatewayOptions> = {}): Promise<Fuz
     gw,
     port: Number(new URL(gw.url).port),
     log: started.log,
+    echo,
     sign,
     async close() {
       await gw.close();
