@@ -76,7 +76,7 @@ function oneOf<T extends string>(q: URLSearchParams, name: string, values: reado
 }
 
 /** RFC 3339, epoch milliseconds, `now`, or relative to now: `-15m`, `-1h`, `-7d`. */
-function instant(q: URLSearchParams, name: string, now: number): number | undefined {
+export function instant(q: URLSearchParams, name: string, now: number): number | undefined {
   const v = single(q, name);
   if (v === undefined) return undefined;
   if (v === 'now') return now;

@@ -107,6 +107,9 @@ describe('alerting routes', () => {
     );
     assert.equal((await get(`/v1/apm/alerts?namespace=shop&from=${new Date(T0 + 1).toISOString()}`)).body.items.length, 0);
     assert.equal((await get('/v1/apm/alerts?namespace=shop&source=Slo/nothing')).body.items.length, 0);
+    // Relative times, as every APM query takes them, by the server's clock (at T0 here).
+    assert.equal((await get('/v1/apm/alerts?namespace=shop&from=-1h')).body.items.length, 1);
+    assert.equal((await get('/v1/apm/alerts?namespace=shop&from=now')).body.items.length, 1, 'an event at the very instant is in');
   });
 
   it('answers the contention report', async () => {
@@ -116,6 +119,9 @@ describe('alerting routes', () => {
       r.body.services.map((x: any) => [x.service, x.overBudget, x.consumers.map((c: any) => c.consumer)]),
       [['pricing', true, ['cart']]],
     );
+    const relative = await get('/v1/apm/contention?namespace=shop&from=-1m&to=now');
+    assert.deepEqual([relative.body.fromMs, relative.body.toMs], [T0 - MINUTE, T0]);
+    assert.deepEqual(relative.body.services, r.body.services);
   });
 
   it('refuses what RBAC does not grant, and audits the denial', async () => {
@@ -139,6 +145,8 @@ describe('alerting routes', () => {
   it('answers problems with stable codes for bad requests', async () => {
     assert.equal((await get('/v1/apm/slos/shop/missing')).body.code, 'not_found');
     assert.equal((await get('/v1/apm/alerts?from=yesterday')).body.code, 'invalid_parameter');
+    assert.equal((await get('/v1/apm/alerts?from=-1h&from=-2h')).body.code, 'invalid_parameter');
+    assert.equal((await get('/v1/apm/contention?namespace=shop&to=-1fortnight')).body.code, 'invalid_parameter');
     assert.equal((await get('/v1/apm/alerts?limit=0')).body.code, 'invalid_parameter');
     assert.equal((await get('/v1/apm/alerts?source=orders')).body.code, 'invalid_parameter');
     assert.equal((await get('/v1/apm/contention')).body.code, 'invalid_parameter');

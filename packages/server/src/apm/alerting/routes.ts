@@ -3,6 +3,7 @@ import { authorize, principalOf, type GuardDeps } from '../../http/guard.js';
 import { sendJson } from '../../http/problem.js';
 import type { RequestContext, Router } from '../../http/router.js';
 import { intParam } from '../../api/query.js';
+import { instant } from '../routes.js';
 import type { AlertEvent, SliCounts, SpanStore } from '../types.js';
 import type { ErrorBudget } from './burn-rate.js';
 import { contentionReport } from './contention.js';
@@ -49,16 +50,6 @@ export interface SloStatus {
 
 const DEFAULT_CONTENTION_RANGE_MS = 3_600_000;
 const MAX_RANGE_MS = 35 * 86_400_000;
-
-/** A time parameter: epoch milliseconds or an RFC 3339 time. */
-function timeParam(q: URLSearchParams, name: string): number | undefined {
-  const raw = q.get(name);
-  if (raw === null || raw === '') return undefined;
-  if (/^\d{1,15}$/.test(raw)) return Number(raw);
-  const t = Date.parse(raw);
-  if (Number.isNaN(t) || !/^\d{4}-\d{2}-\d{2}T/.test(raw)) throw new PlinthError('INVALID_PARAMETER', `${name} must be epoch milliseconds or an RFC 3339 time`);
-  return t;
-}
 
 function windowStatus(window: string, counts: SliCounts, burnRate: number): WindowStatus {
   return { window, burnRate, total: counts.total, bad: counts.bad };
@@ -148,7 +139,7 @@ export function registerAlertingRoutes(router: Router, deps: AlertingApiDeps): v
       throw new PlinthError('INVALID_PARAMETER', 'source must be Slo/<name> or AlertRule/<name>');
     }
     const limit = intParam(ctx.query, 'limit', { min: 1, max: 1000 }) ?? 100;
-    const events = await deps.spans.alertEvents({ namespace, source, fromMs: timeParam(ctx.query, 'from'), limit });
+    const events = await deps.spans.alertEvents({ namespace, source, fromMs: instant(ctx.query, 'from', now()), limit });
     sendJson(ctx.res, 200, {
       items: events.filter((e) => may(e.namespace)).map((e) => ({ ...e, at: new Date(e.atMs).toISOString() })),
     });
@@ -158,8 +149,9 @@ export function registerAlertingRoutes(router: Router, deps: AlertingApiDeps): v
     const namespace = ctx.query.get('namespace');
     if (!namespace) throw new PlinthError('INVALID_PARAMETER', 'namespace is required');
     await authorize(ctx, deps, 'list', 'Trace', namespace);
-    const toMs = timeParam(ctx.query, 'to') ?? now();
-    const fromMs = timeParam(ctx.query, 'from') ?? toMs - DEFAULT_CONTENTION_RANGE_MS;
+    const at = now();
+    const toMs = instant(ctx.query, 'to', at) ?? at;
+    const fromMs = instant(ctx.query, 'from', at) ?? toMs - DEFAULT_CONTENTION_RANGE_MS;
     if (fromMs >= toMs) throw new PlinthError('INVALID_PARAMETER', 'from must be before to');
     if (toMs - fromMs > MAX_RANGE_MS) throw new PlinthError('INVALID_PARAMETER', 'the range may span at most 35 days');
     sendJson(ctx.res, 200, await contentionReport(deps, { namespace, fromMs, toMs }));
