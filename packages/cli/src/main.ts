@@ -14,6 +14,7 @@ import { registerLogin } from './commands/login.js';
 import { registerRollback } from './commands/rollback.js';
 import { registerServer } from './commands/server.js';
 import { registerTrace } from './commands/trace.js';
+import { registerApm } from './commands/apm.js';
 import { registerWatch } from './commands/watch.js';
 import { CliError, EXIT_CODES_HELP, ExitCode, formatCliError } from './errors.js';
 import { OUTPUT_FORMATS } from './output.js';
@@ -49,6 +50,7 @@ export function buildProgram(): Command {
   registerAudit(program);
   registerIdentity(program);
   registerTrace(program);
+  registerApm(program);
   return program;
 }
 

@@ -41,7 +41,7 @@ export function formatMs(ms: number): string {
 }
 
 /** Span names and services come from whoever sent the spans: never let them drive the terminal. */
-function printable(s: string): string {
+export function printable(s: string): string {
   // eslint-disable-next-line no-control-regex
   return s.replace(/[\u0000-\u001f\u007f-\u009f]/g, '?');
 }
@@ -208,7 +208,7 @@ export function parseDurationMs(value: string): number {
   return ms;
 }
 
-function limitArg(value: string): number {
+export function limitArg(value: string): number {
   if (!/^\d+$/.test(value) || Number(value) < 1 || Number(value) > 1000) throw new InvalidArgumentError('expected a whole number from 1 to 1000.');
   return Number(value);
 }
@@ -226,7 +226,7 @@ export function tagArg(value: string): string {
 }
 
 /** The API's relative time (`-15m`): at most 9 digits, so long windows are said in minutes. */
-function relativeFrom(ms: number): string {
+export function relativeFrom(ms: number): string {
   const whole = Math.max(1, Math.round(ms));
   return whole <= 999_999_999 ? `-${whole}ms` : `-${Math.ceil(whole / 60_000)}m`;
 }
@@ -271,7 +271,7 @@ export function tracesTable(items: readonly TraceSummary[], now: number = Date.n
   );
 }
 
-function printDocument(value: unknown, format: OutputFormat): void {
+export function printDocument(value: unknown, format: OutputFormat): void {
   out(format === 'json' ? json(value) : yaml(value));
 }
 

@@ -1,12 +1,16 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { DEFAULT_BURN_RATE_ALERTS, windowMs } from '@plinth/core';
-import { atLeast, budgetConsumed, burnRate, errorBudget, evaluatePairs, firingBySeverity, windowsOf } from './burn-rate.js';
+import { atLeast, budgetConsumed, burnRate, errorBudget, evaluatePairs, firingBySeverity, fmt, windowsOf } from './burn-rate.js';
 
 const close = (a: number, b: number): void => assert.ok(Math.abs(a - b) < 1e-9, `${a} ≠ ${b}`);
 const DAYS_30 = 30 * 86_400_000;
 
 describe('burn rate', () => {
+  it('writes figures in summaries and advice so that a small one never reads as none', () => {
+    assert.deepEqual([1234.4, 16.25, 1, 0.5, 0.056, 0.0111, 0.004, 0].map(fmt), ['1234', '16.3', '1', '0.5', '0.056', '0.011', '<0.01', '0']);
+  });
+
   it('is the error ratio over the budget (SRE workbook table 5-4, 99.9%)', () => {
     // 0.1% errors burn 1x (the budget lasts 30 days), 1% burn 10x (3 days), 100% burn 1000x (43 minutes).
     close(burnRate({ total: 1_000_000, bad: 1000 }, 99.9), 1);

@@ -117,7 +117,12 @@ export function describePair(p: PairEvaluation): string {
   return `burn ${p.alert.longWindow}/${p.alert.shortWindow} ${fmt(p.long.burnRate)}x ≥ ${p.alert.burnRate}x`;
 }
 
+/** 1234, 16.2, 0.056, <0.01: a quiet consumer's 0.006 calls/s must not read as none. */
 export function fmt(n: number): string {
   if (!Number.isFinite(n)) return String(n);
-  return Math.abs(n) >= 100 ? String(Math.round(n)) : String(Math.round(n * 10) / 10);
+  const a = Math.abs(n);
+  if (a >= 100) return String(Math.round(n));
+  if (a >= 1 || n === 0) return String(Math.round(n * 10) / 10);
+  if (a >= 0.01) return String(Number(n.toPrecision(2)));
+  return n > 0 ? '<0.01' : '>-0.01';
 }
