@@ -6,7 +6,7 @@ import { createServer, type Server } from 'node:http';
 import { createServer as createTcpServer, type AddressInfo, type Server as TcpServer, type Socket } from 'node:net';
 import { exportJWK, generateKeyPair, SignJWT } from 'jose';
 import type { GatewayOptions } from './gateway.js';
-import { instance, route, staticGateway, upstream, type Upstream } from './testkit.test.helpers.js';
+import { instance, route, staticGateway, upstream, wsUpstream, type Upstream, type WsUpstream } from './testkit.test.helpers.js';
 
 /** mulberry32: a failing case replays from its seed; neighbouring seeds give unrelated streams. */
 export function rng(seed: number): () => number {
@@ -104,6 +104,8 @@ export interface FuzzEdge {
   readonly log: Record<string, unknown>[];
   /** The plain upstream, which keeps every request it was sent. */
   readonly echo: Upstream;
+  /** The WebSocket echo upstream (route `/ws`), which keeps every handshake. */
+  readonly ws: WsUpstream;
   /** Signs claims with the key the oidc route's provider publishes. */
   sign(claims: Record<string, unknown>): Promise<string>;
   close(): Promise<void>;
@@ -121,11 +123,12 @@ export async function fuzzEdge(extra: Partial<GatewayOptions> = {}): Promise<Fuz
   const jwksUri = `http://127.0.0.1:${(idp.address() as AddressInfo).port}/certs`;
   const sign = (claims: Record<string, unknown>) => new SignJWT(claims).setProtectedHeader({ alg: 'RS256', kid: 'k1' }).sign(privateKey);
   const echo = await upstream('echo');
+  const ws = await wsUpstream('ws');
   const bad: { server: TcpServer; address: string } = await misbehaving();
   const started = await staticGateway({ oidc: { jwksCooldownMs: 0 }, ...extra, server: { headersTimeoutMs: 1000, requestTimeoutMs: 3000, connectionsCheckingIntervalMs: 100, ...extra.server } });
   const gw = started.gw;
   started.governance.set({
-    instances: [instance('echo-1', 'echo', echo.address), instance('bad-1', 'bad', bad.address), instance('authz-1', 'authz', bad.address), instance('alt-1', 'alt', echo.address)],
+    instances: [instance('echo-1', 'echo', echo.address), instance('bad-1', 'bad', bad.address), instance('authz-1', 'authz', bad.address), instance('alt-1', 'alt', echo.address), instance('ws-1', 'ws', ws.address)],
     trafficPolicies: [],
     faultTolerance: [],
   });
@@ -148,16 +151,19 @@ export async function fuzzEdge(extra: Partial<GatewayOptions> = {}): Promise<Fuz
     route('oidc', { match: { path: { prefix: '/me' } }, service: 'echo', auth: { mode: 'oidc', oidc } }),
     route('ext', { match: { path: { prefix: '/ext' } }, service: 'echo', auth: { mode: 'external', external: { service: 'authz', path: '/check', requestHeaders: ['authorization', 'x-answer'], upstreamHeaders: ['x-authz-team'], userHeader: 'x-authz-user', timeoutMs: 300 } } }),
     route('jwt', { match: { path: { prefix: '/jwt' } }, service: 'echo' }),
+    route('ws', { ...anon, match: { path: { prefix: '/ws' } }, service: 'ws' }),
   ]);
   return {
     gw,
     port: Number(new URL(gw.url).port),
     log: started.log,
     echo,
+    ws,
     sign,
     async close() {
       await gw.close();
       await echo.close();
+      await ws.close();
       bad.server.close();
       idp.close();
     },
