@@ -8,23 +8,16 @@
  * five hundred, fails it. `PLINTH_LEAK_ROUNDS` (default 5) runs a longer soak.
  */
 import assert from 'node:assert/strict';
-import { readdirSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import { connect as http2Connect, type ClientHttp2Session } from 'node:http2';
 import { connect, type AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
-import { setFlagsFromString } from 'node:v8';
-import { runInNewContext } from 'node:vm';
+import { afterRound, assertNoLeak, LEAK_ROUNDS, type AfterRound } from '@plinth/core/testing';
 import { createTracing, type Tracing } from '@plinth/sdk/tracing';
 import { Agent, request } from 'undici';
 import { BAD_ANSWERS, campaign, type FuzzEdge, fuzzEdge } from './fuzz.test.helpers.js';
 import { closed, open, roundTrip, until } from './testkit.test.helpers.js';
 
-setFlagsFromString('--expose-gc');
-const gc = runInNewContext('gc') as () => void;
-
-const ROUNDS = Math.max(3, Number(process.env.PLINTH_LEAK_ROUNDS ?? 5));
-const WARM_UP_ROUNDS = 2;
 const PER_ROUND = 2000;
 /**
  * Heap growth allowed from the end of the warm-up to the end (6,000 exchanges at 350 bytes each). Runs of 14
@@ -50,16 +43,6 @@ function rawStatus(port: number, data: string, waitMs: number, leaveAfterMs?: nu
   });
 }
 
-async function heapAfterCollection(): Promise<number> {
-  for (let i = 0; i < 4; i++) {
-    gc();
-    // Weak callbacks and finalizers run between turns; let them before the next collection.
-    await new Promise((r) => setImmediate(r));
-  }
-  return process.memoryUsage().heapUsed;
-}
-
-const openFds = (): number => readdirSync('/proc/self/fd').length;
 
 describe('what an exchange leaves behind', () => {
   let edge: FuzzEdge;
@@ -187,10 +170,9 @@ describe('what an exchange leaves behind', () => {
   }
 
   it('leaves no memory, socket or exchange behind, round after round', async () => {
-    const heap: number[] = [];
-    const fds: number[] = [];
+    const rounds: AfterRound[] = [];
     const statuses = new Map<string, number>();
-    for (let round = 0; round < ROUNDS; round++) {
+    for (let round = 0; round < LEAK_ROUNDS; round++) {
       // The clients' kept-alive connections (and the gateway's ends of them) close with each round.
       agent = new Agent({ connections: 16 });
       h2 = http2Connect(`http://127.0.0.1:${port}`);
@@ -206,17 +188,12 @@ describe('what an exchange leaves behind', () => {
       // What the test's own upstream keeps is not the gateway's.
       edge.echo.seen.length = 0;
       edge.ws.handshakes.length = 0;
-      heap.push(await heapAfterCollection());
-      fds.push(openFds());
+      rounds.push(await afterRound());
     }
     const seen = JSON.stringify([...statuses].sort());
     // The mix did what it is for: passed, refused, failed upstream, left by the client.
     for (const s of ['200', '401', '404', '413', '400', '431', '502', 'left', 'ws 1000', 'ws dropped']) assert.ok(statuses.has(s), `${s} in ${seen}`);
     assert.ok(![...statuses.keys()].some((s) => s === '500' || s.startsWith('error') || s === 'ws garbled' || s.startsWith('ws refused')), seen);
-    const mb = (n: number): string => (n / 1024 / 1024).toFixed(2);
-    const grown = heap[ROUNDS - 1]! - heap[WARM_UP_ROUNDS - 1]!;
-    assert.ok(grown < HEAP_SLACK, `the heap grew ${mb(grown)} MiB over ${(ROUNDS - WARM_UP_ROUNDS) * PER_ROUND} exchanges (after each round: ${heap.map(mb).join(', ')} MiB)`);
-    const fdGrown = fds[ROUNDS - 1]! - fds[WARM_UP_ROUNDS - 1]!;
-    assert.ok(fdGrown <= FD_SLACK, `open file descriptors after each round: ${fds.join(', ')}`);
+    assertNoLeak(rounds, { unit: 'exchanges', perRound: PER_ROUND, heapSlackBytes: HEAP_SLACK, fdSlack: FD_SLACK });
   });
 });

@@ -7,23 +7,16 @@
  * collection and the open file descriptors stay where they were. `PLINTH_LEAK_ROUNDS` (default 5) soaks longer.
  */
 import assert from 'node:assert/strict';
-import { readdirSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
-import { setFlagsFromString } from 'node:v8';
-import { runInNewContext } from 'node:vm';
+import { afterRound, assertNoLeak, LEAK_ROUNDS, type AfterRound } from '@plinth/core/testing';
 import { Agent, request } from 'undici';
 import { createClient, isCallError, type ServiceClient } from '../client/index.js';
 import { ft, governance, Upstream } from '../client/testkit.test.helpers.js';
 import { plinth } from '../middleware/index.js';
 import { createTracing, type Tracing } from '../tracing/index.js';
 
-setFlagsFromString('--expose-gc');
-const gc = runInNewContext('gc') as () => void;
-
-const ROUNDS = Math.max(3, Number(process.env.PLINTH_LEAK_ROUNDS ?? 5));
-const WARM_UP_ROUNDS = 2;
 const PER_ROUND = 3000;
 /**
  * 9,000 requests at 120 bytes each. Runs stay within ±0.2 MiB; keeping the middleware's per-request state of
@@ -33,15 +26,6 @@ const HEAP_SLACK = 1024 * 1024;
 /** Sockets whose closing is still on its way. */
 const FD_SLACK = 2;
 
-async function heapAfterCollection(): Promise<number> {
-  for (let i = 0; i < 4; i++) {
-    gc();
-    await new Promise((r) => setImmediate(r));
-  }
-  return process.memoryUsage().heapUsed;
-}
-
-const openFds = (): number => readdirSync('/proc/self/fd').length;
 
 const listen = async (s: Server): Promise<number> => {
   await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
@@ -155,10 +139,9 @@ describe('what a request leaves behind in an SDK service', () => {
   }
 
   it('leaves no memory, socket or request behind, round after round', async () => {
-    const heap: number[] = [];
-    const fds: number[] = [];
+    const rounds: AfterRound[] = [];
     const statuses = new Map<string, number>();
-    for (let round = 0; round < ROUNDS; round++) {
+    for (let round = 0; round < LEAK_ROUNDS; round++) {
       // Each round's connections, the clients' to web and web's to its upstreams, are closed at its end: what is
       // still open then was leaked.
       const agent = new Agent({ connections: 16 });
@@ -180,16 +163,12 @@ describe('what a request leaves behind in an SDK service', () => {
       // What the test's upstreams keep is not the service's.
       healthy.received.length = 0;
       flaky.received.length = 0;
-      heap.push(await heapAfterCollection());
-      fds.push(openFds());
+      rounds.push(await afterRound());
     }
     const seen = JSON.stringify([...statuses].sort());
     // The mix did what it is for: answered, failed upstream, refused by the limits, left by the client.
     for (const s of ['200', '502', '429 rate_limited', '429 concurrency_limited', 'left']) assert.ok(statuses.has(s), `${s} in ${seen}`);
     assert.ok(![...statuses.keys()].some((s) => s === '500' || s.startsWith('error')), seen);
-    const mb = (n: number): string => (n / 1024 / 1024).toFixed(2);
-    const grown = heap[ROUNDS - 1]! - heap[WARM_UP_ROUNDS - 1]!;
-    assert.ok(grown < HEAP_SLACK, `the heap grew ${mb(grown)} MiB over ${(ROUNDS - WARM_UP_ROUNDS) * PER_ROUND} requests (after each round: ${heap.map(mb).join(', ')} MiB)`);
-    assert.ok(fds[ROUNDS - 1]! - fds[WARM_UP_ROUNDS - 1]! <= FD_SLACK, `open file descriptors after each round: ${fds.join(', ')}`);
+    assertNoLeak(rounds, { unit: 'requests', perRound: PER_ROUND, heapSlackBytes: HEAP_SLACK, fdSlack: FD_SLACK });
   });
 });

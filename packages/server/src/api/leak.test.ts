@@ -7,20 +7,13 @@
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { readdirSync } from 'node:fs';
 import { connect } from 'node:net';
 import { after, before, describe, it } from 'node:test';
-import { setFlagsFromString } from 'node:v8';
-import { runInNewContext } from 'node:vm';
+import { afterRound, assertNoLeak, LEAK_ROUNDS, type AfterRound } from '@plinth/core/testing';
 import { Agent, request } from 'undici';
 import { jsonRequest, jsonSpan } from '../apm/otlp/test-helpers.js';
 import { resource, startTestServer, type TestServer } from '../testing/harness.js';
 
-setFlagsFromString('--expose-gc');
-const gc = runInNewContext('gc') as () => void;
-
-const ROUNDS = Math.max(3, Number(process.env.PLINTH_LEAK_ROUNDS ?? 5));
-const WARM_UP_ROUNDS = 2;
 const PER_ROUND = 1200;
 /**
  * 3,600 requests at 300 bytes each. Runs stay within 0.4 MiB (V8's own warm-up, slowing round after round);
@@ -30,15 +23,6 @@ const HEAP_SLACK = 1024 * 1024;
 /** Sockets whose closing is still on its way. */
 const FD_SLACK = 2;
 
-async function heapAfterCollection(): Promise<number> {
-  for (let i = 0; i < 4; i++) {
-    gc();
-    await new Promise((r) => setImmediate(r));
-  }
-  return process.memoryUsage().heapUsed;
-}
-
-const openFds = (): number => readdirSync('/proc/self/fd').length;
 
 /** The status of one raw exchange, '' when the server closed without one. */
 function rawStatus(port: number, data: string): Promise<string> {
@@ -122,10 +106,9 @@ describe('what a request leaves behind in the server', () => {
   }
 
   it('leaves no memory, socket or watcher behind, round after round', async () => {
-    const heap: number[] = [];
-    const fds: number[] = [];
+    const rounds: AfterRound[] = [];
     const statuses = new Map<string, number>();
-    for (let round = 0; round < ROUNDS; round++) {
+    for (let round = 0; round < LEAK_ROUNDS; round++) {
       const agent = new Agent({ connections: 8 });
       let next = 0;
       await Promise.all(
@@ -139,15 +122,11 @@ describe('what a request leaves behind in the server', () => {
       );
       // The round's connections close with it: what is still open then was leaked.
       await agent.close();
-      heap.push(await heapAfterCollection());
-      fds.push(openFds());
+      rounds.push(await afterRound());
     }
     const seen = JSON.stringify([...statuses].sort());
     for (const k of ['0 200', '1 200', '2 200', '3 200', '4 400', '5 401', '6 404', '7 200', '8 200', '9 400', '10 200', '11 400']) assert.ok(statuses.has(k), `${k} in ${seen}`);
     assert.ok(![...statuses.keys()].some((k) => / (5\d\d|error.*)$/.test(k)), seen);
-    const mb = (n: number): string => (n / 1024 / 1024).toFixed(2);
-    const grown = heap[ROUNDS - 1]! - heap[WARM_UP_ROUNDS - 1]!;
-    assert.ok(grown < HEAP_SLACK, `the heap grew ${mb(grown)} MiB over ${(ROUNDS - WARM_UP_ROUNDS) * PER_ROUND} requests (after each round: ${heap.map(mb).join(', ')} MiB)`);
-    assert.ok(fds[ROUNDS - 1]! - fds[WARM_UP_ROUNDS - 1]! <= FD_SLACK, `open file descriptors after each round: ${fds.join(', ')}`);
+    assertNoLeak(rounds, { unit: 'requests', perRound: PER_ROUND, heapSlackBytes: HEAP_SLACK, fdSlack: FD_SLACK });
   });
 });
