@@ -16,6 +16,7 @@ import { connect as tlsConnect } from 'node:tls';
 import { startServer, type RunningServer } from '@plinth/server';
 import { Agent, request } from 'undici';
 import { MAIN, promtool, runCli, type Run } from './cli.test.helpers.js';
+import { socketHolder, type HeldProcess } from './socket-holder.test.helpers.js';
 
 const NS = 'gw';
 const hasPromtool = spawnSync('promtool', ['--version'], { stdio: 'ignore' }).status === 0;
@@ -557,6 +558,110 @@ void describe('plinth gateway against a real server', () => {
     } finally {
       if (gw.child.exitCode === null && gw.child.signalCode === null) gw.child.kill('SIGKILL');
     }
+  });
+
+  void it('--listen systemd: a gateway restarts on a socket its service manager holds without refusing a connection, the old and the new one sharing it, or across a gap', async () => {
+    const dir = join(tmp, 'held');
+    await mkdir(dir, { recursive: true });
+    const holder = await socketHolder(dir);
+    const env = { ...baseEnv, PLINTH_TOKEN: gatewayToken };
+    const argv = [process.execPath, MAIN, 'gateway', '--listen', 'systemd', '--admin', '127.0.0.1:0', '-n', NS];
+    const up = async (p: HeldProcess): Promise<void> => {
+      for (let i = 0; i < 800 && !/admin on \S+/.test(p.output().stdout); i++) await sleep(25);
+      assert.match(p.output().stdout, /admin on \S+/, p.output().stderr);
+    };
+    const base = `http://127.0.0.1:${holder.port}`;
+    const failures: string[] = [];
+    let served = 0;
+    let loading = true;
+    let load: Promise<unknown> = Promise.resolve();
+    try {
+      const a = await holder.start(argv, env);
+      await up(a);
+      assert.match(a.output().stdout, new RegExp(`^plinth gateway listening on ${base} \\(namespace ${NS}\\)$`, 'm'), 'the URL is the held socket\'s');
+      // Four clients, each request on a new connection: every one is accepted by whichever gateway runs.
+      load = Promise.all(
+        Array.from({ length: 4 }, async (_, k) => {
+          for (let i = 0; loading; i++) {
+            try {
+              const r = await request(`${base}/hello/socket-${k}-${i}`, { reset: true });
+              const text = await r.body.text();
+              if (r.statusCode === 200) served++;
+              else failures.push(`${r.statusCode} ${text}`);
+            } catch (e) {
+              failures.push((e as Error).message);
+            }
+          }
+        }),
+      );
+      for (let i = 0; i < 400 && served < 20; i++) await sleep(10);
+      // A new gateway starts on the same socket before the old one drains: both accept for a while.
+      const b = await holder.start(argv, env);
+      await up(b);
+      process.kill(a.pid, 'SIGTERM');
+      assert.equal(await a.exited, 0, a.output().stderr);
+      const handedOver = served;
+      for (let i = 0; i < 400 && served < handedOver + 20; i++) await sleep(10);
+      assert.ok(served >= handedOver + 20, 'the new gateway serves once the old one is gone');
+      // A gap, as when systemd restarts a unit: nothing accepts, and the clients' connections wait in the backlog.
+      process.kill(b.pid, 'SIGTERM');
+      assert.equal(await b.exited, 0, b.output().stderr);
+      const atGap = served;
+      await sleep(500);
+      assert.equal(served, atGap, 'nothing answers while no gateway runs');
+      const c = await holder.start(argv, env);
+      await up(c);
+      for (let i = 0; i < 400 && served < atGap + 20; i++) await sleep(10);
+      loading = false;
+      await load;
+      assert.deepEqual(failures, [], 'no request failed, neither at the handover nor across the gap');
+      assert.ok(served >= atGap + 20, `requests served after the gap: ${served - atGap}`);
+      process.kill(c.pid, 'SIGTERM');
+      assert.equal(await c.exited, 0, c.output().stderr);
+    } finally {
+      loading = false;
+      await holder.close();
+      await load;
+    }
+  });
+
+  void it('--sidecar --listen systemd: the ingress on the held socket, registered at its address', async () => {
+    const dir = join(tmp, 'held-sidecar');
+    await mkdir(dir, { recursive: true });
+    const holder = await socketHolder(dir);
+    try {
+      // The admin's token: a sidecar registers its app, which the edge gateway's role does not allow.
+      const sc = await holder.start([process.execPath, MAIN, 'gateway', '--sidecar', '--listen', 'systemd', '--app', `http://${upstreamAddress}`, '--service', 'hello-sc', '--app-version', '1.0.0', '--admin', '127.0.0.1:0', '-n', NS], baseEnv);
+      for (let i = 0; i < 800 && !/admin on \S+/.test(sc.output().stdout); i++) await sleep(25);
+      assert.match(sc.output().stdout, new RegExp(`listening on http://127\\.0\\.0\\.1:${holder.port} `), sc.output().stderr);
+      let listed = '';
+      for (let i = 0; i < 200 && !listed.includes(`127.0.0.1:${holder.port}`); i++) {
+        listed = (await cli(['get', 'Instance', '-n', NS, '-l', 'plinth.dev/service=hello-sc', '-o', 'json'])).stdout;
+        await sleep(25);
+      }
+      assert.match(listed, new RegExp(`"address": "http://127\\.0\\.0\\.1:${holder.port}"`), 'registered at the held socket\'s address');
+      const r = await request(`http://127.0.0.1:${holder.port}/hello/sc`);
+      assert.deepEqual([r.statusCode, await r.body.text()], [200, 'hello /hello/sc from undefined']);
+      process.kill(sc.pid, 'SIGTERM');
+      assert.equal(await sc.exited, 0, sc.output().stderr);
+    } finally {
+      await holder.close();
+    }
+  });
+
+  void it('--listen systemd without a socket passed, or passed to another process, and an inherited socket with --workers: refused before anything starts', async () => {
+    const none = await cli(['gateway', '--listen', 'systemd', '-n', NS], { PLINTH_TOKEN: gatewayToken });
+    assert.equal(none.code, 2, none.stderr);
+    assert.match(none.stderr, /^error: "systemd": no socket was passed \(LISTEN_FDS is not set\): start the gateway from a systemd socket unit$/m);
+    const wrapped = await cli(['gateway', '--check', '--listen', 'systemd', '-n', NS], { PLINTH_TOKEN: gatewayToken, LISTEN_FDS: '1', LISTEN_PID: '1' });
+    assert.equal(wrapped.code, 2, wrapped.stderr);
+    assert.match(wrapped.stderr, /the sockets were passed to process 1, not to this one \(\d+\): run node directly as the service's command/);
+    const workers = await cli(['gateway', '--listen', 'fd:3', '--workers', '2', '-n', NS], { PLINTH_TOKEN: gatewayToken });
+    assert.equal(workers.code, 2, workers.stderr);
+    assert.match(workers.stderr, /--workers binds its own listening socket/);
+    const notSocket = await cli(['gateway', '--listen', 'fd:9', '-n', NS], { PLINTH_TOKEN: gatewayToken });
+    assert.notEqual(notSocket.code, 0);
+    assert.match(notSocket.stderr, /fd:9: descriptor 9 is not a listening socket this process holds/);
   });
 
   void it('--workers: no worker outlives its primary: killed outright, its workers drain and exit; told twice to stop, they are killed', async () => {

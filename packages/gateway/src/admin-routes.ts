@@ -1,7 +1,7 @@
 import type { IncomingHttpHeaders, Server } from 'node:http';
 import { HTTP_METHODS, PROBLEM_CONTENT_TYPE } from '@plinth/core';
 import { GatewayCodes, problemBody, type GatewayCode } from './errors.js';
-import { hardenedServer, listenOn, parseHostPort, urlOf } from './listen.js';
+import { hardenedServer, listenOn, parseListen, urlOf } from './listen.js';
 import { normalizePath, type LiveRoutes } from './routes.js';
 
 /** An admin answer: status and JSON body. */
@@ -23,7 +23,7 @@ export function problemAnswer(code: GatewayCode, status: number, detail: string)
   return { status, contentType: PROBLEM_CONTENT_TYPE, body: problemBody(code, status, detail) };
 }
 
-/** The admin listener on `listen` (`host:port`), answering every request by `answer` of its path and query. */
+/** The admin listener on `listen` (`host:port`, or an inherited socket as `parseListen` takes it), answering every request by `answer` of its path and query. */
 export async function listenAdmin(listen: string, answer: (target: string) => Promise<AdminAnswer>): Promise<{ server: Server; url: string }> {
   const server = hardenedServer((req, res) => {
     answer(req.url ?? '/').then(
@@ -34,8 +34,8 @@ export async function listenAdmin(listen: string, answer: (target: string) => Pr
       () => res.destroy(),
     );
   });
-  const { host, port } = parseHostPort(listen);
-  return { server, url: urlOf(host, await listenOn(server, host, port)) };
+  const { host, port } = await listenOn(server, parseListen(listen));
+  return { server, url: urlOf(host, port) };
 }
 
 /** Closes an admin listener and its connections: scrapes and probes hold nothing worth waiting for. */

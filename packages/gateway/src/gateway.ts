@@ -25,7 +25,7 @@ import { Authenticator, RoleIndex, type AuthOptions } from './auth.js';
 import { handshakeRefusal } from './client-cert.js';
 import { GatewayCodes, problemBody } from './errors.js';
 import { clientFeed, type ResourceFeed } from './feed.js';
-import { hardenedServer, http1Settings, listenOn, parseHostPort, urlOf, type AnyServer, type ServerLimits } from './listen.js';
+import { hardenedServer, http1Settings, listenOn, parseListen, urlOf, type AnyServer, type ServerLimits } from './listen.js';
 import { ExternalAuthorizer } from './external-auth.js';
 import { closeAllConnections, closeIdleConnections, enableH2c, goAway, openConnections, webSocketStreams } from './http2.js';
 import { GatewayMetrics } from './metrics.js';
@@ -61,9 +61,12 @@ export interface GatewayOptions {
   roleBindings?: ResourceFeed<RoleBindingSpec>;
   /** JWT and API-key verification; `serverUrl` defaults to the control plane's URL. */
   identity?: Partial<AuthOptions>;
-  /** `host:port` of the proxy (edge) or of the sidecar ingress. Default 127.0.0.1:8080. */
+  /**
+   * `host:port` of the proxy (edge) or of the sidecar ingress. Default 127.0.0.1:8080. Or a listening socket the
+   * process was started with: `fd:N`, `systemd` or `systemd:NAME` (socket activation, see `parseListen`).
+   */
   listen?: string;
-  /** `host:port` of `/metrics`, `/healthz`, `/readyz`. None when absent. */
+  /** `host:port` (or an inherited socket, as `listen`) of `/metrics`, `/healthz`, `/readyz`. None when absent. */
   adminListen?: string;
   /**
    * Terminate TLS on the proxy listener or the sidecar ingress: PEM files, reloaded when they change. `url` is
@@ -171,6 +174,8 @@ function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
 
 /** Option combinations no gateway can run with. */
 function checkCombinations(o: GatewayOptions): void {
+  // A socket activation that did not happen (no LISTEN_FDS, another process's LISTEN_PID) is said before anything starts.
+  for (const l of [o.listen, o.adminListen, o.sidecar?.egress]) if (l !== undefined) parseListen(l);
   if (o.sidecar?.appProtocol === 'h2c' && o.tls?.http2 === false) throw new TypeError('startGateway: sidecar appProtocol h2c needs HTTP/2 on the ingress: tls.http2 must not be false');
   if (o.h2c === true && o.sidecar !== undefined) throw new TypeError('startGateway: h2c is for the edge listener; a sidecar takes cleartext HTTP/2 on its ingress with sidecar.appProtocol h2c');
   if (o.h2c === true && o.tls !== undefined) throw new TypeError('startGateway: h2c is cleartext HTTP/2; with tls, HTTP/2 is offered through ALPN (tls.http2)');
@@ -344,8 +349,8 @@ export async function startGateway(o: GatewayOptions): Promise<Gateway> {
         if (stopping) return shuttingDown(res as unknown as ServerResponse);
         ws.streamListener(req, res);
       });
-      const { host, port } = parseHostPort(listen);
-      url = urlOf(host, await listenOn(edgeServer, host, port), tlsContext !== undefined ? 'https' : 'http');
+      const { host, port } = await listenOn(edgeServer, parseListen(listen));
+      url = urlOf(host, port, tlsContext !== undefined ? 'https' : 'http');
     }
     const tlsServer = running !== undefined ? running.tlsServer : edgeServer;
     if (o.tls !== undefined && tlsContext !== undefined && tlsServer !== undefined && 'setSecureContext' in tlsServer) {

@@ -175,7 +175,7 @@ describe('h2c off, and the HTTP/1.1 path with it on', () => {
     const plain = hardenedServer(listener);
     const sniffing = hardenedServer(listener);
     enableH2c(sniffing, listener, http1Settings());
-    const ports = await Promise.all([listenOn(plain, '127.0.0.1', 0), listenOn(sniffing, '127.0.0.1', 0)]);
+    const ports = (await Promise.all([listenOn(plain, { host: '127.0.0.1', port: 0 }), listenOn(sniffing, { host: '127.0.0.1', port: 0 })])).map((a) => a.port);
     try {
       for (const port of ports) {
         const client = new Client(`http://127.0.0.1:${port}`);

@@ -9,7 +9,7 @@ export { IDENTITY_HEADER, IDENTITY_ROLES_HEADER, IDENTITY_VIA_HEADER, stripIncom
 export { GatewayCodes, problemBody, type GatewayCode } from './errors.js';
 export { createAccessLog, type AccessEntry, type AccessLog, type AccessLogOptions } from './access-log.js';
 export { GatewayMetrics } from './metrics.js';
-export { parseHostPort, type ServerLimits } from './listen.js';
+export { parseHostPort, parseListen, type ListenTarget, type ServerLimits } from './listen.js';
 export { TlsConfigError, type TlsOptions } from './tls.js';
 export { XFCC_HEADER, MTLS_REFUSALS, parseSpiffeId, type MtlsRefusal, type SpiffeId } from './client-cert.js';
 export { REPLAYABLE_BYTES } from './body.js';

@@ -30,6 +30,48 @@ export function parseHostPort(s: string, defaultHost = '127.0.0.1'): { host: str
   return { host: m[1] ?? (m[2] || defaultHost), port };
 }
 
+/**
+ * Where a listener listens: an address to bind, or a listening socket the process was started with (socket
+ * activation). A service manager that holds the socket (systemd's `.socket` units, or any supervisor that
+ * passes one) keeps it open across restarts: connections that arrive while no gateway runs wait in its
+ * backlog instead of being refused, and an old and a new gateway on the same socket share its connections.
+ */
+export type ListenTarget = { host: string; port: number; fd?: undefined } | { fd: number; what: string; host?: undefined; port?: undefined };
+
+/** The first file descriptor systemd passes (SD_LISTEN_FDS_START). */
+const SD_LISTEN_FDS_START = 3;
+
+/**
+ * `host:port`, `:port` or `port` (port 0 picks a free one); `fd:N`, a listening socket inherited on descriptor
+ * N; or `systemd` / `systemd:NAME`, one passed by systemd's socket activation (`LISTEN_FDS`, the name from
+ * `LISTEN_FDNAMES`, i.e. the unit's `FileDescriptorName=`), which must be for this process (`LISTEN_PID`).
+ */
+export function parseListen(s: string, defaultHost = '127.0.0.1', env: NodeJS.ProcessEnv = process.env, pid = process.pid): ListenTarget {
+  const fd = /^fd:(\d{1,9})$/.exec(s);
+  if (fd !== null) {
+    const n = Number(fd[1]);
+    if (n < 3) throw new TypeError(`${JSON.stringify(s)}: descriptors 0 to 2 are stdin, stdout and stderr, not a listening socket`);
+    return { fd: n, what: s };
+  }
+  const sd = /^systemd(?::(.+))?$/.exec(s);
+  if (sd === null) return parseHostPort(s, defaultHost);
+  const count = Number(env['LISTEN_FDS']);
+  if (!Number.isInteger(count) || count < 1) throw new TypeError(`${JSON.stringify(s)}: no socket was passed (LISTEN_FDS is not set): start the gateway from a systemd socket unit`);
+  const forPid = env['LISTEN_PID'];
+  if (forPid !== undefined && forPid !== '' && Number(forPid) !== pid) {
+    throw new TypeError(`${JSON.stringify(s)}: the sockets were passed to process ${forPid}, not to this one (${pid}): run node directly as the service's command, not through a wrapper such as npx`);
+  }
+  const names = (env['LISTEN_FDNAMES'] ?? '').split(':');
+  const name = sd[1];
+  if (name === undefined) {
+    if (count > 1) throw new TypeError(`${JSON.stringify(s)}: ${count} sockets were passed (${names.join(', ')}): name one, systemd:NAME`);
+    return { fd: SD_LISTEN_FDS_START, what: s };
+  }
+  const i = names.indexOf(name);
+  if (i < 0 || i >= count) throw new TypeError(`${JSON.stringify(s)}: no socket named ${JSON.stringify(name)} was passed (LISTEN_FDNAMES: ${names.join(', ') || 'none'})`);
+  return { fd: SD_LISTEN_FDS_START + i, what: s };
+}
+
 /** An HTTP, HTTPS or HTTPS-with-HTTP/2 server: what the gateway's listeners share. */
 export type AnyServer = Server | TlsServer | Http2SecureServer;
 
@@ -84,14 +126,25 @@ export function http1Settings(limits: ServerLimits = {}): Http1Settings {
   };
 }
 
-export function listenOn(server: NetServer, host: string, port: number): Promise<number> {
+/** Listens on `target`; resolves with the address it listens on (for an inherited socket, the socket's own). */
+export function listenOn(server: NetServer, target: ListenTarget): Promise<{ host: string; port: number }> {
   return new Promise((resolve, reject) => {
-    const onError = (e: Error): void => reject(e);
+    const onError = (e: NodeJS.ErrnoException): void => {
+      if (target.fd === undefined) return reject(e);
+      const err = new Error(`${target.what}: descriptor ${target.fd} is not a listening socket this process holds (${e.code ?? e.message})`) as NodeJS.ErrnoException;
+      if (e.code !== undefined) err.code = e.code;
+      reject(err);
+    };
     server.once('error', onError);
-    server.listen({ port, host }, () => {
+    server.listen(target.fd !== undefined ? { fd: target.fd } : { port: target.port, host: target.host }, () => {
       server.off('error', onError);
       const a = server.address();
-      resolve(typeof a === 'object' && a !== null ? a.port : port);
+      if (typeof a === 'object' && a !== null) resolve({ host: a.address, port: a.port });
+      else if (target.fd === undefined) resolve({ host: target.host, port: target.port });
+      else {
+        server.close();
+        reject(new Error(`${target.what}: descriptor ${target.fd} is not a TCP socket`));
+      }
     });
   });
 }

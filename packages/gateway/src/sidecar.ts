@@ -10,7 +10,7 @@ import { AppProbe, checkAppHealthOptions, type AppHealthOptions } from './app-he
 import { planBody } from './body.js';
 import { GatewayCodes } from './errors.js';
 import { stripIncoming } from './identity-headers.js';
-import { hardenedServer, http1Settings, listenOn, parseHostPort, urlOf, type AnyServer, type ServerLimits } from './listen.js';
+import { hardenedServer, http1Settings, listenOn, parseListen, urlOf, type AnyServer, type ServerLimits } from './listen.js';
 import { clientCertOf, forwardedCert } from './client-cert.js';
 import { closeAllConnections, closeIdleConnections, enableH2c, goAway, webSocketStreams } from './http2.js';
 import type { TlsContext } from './tls.js';
@@ -138,14 +138,13 @@ export async function startSidecar(
     keepMeshHeaders(f, req);
     return { service: o.service, path, query, route: undefined, identity: undefined, admit: true, direct: appAddress, timeoutMs: undefined };
   });
-  const { host, port } = parseHostPort(listen);
+  const target = parseListen(listen);
   // HTTP/2 sessions live beside node's HTTP/1.1 connections (cleartext ones told apart per connection, TLS
   // ones by ALPN): the service's drain is told of them.
   let ingressServer: AnyServer | undefined;
   const sessions = appProtocol === 'h2c' || tls !== undefined ? { stopAccepting: () => ingressServer && goAway(ingressServer), closeAll: () => ingressServer && closeAllConnections(ingressServer) } : undefined;
   const bound = await service.listen(ingress, {
-    host,
-    port,
+    ...(target.fd !== undefined ? { fd: target.fd } : { host: target.host, port: target.port }),
     upgrade: wsIngress.listener,
     ...(sessions !== undefined ? { sessions } : {}),
     // With TLS, the gateway's own hardened server (HTTP/2 by ALPN only for an HTTP/2 app: other sidecars and
@@ -179,7 +178,7 @@ export async function startSidecar(
   let egressServer: ReturnType<typeof hardenedServer> | undefined;
   let wsEgress: WebSocketProxy | undefined;
   if (o.egress !== undefined) {
-    const e = parseHostPort(o.egress);
+    const e = parseListen(o.egress);
     const egressListener = (req: IncomingMessage, res: ServerResponse): void => {
       const ex = f.begin(req, res);
       serveEgress(f, ex, o.service, maxBody).catch(() => f.problem(ex, 500, GatewayCodes.internal, 'the sidecar failed to handle the request'));
@@ -197,14 +196,14 @@ export async function startSidecar(
     });
     egressServer.on('upgrade', wsEgress.listener);
     webSocketStreams(egressServer, wsEgress.streamListener);
-    const p = await listenOn(egressServer, e.host, e.port);
-    egressUrl = urlOf(e.host, p);
+    const at = await listenOn(egressServer, e);
+    egressUrl = urlOf(at.host, at.port);
   }
 
   return {
     service,
     tlsServer: tls !== undefined ? ingressServer : undefined,
-    ingressUrl: urlOf(host, bound.port, tls === undefined ? 'http' : 'https'),
+    ingressUrl: urlOf(bound.host, bound.port, tls === undefined ? 'http' : 'https'),
     egressUrl,
     async close(drainTimeoutMs) {
       await probe?.stop();

@@ -42,12 +42,14 @@ interface GatewayFlags {
 }
 
 const HOST_PORT = /^(\[[^\]]+\]|[^:]*):\d+$/;
+/** A listening socket the gateway was started with: `fd:N`, or one passed by systemd's socket activation. */
+const INHERITED = /^(fd:\d+|systemd(:.+)?)$/;
 
 export function registerGateway(program: Command): void {
   program
     .command('gateway')
     .description('run the edge gateway (or, with --sidecar, a sidecar in front of one app) until SIGINT/SIGTERM')
-    .option('--listen <host:port>', 'proxy address (the ingress in sidecar mode)', '127.0.0.1:8080')
+    .option('--listen <host:port>', 'proxy address (the ingress in sidecar mode); fd:N or systemd[:NAME] for a listening socket the gateway was started with (socket activation)', '127.0.0.1:8080')
     .option('--admin <host:port>', 'admin address: /metrics, /healthz, /readyz')
     .option('--tls-cert <file>', 'serve HTTPS (the sidecar ingress too, which then registers an https:// address): PEM certificate (chain) file, reloaded when it changes; with --tls-key')
     .option('--tls-key <file>', 'serve HTTPS: PEM private key file of --tls-cert')
@@ -84,7 +86,7 @@ export function registerGateway(program: Command): void {
       const conn = await resolveConnection({ url: globals.url, token: globals.token });
       if (conn.token === undefined) throw new UsageError('no token: set $PLINTH_TOKEN (a plinth_… credential of the gateway\'s ServiceAccount) or run plinth login');
       for (const [name, v] of [['--listen', flags.listen], ['--admin', flags.admin], ['--egress', flags.egress]] as const) {
-        if (v !== undefined && !HOST_PORT.test(v)) throw new UsageError(`${name} expects host:port, not ${JSON.stringify(v)}`);
+        if (v !== undefined && !HOST_PORT.test(v) && !INHERITED.test(v)) throw new UsageError(`${name} expects host:port, fd:N or systemd[:NAME], not ${JSON.stringify(v)}`);
       }
       const trustProxy = flags.trustProxy === undefined ? undefined : Number(flags.trustProxy);
       if (trustProxy !== undefined && !(Number.isInteger(trustProxy) && trustProxy >= 0)) throw new UsageError('--trust-proxy expects a number of hops (0, 1, 2, …)');
@@ -135,6 +137,9 @@ export function registerGateway(program: Command): void {
       if (streamIdle !== undefined && !(Number.isInteger(streamIdle) && streamIdle > 0)) throw new UsageError(`--stream-idle-timeout expects milliseconds, a positive integer, not ${JSON.stringify(flags.streamIdleTimeout)}`);
       const workers = flags.workers === undefined ? undefined : workerCount(flags.workers);
       if (workers !== undefined && flags.sidecar) throw new UsageError('--workers applies to the edge gateway: a sidecar registers its one app from one process');
+      if (workers !== undefined && [flags.listen, flags.admin].some((v) => v !== undefined && INHERITED.test(v))) {
+        throw new UsageError('--workers binds its own listening socket (the workers share it); an inherited one (fd:N, systemd) takes a single gateway, which restarts on it without refusing a connection');
+      }
       const namespace = flags.namespace ?? defaultNamespace();
       // Loaded here so that other commands do not pay for the gateway's modules.
       const { checkGateway, isTokenRefusal, startGateway, startWorkerPool, serveAsWorker, leavePool, workerRole, WorkerStartError } = await import('@plinth/gateway');

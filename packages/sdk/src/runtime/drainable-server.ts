@@ -125,14 +125,18 @@ export class DrainableServer {
     return this.inFlight.size;
   }
 
-  listen(port: number, host: string): Promise<number> {
+  /** Binds `host:port`, or listens on the inherited listening socket `fd`; resolves with the address listened on. */
+  listen(port: number, host: string, fd?: number): Promise<{ host: string; port: number }> {
     return new Promise((resolve, reject) => {
       const onError = (e: Error) => reject(e);
       this.server.once('error', onError);
-      this.server.listen({ port, host }, () => {
+      this.server.listen(fd !== undefined ? { fd } : { port, host }, () => {
         this.server.off('error', onError);
         const a = this.server.address();
-        resolve(typeof a === 'object' && a !== null ? a.port : port);
+        if (typeof a === 'object' && a !== null) return resolve({ host: a.address, port: a.port });
+        if (fd === undefined) return resolve({ host, port });
+        this.server.close();
+        reject(new Error(`descriptor ${fd} is not a TCP socket`));
       });
     });
   }

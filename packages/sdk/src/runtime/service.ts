@@ -101,6 +101,12 @@ export interface ListenOptions {
   /** Default '127.0.0.1'; '0.0.0.0' to be reachable from other hosts (then set advertiseAddress). */
   host?: string;
   /**
+   * A listening socket the process was started with, instead of `port` and `host` (socket activation: a service
+   * manager that holds the socket across restarts, so that connections wait in its backlog rather than being
+   * refused). The registered address is the socket's own, unless `advertiseAddress` says otherwise.
+   */
+  fd?: number;
+  /**
    * node:http's `upgrade` listener, for WebSockets (e.g. `(req, socket, head) => wss.handleUpgrade(req, socket,
    * head, (ws) => wss.emit('connection', ws, req))` with the `ws` package). Upgrades that arrive while the
    * service drains get 503; connections still open are closed when it stops.
@@ -125,6 +131,8 @@ export interface ListenOptions {
 }
 
 export interface Listening {
+  /** The address listened on (for an inherited socket, the socket's). */
+  host: string;
   port: number;
   /** The address registered (or that would be): `http(s)://host:port`, or `advertiseAddress`. */
   address: string;
@@ -311,10 +319,10 @@ class ServiceRuntime implements Service {
     if (this.http) throw new ServiceError(ALREADY_LISTENING, `service ${this.name} is already listening`);
     const http = new DrainableServer(handler, () => this.notReady(), opts.upgrade, opts.tls, opts.sessions, opts.createServer);
     this.http = http;
-    const host = opts.host ?? '127.0.0.1';
+    let host = opts.host ?? '127.0.0.1';
     let port: number;
     try {
-      port = await http.listen(opts.port ?? 0, host);
+      ({ host, port } = await http.listen(opts.port ?? 0, host, opts.fd));
     } catch (e) {
       this.http = undefined;
       throw e;
@@ -329,7 +337,7 @@ class ServiceRuntime implements Service {
         () => {},
       );
     }
-    return { port, address, server: http.server };
+    return { host, port, address, server: http.server };
   }
 
   get currentHealth(): Health {
