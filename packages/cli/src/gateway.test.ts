@@ -154,6 +154,63 @@ async function startGatewayProcess(extra: string[] = []): Promise<{ child: Child
   return { child, url, admin, output: () => ({ stdout, stderr }), exited };
 }
 
+async function heldDir(name: string): Promise<string> {
+  const dir = join(tmp, name);
+  await mkdir(dir, { recursive: true });
+  return dir;
+}
+
+/** Waits until a gateway the socket holder started prints its admin address. */
+async function heldUp(p: HeldProcess): Promise<void> {
+  for (let i = 0; i < 800 && !/admin on \S+/.test(p.output().stdout); i++) await sleep(25);
+  assert.match(p.output().stdout, /admin on \S+/, p.output().stderr);
+}
+
+/**
+ * Four clients sending requests to `base` until stopped, each on a new connection (so that every one is
+ * accepted by whichever gateway runs then), counting those served and keeping the failures.
+ */
+function heldLoad(base: string): { more(n: number): Promise<void>; acrossGap(stop: () => Promise<void>, start: () => Promise<void>): Promise<void>; stop(): Promise<string[]> } {
+  const failures: string[] = [];
+  let served = 0;
+  let loading = true;
+  const clients = Promise.all(
+    Array.from({ length: 4 }, async (_, k) => {
+      for (let i = 0; loading; i++) {
+        try {
+          const r = await request(`${base}/hello/socket-${k}-${i}`, { reset: true });
+          const text = await r.body.text();
+          if (r.statusCode === 200) served++;
+          else failures.push(`${r.statusCode} ${text}`);
+        } catch (e) {
+          failures.push((e as Error).message);
+        }
+      }
+    }),
+  );
+  const more = async (n: number): Promise<void> => {
+    const from = served;
+    for (let i = 0; i < 1000 && served < from + n; i++) await sleep(10);
+    assert.ok(served >= from + n, `only ${served - from} requests served`);
+  };
+  return {
+    more,
+    async acrossGap(stop, start) {
+      await stop();
+      const atGap = served;
+      await sleep(500);
+      assert.equal(served, atGap, 'nothing answers while no gateway runs');
+      await start();
+      await more(20);
+    },
+    async stop() {
+      loading = false;
+      await clients;
+      return failures;
+    },
+  };
+}
+
 void describe('plinth gateway against a real server', () => {
   void it('serves a Route to a registered Instance, is ready on the admin port, and drains on SIGTERM', async () => {
     const gw = await startGatewayProcess();
@@ -561,74 +618,62 @@ void describe('plinth gateway against a real server', () => {
   });
 
   void it('--listen systemd: a gateway restarts on a socket its service manager holds without refusing a connection, the old and the new one sharing it, or across a gap', async () => {
-    const dir = join(tmp, 'held');
-    await mkdir(dir, { recursive: true });
-    const holder = await socketHolder(dir);
+    const holder = await socketHolder(await heldDir('held'));
     const env = { ...baseEnv, PLINTH_TOKEN: gatewayToken };
     const argv = [process.execPath, MAIN, 'gateway', '--listen', 'systemd', '--admin', '127.0.0.1:0', '-n', NS];
-    const up = async (p: HeldProcess): Promise<void> => {
-      for (let i = 0; i < 800 && !/admin on \S+/.test(p.output().stdout); i++) await sleep(25);
-      assert.match(p.output().stdout, /admin on \S+/, p.output().stderr);
-    };
     const base = `http://127.0.0.1:${holder.port}`;
-    const failures: string[] = [];
-    let served = 0;
-    let loading = true;
-    let load: Promise<unknown> = Promise.resolve();
+    const load = heldLoad(base);
     try {
       const a = await holder.start(argv, env);
-      await up(a);
+      await heldUp(a);
       assert.match(a.output().stdout, new RegExp(`^plinth gateway listening on ${base} \\(namespace ${NS}\\)$`, 'm'), 'the URL is the held socket\'s');
-      // Four clients, each request on a new connection: every one is accepted by whichever gateway runs.
-      load = Promise.all(
-        Array.from({ length: 4 }, async (_, k) => {
-          for (let i = 0; loading; i++) {
-            try {
-              const r = await request(`${base}/hello/socket-${k}-${i}`, { reset: true });
-              const text = await r.body.text();
-              if (r.statusCode === 200) served++;
-              else failures.push(`${r.statusCode} ${text}`);
-            } catch (e) {
-              failures.push((e as Error).message);
-            }
-          }
-        }),
-      );
-      for (let i = 0; i < 400 && served < 20; i++) await sleep(10);
+      await load.more(20);
       // A new gateway starts on the same socket before the old one drains: both accept for a while.
       const b = await holder.start(argv, env);
-      await up(b);
+      await heldUp(b);
       process.kill(a.pid, 'SIGTERM');
       assert.equal(await a.exited, 0, a.output().stderr);
-      const handedOver = served;
-      for (let i = 0; i < 400 && served < handedOver + 20; i++) await sleep(10);
-      assert.ok(served >= handedOver + 20, 'the new gateway serves once the old one is gone');
+      await load.more(20);
       // A gap, as when systemd restarts a unit: nothing accepts, and the clients' connections wait in the backlog.
-      process.kill(b.pid, 'SIGTERM');
-      assert.equal(await b.exited, 0, b.output().stderr);
-      const atGap = served;
-      await sleep(500);
-      assert.equal(served, atGap, 'nothing answers while no gateway runs');
-      const c = await holder.start(argv, env);
-      await up(c);
-      for (let i = 0; i < 400 && served < atGap + 20; i++) await sleep(10);
-      loading = false;
-      await load;
-      assert.deepEqual(failures, [], 'no request failed, neither at the handover nor across the gap');
-      assert.ok(served >= atGap + 20, `requests served after the gap: ${served - atGap}`);
-      process.kill(c.pid, 'SIGTERM');
-      assert.equal(await c.exited, 0, c.output().stderr);
+      await load.acrossGap(async () => {
+        process.kill(b.pid, 'SIGTERM');
+        assert.equal(await b.exited, 0, b.output().stderr);
+      }, async () => heldUp(await holder.start(argv, env)));
+      assert.deepEqual(await load.stop(), [], 'no request failed, neither at the handover nor across the gap');
     } finally {
-      loading = false;
+      await load.stop();
       await holder.close();
-      await load;
+    }
+  });
+
+  void it('--workers with --listen systemd: the primary shares the held socket with its workers; SIGHUP reloads on it, and the whole gateway restarts across a gap', async () => {
+    const holder = await socketHolder(await heldDir('held-workers'));
+    const env = { ...baseEnv, PLINTH_TOKEN: gatewayToken };
+    const argv = [process.execPath, MAIN, 'gateway', '--workers', '2', '--listen', 'systemd', '--admin', '127.0.0.1:0', '-n', NS];
+    const base = `http://127.0.0.1:${holder.port}`;
+    const load = heldLoad(base);
+    try {
+      const first = await holder.start(argv, env);
+      await heldUp(first);
+      assert.match(first.output().stdout, new RegExp(`^plinth gateway listening on ${base} \\(namespace ${NS}, 2 workers: \\d+ \\d+\\)$`, 'm'));
+      await load.more(20);
+      process.kill(first.pid, 'SIGHUP');
+      for (let i = 0; i < 800 && !/reloaded: workers/.test(first.output().stderr); i++) await sleep(25);
+      assert.match(first.output().stderr, /reloaded: workers \d+ \d+/);
+      await load.more(20);
+      await load.acrossGap(async () => {
+        process.kill(first.pid, 'SIGTERM');
+        assert.equal(await first.exited, 0, first.output().stderr);
+      }, async () => heldUp(await holder.start(argv, env)));
+      assert.deepEqual(await load.stop(), [], 'no request failed across the reload and the restart');
+    } finally {
+      await load.stop();
+      await holder.close();
     }
   });
 
   void it('--sidecar --listen systemd: the ingress on the held socket, registered at its address', async () => {
-    const dir = join(tmp, 'held-sidecar');
-    await mkdir(dir, { recursive: true });
-    const holder = await socketHolder(dir);
+    const holder = await socketHolder(await heldDir('held-sidecar'));
     try {
       // The admin's token: a sidecar registers its app, which the edge gateway's role does not allow.
       const sc = await holder.start([process.execPath, MAIN, 'gateway', '--sidecar', '--listen', 'systemd', '--app', `http://${upstreamAddress}`, '--service', 'hello-sc', '--app-version', '1.0.0', '--admin', '127.0.0.1:0', '-n', NS], baseEnv);
@@ -649,16 +694,16 @@ void describe('plinth gateway against a real server', () => {
     }
   });
 
-  void it('--listen systemd without a socket passed, or passed to another process, and an inherited socket with --workers: refused before anything starts', async () => {
+  void it('--listen systemd without a socket passed, or passed to another process, and a descriptor that is no listening socket: refused before anything starts', async () => {
     const none = await cli(['gateway', '--listen', 'systemd', '-n', NS], { PLINTH_TOKEN: gatewayToken });
     assert.equal(none.code, 2, none.stderr);
     assert.match(none.stderr, /^error: "systemd": no socket was passed \(LISTEN_FDS is not set\): start the gateway from a systemd socket unit$/m);
     const wrapped = await cli(['gateway', '--check', '--listen', 'systemd', '-n', NS], { PLINTH_TOKEN: gatewayToken, LISTEN_FDS: '1', LISTEN_PID: '1' });
     assert.equal(wrapped.code, 2, wrapped.stderr);
     assert.match(wrapped.stderr, /the sockets were passed to process 1, not to this one \(\d+\): run node directly as the service's command/);
-    const workers = await cli(['gateway', '--listen', 'fd:3', '--workers', '2', '-n', NS], { PLINTH_TOKEN: gatewayToken });
-    assert.equal(workers.code, 2, workers.stderr);
-    assert.match(workers.stderr, /--workers binds its own listening socket/);
+    const pool = await cli(['gateway', '--workers', '2', '--listen', 'systemd', '-n', NS], { PLINTH_TOKEN: gatewayToken });
+    assert.equal(pool.code, 2, pool.stderr);
+    assert.match(pool.stderr, /^error: "systemd": no socket was passed/m, 'the primary checks before it forks');
     const notSocket = await cli(['gateway', '--listen', 'fd:9', '-n', NS], { PLINTH_TOKEN: gatewayToken });
     assert.notEqual(notSocket.code, 0);
     assert.match(notSocket.stderr, /fd:9: descriptor 9 is not a listening socket this process holds/);

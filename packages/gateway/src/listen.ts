@@ -1,3 +1,4 @@
+import cluster from 'node:cluster';
 import { createServer, type RequestListener, type Server } from 'node:http';
 import { createServer as createTlsServer, type Server as TlsServer } from 'node:https';
 import type { Http2SecureServer } from 'node:http2';
@@ -46,7 +47,7 @@ const SD_LISTEN_FDS_START = 3;
  * N; or `systemd` / `systemd:NAME`, one passed by systemd's socket activation (`LISTEN_FDS`, the name from
  * `LISTEN_FDNAMES`, i.e. the unit's `FileDescriptorName=`), which must be for this process (`LISTEN_PID`).
  */
-export function parseListen(s: string, defaultHost = '127.0.0.1', env: NodeJS.ProcessEnv = process.env, pid = process.pid): ListenTarget {
+export function parseListen(s: string, defaultHost = '127.0.0.1', env: NodeJS.ProcessEnv = process.env, pid = process.pid, parentPid = cluster.isWorker ? process.ppid : undefined): ListenTarget {
   const fd = /^fd:(\d{1,9})$/.exec(s);
   if (fd !== null) {
     const n = Number(fd[1]);
@@ -58,7 +59,9 @@ export function parseListen(s: string, defaultHost = '127.0.0.1', env: NodeJS.Pr
   const count = Number(env['LISTEN_FDS']);
   if (!Number.isInteger(count) || count < 1) throw new TypeError(`${JSON.stringify(s)}: no socket was passed (LISTEN_FDS is not set): start the gateway from a systemd socket unit`);
   const forPid = env['LISTEN_PID'];
-  if (forPid !== undefined && forPid !== '' && Number(forPid) !== pid) {
+  // A gateway's worker listens through its primary (node's cluster hands the primary's socket on): the sockets
+  // are the primary's, which checked they were passed to it.
+  if (forPid !== undefined && forPid !== '' && Number(forPid) !== pid && Number(forPid) !== parentPid) {
     throw new TypeError(`${JSON.stringify(s)}: the sockets were passed to process ${forPid}, not to this one (${pid}): run node directly as the service's command, not through a wrapper such as npx`);
   }
   const names = (env['LISTEN_FDNAMES'] ?? '').split(':');

@@ -137,17 +137,16 @@ export function registerGateway(program: Command): void {
       if (streamIdle !== undefined && !(Number.isInteger(streamIdle) && streamIdle > 0)) throw new UsageError(`--stream-idle-timeout expects milliseconds, a positive integer, not ${JSON.stringify(flags.streamIdleTimeout)}`);
       const workers = flags.workers === undefined ? undefined : workerCount(flags.workers);
       if (workers !== undefined && flags.sidecar) throw new UsageError('--workers applies to the edge gateway: a sidecar registers its one app from one process');
-      if (workers !== undefined && [flags.listen, flags.admin].some((v) => v !== undefined && INHERITED.test(v))) {
-        throw new UsageError('--workers binds its own listening socket (the workers share it); an inherited one (fd:N, systemd) takes a single gateway, which restarts on it without refusing a connection');
-      }
       const namespace = flags.namespace ?? defaultNamespace();
       // Loaded here so that other commands do not pay for the gateway's modules.
-      const { checkGateway, isTokenRefusal, startGateway, startWorkerPool, serveAsWorker, leavePool, workerRole, WorkerStartError } = await import('@plinth/gateway');
+      const { checkGateway, isTokenRefusal, parseListen, startGateway, startWorkerPool, serveAsWorker, leavePool, workerRole, WorkerStartError } = await import('@plinth/gateway');
       const logger = { warn: (m: string, f?: Record<string, unknown>) => note(`warning: ${m}${f ? ` ${JSON.stringify(f)}` : ''}`), debug: () => {} };
       const role = workers !== undefined ? workerRole() : undefined;
       if (workers !== undefined && role === undefined && !flags.check) {
         let pool;
         try {
+          // The workers listen through the primary: an inherited socket must be this process's (LISTEN_PID).
+          for (const l of [flags.listen, flags.admin]) if (l !== undefined) parseListen(l);
           pool = await startWorkerPool({ workers, ...(flags.admin !== undefined ? { adminListen: flags.admin } : {}), logger });
         } catch (e) {
           // The worker printed why it could not start; its exit code says what kind of failure it was.
