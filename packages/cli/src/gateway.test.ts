@@ -281,7 +281,8 @@ void describe('plinth gateway against a real server', () => {
 
   void it('bad flags exit 2 with a message naming the flag', async () => {
     const cases: [string[], RegExp][] = [
-      [['--listen', 'nowhere'], /^error: --listen expects host:port, not "nowhere"$/m],
+      [['--listen', 'nowhere'], /^error: --listen expects host:port, fd:N or systemd\[:NAME\], not "nowhere"$/m],
+      [['--admin', 'fd:x'], /^error: --admin expects host:port, fd:N or systemd\[:NAME\], not "fd:x"$/m],
       [['--admin', '127.0.0.1'], /^error: --admin expects host:port/m],
       [['--trust-proxy', 'some'], /^error: --trust-proxy expects a number of hops/m],
       [['--app', 'http://127.0.0.1:5000'], /^error: --app only apply with --sidecar$/m],
