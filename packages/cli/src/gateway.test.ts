@@ -618,6 +618,24 @@ void describe('plinth gateway against a real server', () => {
     }
   });
 
+  void it('--request-id: every answer carries an ID under the header named; a header the gateway owns is refused', async () => {
+    const gw = await startGatewayProcess(['--request-id', 'X-Correlation-Id']);
+    try {
+      const r = await request(`${gw.url}/hello/rid`);
+      assert.equal(await r.body.text(), 'hello /hello/rid from gateway');
+      assert.match(String(r.headers['x-correlation-id']), /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+      gw.child.kill('SIGTERM');
+      assert.equal(await gw.exited, 0, gw.output().stderr);
+      const line = gw.output().stdout.split('\n').find((l) => l.includes('/hello/rid'));
+      assert.equal((JSON.parse(line ?? '{}') as { requestId?: string }).requestId, r.headers['x-correlation-id'], 'the access log has it');
+    } finally {
+      if (gw.child.exitCode === null && gw.child.signalCode === null) gw.child.kill('SIGKILL');
+    }
+    const bad = await cli(['gateway', '--request-id', 'traceparent', '--listen', '127.0.0.1:0', '-n', NS], { PLINTH_TOKEN: gatewayToken });
+    assert.equal(bad.code, 2, bad.stderr);
+    assert.match(bad.stderr, /^error: requestId\.header: traceparent is a header the gateway sets or strips itself$/m);
+  });
+
   void it('--listen systemd: a gateway restarts on a socket its service manager holds without refusing a connection, the old and the new one sharing it, or across a gap', async () => {
     const holder = await socketHolder(await heldDir('held'));
     const env = { ...baseEnv, PLINTH_TOKEN: gatewayToken };

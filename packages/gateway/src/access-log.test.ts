@@ -93,7 +93,10 @@ describe('access log lines', () => {
   it('are the lines pino writes, field for field, with and without the optional fields', () => {
     const full: AccessEntry = { ...entry(7), lane: 'canary', stress: true, reason: 'upstream_error', durationMs: 12.5, status: 503, grpcStatus: 14 };
     const bare: AccessEntry = { ...entry(8), route: undefined, upstream: undefined, traceId: undefined, identity: undefined, status: 404 };
-    for (const e of [entry(1), full, bare]) assert.equal(accessLine(e, time), viaPino(e, time));
+    // The request ID in the place the gateway's entries hold it, after the trace id.
+    const { identity, lane, stress, reason, grpcStatus, ...head } = full;
+    const withId: AccessEntry = { ...head, requestId: 'lb-7f3a', identity, lane, stress, reason, grpcStatus };
+    for (const e of [entry(1), full, bare, withId]) assert.equal(accessLine(e, time), viaPino(e, time));
   });
 
   it('escape what clients send, so every line stays one valid JSON object', () => {

@@ -15,6 +15,8 @@ export interface AccessEntry {
   bytesIn: number;
   bytesOut: number;
   traceId: string | undefined;
+  /** With `requestId` on: the ID sent upstream and returned to the client. */
+  requestId?: string | undefined;
   identity: string | undefined;
   lane: string | undefined;
   stress: boolean;
@@ -138,6 +140,7 @@ export function accessLine(e: AccessEntry, time: string): string {
   if (e.upstream !== undefined) line += `,"upstream":${jsonString(e.upstream)}`;
   line += `,"bytesIn":${num(e.bytesIn)},"bytesOut":${num(e.bytesOut)}`;
   if (e.traceId !== undefined) line += `,"traceId":${jsonString(e.traceId)}`;
+  if (e.requestId !== undefined) line += `,"requestId":${jsonString(e.requestId)}`;
   if (e.identity !== undefined) line += `,"identity":${jsonString(e.identity)}`;
   if (e.lane !== undefined) line += `,"lane":${jsonString(e.lane)}`;
   line += e.stress ? ',"stress":true' : ',"stress":false';

@@ -25,6 +25,7 @@ import { Authenticator, RoleIndex, type AuthOptions } from './auth.js';
 import { handshakeRefusal } from './client-cert.js';
 import { GatewayCodes, problemBody } from './errors.js';
 import { clientFeed, type ResourceFeed } from './feed.js';
+import { compileRequestId, type RequestIdOptions } from './request-id.js';
 import { hardenedServer, http1Settings, listenOn, parseListen, urlOf, type AnyServer, type ServerLimits } from './listen.js';
 import { ExternalAuthorizer } from './external-auth.js';
 import { closeAllConnections, closeIdleConnections, enableH2c, goAway, openConnections, webSocketStreams } from './http2.js';
@@ -96,6 +97,12 @@ export interface GatewayOptions {
   name?: string;
   /** Proxies in front whose X-Forwarded-For / Forwarded are believed: true = 1 hop. Default none. */
   trustProxy?: boolean | number;
+  /**
+   * A request ID (`x-request-id`, or `header`) per request: sent upstream, on every answer, in the access log.
+   * One that came with the request is kept behind `trustProxy` at the edge and always in sidecar mode; else a
+   * new UUID. Default off.
+   */
+  requestId?: boolean | RequestIdOptions;
   /** pino JSON lines; default to stdout. false: none. */
   accessLog?: false | AccessLogOptions;
   /** Registry for the gateway's metrics; default a new one, served on the admin listener. */
@@ -176,6 +183,7 @@ function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
 function checkCombinations(o: GatewayOptions): void {
   // A socket activation that did not happen (no LISTEN_FDS, another process's LISTEN_PID) is said before anything starts.
   for (const l of [o.listen, o.adminListen, o.sidecar?.egress]) if (l !== undefined) parseListen(l);
+  compileRequestId(o.requestId, false);
   if (o.sidecar?.appProtocol === 'h2c' && o.tls?.http2 === false) throw new TypeError('startGateway: sidecar appProtocol h2c needs HTTP/2 on the ingress: tls.http2 must not be false');
   if (o.h2c === true && o.sidecar !== undefined) throw new TypeError('startGateway: h2c is for the edge listener; a sidecar takes cleartext HTTP/2 on its ingress with sidecar.appProtocol h2c');
   if (o.h2c === true && o.tls !== undefined) throw new TypeError('startGateway: h2c is cleartext HTTP/2; with tls, HTTP/2 is offered through ALPN (tls.http2)');
@@ -300,6 +308,7 @@ export async function startGateway(o: GatewayOptions): Promise<Gateway> {
     redis: o.redis,
     zone: o.zone,
     processes: o.processes ?? 1,
+    requestId: compileRequestId(o.requestId, sidecar !== undefined || trustProxy > 0),
   });
 
   const listen = o.listen ?? '127.0.0.1:8080';

@@ -13,3 +13,4 @@ export { parseHostPort, parseListen, type ListenTarget, type ServerLimits } from
 export { TlsConfigError, type TlsOptions } from './tls.js';
 export { XFCC_HEADER, MTLS_REFUSALS, parseSpiffeId, type MtlsRefusal, type SpiffeId } from './client-cert.js';
 export { REPLAYABLE_BYTES } from './body.js';
+export type { RequestIdOptions } from './request-id.js';

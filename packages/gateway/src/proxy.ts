@@ -3,6 +3,7 @@ import { Headers, PROBLEM_CONTENT_TYPE, type FallbackAction } from '@plinth/core
 import { type GovernanceSource, type RequestContext } from '@plinth/sdk';
 import { formatTraceparent, newTraceContext, parseTraceparent, serializeBaggage, setStress, type Baggage, type TraceContext } from '@plinth/sdk/balancing';
 import { EndpointPools, isCallError, OutboundEngine, type EngineResult, type OutboundCall, type TryContext, type TryOutcome } from '@plinth/sdk/client';
+import { requestIdOf, type CompiledRequestId } from './request-id.js';
 import { InboundRuntime, type Admission, type Rejection, type TrustMode } from '@plinth/sdk/middleware';
 import type { TimerWheel } from '@plinth/sdk/resilience';
 import { startClientSpan, startServerSpan, type ServerSpanHandle, type Tracing } from '@plinth/sdk/tracing';
@@ -82,6 +83,8 @@ export class Exchange implements Sink {
   bytesIn = 0;
   bytesOut = 0;
   extraHeaders: readonly string[] = NO_HEADERS;
+  /** With `requestId` on: this request's, also the first pair of `extraHeaders`. */
+  requestId: string | undefined;
   current: UpstreamTry | undefined;
   release: (() => void) | undefined;
   span: ServerSpanHandle | undefined;
@@ -159,6 +162,7 @@ export interface ForwarderOptions {
   zone: string | undefined;
   /** Worker processes serving as this one gateway: each counts its share of local rate and concurrency limits. */
   processes: number;
+  requestId: CompiledRequestId | undefined;
 }
 
 /**
@@ -205,6 +209,8 @@ export class Forwarder {
     this.inFlight++;
     this.o.metrics.begin();
     if (this.draining && !res.headersSent) res.setHeader('connection', 'close');
+    const rid = this.o.requestId;
+    if (rid !== undefined) ex.extraHeaders = [rid.header, (ex.requestId = requestIdOf(req, rid))];
     return ex;
   }
 
@@ -236,6 +242,7 @@ export class Forwarder {
       bytesIn: ex.bytesIn,
       bytesOut: ex.bytesOut,
       traceId: ex.traceId,
+      requestId: ex.requestId,
       identity: ex.identity?.subject,
       lane: ex.lane,
       stress: ex.stress,
@@ -364,7 +371,7 @@ export class Forwarder {
       ex.clientSpans = true;
       ex.clientParent = ex.span !== undefined ? ex.span.traceContext : parseTraceparent(headerOf(req, Headers.traceparent));
     }
-    ex.wire = this.wireHeaders(req, ex.identity, ctx, direct !== undefined, ex.clientSpans ? undefined : ex.traceparent, ex.route?.requestHeaders, ex.authHeaders);
+    ex.wire = this.wireHeaders(req, ex.identity, ctx, direct !== undefined, ex.clientSpans ? undefined : ex.traceparent, ex.route?.requestHeaders, ex.authHeaders, ex.requestId);
     if (web !== undefined) {
       ex.wire = grpcRequestHeaders(ex.wire, web);
       ex.grpcWeb = new GrpcWebAnswer(web);
@@ -428,7 +435,7 @@ export class Forwarder {
     if (body.kind !== 'whole' || web) return this.mirror.skip(route.id);
     const baggage: Baggage = new Map(ctx.baggage);
     setStress(baggage, true);
-    const wire = this.wireHeaders(ex.req, ex.identity, { trace: ctx.trace, baggage, deadlineAt: ctx.deadlineAt, caller: ctx.caller }, false, ex.traceparent, route.requestHeaders, ex.authHeaders);
+    const wire = this.wireHeaders(ex.req, ex.identity, { trace: ctx.trace, baggage, deadlineAt: ctx.deadlineAt, caller: ctx.caller }, false, ex.traceparent, route.requestHeaders, ex.authHeaders, ex.requestId);
     this.mirror.copy({
       route: route.id,
       service,
@@ -531,8 +538,9 @@ export class Forwarder {
    * The upstream request's headers, flat: the client's minus hop-by-hop and owned ones, plus forwarding,
    * identity and context. `traceparent` undefined: each try adds its own (it has a client span).
    */
-  wireHeaders(req: IncomingMessage, identity: Identity | undefined, ctx: RequestContext, direct: boolean, traceparent: string | undefined, edit?: HeaderEdit, authHeaders?: readonly string[]): string[] {
+  wireHeaders(req: IncomingMessage, identity: Identity | undefined, ctx: RequestContext, direct: boolean, traceparent: string | undefined, edit?: HeaderEdit, authHeaders?: readonly string[], requestId?: string): string[] {
     const h = req.headers;
+    const ridHeader = requestId !== undefined ? this.o.requestId?.header : undefined;
     const drop = connectionTokens(h.connection);
     const out: string[] = [];
     // An API key is a long-lived credential: verified here, it goes no further (the identity headers say who it was).
@@ -545,13 +553,17 @@ export class Forwarder {
       }
       if (viaKey && (name === 'x-api-key' || name === 'authorization')) continue;
       if (edit !== undefined && edit.drop.has(name)) continue;
+      if (name === ridHeader) continue;
       const v = h[name];
       if (v === undefined) continue;
       if (typeof v === 'string') out.push(name, v);
       else for (const x of v) out.push(name, x);
     }
     // The route's own: names the gateway sets below are not editable (the Route kind refuses them).
-    if (edit !== undefined) for (let i = 0; i < edit.append.length; i++) out.push(edit.append[i]!);
+    if (edit !== undefined) {
+      for (let i = 0; i + 1 < edit.append.length; i += 2) if (edit.append[i] !== ridHeader) out.push(edit.append[i]!, edit.append[i + 1]!);
+    }
+    if (ridHeader !== undefined) out.push(ridHeader, requestId!);
     const trusted = this.o.trustProxy > 0;
     const encrypted = (req.socket as { encrypted?: boolean }).encrypted === true;
     const proto = encrypted ? 'https' : 'http';
@@ -819,7 +831,7 @@ export class EdgeProxy {
     const cors = route.cors;
     if (cors !== undefined && origin !== undefined) {
       if (preflight) return this.preflight(ex, cors, origin, (acrm as string).toUpperCase());
-      if (originAllowed(cors, origin)) ex.extraHeaders = corsHeaders(cors, origin);
+      if (originAllowed(cors, origin)) ex.extraHeaders = ex.extraHeaders.length === 0 ? corsHeaders(cors, origin) : ex.extraHeaders.concat(corsHeaders(cors, origin));
     }
 
     let a = edgeAuthenticate(req, route, this.o, f.o.metrics);

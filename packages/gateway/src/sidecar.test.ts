@@ -9,7 +9,7 @@ import { startGateway, type Gateway } from './gateway.js';
 import { call, controlPlane, relay, sleep, upstream, type TestControlPlane as ControlPlane, type Upstream } from './testkit.test.helpers.js';
 
 const NS = 'side';
-const PASS_ON = ['traceparent', 'baggage', 'plinth-timeout-ms'];
+const PASS_ON = ['traceparent', 'baggage', 'plinth-timeout-ms', 'x-request-id'];
 
 describe('gateway sidecar (real control plane)', () => {
   let cp: ControlPlane;
@@ -60,6 +60,7 @@ describe('gateway sidecar (real control plane)', () => {
       listen: '127.0.0.1:0',
       accessLog: false,
       sidecar: { app: app.url, service: 'orders', version: '2.0.0', egress: '127.0.0.1:0', deregisterDelayMs: 0, instanceId: 'orders-sidecar-1' },
+      requestId: true,
     });
     egress = gw.egressUrl!;
   });
@@ -109,6 +110,16 @@ describe('gateway sidecar (real control plane)', () => {
     assert.equal(r.text, 'base');
     assert.equal(baseCalls, 2);
     assert.equal(base.seen.at(-1)!.headers['plinth-caller'], 'orders', 'the app calls as its service');
+  });
+
+  it('keeps the request ID a caller sent through the app to its own calls, and gives one to a request without', async () => {
+    const r = await call(`${gw.url}/call`, { headers: { 'x-request-id': 'checkout-42' } });
+    assert.equal(r.headers['x-request-id'], 'checkout-42', 'the caller (another sidecar, the edge) set it: kept');
+    assert.equal(app.seen.at(-1)!.headers['x-request-id'], 'checkout-42');
+    assert.equal(base.seen.at(-1)!.headers['x-request-id'], 'checkout-42', 'the app passed it on through the egress, which kept it');
+    const fresh = await call(`${gw.url}/hello`);
+    assert.match(String(fresh.headers['x-request-id']), /^[0-9a-f-]{36}$/);
+    assert.equal(app.seen.at(-1)!.headers['x-request-id'], fresh.headers['x-request-id']);
   });
 
   it('carries the lane entered at the ingress through the app to the lane instance, by path or by Host', async () => {

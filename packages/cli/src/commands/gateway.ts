@@ -12,6 +12,7 @@ interface GatewayFlags {
   namespace?: string;
   cacheFile?: string;
   trustProxy?: string;
+  requestId?: string | true;
   accessLog: boolean;
   sidecar?: boolean;
   app?: string;
@@ -66,6 +67,7 @@ export function registerGateway(program: Command): void {
     .option('-n, --namespace <ns>', 'namespace whose Routes and rules are served (default: $PLINTH_NAMESPACE or "default")')
     .option('--cache-file <file>', 'snapshot cache: start and route from it while the control plane is down')
     .option('--trust-proxy <hops>', 'proxies in front whose X-Forwarded-For is believed', undefined)
+    .option('--request-id [header]', 'a request ID per request (default header x-request-id): sent upstream, on every answer, in the access log; an incoming one is kept behind --trust-proxy and in sidecar mode')
     .option('--no-access-log', 'do not write JSON access-log lines to stdout')
     .option('--sidecar', 'sidecar mode: register --app as an instance of --service and front it')
     .option('--app <url>', 'sidecar: the app, e.g. http://127.0.0.1:5000')
@@ -187,6 +189,7 @@ export function registerGateway(program: Command): void {
         ...(flags.h2c === true ? { h2c: true } : {}),
         ...(upstreamTls !== undefined ? { upstreamTls } : {}),
         ...(trustProxy !== undefined ? { trustProxy } : {}),
+        ...(flags.requestId !== undefined ? { requestId: flags.requestId === true ? true : { header: flags.requestId.toLowerCase() } } : {}),
         ...(streamIdle !== undefined ? { streamIdleTimeoutMs: streamIdle } : {}),
         ...(flags.accessLog ? (role !== undefined ? { accessLog: { shared: true } } : {}) : { accessLog: false as const }),
         logger,
