@@ -3,7 +3,7 @@ import { Headers, PROBLEM_CONTENT_TYPE, type FallbackAction } from '@plinth/core
 import { type GovernanceSource, type RequestContext } from '@plinth/sdk';
 import { formatTraceparent, newTraceContext, parseTraceparent, serializeBaggage, setStress, type Baggage, type TraceContext } from '@plinth/sdk/balancing';
 import { EndpointPools, isCallError, OutboundEngine, type EngineResult, type OutboundCall, type TryContext, type TryOutcome } from '@plinth/sdk/client';
-import { requestIdOf, type CompiledRequestId } from './request-id.js';
+import { REQUEST_ID_ATTRIBUTE, requestIdOf, type CompiledRequestId } from './request-id.js';
 import { InboundRuntime, type Admission, type Rejection, type TrustMode } from '@plinth/sdk/middleware';
 import type { TimerWheel } from '@plinth/sdk/resilience';
 import { startClientSpan, startServerSpan, type ServerSpanHandle, type Tracing } from '@plinth/sdk/tracing';
@@ -313,6 +313,7 @@ export class Forwarder {
     if (tracing !== undefined) {
       const parent = parseTraceparent(headerOf(ex.req, Headers.traceparent));
       const span = (ex.span = startServerSpan(tracing, { method: ex.method, route: ex.route?.id ?? service, traceparent: parent, lane: s.lane, stress: s.stress, caller: ctx.caller }));
+      if (ex.requestId !== undefined) span.span?.setAttribute(REQUEST_ID_ATTRIBUTE, ex.requestId);
       if (span.traceContext !== undefined) ctx = { trace: span.traceContext, baggage: ctx.baggage, deadlineAt: ctx.deadlineAt, caller: ctx.caller };
     }
     ex.traceId = ctx.trace?.traceId;

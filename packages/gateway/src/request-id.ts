@@ -21,6 +21,9 @@ export interface CompiledRequestId {
   keepIncoming: boolean;
 }
 
+/** The hop's server span carries the ID, so that `plinth traces --tag plinth.request_id=<id>` finds the trace a user quotes it for. */
+export const REQUEST_ID_ATTRIBUTE = 'plinth.request_id';
+
 /** Visible ASCII, no spaces, at most 200 characters: fits a log field and a header as it is. */
 const WELL_FORMED = /^[\x21-\x7e]{1,200}$/;
 const TOKEN = /^[a-z0-9!#$%&'*+.^_`|~-]+$/;

@@ -38,7 +38,7 @@ describe('gateway hop spans', () => {
       res.writeHead(flakyCalls === 1 ? 503 : 200);
       res.end(flakyCalls === 1 ? 'busy' : 'ok');
     });
-    const s = await staticGateway({ accessLog: false, tracing });
+    const s = await staticGateway({ accessLog: false, tracing, requestId: true });
     gw = s.gw;
     s.governance.set({ instances: [instance('echo-1', 'echo', echo.address), instance('flaky-1', 'flaky', flaky.address)] });
     s.routes.set([
@@ -76,6 +76,7 @@ describe('gateway hop spans', () => {
     assert.equal(server.name, 'GET edge/traced');
     assert.equal(spanAttribute(server, 'http.route'), 'edge/traced');
     assert.equal(spanAttribute(server, 'http.response.status_code'), 200);
+    assert.equal(spanAttribute(server, 'plinth.request_id'), r.headers['x-request-id'], 'the trace is found by the request ID a user quotes');
     assert.equal(client.parentSpanId, server.spanId, 'the try is a child of the hop');
     assert.equal(got.spanId, client.spanId, "the upstream's parent is the gateway's client span");
     assert.equal(spanAttribute(client, 'peer.service'), 'echo', 'the topology sees edge -> echo');
