@@ -16,7 +16,7 @@ import { connect as tlsConnect } from 'node:tls';
 import { startServer, type RunningServer } from '@plinth/server';
 import { Agent, request } from 'undici';
 import { MAIN, promtool, runCli, type Run } from './cli.test.helpers.js';
-import { socketHolder, type HeldProcess } from './socket-holder.test.helpers.js';
+import { heldLoad, printed, socketHolder, terminated, type HeldLoad, type HeldProcess } from './socket-holder.test.helpers.js';
 
 const NS = 'gw';
 const hasPromtool = spawnSync('promtool', ['--version'], { stdio: 'ignore' }).status === 0;
@@ -161,54 +161,30 @@ async function heldDir(name: string): Promise<string> {
 }
 
 /** Waits until a gateway the socket holder started prints its admin address. */
-async function heldUp(p: HeldProcess): Promise<void> {
-  for (let i = 0; i < 800 && !/admin on \S+/.test(p.output().stdout); i++) await sleep(25);
-  assert.match(p.output().stdout, /admin on \S+/, p.output().stderr);
-}
+const heldUp = (p: HeldProcess): Promise<void> => printed(p, /admin on \S+/);
 
 /**
- * Four clients sending requests to `base` until stopped, each on a new connection (so that every one is
- * accepted by whichever gateway runs then), counting those served and keeping the failures.
+ * Gateways started with `args` on a socket held for them, under load from four clients throughout: `body`
+ * starts them (each waited for until up) and stops them; no request may fail.
  */
-function heldLoad(base: string): { more(n: number): Promise<void>; acrossGap(stop: () => Promise<void>, start: () => Promise<void>): Promise<void>; stop(): Promise<string[]> } {
-  const failures: string[] = [];
-  let served = 0;
-  let loading = true;
-  const clients = Promise.all(
-    Array.from({ length: 4 }, async (_, k) => {
-      for (let i = 0; loading; i++) {
-        try {
-          const r = await request(`${base}/hello/socket-${k}-${i}`, { reset: true });
-          const text = await r.body.text();
-          if (r.statusCode === 200) served++;
-          else failures.push(`${r.statusCode} ${text}`);
-        } catch (e) {
-          failures.push((e as Error).message);
-        }
-      }
-    }),
-  );
-  const more = async (n: number): Promise<void> => {
-    const from = served;
-    for (let i = 0; i < 1000 && served < from + n; i++) await sleep(10);
-    assert.ok(served >= from + n, `only ${served - from} requests served`);
+async function onHeldSocket(name: string, args: string[], body: (h: { start(): Promise<HeldProcess>; load: HeldLoad; base: string }) => Promise<void>): Promise<void> {
+  const holder = await socketHolder(await heldDir(name));
+  const env = { ...baseEnv, PLINTH_TOKEN: gatewayToken };
+  const argv = [process.execPath, MAIN, 'gateway', ...args, '--admin', '127.0.0.1:0', '-n', NS];
+  const base = `http://127.0.0.1:${holder.port}`;
+  const load = heldLoad((k, i) => `${base}/hello/socket-${k}-${i}`);
+  const start = async (): Promise<HeldProcess> => {
+    const p = await holder.start(argv, env);
+    await heldUp(p);
+    return p;
   };
-  return {
-    more,
-    async acrossGap(stop, start) {
-      await stop();
-      const atGap = served;
-      await sleep(500);
-      assert.equal(served, atGap, 'nothing answers while no gateway runs');
-      await start();
-      await more(20);
-    },
-    async stop() {
-      loading = false;
-      await clients;
-      return failures;
-    },
-  };
+  try {
+    await body({ start, load, base });
+    assert.deepEqual(await load.stop(), [], 'no request failed');
+  } finally {
+    await load.stop();
+    await holder.close();
+  }
 }
 
 void describe('plinth gateway against a real server', () => {
@@ -637,58 +613,30 @@ void describe('plinth gateway against a real server', () => {
   });
 
   void it('--listen systemd: a gateway restarts on a socket its service manager holds without refusing a connection, the old and the new one sharing it, or across a gap', async () => {
-    const holder = await socketHolder(await heldDir('held'));
-    const env = { ...baseEnv, PLINTH_TOKEN: gatewayToken };
-    const argv = [process.execPath, MAIN, 'gateway', '--listen', 'systemd', '--admin', '127.0.0.1:0', '-n', NS];
-    const base = `http://127.0.0.1:${holder.port}`;
-    const load = heldLoad(base);
-    try {
-      const a = await holder.start(argv, env);
-      await heldUp(a);
+    await onHeldSocket('held', ['--listen', 'systemd'], async ({ start, load, base }) => {
+      const a = await start();
       assert.match(a.output().stdout, new RegExp(`^plinth gateway listening on ${base} \\(namespace ${NS}\\)$`, 'm'), 'the URL is the held socket\'s');
       await load.more(20);
       // A new gateway starts on the same socket before the old one drains: both accept for a while.
-      const b = await holder.start(argv, env);
-      await heldUp(b);
-      process.kill(a.pid, 'SIGTERM');
-      assert.equal(await a.exited, 0, a.output().stderr);
+      const b = await start();
+      await terminated(a);
       await load.more(20);
       // A gap, as when systemd restarts a unit: nothing accepts, and the clients' connections wait in the backlog.
-      await load.acrossGap(async () => {
-        process.kill(b.pid, 'SIGTERM');
-        assert.equal(await b.exited, 0, b.output().stderr);
-      }, async () => heldUp(await holder.start(argv, env)));
-      assert.deepEqual(await load.stop(), [], 'no request failed, neither at the handover nor across the gap');
-    } finally {
-      await load.stop();
-      await holder.close();
-    }
+      await load.acrossGap(() => terminated(b), async () => void (await start()));
+    });
   });
 
   void it('--workers with --listen systemd: the primary shares the held socket with its workers; SIGHUP reloads on it, and the whole gateway restarts across a gap', async () => {
-    const holder = await socketHolder(await heldDir('held-workers'));
-    const env = { ...baseEnv, PLINTH_TOKEN: gatewayToken };
-    const argv = [process.execPath, MAIN, 'gateway', '--workers', '2', '--listen', 'systemd', '--admin', '127.0.0.1:0', '-n', NS];
-    const base = `http://127.0.0.1:${holder.port}`;
-    const load = heldLoad(base);
-    try {
-      const first = await holder.start(argv, env);
-      await heldUp(first);
+    await onHeldSocket('held-workers', ['--workers', '2', '--listen', 'systemd'], async ({ start, load, base }) => {
+      const first = await start();
       assert.match(first.output().stdout, new RegExp(`^plinth gateway listening on ${base} \\(namespace ${NS}, 2 workers: \\d+ \\d+\\)$`, 'm'));
       await load.more(20);
       process.kill(first.pid, 'SIGHUP');
       for (let i = 0; i < 800 && !/reloaded: workers/.test(first.output().stderr); i++) await sleep(25);
       assert.match(first.output().stderr, /reloaded: workers \d+ \d+/);
       await load.more(20);
-      await load.acrossGap(async () => {
-        process.kill(first.pid, 'SIGTERM');
-        assert.equal(await first.exited, 0, first.output().stderr);
-      }, async () => heldUp(await holder.start(argv, env)));
-      assert.deepEqual(await load.stop(), [], 'no request failed across the reload and the restart');
-    } finally {
-      await load.stop();
-      await holder.close();
-    }
+      await load.acrossGap(() => terminated(first), async () => void (await start()));
+    });
   });
 
   void it('--sidecar --listen systemd: the ingress on the held socket, registered at its address', async () => {
@@ -696,7 +644,7 @@ void describe('plinth gateway against a real server', () => {
     try {
       // The admin's token: a sidecar registers its app, which the edge gateway's role does not allow.
       const sc = await holder.start([process.execPath, MAIN, 'gateway', '--sidecar', '--listen', 'systemd', '--app', `http://${upstreamAddress}`, '--service', 'hello-sc', '--app-version', '1.0.0', '--admin', '127.0.0.1:0', '-n', NS], baseEnv);
-      for (let i = 0; i < 800 && !/admin on \S+/.test(sc.output().stdout); i++) await sleep(25);
+      await heldUp(sc);
       assert.match(sc.output().stdout, new RegExp(`listening on http://127\\.0\\.0\\.1:${holder.port} `), sc.output().stderr);
       let listed = '';
       for (let i = 0; i < 200 && !listed.includes(`127.0.0.1:${holder.port}`); i++) {
@@ -706,8 +654,7 @@ void describe('plinth gateway against a real server', () => {
       assert.match(listed, new RegExp(`"address": "http://127\\.0\\.0\\.1:${holder.port}"`), 'registered at the held socket\'s address');
       const r = await request(`http://127.0.0.1:${holder.port}/hello/sc`);
       assert.deepEqual([r.statusCode, await r.body.text()], [200, 'hello /hello/sc from undefined']);
-      process.kill(sc.pid, 'SIGTERM');
-      assert.equal(await sc.exited, 0, sc.output().stderr);
+      await terminated(sc);
     } finally {
       await holder.close();
     }
@@ -716,7 +663,7 @@ void describe('plinth gateway against a real server', () => {
   void it('--listen systemd without a socket passed, or passed to another process, and a descriptor that is no listening socket: refused before anything starts', async () => {
     const none = await cli(['gateway', '--listen', 'systemd', '-n', NS], { PLINTH_TOKEN: gatewayToken });
     assert.equal(none.code, 2, none.stderr);
-    assert.match(none.stderr, /^error: "systemd": no socket was passed \(LISTEN_FDS is not set\): start the gateway from a systemd socket unit$/m);
+    assert.match(none.stderr, /^error: "systemd": no socket was passed \(LISTEN_FDS is not set\): start it from a systemd socket unit$/m);
     const wrapped = await cli(['gateway', '--check', '--listen', 'systemd', '-n', NS], { PLINTH_TOKEN: gatewayToken, LISTEN_FDS: '1', LISTEN_PID: '1' });
     assert.equal(wrapped.code, 2, wrapped.stderr);
     assert.match(wrapped.stderr, /the sockets were passed to process 1, not to this one \(\d+\): run node directly as the service's command/);

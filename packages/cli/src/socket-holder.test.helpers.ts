@@ -4,10 +4,12 @@
  * and `LISTEN_PID` set to the started process's own pid). Connections that arrive while no gateway runs wait
  * in its backlog, as under systemd. Each started process's stdout and stderr go to files in `dir`.
  */
+import assert from 'node:assert/strict';
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
+import { request } from 'undici';
 
 const HOLDER = String.raw`
 import json, os, select, socket, subprocess, sys
@@ -104,6 +106,75 @@ export async function socketHolder(dir: string): Promise<SocketHolder> {
         py.once('exit', () => resolve());
         py.stdin.end();
       });
+    },
+  };
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** SIGTERM, and the clean exit a drained stop ends with. */
+export async function terminated(p: HeldProcess): Promise<void> {
+  process.kill(p.pid, 'SIGTERM');
+  assert.equal(await p.exited, 0, p.output().stderr);
+}
+
+/** Waits until a process the holder started prints `what` on its stdout. */
+export async function printed(p: HeldProcess, what: RegExp): Promise<void> {
+  for (let i = 0; i < 800 && !what.test(p.output().stdout); i++) await sleep(25);
+  assert.match(p.output().stdout, what, p.output().stderr);
+}
+
+export interface HeldLoad {
+  /** Resolves once `n` more requests were answered 2xx. */
+  more(n: number): Promise<void>;
+  /** `stop`s what serves, checks that nothing answers for half a second, `start`s the next, and waits for answers. */
+  acrossGap(stop: () => Promise<void>, start: () => Promise<void>): Promise<void>;
+  /** Ends the load; the failures seen. */
+  stop(): Promise<string[]>;
+}
+
+/**
+ * Four clients sending requests (`url(client, i)`, with `headers`) until stopped, each on a new connection, so
+ * that every one is accepted by whichever process serves the held socket then; 2xx answers are counted, anything
+ * else is a failure.
+ */
+export function heldLoad(url: (client: number, i: number) => string, headers: Record<string, string> = {}): HeldLoad {
+  const failures: string[] = [];
+  let served = 0;
+  let loading = true;
+  const clients = Promise.all(
+    Array.from({ length: 4 }, async (_, k) => {
+      for (let i = 0; loading; i++) {
+        try {
+          const r = await request(url(k, i), { reset: true, headers });
+          const text = await r.body.text();
+          if (r.statusCode >= 200 && r.statusCode < 300) served++;
+          else failures.push(`${r.statusCode} ${text}`);
+        } catch (e) {
+          failures.push((e as Error).message);
+        }
+      }
+    }),
+  );
+  const more = async (n: number): Promise<void> => {
+    const from = served;
+    for (let i = 0; i < 1000 && served < from + n; i++) await sleep(10);
+    assert.ok(served >= from + n, `only ${served - from} requests served`);
+  };
+  return {
+    more,
+    async acrossGap(stop, start) {
+      await stop();
+      const atGap = served;
+      await sleep(500);
+      assert.equal(served, atGap, 'nothing answers while nothing serves');
+      await start();
+      await more(20);
+    },
+    async stop() {
+      loading = false;
+      await clients;
+      return failures;
     },
   };
 }

@@ -3,6 +3,7 @@ export * from './canonical.js';
 export * from './config-format.js';
 export * from './diff.js';
 export * from './errors.js';
+export * from './inherited-socket.js';
 export * from './grpc-codes.js';
 export * from './headers.js';
 export * from './kinds/index.js';

@@ -3,6 +3,7 @@ import { createServer, type RequestListener, type Server } from 'node:http';
 import { createServer as createTlsServer, type Server as TlsServer } from 'node:https';
 import type { Http2SecureServer } from 'node:http2';
 import type { Server as NetServer, Socket } from 'node:net';
+import { inheritedSocket } from '@plinth/core';
 import { GatewayCodes, rawProblem } from './errors.js';
 import { http2Server, type Http1Settings, type Http2Limits } from './http2.js';
 import type { TlsContext } from './tls.js';
@@ -39,40 +40,12 @@ export function parseHostPort(s: string, defaultHost = '127.0.0.1'): { host: str
  */
 export type ListenTarget = { host: string; port: number; fd?: undefined } | { fd: number; what: string; host?: undefined; port?: undefined };
 
-/** The first file descriptor systemd passes (SD_LISTEN_FDS_START). */
-const SD_LISTEN_FDS_START = 3;
-
 /**
- * `host:port`, `:port` or `port` (port 0 picks a free one); `fd:N`, a listening socket inherited on descriptor
- * N; or `systemd` / `systemd:NAME`, one passed by systemd's socket activation (`LISTEN_FDS`, the name from
- * `LISTEN_FDNAMES`, i.e. the unit's `FileDescriptorName=`), which must be for this process (`LISTEN_PID`).
+ * `host:port`, `:port` or `port` (port 0 picks a free one), or an inherited listening socket: `fd:N`, `systemd`
+ * or `systemd:NAME` (core's `inheritedSocket`; a worker of `--workers` takes its primary's).
  */
 export function parseListen(s: string, defaultHost = '127.0.0.1', env: NodeJS.ProcessEnv = process.env, pid = process.pid, parentPid = cluster.isWorker ? process.ppid : undefined): ListenTarget {
-  const fd = /^fd:(\d{1,9})$/.exec(s);
-  if (fd !== null) {
-    const n = Number(fd[1]);
-    if (n < 3) throw new TypeError(`${JSON.stringify(s)}: descriptors 0 to 2 are stdin, stdout and stderr, not a listening socket`);
-    return { fd: n, what: s };
-  }
-  const sd = /^systemd(?::(.+))?$/.exec(s);
-  if (sd === null) return parseHostPort(s, defaultHost);
-  const count = Number(env['LISTEN_FDS']);
-  if (!Number.isInteger(count) || count < 1) throw new TypeError(`${JSON.stringify(s)}: no socket was passed (LISTEN_FDS is not set): start the gateway from a systemd socket unit`);
-  const forPid = env['LISTEN_PID'];
-  // A gateway's worker listens through its primary (node's cluster hands the primary's socket on): the sockets
-  // are the primary's, which checked they were passed to it.
-  if (forPid !== undefined && forPid !== '' && Number(forPid) !== pid && Number(forPid) !== parentPid) {
-    throw new TypeError(`${JSON.stringify(s)}: the sockets were passed to process ${forPid}, not to this one (${pid}): run node directly as the service's command, not through a wrapper such as npx`);
-  }
-  const names = (env['LISTEN_FDNAMES'] ?? '').split(':');
-  const name = sd[1];
-  if (name === undefined) {
-    if (count > 1) throw new TypeError(`${JSON.stringify(s)}: ${count} sockets were passed (${names.join(', ')}): name one, systemd:NAME`);
-    return { fd: SD_LISTEN_FDS_START, what: s };
-  }
-  const i = names.indexOf(name);
-  if (i < 0 || i >= count) throw new TypeError(`${JSON.stringify(s)}: no socket named ${JSON.stringify(name)} was passed (LISTEN_FDNAMES: ${names.join(', ') || 'none'})`);
-  return { fd: SD_LISTEN_FDS_START + i, what: s };
+  return inheritedSocket(s, env, pid, parentPid) ?? parseHostPort(s, defaultHost);
 }
 
 /** An HTTP, HTTPS or HTTPS-with-HTTP/2 server: what the gateway's listeners share. */

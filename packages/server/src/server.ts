@@ -3,6 +3,7 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import { join, resolve } from 'node:path';
 import { pino, type Logger } from 'pino';
+import { inheritedSocket } from '@plinth/core';
 import { registerRegistryRoutes } from './api/registry.js';
 import { registerResourceRoutes } from './api/resources.js';
 import { registerSecretKeyRoutes } from './api/secret-keys.js';
@@ -25,7 +26,10 @@ import { startApm, type ApmOptions } from './apm/server.js';
 export interface ServerOptions {
   /** Data directory (created when missing): SQLite file, secret keys, admin token. */
   dataDir: string;
-  /** host:port; port 0 picks a free one. Default 127.0.0.1:7070. */
+  /**
+   * host:port; port 0 picks a free one. Default 127.0.0.1:7070. Or a listening socket the process was started
+   * with (`fd:N`, `systemd`, `systemd:NAME`; core's `inheritedSocket`).
+   */
   listen?: string;
   /** 'sqlite' (default: DATA/plinth.db) or a postgres:// URL. */
   store?: string;
@@ -49,6 +53,8 @@ export interface ServerOptions {
   logger?: Logger;
   /** Traces, RED figures, SLO and alert evaluation (span store beside the resource store). */
   apm?: ApmOptions;
+  /** How long `close()` lets requests in flight finish before cutting their connections. Default 10000. */
+  drainTimeoutMs?: number;
 }
 
 export interface RunningServer {
@@ -61,6 +67,25 @@ export interface RunningServer {
 }
 
 export const DEFAULT_LISTEN = '127.0.0.1:7070';
+const DEFAULT_DRAIN_MS = 10_000;
+
+/**
+ * Stops accepting, lets the requests in flight finish (kept-alive connections are closed as they fall idle),
+ * and cuts what is still open after `ms`. Watch streams are ended before (the hub's stop); their clients
+ * resume from their last revision on the next server.
+ */
+function drain(server: Server, ms: number): Promise<void> {
+  return new Promise<void>((ok) => {
+    const cut = setTimeout(() => server.closeAllConnections(), ms);
+    const idle = setInterval(() => server.closeIdleConnections(), 50);
+    server.close(() => {
+      clearTimeout(cut);
+      clearInterval(idle);
+      ok();
+    });
+    server.closeIdleConnections();
+  });
+}
 
 export function parseListen(listen: string): { host: string; port: number } {
   const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d{1,5})$/.exec(listen);
@@ -73,7 +98,10 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   const log = options.logger ?? pino({ level: options.logLevel ?? 'info', base: { component: 'plinth-server' } });
   const dataDir = resolve(options.dataDir);
   mkdirSync(dataDir, { recursive: true, mode: 0o700 });
-  const { host, port } = parseListen(options.listen ?? DEFAULT_LISTEN);
+  const listen = options.listen ?? DEFAULT_LISTEN;
+  // A socket its service manager holds (socket activation): a restart keeps clients waiting, never refused.
+  const inherited = inheritedSocket(listen);
+  const { host, port } = inherited === undefined ? parseListen(listen) : { host: '', port: 0 };
 
   const secretKeys = options.secretKeys ?? process.env.PLINTH_SECRET_KEYS;
   const keyring = secretKeys ? Keyring.fromEnv(secretKeys) : Keyring.fromFile(options.secretKeyFile ?? join(dataDir, 'secret.keys'), true);
@@ -197,11 +225,15 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
       socket.end(`HTTP/1.1 ${status}\r\ncontent-type: application/problem+json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
     });
     await new Promise<void>((ok, fail) => {
-      server.once('error', fail);
-      server.listen(port, host, () => {
-        server.off('error', fail);
+      const onError = (e: NodeJS.ErrnoException): void =>
+        fail(inherited === undefined ? e : Object.assign(new Error(`${inherited.what}: descriptor ${inherited.fd} is not a listening socket this process holds (${e.code ?? e.message})`), { code: e.code }));
+      server.once('error', onError);
+      const done = (): void => {
+        server.off('error', onError);
         ok();
-      });
+      };
+      if (inherited === undefined) server.listen(port, host, done);
+      else server.listen({ fd: inherited.fd }, done);
     });
     const addr = server.address() as AddressInfo;
     const shownHost = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;
@@ -217,10 +249,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
       close: () =>
         (closing ??= (async () => {
           await hub.stop();
-          await new Promise<void>((ok) => {
-            server.close(() => ok());
-            server.closeAllConnections();
-          });
+          await drain(server, options.drainTimeoutMs ?? DEFAULT_DRAIN_MS);
           for (const c of cleanups) await c();
         })()),
     };

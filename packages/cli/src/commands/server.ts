@@ -1,4 +1,5 @@
 import { resolve } from 'node:path';
+import { inheritedSocket } from '@plinth/core';
 import type { Command } from 'commander';
 import { CliError, ExitCode, UsageError } from '../errors.js';
 import { out, runUntilSignal } from './common.js';
@@ -30,7 +31,7 @@ export function registerServer(program: Command): void {
     .command('server')
     .description('run the plinth control plane until SIGINT/SIGTERM')
     .option('--data <dir>', 'data directory: SQLite file, secret keys, admin token', './.plinth')
-    .option('--listen <host:port>', 'address to listen on (port 0 picks a free one)', '127.0.0.1:7070')
+    .option('--listen <host:port>', 'address to listen on (port 0 picks a free one); fd:N or systemd[:NAME] for a listening socket the server was started with (socket activation)', '127.0.0.1:7070')
     .option('--store <store>', 'sqlite, or a postgres:// URL (default: $PLINTH_STORE or sqlite)')
     .option('--secret-key-file <file>', 'secret sealing key file (default: DATA/secret.keys; or set $PLINTH_SECRET_KEYS)')
     .option('--log-level <level>', 'trace, debug, info, warn, error, fatal or silent', 'info')
@@ -49,6 +50,11 @@ export function registerServer(program: Command): void {
         forward = { url: u.href };
       }
       const spansMs = durationMs('--span-retention', opts.spanRetention ?? '7d');
+      try {
+        inheritedSocket(opts.listen);
+      } catch (e) {
+        throw new UsageError(`--listen ${(e as Error).message}`);
+      }
       const dataDir = resolve(opts.data);
       const store = opts.store ?? (process.env['PLINTH_STORE'] || undefined);
       const secretKeys = process.env['PLINTH_SECRET_KEYS'] || undefined;
