@@ -2,7 +2,8 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { StaticGovernance } from '@plinth/sdk';
 import { startGateway } from './gateway.js';
-import { call, instance, route, staticGateway, upstream, type Upstream } from './testkit.test.helpers.js';
+import WebSocket from 'ws';
+import { call, instance, open, refused, route, staticGateway, until, upstream, wsUpstream, type Upstream } from './testkit.test.helpers.js';
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
 const anon = { auth: { mode: 'anonymous' } };
@@ -81,6 +82,38 @@ describe('request IDs', () => {
       assert.equal(s.log.at(-1)?.['requestId'], undefined);
     } finally {
       await s.gw.close();
+    }
+  });
+
+  it('gives WebSocket handshakes theirs too: upstream, the client\'s 101 and a refusal', async () => {
+    const chat = await wsUpstream('chat');
+    const s = await staticGateway({ requestId: true });
+    try {
+      s.governance.set({ instances: [instance('chat-1', 'chat', chat.address)] });
+      s.routes.set([
+        route('ws', { ...anon, match: { path: { prefix: '/ws' } }, service: 'chat' }),
+        route('ws-inside', { ...anon, match: { path: { prefix: '/inside-ws' } }, service: 'chat', clientIps: { allow: ['10.0.0.0/8'] } }),
+      ]);
+      const wsUrl = s.gw.url.replace('http://', 'ws://');
+      const ws = new WebSocket(`${wsUrl}/ws/room`);
+      let answered = '';
+      ws.once('upgrade', (res) => (answered = String(res.headers['x-request-id'])));
+      await new Promise((resolve, reject) => {
+        ws.once('open', resolve);
+        ws.once('error', reject);
+      });
+      assert.match(answered, UUID);
+      assert.equal(chat.handshakes.at(-1)?.headers['x-request-id'], answered, 'the upstream handshake carries the same');
+      // The connection's access-log line is written when it closes.
+      ws.close();
+      await until('the WebSocket logged', () => s.log.some((l) => l['path'] === '/ws/room'));
+      assert.equal(s.log.find((l) => l['path'] === '/ws/room')?.['requestId'], answered);
+      const no = refused(await open(`${wsUrl}/inside-ws/x`));
+      assert.equal(no.status, 403);
+      assert.match(String(no.headers['x-request-id']), UUID);
+    } finally {
+      await s.gw.close();
+      await chat.close();
     }
   });
 

@@ -15,6 +15,7 @@ import { stripIncoming } from './identity-headers.js';
 import { challenge, edgeAuthenticate, hostOf, type EdgeOptions, type Forwarder } from './proxy.js';
 import type { GatewayMetrics } from './metrics.js';
 import { normalizePath, type HeaderEdit, type LiveRoutes } from './routes.js';
+import { requestIdOf } from './request-id.js';
 import type { UpstreamTls } from './upstream-tls.js';
 
 /** Upstream answer headers never passed on a refused upgrade: hop-by-hop, and the framing the gateway redoes. */
@@ -137,7 +138,10 @@ export class WebSocketProxy {
     const f = this.f;
     const started = f.o.wheel.clock.now();
     const url = req.url ?? '/';
-    const entry = { method: req.method ?? 'GET', host: hostOf(req), path: '', route: undefined as string | undefined, service: undefined as string | undefined, identity: undefined as string | undefined };
+    const rid = f.o.requestId;
+    const requestId = rid !== undefined ? requestIdOf(req, rid) : undefined;
+    if (rid !== undefined) side.idHeader = [rid.header, requestId!];
+    const entry = { method: req.method ?? 'GET', host: hostOf(req), path: '', route: undefined as string | undefined, service: undefined as string | undefined, identity: undefined as string | undefined, requestId };
     const refused = (status: number, code: string, detail: string, extra: readonly string[] = []): void => {
       f.o.metrics.rejected(entry.route, code);
       side.answer(status, PROBLEM_CONTENT_TYPE, problemBody(code, status, detail), extra);
@@ -198,7 +202,7 @@ export class WebSocketProxy {
     // Over HTTP/2 the client sends no key (RFC 8441 §5): the upstream's HTTP/1.1 handshake gets one of the gateway's.
     const key = side.http2 ? randomBytes(16).toString('base64') : undefined;
     if (key !== undefined) delete req.headers['sec-websocket-key'];
-    const wire = f.wireHeaders(req, identity, ctx, t.direct !== undefined, formatTraceparent(trace), t.requestHeaders, t.authHeaders);
+    const wire = f.wireHeaders(req, identity, ctx, t.direct !== undefined, formatTraceparent(trace), t.requestHeaders, t.authHeaders, requestId);
     wire.push('connection', 'upgrade', 'upgrade', 'websocket');
     if (key !== undefined) wire.push('sec-websocket-key', key);
     const headers = pairsToObject(wire);
@@ -327,7 +331,7 @@ export class WebSocketProxy {
     }
   }
 
-  private log(e: { method: string; host: string; path: string; route: string | undefined; service: string | undefined; identity: string | undefined }, status: number, started: number, upstream: string | undefined, bytesIn: number, bytesOut: number, traceId: string | undefined, reason: string | undefined): void {
+  private log(e: { method: string; host: string; path: string; route: string | undefined; service: string | undefined; identity: string | undefined; requestId: string | undefined }, status: number, started: number, upstream: string | undefined, bytesIn: number, bytesOut: number, traceId: string | undefined, reason: string | undefined): void {
     this.f.o.accessLog.write({
       method: e.method,
       host: e.host,
@@ -340,6 +344,7 @@ export class WebSocketProxy {
       bytesIn,
       bytesOut,
       traceId,
+      requestId: e.requestId,
       identity: e.identity,
       lane: undefined,
       stress: false,
@@ -349,6 +354,13 @@ export class WebSocketProxy {
 }
 
 function noop(): void {}
+
+const NO_ID: readonly string[] = Object.freeze([]);
+
+/** `name: value\r\n` of a header pair, '' for none. */
+function rawPair(pair: readonly string[]): string {
+  return pair.length === 2 ? `${pair[0]}: ${pair[1]}\r\n` : '';
+}
 
 /** One handshake try with `address`: node:http, a connection of its own (an upgraded socket leaves any pool). */
 function handshake(address: string, path: string, headers: Record<string, string | string[]>, remainingMs: number, tls: UpstreamTls | undefined): { request: ClientRequest; outcome: Promise<TryOutcome<Handshake>> } {
@@ -427,6 +439,8 @@ interface ClientSide {
   readonly http2: boolean;
   /** A complete answer; then the connection (HTTP/1.1) or the stream (HTTP/2) closes: an unanswered handshake cannot go on. */
   answer(status: number, contentType: string, body: string | Buffer, extra: readonly string[]): void;
+  /** With request IDs on: the header and this handshake's ID, added to whatever the client is answered. */
+  idHeader: readonly string[];
   /** The upstream declined the upgrade: its status, headers and body go to the client. */
   decline(res: IncomingMessage): void;
   /** The upstream's 101, as this client's success, then what the upstream sent after it (`early`) and will send (`up`). */
@@ -440,6 +454,7 @@ interface ClientSide {
 /** An HTTP/1.1 connection that asked to upgrade: answers are written raw on its socket. */
 class UpgradedConnection implements ClientSide {
   readonly http2 = false;
+  idHeader: readonly string[] = NO_ID;
 
   constructor(readonly duplex: Duplex) {}
 
@@ -448,6 +463,7 @@ class UpgradedConnection implements ClientSide {
     if (socket.destroyed) return;
     let head = `${statusLine(status)}content-type: ${contentType}\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n`;
     for (let i = 0; i + 1 < extra.length; i += 2) head += `${extra[i]}: ${extra[i + 1]}\r\n`;
+    head += rawPair(this.idHeader);
     socket.end(Buffer.concat([Buffer.from(`${head}\r\n`, 'latin1'), typeof body === 'string' ? Buffer.from(body) : body]));
   }
 
@@ -458,7 +474,7 @@ class UpgradedConnection implements ClientSide {
     for (let i = 0; i + 1 < raw.length; i += 2) {
       if (!ANSWER_HOP.has(raw[i]!.toLowerCase())) head += `${raw[i]}: ${raw[i + 1]}\r\n`;
     }
-    socket.write(`${head}connection: close\r\n\r\n`, 'latin1');
+    socket.write(`${head}${rawPair(this.idHeader)}connection: close\r\n\r\n`, 'latin1');
     res.on('error', () => socket.destroy());
     res.pipe(socket);
   }
@@ -468,7 +484,7 @@ class UpgradedConnection implements ClientSide {
     let head = statusLine(101);
     const raw = res.rawHeaders;
     for (let i = 0; i + 1 < raw.length; i += 2) head += `${raw[i]}: ${raw[i + 1]}\r\n`;
-    this.duplex.write(`${head}\r\n`, 'latin1');
+    this.duplex.write(`${head}${rawPair(this.idHeader)}\r\n`, 'latin1');
     if (early.length > 0) this.duplex.write(early);
   }
 
@@ -491,6 +507,7 @@ class UpgradedConnection implements ClientSide {
  */
 class WebSocketStream implements ClientSide {
   readonly http2 = true;
+  idHeader: readonly string[] = NO_ID;
   readonly duplex: Duplex;
   private read = 0;
   private written = 0;
@@ -503,7 +520,7 @@ class WebSocketStream implements ClientSide {
     const res = this.res;
     if (res.stream.destroyed) return;
     if (res.headersSent) return void res.stream.destroy();
-    res.writeHead(status, ['content-type', contentType, 'content-length', String(Buffer.byteLength(body)), ...extra]);
+    res.writeHead(status, ['content-type', contentType, 'content-length', String(Buffer.byteLength(body)), ...extra, ...this.idHeader]);
     res.end(body);
   }
 
@@ -515,6 +532,7 @@ class WebSocketStream implements ClientSide {
       const name = raw[i]!.toLowerCase();
       if (!ANSWER_HOP.has(name)) headers.push(name, raw[i + 1]!);
     }
+    for (const x of this.idHeader) headers.push(x);
     res.writeHead(up.statusCode ?? 502, headers);
     up.on('error', () => res.stream.destroy());
     up.pipe(res as unknown as Writable);
@@ -530,6 +548,7 @@ class WebSocketStream implements ClientSide {
       const prev = headers[name];
       headers[name] = prev === undefined ? raw[i + 1]! : Array.isArray(prev) ? [...prev, raw[i + 1]!] : [String(prev), raw[i + 1]!];
     }
+    if (this.idHeader.length === 2) headers[this.idHeader[0]!] = this.idHeader[1]!;
     const s = this.res.stream;
     s.respond(headers);
     if (early.length > 0) s.write(early);
