@@ -469,7 +469,7 @@ export class Forwarder {
   }
 
   private head(t: UpstreamTry, ex: Exchange): string[] {
-    const head = t.responseHead(ex.extraHeaders, ex.route?.responseHeaders);
+    const head = t.responseHead(ex.extraHeaders, ex.route?.responseHeaders, ex.requestId !== undefined ? this.o.requestId?.header : undefined);
     // Draining: the client's next request must go to another gateway, not to this closing one.
     if (this.draining) head.push('connection', 'close');
     return head;

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { StaticGovernance } from '@plinth/sdk';
 import { startGateway } from './gateway.js';
+import { request } from 'undici';
 import WebSocket from 'ws';
 import { call, instance, open, refused, route, staticGateway, until, upstream, wsUpstream, type Upstream } from './testkit.test.helpers.js';
 
@@ -10,17 +11,25 @@ const anon = { auth: { mode: 'anonymous' } };
 
 describe('request IDs', () => {
   let echo: Upstream;
+  let echoing: Upstream;
   before(async () => {
     echo = await upstream('echo');
+    // An app that answers with a request ID of its own, as many echo the one they got.
+    echoing = await upstream('echoing', (_req, res) => {
+      res.writeHead(200, { 'x-request-id': 'made-by-the-app' });
+      res.end('ok');
+    });
   });
   after(async () => {
     await echo.close();
+    await echoing.close();
   });
 
   const edge = async (extra: Parameters<typeof staticGateway>[0]) => {
     const s = await staticGateway(extra);
-    s.governance.set({ instances: [instance('echo-1', 'echo', echo.address)] });
+    s.governance.set({ instances: [instance('echo-1', 'echo', echo.address), instance('echoing-1', 'echoing', echoing.address)] });
     s.routes.set([
+      route('echoing', { ...anon, match: { path: { prefix: '/echoing' } }, service: 'echoing' }),
       route('api', { ...anon, match: { path: { prefix: '/api' } }, service: 'echo', requestHeaders: { set: { 'x-request-id': 'from-the-route' } } }),
       route('cors', { ...anon, match: { path: { prefix: '/cors' } }, service: 'echo', cors: { allowOrigins: ['https://shop.example'] } }),
       route('inside', { ...anon, match: { path: { prefix: '/inside' } }, service: 'echo', clientIps: { allow: ['10.0.0.0/8'] } }),
@@ -49,6 +58,11 @@ describe('request IDs', () => {
       const missing = await call(`${s.gw.url}/nowhere`);
       assert.equal(missing.status, 404);
       assert.match(missing.headers['x-request-id'] as string, UUID);
+      // The answer carries the gateway's ID once, whatever the app answered under that name.
+      const r = await request(`${s.gw.url}/echoing/x`);
+      await r.body.text();
+      assert.match(String(r.headers['x-request-id']), UUID);
+      assert.equal(echoing.seen.at(-1)?.headers['x-request-id'], r.headers['x-request-id']);
       const cors = await call(`${s.gw.url}/cors/x`, { headers: { origin: 'https://shop.example' } });
       assert.equal(cors.headers['access-control-allow-origin'], 'https://shop.example');
       assert.match(cors.headers['x-request-id'] as string, UUID);

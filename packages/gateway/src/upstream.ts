@@ -536,12 +536,13 @@ export class UpstreamTry implements Dispatcher.DispatchHandler, Expirable {
   }
 
   /** The flat header list of the answer, hop-by-hop headers removed, the route's `edit` made, `extra` appended. */
-  responseHead(extra: readonly string[], edit: HeaderEdit | undefined): string[] {
+  /** `own`: a header the gateway gives itself (the request ID): the upstream's of that name is left out. */
+  responseHead(extra: readonly string[], edit: HeaderEdit | undefined, own?: string): string[] {
     const h = this.headers ?? {};
     const drop = connectionTokens(h.connection);
     const out: string[] = [];
     for (const name in h) {
-      if (RESPONSE_HOP.has(name) || (drop !== undefined && drop.includes(name))) continue;
+      if (RESPONSE_HOP.has(name) || (drop !== undefined && drop.includes(name)) || name === own) continue;
       if (edit !== undefined && edit.drop.has(name)) continue;
       const v = h[name];
       if (v === undefined) continue;

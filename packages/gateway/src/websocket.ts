@@ -483,7 +483,9 @@ class UpgradedConnection implements ClientSide {
   accept(res: IncomingMessage, _up: Duplex, early: Buffer): void {
     let head = statusLine(101);
     const raw = res.rawHeaders;
-    for (let i = 0; i + 1 < raw.length; i += 2) head += `${raw[i]}: ${raw[i + 1]}\r\n`;
+    const id = this.idHeader[0];
+    // The ID is the gateway's to give: an upstream that echoes it back does not give it twice.
+    for (let i = 0; i + 1 < raw.length; i += 2) if (id === undefined || raw[i]!.toLowerCase() !== id) head += `${raw[i]}: ${raw[i + 1]}\r\n`;
     this.duplex.write(`${head}${rawPair(this.idHeader)}\r\n`, 'latin1');
     if (early.length > 0) this.duplex.write(early);
   }
