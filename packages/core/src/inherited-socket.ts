@@ -45,3 +45,15 @@ export function inheritedSocket(s: string, env: Readonly<Record<string, string |
   if (i < 0 || i >= count) throw new TypeError(`${JSON.stringify(s)}: no socket named ${JSON.stringify(name)} was passed (LISTEN_FDNAMES: ${names.join(', ') || 'none'})`);
   return { fd: SD_LISTEN_FDS_START + i, what: s };
 }
+
+/**
+ * Why listening on `s` failed: `cause` from the listen (no such descriptor, not a socket), or none when what
+ * the descriptor holds listens but is no TCP socket. Names the descriptor; keeps `cause`'s code.
+ */
+export function inheritedSocketError(s: InheritedSocket, cause?: NodeJS.ErrnoException): NodeJS.ErrnoException {
+  const e: NodeJS.ErrnoException = new Error(
+    cause === undefined ? `${s.what}: descriptor ${s.fd} is not a TCP socket` : `${s.what}: descriptor ${s.fd} is not a listening socket this process holds (${cause.code ?? cause.message})`,
+  );
+  if (cause?.code !== undefined) e.code = cause.code;
+  return e;
+}

@@ -2,8 +2,9 @@ import cluster from 'node:cluster';
 import { createServer, type RequestListener, type Server } from 'node:http';
 import { createServer as createTlsServer, type Server as TlsServer } from 'node:https';
 import type { Http2SecureServer } from 'node:http2';
-import type { Server as NetServer, Socket } from 'node:net';
+import type { Socket } from 'node:net';
 import { inheritedSocket } from '@plinth/core';
+import type { ListenTarget } from '@plinth/sdk/runtime';
 import { GatewayCodes, rawProblem } from './errors.js';
 import { http2Server, type Http1Settings, type Http2Limits } from './http2.js';
 import type { TlsContext } from './tls.js';
@@ -38,7 +39,7 @@ export function parseHostPort(s: string, defaultHost = '127.0.0.1'): { host: str
  * passes one) keeps it open across restarts: connections that arrive while no gateway runs wait in its
  * backlog instead of being refused, and an old and a new gateway on the same socket share its connections.
  */
-export type ListenTarget = { host: string; port: number; fd?: undefined } | { fd: number; what: string; host?: undefined; port?: undefined };
+export { listenOn, type ListenTarget } from '@plinth/sdk/runtime';
 
 /**
  * `host:port`, `:port` or `port` (port 0 picks a free one), or an inherited listening socket: `fd:N`, `systemd`
@@ -100,29 +101,6 @@ export function http1Settings(limits: ServerLimits = {}): Http1Settings {
     keepAliveTimeout: limits.keepAliveTimeoutMs ?? 65_000,
     connectionsCheckingInterval: limits.connectionsCheckingIntervalMs ?? 1000,
   };
-}
-
-/** Listens on `target`; resolves with the address it listens on (for an inherited socket, the socket's own). */
-export function listenOn(server: NetServer, target: ListenTarget): Promise<{ host: string; port: number }> {
-  return new Promise((resolve, reject) => {
-    const onError = (e: NodeJS.ErrnoException): void => {
-      if (target.fd === undefined) return reject(e);
-      const err = new Error(`${target.what}: descriptor ${target.fd} is not a listening socket this process holds (${e.code ?? e.message})`) as NodeJS.ErrnoException;
-      if (e.code !== undefined) err.code = e.code;
-      reject(err);
-    };
-    server.once('error', onError);
-    server.listen(target.fd !== undefined ? { fd: target.fd } : { port: target.port, host: target.host }, () => {
-      server.off('error', onError);
-      const a = server.address();
-      if (typeof a === 'object' && a !== null) resolve({ host: a.address, port: a.port });
-      else if (target.fd === undefined) resolve({ host: target.host, port: target.port });
-      else {
-        server.close();
-        reject(new Error(`${target.what}: descriptor ${target.fd} is not a TCP socket`));
-      }
-    });
-  });
 }
 
 export function urlOf(host: string, port: number, scheme: 'http' | 'https' = 'http'): string {

@@ -3,7 +3,6 @@ import { Headers, PROBLEM_CONTENT_TYPE, type FallbackAction } from '@plinth/core
 import { type GovernanceSource, type RequestContext } from '@plinth/sdk';
 import { formatTraceparent, newTraceContext, parseTraceparent, serializeBaggage, setStress, type Baggage, type TraceContext } from '@plinth/sdk/balancing';
 import { EndpointPools, isCallError, OutboundEngine, type EngineResult, type OutboundCall, type TryContext, type TryOutcome } from '@plinth/sdk/client';
-import { REQUEST_ID_ATTRIBUTE, requestIdOf, type CompiledRequestId } from './request-id.js';
 import { InboundRuntime, type Admission, type Rejection, type TrustMode } from '@plinth/sdk/middleware';
 import type { TimerWheel } from '@plinth/sdk/resilience';
 import { startClientSpan, startServerSpan, type ServerSpanHandle, type Tracing } from '@plinth/sdk/tracing';
@@ -18,6 +17,7 @@ import { EdgeInboundGovernance } from './engine-governance.js';
 import { GatewayCodes, problemBody } from './errors.js';
 import { grpcMessage, grpcStatusOf, isGrpcRequest } from './grpc-status.js';
 import { deadlineHeaders } from './deadline-headers.js';
+import { REQUEST_ID_ATTRIBUTE, requestIdOf, type CompiledRequestId } from './request-id.js';
 import { decodeTextBody, grpcRequestHeaders, grpcWebContentType, grpcWebModeOf, GrpcWebAnswer, type GrpcWebMode } from './grpc-web.js';
 import type { CompiledCompression } from './compression.js';
 import type { ExternalAuthorizer } from './external-auth.js';

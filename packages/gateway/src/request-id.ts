@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
+import { ownedOnRequest } from '@plinth/core';
 
 /**
  * A request ID per request, as Envoy's `x-request-id` and nginx's `$request_id`: sent upstream, returned to the
@@ -27,14 +28,15 @@ export const REQUEST_ID_ATTRIBUTE = 'plinth.request_id';
 /** Visible ASCII, no spaces, at most 200 characters: fits a log field and a header as it is. */
 const WELL_FORMED = /^[\x21-\x7e]{1,200}$/;
 const TOKEN = /^[a-z0-9!#$%&'*+.^_`|~-]+$/;
-/** Headers the gateway sets or strips on its own: an ID under one of their names would fight them. */
-const RESERVED = new Set(['host', 'connection', 'content-length', 'transfer-encoding', 'upgrade', 'te', 'traceparent', 'tracestate', 'baggage', 'forwarded', 'x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'x-forwarded-client-cert', 'authorization', 'cookie', 'grpc-timeout']);
+/** Credentials: an ID under their names would replace them. */
+const CREDENTIALS = new Set(['authorization', 'cookie']);
 
 export function compileRequestId(o: boolean | RequestIdOptions | undefined, keepIncoming: boolean): CompiledRequestId | undefined {
   if (o === undefined || o === false) return undefined;
   const header = (o === true ? undefined : o.header) ?? 'x-request-id';
   if (!TOKEN.test(header)) throw new TypeError(`requestId.header: ${JSON.stringify(header)} is not a lower-case header name`);
-  if (RESERVED.has(header) || header.startsWith('plinth-') || header.startsWith(':')) throw new TypeError(`requestId.header: ${header} is a header the gateway sets or strips itself`);
+  // The headers a route may not edit either: an ID under one of their names would fight what the gateway sets.
+  if (ownedOnRequest(header) || CREDENTIALS.has(header)) throw new TypeError(`requestId.header: ${header} is a header the gateway sets or strips itself`);
   return { header, keepIncoming };
 }
 

@@ -75,16 +75,6 @@ function serviceHost(host: string): string | undefined {
   return /^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/.test(host) ? host : undefined;
 }
 
-/**
- * Sidecar mode: the gateway in front of one app that does not run the SDK (Python, Go, …), on the same host.
- *
- * - Ingress: registered as the app's Instance (through the SDK's createService, so leases, readiness and
- *   draining are the SDK's), it runs the app's inbound policies (rate limits, concurrency, overload, fault
- *   injection) with mesh trust, then forwards to the app.
- * - Egress: the app calls `http://<egress>/<service>/<path>` (or any path with `Host: <service>`) and gets
- *   discovery, lanes, version routing, balancing, breakers, retries and deadlines from the engine. The app
- *   passes on the `traceparent`, `baggage` and `plinth-timeout-ms` it received, as with any mesh.
- */
 /** The sidecar options a start refuses, refused before anything runs; the app's URL and protocol. */
 export function checkSidecarOptions(o: SidecarOptions): { app: URL; appProtocol: 'http' | 'h2c' } {
   const app = new URL(o.app);
@@ -95,6 +85,16 @@ export function checkSidecarOptions(o: SidecarOptions): { app: URL; appProtocol:
   return { app, appProtocol };
 }
 
+/**
+ * Sidecar mode: the gateway in front of one app that does not run the SDK (Python, Go, …), on the same host.
+ *
+ * - Ingress: registered as the app's Instance (through the SDK's createService, so leases, readiness and
+ *   draining are the SDK's), it runs the app's inbound policies (rate limits, concurrency, overload, fault
+ *   injection) with mesh trust, then forwards to the app.
+ * - Egress: the app calls `http://<egress>/<service>/<path>` (or any path with `Host: <service>`) and gets
+ *   discovery, lanes, version routing, balancing, breakers, retries and deadlines from the engine. The app
+ *   passes on the `traceparent`, `baggage` and `plinth-timeout-ms` it received, as with any mesh.
+ */
 export async function startSidecar(
   f: Forwarder,
   o: SidecarOptions,

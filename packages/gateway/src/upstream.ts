@@ -535,8 +535,10 @@ export class UpstreamTry implements Dispatcher.DispatchHandler, Expirable {
     this.abortUpstream(DISCARDED);
   }
 
-  /** The flat header list of the answer, hop-by-hop headers removed, the route's `edit` made, `extra` appended. */
-  /** `own`: a header the gateway gives itself (the request ID): the upstream's of that name is left out. */
+  /**
+   * The flat header list of the answer, hop-by-hop headers removed, the route's `edit` made, `extra` appended.
+   * `own`: a header the gateway gives itself (the request ID): the upstream's of that name is left out.
+   */
   responseHead(extra: readonly string[], edit: HeaderEdit | undefined, own?: string): string[] {
     const h = this.headers ?? {};
     const drop = connectionTokens(h.connection);

@@ -3,7 +3,7 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import { join, resolve } from 'node:path';
 import { pino, type Logger } from 'pino';
-import { inheritedSocket } from '@plinth/core';
+import { inheritedSocket, inheritedSocketError } from '@plinth/core';
 import { registerRegistryRoutes } from './api/registry.js';
 import { registerResourceRoutes } from './api/resources.js';
 import { registerSecretKeyRoutes } from './api/secret-keys.js';
@@ -225,8 +225,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
       socket.end(`HTTP/1.1 ${status}\r\ncontent-type: application/problem+json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
     });
     await new Promise<void>((ok, fail) => {
-      const onError = (e: NodeJS.ErrnoException): void =>
-        fail(inherited === undefined ? e : Object.assign(new Error(`${inherited.what}: descriptor ${inherited.fd} is not a listening socket this process holds (${e.code ?? e.message})`), { code: e.code }));
+      const onError = (e: NodeJS.ErrnoException): void => fail(inherited === undefined ? e : inheritedSocketError(inherited, e));
       server.once('error', onError);
       const done = (): void => {
         server.off('error', onError);

@@ -210,7 +210,7 @@ const headerValue = z
  */
 const REQUEST_OWNED = new Set(['host', 'content-length', 'transfer-encoding', 'connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'upgrade', 'expect', 'traceparent', 'tracestate', 'baggage', 'grpc-timeout', 'forwarded', 'x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'x-forwarded-client-cert']);
 /** A header (lower case) only the gateway sets on the request upstream. */
-function ownedOnRequest(lower: string): boolean {
+export function ownedOnRequest(lower: string): boolean {
   return REQUEST_OWNED.has(lower) || lower.startsWith('plinth-');
 }
 

@@ -1,6 +1,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createServer as createTlsServer, type ServerOptions as TlsServerOptions } from 'node:https';
 import type { Duplex } from 'node:stream';
+import { listenOn } from './listen.js';
 
 export type NotReadyReason = 'registering' | 'no_snapshot' | 'draining' | 'unhealthy';
 
@@ -127,18 +128,7 @@ export class DrainableServer {
 
   /** Binds `host:port`, or listens on the inherited listening socket `fd`; resolves with the address listened on. */
   listen(port: number, host: string, fd?: number): Promise<{ host: string; port: number }> {
-    return new Promise((resolve, reject) => {
-      const onError = (e: Error) => reject(e);
-      this.server.once('error', onError);
-      this.server.listen(fd !== undefined ? { fd } : { port, host }, () => {
-        this.server.off('error', onError);
-        const a = this.server.address();
-        if (typeof a === 'object' && a !== null) return resolve({ host: a.address, port: a.port });
-        if (fd === undefined) return resolve({ host, port });
-        this.server.close();
-        reject(new Error(`descriptor ${fd} is not a TCP socket`));
-      });
-    });
+    return listenOn(this.server, fd !== undefined ? { fd, what: `fd:${fd}` } : { host, port });
   }
 
   /**

@@ -91,7 +91,7 @@ export function instant(q: URLSearchParams, name: string, now: number): number |
 }
 
 /** Default: the last hour. */
-function range(q: URLSearchParams, now: number): TimeRange {
+export function range(q: URLSearchParams, now: number): TimeRange {
   const toMs = instant(q, 'to', now) ?? now;
   const fromMs = instant(q, 'from', now) ?? toMs - DEFAULT_RANGE_MS;
   if (fromMs >= toMs) throw invalid('from', 'must be before to');

@@ -3,7 +3,7 @@ import { authorize, principalOf, type GuardDeps } from '../../http/guard.js';
 import { sendJson } from '../../http/problem.js';
 import type { RequestContext, Router } from '../../http/router.js';
 import { intParam } from '../../api/query.js';
-import { instant } from '../routes.js';
+import { instant, range } from '../routes.js';
 import type { AlertEvent, SliCounts, SpanStore } from '../types.js';
 import type { ErrorBudget } from './burn-rate.js';
 import { contentionReport } from './contention.js';
@@ -48,7 +48,6 @@ export interface SloStatus {
   firing: { severity: AlertSeverity; summary: string; since: string; notification: string }[];
 }
 
-const DEFAULT_CONTENTION_RANGE_MS = 3_600_000;
 const MAX_RANGE_MS = 35 * 86_400_000;
 
 function windowStatus(window: string, counts: SliCounts, burnRate: number): WindowStatus {
@@ -149,10 +148,7 @@ export function registerAlertingRoutes(router: Router, deps: AlertingApiDeps): v
     const namespace = ctx.query.get('namespace');
     if (!namespace) throw new PlinthError('INVALID_PARAMETER', 'namespace is required');
     await authorize(ctx, deps, 'list', 'Trace', namespace);
-    const at = now();
-    const toMs = instant(ctx.query, 'to', at) ?? at;
-    const fromMs = instant(ctx.query, 'from', at) ?? toMs - DEFAULT_CONTENTION_RANGE_MS;
-    if (fromMs >= toMs) throw new PlinthError('INVALID_PARAMETER', 'from must be before to');
+    const { fromMs, toMs } = range(ctx.query, now());
     if (toMs - fromMs > MAX_RANGE_MS) throw new PlinthError('INVALID_PARAMETER', 'the range may span at most 35 days');
     sendJson(ctx.res, 200, await contentionReport(deps, { namespace, fromMs, toMs }));
   });
